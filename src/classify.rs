@@ -381,9 +381,14 @@ fn label(candidate: &Candidate<'_>, norm_key: Option<&str>, link_type: LinkType,
 }
 
 /// Collapses whitespace runs, trims, and cuts to [`MAX_LABEL_CHARS`]
-/// characters on a character boundary.
+/// characters on a character boundary. Control characters count as
+/// whitespace (PostgreSQL text cannot even hold NUL).
 fn clean_label(text: &str) -> String {
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let collapsed = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     match collapsed.char_indices().nth(MAX_LABEL_CHARS) {
         Some((cut, _)) => collapsed[..cut].trim_end().to_owned(),
         None => collapsed,

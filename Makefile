@@ -1,0 +1,48 @@
+# Developer entry points. CI runs .ci/run, which is `make lint` then
+# `make test`, so a green `make lint test` here means a green CI.
+#
+# Tests and the demo need a PostgreSQL server; scripts/pg-server finds one
+# ($TEST_DATABASE_URL, $DATABASE_URL, a passwordless postgres on
+# 127.0.0.1:5432) or starts a private one in .pg/ (see `scripts/pg-server help`).
+
+CARGO ?= cargo
+# Extra arguments for cargo test, e.g. `make test ARGS='purge -- --nocapture'`.
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help lint test demo bench build pg-status pg-stop clean
+
+help: ## list these targets
+	@echo 'usage: make <target>'
+	@echo
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+lint: ## check formatting and run clippy with warnings as errors (as CI does)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The URL is looked up once, before cargo starts, so a private server is
+# started (or reused) a single time rather than by each test binary.
+test: ## run all tests against a PostgreSQL server (starts a private one if needed)
+	url=$$(scripts/pg-server url) && TEST_DATABASE_URL="$$url" $(CARGO) test --all-targets $(ARGS)
+
+demo: ## walk through generate, dry run, run, verify, status, rerun, purge on relink_demo
+	scripts/demo
+
+bench: ## run the benchmarks (scripts/bench)
+	scripts/bench
+
+build: ## build the release binary (target/release/relink)
+	$(CARGO) build --release
+
+pg-status: ## say which PostgreSQL server tests and the demo would use
+	scripts/pg-server status
+
+pg-stop: ## stop the private PostgreSQL server, if it runs
+	scripts/pg-server stop
+
+# Stop the server before deleting its data directory.
+clean: ## remove build output and the private PostgreSQL server (.pg)
+	scripts/pg-server stop
+	$(CARGO) clean
+	rm -rf .pg

@@ -1,0 +1,645 @@
+-- Synthetic legacy data for tests, the demo, benchmarks and rehearsals.
+--
+-- Fills an EMPTY database that already has the application's schema
+-- (sql/app/up.sql) with {{PROFILES}} users, one profile each, and the messy
+-- legacy "socialLinks" JSON that relink has to cope with (SPEC §2, §3).
+-- The caller replaces {{PROFILES}} (a positive integer) and {{SEED}} (a float
+-- in [-1, 1]) textually and sends the whole file as ONE simple-query batch:
+-- no psql meta-commands or variables, and every statement runs in the one
+-- implicit transaction of that batch (which is what makes SET LOCAL work).
+--
+-- Determinism: the same {{PROFILES}} and {{SEED}} give byte-identical tables.
+-- random() is one per-backend generator, so it is deterministic only if it is
+-- called in the same order every time: one process (no parallel workers) and
+-- plans whose evaluation order is fixed by construction (function scans over
+-- generate_series, subqueries kept apart with OFFSET 0 or volatile target
+-- lists, no sorts or hashes between the generator and the random() calls).
+-- The user-created links are the one pass that READS a table, and a heap scan
+-- does not promise an order (synchronized seq scans may start mid-table), so
+-- that pass uses no random(): its choices hash (profile id, seed) instead.
+--
+-- The mix, in expectation (measured figures for 1,000,000 profiles are in the
+-- comments next to each choice below and in sql/README-style notes of the
+-- caller; percentages of values are of all legacy values):
+--
+--   profiles
+--     8.0%  "socialLinks" SQL NULL
+--    41.4%  shape 1  object key -> URL string        (45% of the non-null)
+--    13.8%  shape 2  object key -> {url, label}      (15%)
+--    13.8%  shape 3  array of strings                (15%)
+--    11.0%  shape 4  array of {url|href|link|URL, label, platform|key, type}
+--                                                    (12%)
+--     4.6%  shape 5  a JSON string holding the JSON text of shape 1 (60%) or
+--                    shape 3 (40%): double-encoded  (5%)
+--     7.4%  shape 6  garbage: {}, [], "", "   ", numbers, booleans, JSON null,
+--                    nested arrays/objects, "not json at all", broken JSON in
+--                    a string, a lone top-level URL string  (8%)
+--   1 to 5 values per profile of shapes 1-5 (25/33/24/12/6%), i.e. about 2.4
+--   drawn, about 2.2 left after JSON objects merge repeated keys: about
+--   2 million legacy values per 1,000,000 profiles.
+--
+--   values, by what they point at (key spelling follows the kind)
+--    30%    website   keys website/Website/WEBSITE/site/homepage/web/" web "/
+--                     portfolio/Portfolio/"personal website"; half of them
+--                     use the profile's own site, so a second website value
+--                     is often the same site spelled differently (trailing
+--                     slash, http, uppercase host, no scheme): about 3% of
+--                     values duplicate another value of their profile
+--    18%    imdb      imdb/IMDB/IMDb/imdb_url; nm + 7 digits
+--    12%    showreel  showreel/Demo-Reel/reel/demo_reel/demoreel/"Showreel "
+--                     /vimeo/youtube; vimeo, youtube, dropbox, drive links
+--    22.4%  social    instagram 8, twitter 5.5, linkedin 4.5, youtube 2.2,
+--                     vimeo 2.2 (keys mostly as named, some capitalised, a
+--                     few unknown spellings: insta, twitter_handle, linked_in)
+--    14.6%  other     unknown or "other" keys (blog, agent, spotlight,
+--                     linktree, soundcloud, facebook, tiktok, github, x, ...)
+--     3%    junk      not a url, javascript:alert(1), http://localhost/,
+--                     https://1.2.3.4/, http://[::1]/, mailto:, ftp:,
+--                     credentials, "", "   ", N/A, numbers, true, null,
+--                     nested arrays, a 2 KiB URL
+--   and across kinds: about 10% without a scheme (www.x.com, x.com/…,
+--   //x.com), about 5% bare handles (@jane_doe123 or jane_doe123) under
+--   instagram/twitter/youtube keys, about 3% with utm_/fbclid parameters,
+--   IDN hosts (bücher-…, müller-…, 例え-…), ports, dot segments, padding.
+--   Labels (shapes 2 and 4): 40% absent, 30% the usual name, the rest custom
+--   (emoji, non-ASCII), empty, blank, over 40 characters, whitespace runs,
+--   or a number.  Hosts: example-<n> with n < 100,000, plus the real
+--   platforms, so hosts repeat across profiles as they do in production.
+--
+--   users: about 3% already have 1 or 2 rows in profile_links created through
+--   the new API (ids 'ul…', positions 0.., timestamps 2024-01-01); about half
+--   of the first ones are the profile's own site or IMDb page in canonical
+--   form, so deduplication against existing rows matters.
+--
+-- Speed: one INSERT … SELECT … FROM generate_series per table, JSON built
+-- with aggregates and constant arrays, no per-row SQL functions; see the
+-- caller for measured timings.
+
+-- Parallel workers would each run their own random() sequence in whatever
+-- order they get pages: never reproducible.
+SET LOCAL max_parallel_workers_per_gather = 0;
+-- JIT would compile the large expressions below for the 1M-row estimate and
+-- spend seconds doing it; it changes no result, only the time.
+SET LOCAL jit = off;
+SELECT setseed({{SEED}});
+
+-- Ids look like the application's cuids: 'c', a prefix letter, the row
+-- number in fixed-width hex (so keyset order by id is insertion order, as a
+-- cuid's leading timestamp makes it in production), then md5 noise.  25
+-- characters like a cuid.  Profile i belongs to user i.
+INSERT INTO users (id)
+SELECT 'cu' || lpad(to_hex(i), 10, '0') || substr(md5('u' || i), 1, 13)
+FROM generate_series(1, {{PROFILES}}) AS g(i);
+
+INSERT INTO profiles (id, "userId", "socialLinks")
+SELECT
+    'cp' || lpad(to_hex(p.i), 10, '0') || substr(md5('p' || p.i), 1, 13),
+    'cu' || lpad(to_hex(p.i), 10, '0') || substr(md5('u' || p.i), 1, 13),
+    CASE p.shape
+        WHEN 0 THEN NULL
+        -- Double-encoded: the JSON text of a shape 1 or 3 value, stored as a
+        -- JSON string (what an ORM writing JSON.stringify(links) produced).
+        WHEN 5 THEN to_jsonb(coalesce(v.objects, v.arrays)::text)
+        WHEN 6 THEN format((ARRAY[
+            '{}', '{}', '[]', '[]', '""', '""', '"   "',
+            '0', '42', '3.14', 'true', 'false', 'null',
+            '"not json at all"',
+            '"https://www.example-%1$s.com/"',
+            '"www.example-%1$s.com"',
+            '"{\"website\": \"https://www.example-%1$s.com/\""',
+            '[[["https://www.example-%1$s.com/"]]]',
+            '[["https://www.example-%1$s.com/", "https://vimeo.com/%1$s"]]',
+            '{"website": {"url": {"href": "https://www.example-%1$s.com/"}}}',
+            '{"links": [{"url": "https://www.example-%1$s.com/"}]}',
+            '[1, true, null, {}]',
+            '{"": ""}',
+            '{"website": null, "imdb": 12345}'
+        ])[1 + floor(p.r_pick * 24)::int], p.site)::jsonb
+        ELSE coalesce(v.objects, v.arrays)
+    END
+FROM (
+    -- Per-profile choices.  OFFSET 0 keeps this a separate step, so that each
+    -- derived column is computed once per row instead of being inlined (and
+    -- recomputed) at every place the outer query uses it.
+    SELECT
+        i,
+        shape,
+        -- The JSON structure the values are assembled into; a double-encoded
+        -- profile (shape 5) wraps an object (60%) or an array of strings.
+        CASE
+            WHEN shape BETWEEN 1 AND 4 THEN shape
+            WHEN shape = 5 THEN CASE WHEN r_pick < 0.6 THEN 1 ELSE 3 END
+            ELSE 0
+        END AS form,
+        CASE
+            WHEN shape NOT BETWEEN 1 AND 5 THEN 0
+            WHEN r_count < 0.25 THEN 1
+            WHEN r_count < 0.58 THEN 2
+            WHEN r_count < 0.82 THEN 3
+            WHEN r_count < 0.94 THEN 4
+            ELSE 5
+        END AS n_values,
+        site,
+        r_pick
+    FROM (
+        -- Every random() of a profile, in one fixed order.  A target list
+        -- with volatile functions is never flattened into the outer query.
+        SELECT
+            i,
+            CASE
+                WHEN r_shape < 0.08 THEN 0
+                WHEN r_shape < 0.494 THEN 1
+                WHEN r_shape < 0.632 THEN 2
+                WHEN r_shape < 0.770 THEN 3
+                WHEN r_shape < 0.8804 THEN 4
+                WHEN r_shape < 0.9264 THEN 5
+                ELSE 6
+            END AS shape,
+            r_count,
+            -- The profile's own website: example-<site>.com.
+            floor(r_site * 100000)::int AS site,
+            r_pick
+        FROM (
+            SELECT i, random() AS r_shape, random() AS r_count,
+                   random() AS r_site, random() AS r_pick
+            FROM generate_series(1, {{PROFILES}}) AS g(i)
+        ) AS r
+    ) AS d
+    OFFSET 0
+) AS p
+CROSS JOIN LATERAL (
+    -- The profile's values, assembled in value order.  Only the aggregate of
+    -- the profile's form sees any row (FILTER is checked before the
+    -- aggregate's arguments are built), so the others cost nothing; over no
+    -- rows at all (NULL and garbage profiles) every aggregate is NULL.
+    -- No ORDER BY inside the aggregates: rows arrive in generate_series
+    -- order, and sorting per profile would cost more than the rest.
+    SELECT
+        coalesce(
+            jsonb_object_agg(s.key, s.val) FILTER (WHERE p.form = 1),
+            jsonb_object_agg(
+                s.key,
+                CASE
+                    -- A few shape-2 entries are plain strings: mixed shapes
+                    -- inside one object are what years of edits leave.
+                    WHEN s.r_field < 0.10 THEN s.val
+                    ELSE jsonb_build_object(
+                             CASE WHEN s.r_field < 0.15 THEN 'link' ELSE 'url' END,
+                             s.val)
+                         || CASE WHEN s.label IS NULL THEN '{}'::jsonb
+                                 ELSE jsonb_build_object('label', s.label) END
+                END
+            ) FILTER (WHERE p.form = 2)
+        ) AS objects,
+        coalesce(
+            jsonb_agg(s.val) FILTER (WHERE p.form = 3),
+            jsonb_agg(
+                -- URL field: url 85%, href 5%, link 5%, URL 5%.
+                jsonb_build_object(
+                    CASE
+                        WHEN s.f_url < 17 THEN 'url'
+                        WHEN s.f_url = 17 THEN 'href'
+                        WHEN s.f_url = 18 THEN 'link'
+                        ELSE 'URL'
+                    END,
+                    s.val)
+                || CASE WHEN s.label IS NULL THEN '{}'::jsonb
+                        ELSE jsonb_build_object('label', s.label) END
+                -- Key field: platform 30%, key 10%, Platform 5%, none 55%.
+                || CASE
+                       WHEN s.f_key < 6 THEN jsonb_build_object('platform', s.key)
+                       WHEN s.f_key < 8 THEN jsonb_build_object('key', s.key)
+                       WHEN s.f_key = 8 THEN jsonb_build_object('Platform', s.key)
+                       ELSE '{}'::jsonb
+                   END
+                -- Explicit type 50%: mostly right, sometimes capitalised,
+                -- sometimes not one of the four, sometimes plainly wrong.
+                || CASE
+                       WHEN s.f_type < 6 THEN jsonb_build_object('type', s.type)
+                       WHEN s.f_type = 6 THEN jsonb_build_object('type', initcap(s.type))
+                       WHEN s.f_type = 7 THEN jsonb_build_object('type', 'social')
+                       WHEN s.f_type = 8 THEN jsonb_build_object('type', 'link')
+                       WHEN s.f_type = 9 THEN jsonb_build_object('type', 'WEBSITE')
+                       ELSE '{}'::jsonb
+                   END
+            ) FILTER (WHERE p.form = 4)
+        ) AS arrays
+    FROM (
+        -- One row per value: the JSON value itself and its label.
+        SELECT
+            t.key,
+            t.type,
+            CASE t.tmpl
+                WHEN '<number>' THEN to_jsonb(t.n % 100000)
+                WHEN '<true>' THEN 'true'::jsonb
+                WHEN '<null>' THEN 'null'::jsonb
+                WHEN '<array>' THEN jsonb_build_array(format('https://www.example-%s.com/', t.site_n))
+                WHEN '<long>' THEN to_jsonb(format('https://www.example-%s.com/', t.site_n) || repeat('a', 2100))
+                -- Placeholders: %1$s a number < 100000, %2$s 7 digits,
+                -- %3$s up to 9 digits, %4$s hex, %5$s a site number (the
+                -- profile's own half of the time), %6$s a handle.
+                ELSE to_jsonb(format(t.tmpl,
+                    t.n % 100000,
+                    lpad((t.n % 10000000)::text, 7, '0'),
+                    t.n,
+                    to_hex(t.n),
+                    t.site_n,
+                    (ARRAY['jane', 'john', 'alex', 'maria', 'sam', 'lee',
+                           'nora', 'omar', 'yuki', 'zoe', 'ana', 'ben'])[1 + (t.n % 12)::int]
+                    || (ARRAY['_doe', '.smith', '_films', '.actor', '',
+                              '_official', '.dp', '_vfx'])[1 + (t.n / 12 % 8)::int]
+                    || (t.n / 96 % 1000)))
+            END AS val,
+            -- Labels only exist in shapes 2 and 4; don't build them for the
+            -- rest.
+            CASE WHEN p.form NOT IN (2, 4) THEN NULL
+                ELSE CASE floor(t.r_label * 20)::int
+                    WHEN 8 THEN to_jsonb(t.usual_label)
+                    WHEN 9 THEN to_jsonb(t.usual_label)
+                    WHEN 10 THEN to_jsonb(t.usual_label)
+                    WHEN 11 THEN to_jsonb(t.usual_label)
+                    WHEN 12 THEN to_jsonb(t.usual_label)
+                    WHEN 13 THEN to_jsonb(t.usual_label)
+                    WHEN 14 THEN to_jsonb((ARRAY[
+                        'My Website', 'Portfolio ✨', '🎬 Showreel', 'IMDb Page',
+                        'Demo Reel 2023', 'Follow me 📸', 'Site perso', 'Página web',
+                        'Mein Showreel', '作品集', 'Агентство', 'Réalisations'
+                    ])[1 + (t.n % 12)::int])
+                    WHEN 15 THEN '""'::jsonb
+                    WHEN 16 THEN '"   "'::jsonb
+                    WHEN 17 THEN to_jsonb('My personal ' || lower(t.usual_label)
+                                          || ' with all my latest work, news and contact details')
+                    WHEN 18 THEN to_jsonb(t.n % 100)
+                    WHEN 19 THEN to_jsonb('  ' || t.usual_label || E'   \t my  link ')
+                    ELSE NULL -- 0-7: no label (40%)
+                END
+            END AS label,
+            t.r_field,
+            floor(t.r_field * 20)::int AS f_url,
+            floor(t.r_field * 400)::int % 20 AS f_key,
+            floor(t.r_field * 8000)::int % 20 AS f_type
+        FROM (
+            -- Key, URL template and usual label, by kind.  The constant
+            -- arrays list each choice as often as its weight (20 entries:
+            -- one entry = 5% of that kind).
+            SELECT
+                k.n,
+                k.site_n,
+                k.r_label,
+                k.r_field,
+                (CASE k.kind
+                    WHEN 'website' THEN ARRAY[
+                        'website', 'website', 'website', 'website', 'website',
+                        'website', 'website', 'website', 'Website', 'Website',
+                        'site', 'homepage', ' web ', 'web', 'portfolio',
+                        'portfolio', 'portfolio', 'Portfolio', 'WEBSITE',
+                        'personal website']
+                    WHEN 'imdb' THEN ARRAY[
+                        'imdb', 'imdb', 'imdb', 'imdb', 'imdb', 'imdb', 'imdb',
+                        'imdb', 'imdb', 'imdb', 'imdb', 'imdb', 'imdb', 'imdb',
+                        'IMDB', 'IMDB', 'IMDB', 'IMDb', 'IMDb', 'imdb_url']
+                    WHEN 'showreel' THEN ARRAY[
+                        'showreel', 'showreel', 'showreel', 'showreel',
+                        'showreel', 'showreel', 'showreel', 'showreel',
+                        'Demo-Reel', 'Demo-Reel', 'Demo-Reel', 'reel', 'reel',
+                        'reel', 'demo_reel', 'demo_reel', 'demoreel',
+                        'Showreel ', 'vimeo', 'youtube']
+                    WHEN 'instagram' THEN ARRAY[
+                        'instagram', 'instagram', 'instagram', 'instagram',
+                        'instagram', 'instagram', 'instagram', 'instagram',
+                        'instagram', 'instagram', 'instagram', 'instagram',
+                        'instagram', 'instagram', 'instagram', 'instagram',
+                        'Instagram', 'Instagram', 'Instagram', 'insta']
+                    WHEN 'twitter' THEN ARRAY[
+                        'twitter', 'twitter', 'twitter', 'twitter', 'twitter',
+                        'twitter', 'twitter', 'twitter', 'twitter', 'twitter',
+                        'twitter', 'twitter', 'twitter', 'twitter', 'twitter',
+                        'Twitter', 'Twitter', 'Twitter', 'x', 'twitter_handle']
+                    WHEN 'linkedin' THEN ARRAY[
+                        'linkedin', 'linkedin', 'linkedin', 'linkedin',
+                        'linkedin', 'linkedin', 'linkedin', 'linkedin',
+                        'linkedin', 'linkedin', 'linkedin', 'linkedin',
+                        'linkedin', 'linkedin', 'linkedin', 'linkedin',
+                        'LinkedIn', 'LinkedIn', 'LinkedIn', 'linked_in']
+                    WHEN 'youtube' THEN ARRAY[
+                        'youtube', 'youtube', 'youtube', 'youtube', 'youtube',
+                        'youtube', 'youtube', 'youtube', 'youtube', 'youtube',
+                        'youtube', 'youtube', 'youtube', 'youtube', 'youtube',
+                        'youtube', 'youtube', 'YouTube', 'YouTube', 'YouTube']
+                    WHEN 'vimeo' THEN ARRAY[
+                        'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo',
+                        'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo',
+                        'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo', 'Vimeo',
+                        'Vimeo', 'Vimeo']
+                    WHEN 'other' THEN ARRAY[
+                        'blog', 'Blog', 'agent', 'Agent ', 'spotlight',
+                        'backstage', 'linktree', 'Linktree', 'soundcloud',
+                        'facebook', 'Facebook', 'tiktok', 'github', 'spotify',
+                        'personal_site', 'my site', 'x', 'Casting Networks',
+                        'fb', 'other']
+                    ELSE ARRAY[ -- junk
+                        'website', 'website', 'website', 'website', 'website',
+                        'website', 'imdb', 'imdb', 'imdb', 'showreel',
+                        'showreel', 'showreel', 'instagram', 'instagram',
+                        'twitter', 'twitter', 'blog', 'linkedin', 'link', 'url']
+                END)[1 + floor(k.r_key * 20)::int] AS key,
+                (CASE k.kind
+                    -- 20% without a scheme, 5% utm, some http, uppercase,
+                    -- padding, IDN; %5$s is often the profile's own site.
+                    WHEN 'website' THEN ARRAY[
+                        'https://www.example-%5$s.com/',
+                        'https://www.example-%5$s.com/',
+                        'https://www.example-%5$s.com/',
+                        'https://www.example-%5$s.com/',
+                        'https://example-%5$s.com/',
+                        'http://www.example-%5$s.com/',
+                        'https://www.example-%5$s.com',
+                        'www.example-%5$s.com',
+                        'www.example-%5$s.com/',
+                        'example-%5$s.com',
+                        'https://WWW.Example-%5$s.COM/',
+                        'https://www.example-%5$s.com/about',
+                        'https://www.example-%5$s.com/portfolio/',
+                        'https://www.example-%5$s.com/?utm_source=instagram&utm_medium=bio',
+                        'https://bücher-%5$s.example/',
+                        'https://www.example-%5$s.co.uk/',
+                        '//www.example-%5$s.com/',
+                        '  https://www.example-%5$s.com/  ',
+                        'https://www.example-%5$s.com/work?id=%1$s',
+                        'https://example-%5$s.squarespace.com/']
+                    WHEN 'imdb' THEN ARRAY[
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s',
+                        'https://imdb.com/name/nm%2$s/',
+                        'http://www.imdb.com/name/nm%2$s/',
+                        'www.imdb.com/name/nm%2$s/',
+                        'imdb.com/name/nm%2$s',
+                        'https://m.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/name/nm%2$s/?ref_=fn_al_nm_1',
+                        'https://www.imdb.com/name/nm%2$s/?utm_source=share&utm_medium=web',
+                        'https://pro.imdb.com/name/nm%2$s/',
+                        'https://www.imdb.com/title/tt%2$s/',
+                        'IMDB.com/name/nm%2$s']
+                    WHEN 'showreel' THEN ARRAY[
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s/',
+                        'http://vimeo.com/%3$s',
+                        'https://player.vimeo.com/video/%3$s',
+                        'https://vimeo.com/%3$s?utm_source=email&utm_campaign=reel',
+                        'https://www.youtube.com/watch?v=%4$s',
+                        'https://www.youtube.com/watch?v=%4$s',
+                        'https://www.youtube.com/watch?v=%4$s',
+                        'https://youtu.be/%4$s',
+                        'https://www.youtube.com/watch?v=%4$s&t=30s',
+                        'vimeo.com/%3$s',
+                        'https://www.dropbox.com/s/%4$s/showreel.mp4?dl=0',
+                        'https://drive.google.com/file/d/%4$s/view',
+                        'https://vimeo.com/%3$s#t=12s',
+                        'https://www.example-%5$s.com/reel']
+                    -- Bare handles (with or without @) are 35% here, 30% for
+                    -- twitter, 15% for youtube: about 5% of all values.
+                    WHEN 'instagram' THEN ARRAY[
+                        'https://www.instagram.com/%6$s/',
+                        'https://www.instagram.com/%6$s/',
+                        'https://www.instagram.com/%6$s/',
+                        'https://www.instagram.com/%6$s/',
+                        'https://www.instagram.com/%6$s/',
+                        'https://www.instagram.com/%6$s/',
+                        'https://www.instagram.com/%6$s/',
+                        'https://instagram.com/%6$s',
+                        'http://instagram.com/%6$s/',
+                        'instagram.com/%6$s',
+                        'https://www.instagram.com/%6$s/?hl=en',
+                        'https://www.instagram.com/%6$s?igshid=%4$s',
+                        '@%6$s', '@%6$s', '@%6$s', '@%6$s', '@%6$s',
+                        '%6$s', '%6$s',
+                        'https://www.instagram.com/%6$s/?utm_source=ig_web_copy_link']
+                    WHEN 'twitter' THEN ARRAY[
+                        'https://twitter.com/%6$s',
+                        'https://twitter.com/%6$s',
+                        'https://twitter.com/%6$s',
+                        'https://twitter.com/%6$s',
+                        'https://twitter.com/%6$s',
+                        'https://twitter.com/%6$s',
+                        'https://twitter.com/%6$s',
+                        'https://x.com/%6$s',
+                        'https://x.com/%6$s',
+                        'twitter.com/%6$s',
+                        'https://mobile.twitter.com/%6$s',
+                        'https://twitter.com/%6$s/',
+                        '@%6$s', '@%6$s', '@%6$s', '@%6$s', '@%6$s',
+                        '%6$s',
+                        'http://www.twitter.com/%6$s',
+                        'https://twitter.com/%6$s?lang=en']
+                    WHEN 'linkedin' THEN ARRAY[
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://www.linkedin.com/in/%6$s/',
+                        'https://linkedin.com/in/%6$s',
+                        'https://linkedin.com/in/%6$s',
+                        'linkedin.com/in/%6$s',
+                        'linkedin.com/in/%6$s',
+                        'https://www.linkedin.com/in/%6$s?trk=public_profile',
+                        'https://uk.linkedin.com/in/%6$s',
+                        'http://www.linkedin.com/in/%6$s/',
+                        'www.linkedin.com/in/%6$s']
+                    WHEN 'youtube' THEN ARRAY[
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/@%6$s',
+                        'https://www.youtube.com/channel/UC%4$s',
+                        'https://www.youtube.com/channel/UC%4$s',
+                        'https://www.youtube.com/channel/UC%4$s',
+                        'https://www.youtube.com/channel/UC%4$s',
+                        '@%6$s', '@%6$s', '@%6$s',
+                        'https://youtube.com/c/%6$s',
+                        'https://youtube.com/c/%6$s',
+                        'https://www.youtube.com/user/%6$s',
+                        'youtube.com/@%6$s',
+                        'https://m.youtube.com/@%6$s',
+                        'https://www.youtube.com/watch?v=%4$s']
+                    WHEN 'vimeo' THEN ARRAY[
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%6$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'https://vimeo.com/%3$s',
+                        'vimeo.com/%6$s',
+                        'vimeo.com/%6$s',
+                        'https://vimeo.com/user%3$s']
+                    WHEN 'other' THEN ARRAY[
+                        'https://blog.example-%1$s.com/',
+                        'https://example-%1$s.wordpress.com/',
+                        'https://www.spotlight.com/%2$s',
+                        'https://www.spotlight.com/%2$s?utm_source=cv',
+                        'https://linktr.ee/%6$s',
+                        'https://linktr.ee/%6$s',
+                        'https://soundcloud.com/%6$s',
+                        'https://www.facebook.com/%6$s',
+                        'https://facebook.com/profile.php?id=%3$s&fbclid=%4$s',
+                        'https://www.tiktok.com/@%6$s',
+                        'https://github.com/%6$s',
+                        'https://open.spotify.com/artist/%4$s',
+                        'https://www.backstage.com/u/%6$s/',
+                        'https://medium.com/@%6$s',
+                        'https://www.müller-%1$s.de/',
+                        'https://例え-%1$s.jp/',
+                        'https://agency-%1$s.example.com/clients/%6$s',
+                        'https://www.castingnetworks.com/%6$s',
+                        'https://example-%1$s.com:8443/portfolio',
+                        'https://www.example-%1$s.com/path/../reel/./index.html']
+                    -- Junk: every §3 reject reason is represented, plus
+                    -- non-string values (the '<…>' sentinels above).
+                    ELSE ARRAY[
+                        'not a url', 'javascript:alert(1)', 'http://localhost/',
+                        'https://1.2.3.4/', '', '   ', '<number>',
+                        'mailto:jane@example-%1$s.com',
+                        'ftp://files.example-%1$s.com/reel.mov',
+                        'https://user:secret@example-%1$s.com/',
+                        'http://[::1]/', 'https://example', 'N/A', 'TBD',
+                        'https://', '<long>', '<true>', '<null>', '<array>',
+                        'see my website']
+                END)[1 + floor(k.r_tmpl * 20)::int] AS tmpl,
+                CASE k.kind
+                    WHEN 'website' THEN 'website'
+                    WHEN 'imdb' THEN 'imdb'
+                    WHEN 'showreel' THEN 'showreel'
+                    ELSE 'other'
+                END AS type,
+                CASE k.kind
+                    WHEN 'website' THEN 'Website'
+                    WHEN 'imdb' THEN 'IMDb'
+                    WHEN 'showreel' THEN 'Showreel'
+                    WHEN 'instagram' THEN 'Instagram'
+                    WHEN 'twitter' THEN 'Twitter'
+                    WHEN 'linkedin' THEN 'LinkedIn'
+                    WHEN 'youtube' THEN 'YouTube'
+                    WHEN 'vimeo' THEN 'Vimeo'
+                    ELSE 'Link'
+                END AS usual_label
+            FROM (
+                SELECT
+                    CASE
+                        WHEN r_kind < 0.300 THEN 'website'
+                        WHEN r_kind < 0.480 THEN 'imdb'
+                        WHEN r_kind < 0.600 THEN 'showreel'
+                        WHEN r_kind < 0.680 THEN 'instagram'
+                        WHEN r_kind < 0.735 THEN 'twitter'
+                        WHEN r_kind < 0.780 THEN 'linkedin'
+                        WHEN r_kind < 0.802 THEN 'youtube'
+                        WHEN r_kind < 0.824 THEN 'vimeo'
+                        WHEN r_kind < 0.970 THEN 'other'
+                        ELSE 'junk'
+                    END AS kind,
+                    floor(r_num * 1e9)::bigint AS n,
+                    -- Half of the sites are the profile's own, which is what
+                    -- makes the near-duplicate spellings meet.
+                    CASE WHEN r_site < 0.5 THEN p.site
+                         ELSE floor(r_num * 1e9)::int % 100000 END AS site_n,
+                    r_key, r_tmpl, r_label, r_field
+                FROM (
+                    -- Every random() of a value, in one fixed order.
+                    SELECT j, random() AS r_kind, random() AS r_key,
+                           random() AS r_tmpl, random() AS r_num,
+                           random() AS r_site, random() AS r_label,
+                           random() AS r_field
+                    FROM generate_series(1, p.n_values) AS g(j)
+                ) AS r
+                OFFSET 0
+            ) AS k
+            OFFSET 0
+        ) AS t
+    ) AS s
+) AS v;
+
+-- About 3% of users already created 1 or 2 links through the new API.
+-- This pass reads profiles back, and a heap scan's row order is not
+-- guaranteed (synchronized seq scans), so no random() here: every choice is
+-- a hash of (profile id, seed), the same whatever order rows come in.
+-- The first link is, for about half of them, the profile's own site or IMDb
+-- page in the canonical form the API stores (deduplication against existing
+-- rows then matters), else a link absent from the legacy data; the second,
+-- for a third of them, a showreel.
+INSERT INTO profile_links
+    (id, "userId", "profileId", label, url, type, position, "createdAt", "updatedAt")
+SELECT
+    'ul' || substr(u.id, 3) || '-' || k.position,
+    u."userId",
+    u.id,
+    k.label,
+    k.url,
+    k.type,
+    k.position,
+    TIMESTAMP '2024-01-01 00:00:00',
+    TIMESTAMP '2024-01-01 00:00:00'
+FROM (
+    SELECT
+        p.id,
+        p."userId",
+        h,
+        substring(p."socialLinks"::text FROM 'example-([0-9]+)\.com') AS legacy_site,
+        substring(p."socialLinks"::text FROM 'imdb\.com/name/nm([0-9]{7})') AS legacy_imdb
+    FROM (
+        SELECT p.*,
+               ('x' || substr(md5(p.id || '/' || ({{SEED}})::text), 1, 8))::bit(32)::bigint AS h
+        FROM profiles AS p
+    ) AS p
+    WHERE h % 1000 < 30
+) AS u
+CROSS JOIN LATERAL (
+    SELECT 0 AS position,
+           CASE WHEN u.legacy_site IS NOT NULL AND u.h % 2 = 0 THEN 'Website'
+                WHEN u.legacy_imdb IS NOT NULL AND u.h % 2 = 0 THEN 'IMDb Profile'
+                ELSE 'Linktree' END AS label,
+           CASE WHEN u.legacy_site IS NOT NULL AND u.h % 2 = 0
+                    THEN 'https://www.example-' || u.legacy_site || '.com/'
+                WHEN u.legacy_imdb IS NOT NULL AND u.h % 2 = 0
+                    THEN 'https://www.imdb.com/name/nm' || u.legacy_imdb || '/'
+                ELSE 'https://linktr.ee/user' || (u.h % 100000) END AS url,
+           CASE WHEN u.legacy_site IS NOT NULL AND u.h % 2 = 0 THEN 'website'
+                WHEN u.legacy_imdb IS NOT NULL AND u.h % 2 = 0 THEN 'imdb'
+                ELSE 'other' END AS type
+    UNION ALL
+    SELECT 1, 'Showreel', 'https://vimeo.com/' || (u.h / 7 % 1000000000), 'showreel'
+    WHERE u.h / 1000 % 3 = 0
+) AS k;
+
+ANALYZE users, profiles, profile_links;

@@ -1,0 +1,232 @@
+//! The command line (SPEC §10): clap structs only. [`crate::config`] turns
+//! them into one checked configuration before anything connects.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Migrates every profile's legacy `profiles."socialLinks"` JSON into the
+/// `profile_links` table, safely, resumably and reversibly.
+///
+/// The operator flow: `relink run --dry-run` (review what would be written),
+/// `relink run` (migrate; rerun any time, it resumes and only adds what is
+/// new), `relink verify` (reconcile), and if needed `relink purge` (remove
+/// exactly what relink created). `relink status` shows where things stand.
+///
+/// Exit codes: 0 done, 1 fatal error, 2 bad command line, 3 verify found a
+/// violated invariant, 4 another run or purge holds the lock, 130 interrupted
+/// (checkpoint saved).
+#[derive(Debug, Parser)]
+#[command(name = "relink", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL connection URL (or key=value string). The password is never
+    /// printed; prefer the environment variable or ~/.pgpass over the flag.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL schema holding the application's tables.
+    #[arg(long, default_value = "public", global = true, value_name = "NAME")]
+    pub schema: String,
+
+    /// PostgreSQL schema for relink's own bookkeeping (runs, checkpoint,
+    /// ledger, rejects); created by the first live run or purge.
+    #[arg(long, default_value = "relink", global = true, value_name = "NAME")]
+    pub state_schema: String,
+
+    /// Format of log lines on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less output: warnings and errors only; a dry run prints only its summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Seconds to wait for a connection before giving up.
+    #[arg(long, default_value_t = 10, global = true, value_name = "SECS")]
+    pub connect_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate legacy links into profile_links (or review them with --dry-run).
+    ///
+    /// Streams profiles in key order, plans each one with the URL rules, and
+    /// commits links, ledger, rejects and checkpoint together per chunk. An
+    /// interrupted run is resumed by the next `run`; profiles whose legacy
+    /// value has not changed since they were migrated are skipped, so reruns
+    /// (e.g. from cron) only add what is new.
+    Run(RunArgs),
+    /// Remove the links relink created (and only those), so `run` can redo them.
+    ///
+    /// Rows users created, and migrated rows users edited since (unless
+    /// --include-edited), are kept. Asks for confirmation on a terminal;
+    /// refuses without one unless --yes.
+    Purge(PurgeArgs),
+    /// Reconcile: counts, duplicates, positions, nothing lost. Exit 3 on a violation.
+    Verify(VerifyArgs),
+    /// Show runs, the checkpoint of an unfinished run, the ledger and the lock holder.
+    Status(StatusArgs),
+    /// Fill an empty database that has the app schema with generated legacy data.
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Compute exactly what a live run would write, and write nothing, anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write one JSON object per planned profile to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Profiles per chunk (one transaction each).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub chunk_size: usize,
+
+    /// Migrate at most N profiles in this invocation (a canary).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Throttle to at most N links created per second.
+    #[arg(long, value_name = "N")]
+    pub max_rate: Option<u64>,
+
+    /// Sleep this long after each chunk (e.g. 200ms, 2s).
+    #[arg(long, value_name = "DURATION")]
+    pub pause: Option<String>,
+
+    /// Ignore the checkpoint of an unfinished run and rescan from the start
+    /// (safe: the ledger skips what is done).
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// Writer connections committing chunks in parallel.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub writers: usize,
+
+    /// Give up waiting for a row or table lock after this long; the chunk is
+    /// rolled back and retried, so the application is never blocked longer.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub lock_timeout: String,
+
+    /// Cancel any single statement that runs longer (the chunk is retried).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub statement_timeout: String,
+
+    /// Attempts per chunk on lock timeouts, serialization failures and lost
+    /// connections before giving up (checkpoint saved, exit 1).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// List what would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Only the links created by this run id (see `relink status`).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+
+    /// Also delete migrated rows that users edited since.
+    #[arg(long)]
+    pub include_edited: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Profiles per chunk (one transaction each).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub chunk_size: usize,
+
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// Give up waiting for a lock after this long (the chunk is retried).
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub lock_timeout: String,
+
+    /// Cancel any single statement that runs longer (the chunk is retried).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub statement_timeout: String,
+
+    /// Attempts per chunk before giving up.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also fail (exit 3) when any profile is still pending.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// Profiles (and users) per page.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub page_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// How many runs to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub runs: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of users and profiles to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub profiles: u64,
+
+    /// Seed in [-1, 1] for reproducible data.
+    #[arg(long, default_value_t = 0.42, allow_negative_numbers = true)]
+    pub seed: f64,
+}

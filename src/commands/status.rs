@@ -1,0 +1,198 @@
+//! `relink status`: runs (latest first), the checkpoint and progress of an
+//! unfinished run, the ledger, rejects by reason, and who holds the lock.
+//! Read-only; works before any run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{OutputFormat, StatusArgs};
+use crate::commands::run::count_with_legacy;
+use crate::config::Common;
+use crate::db::{self, Session};
+use crate::report::Counters;
+use crate::state::{self, Owner, RunRecord};
+use crate::{lock, preflight, Outcome};
+
+#[derive(Debug, Serialize)]
+struct Unfinished {
+    run_id: i64,
+    mode: String,
+    status: String,
+    checkpoint: Option<String>,
+    profiles_done: u64,
+    /// Profiles with legacy links up to the checkpoint, of all of them.
+    position: u64,
+    total: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Ledger {
+    profiles: i64,
+    rows: i64,
+    links: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    state_schema: String,
+    runs: Vec<RunRecord>,
+    unfinished: Option<Unfinished>,
+    ledger: Option<Ledger>,
+    rejects: BTreeMap<String, i64>,
+    lock_holder: Option<String>,
+}
+
+/// # Errors
+/// On a database error.
+pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
+    let names = &common.names;
+    let owner = Owner::current();
+    let session = Session {
+        application_name: format!("relink status host={} pid={}", owner.host, owner.pid),
+        timeouts: None,
+        read_only: true,
+    };
+    let client = db::connect(&common.database, &session).await?;
+    preflight::check(&client, names).await?;
+    let lock_holder = lock::holder(&client, names).await?;
+    let mut status = Status {
+        state_schema: names.state_raw.clone(),
+        runs: Vec::new(),
+        unfinished: None,
+        ledger: None,
+        rejects: BTreeMap::new(),
+        lock_holder,
+    };
+    if state::exists(&client, names).await? {
+        status.runs = state::list_runs(&client, names, args.runs).await?;
+        // A run recorded as running while nobody holds the lock was killed.
+        if status.lock_holder.is_none() {
+            for run in &mut status.runs {
+                if run.status == "running" {
+                    run.status = "interrupted".to_owned();
+                    run.error.get_or_insert_with(|| "process gone (killed?); the next run resumes it".to_owned());
+                }
+            }
+        }
+        if let Some(run) = status
+            .runs
+            .iter()
+            .find(|r| matches!(r.status.as_str(), "running" | "interrupted" | "failed" | "partial"))
+        {
+            let total = count_with_legacy(&client, names, None, None).await?;
+            let position = match &run.checkpoint {
+                Some(c) => count_with_legacy(&client, names, None, Some(c)).await?,
+                None => 0,
+            };
+            status.unfinished = Some(Unfinished {
+                run_id: run.id,
+                mode: run.mode.clone(),
+                status: run.status.clone(),
+                checkpoint: run.checkpoint.clone(),
+                profiles_done: Counters::from_flat(&run.counters).profiles_planned,
+                position,
+                total,
+            });
+        }
+        let row = client
+            .query_one(
+                &names.sql(
+                    "SELECT count(DISTINCT profile_id), count(*), coalesce(sum(cardinality(link_ids)), 0)::bigint FROM {state}.ledger",
+                ),
+                &[],
+            )
+            .await
+            .context("cannot read the ledger size")?;
+        status.ledger = Some(Ledger {
+            profiles: row.get(0),
+            rows: row.get(1),
+            links: row.get(2),
+        });
+        for row in client
+            .query(&names.sql("SELECT reason, count(*) FROM {state}.rejects GROUP BY reason ORDER BY reason"), &[])
+            .await
+            .context("cannot count rejects")?
+        {
+            status.rejects.insert(row.get(0), row.get(1));
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.format == OutputFormat::Json {
+        serde_json::to_writer(&mut out, &status)?;
+        writeln!(out)?;
+    } else {
+        print_text(&status, &mut out)?;
+    }
+    Ok(Outcome::Done)
+}
+
+fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
+    match &s.lock_holder {
+        Some(holder) => writeln!(out, "Lock: held by {holder}")?,
+        None => writeln!(out, "Lock: free (no run or purge in progress)")?,
+    }
+    if s.ledger.is_none() {
+        writeln!(out, "No runs yet (state schema {:?} does not exist).", s.state_schema)?;
+        return Ok(());
+    }
+    if let Some(u) = &s.unfinished {
+        let pct = if u.total == 0 { 100.0 } else { u.position as f64 * 100.0 / u.total as f64 };
+        writeln!(
+            out,
+            "Unfinished: {} {} is {}; checkpoint after profile {}; {} profiles done; {}/{} profiles with legacy links behind the checkpoint ({pct:.1}%). `relink {}` resumes it.",
+            u.mode,
+            u.run_id,
+            u.status,
+            u.checkpoint.as_deref().unwrap_or("(none yet)"),
+            u.profiles_done,
+            u.position,
+            u.total,
+            u.mode,
+        )?;
+    }
+    writeln!(out, "Runs (latest first):")?;
+    if s.runs.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for r in &s.runs {
+        let c = Counters::from_flat(&r.counters);
+        writeln!(
+            out,
+            "  {:>4}  {:<5}  {:<11}  started {}  {}  profiles {}  links {}  rejects {}  ({}, pid {})",
+            r.id,
+            r.mode,
+            r.status,
+            r.started_at,
+            r.finished_at.as_deref().map_or_else(|| "not finished".to_owned(), |f| format!("finished {f}")),
+            c.profiles_planned,
+            c.links_created,
+            c.rejected(),
+            r.host,
+            r.pid
+        )?;
+        if let Some(err) = &r.error {
+            writeln!(out, "        {err}")?;
+        }
+        if r.mode == "purge" {
+            let removed = r.counters.get("links_deleted").cloned().unwrap_or(json!(0));
+            writeln!(out, "        links deleted: {removed}")?;
+        }
+    }
+    if let Some(l) = &s.ledger {
+        writeln!(out, "Ledger: {} profiles, {} rows, {} links created by relink", l.profiles, l.rows, l.links)?;
+    }
+    if s.rejects.is_empty() {
+        writeln!(out, "Rejects: none")?;
+    } else {
+        writeln!(out, "Rejects by reason:")?;
+        for (reason, n) in &s.rejects {
+            writeln!(out, "  {reason:<14} {n}")?;
+        }
+    }
+    Ok(())
+}

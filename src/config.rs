@@ -1,0 +1,325 @@
+//! One checked configuration, built from the command line before anything
+//! connects: parsed durations, bounded sizes, quoted schema names, and a
+//! database target whose display never shows the password.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use tokio_postgres::config::Host;
+
+use crate::cli::{GlobalArgs, OutputFormat, PurgeArgs, RunArgs};
+
+/// Where to connect. `Display` is redacted: user, host, port and database
+/// only, so it is safe in logs and error messages.
+#[derive(Clone)]
+pub struct Database {
+    pub config: tokio_postgres::Config,
+}
+
+impl Database {
+    /// Parses a URL or key=value connection string.
+    ///
+    /// # Errors
+    /// When none is given or it does not parse; the message never repeats it.
+    pub fn parse(text: Option<&str>, connect_timeout: Duration) -> Result<Self> {
+        let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+            bail!("no database given: pass --database-url or set DATABASE_URL (e.g. postgres://user@host:5432/dbname)");
+        };
+        let mut config = tokio_postgres::Config::from_str(text).map_err(|err| {
+            // The parser's message names the offending part, not the whole
+            // string; still, keep the password out by not echoing the input.
+            anyhow::anyhow!("invalid database URL in --database-url/DATABASE_URL: {err}")
+        })?;
+        config.connect_timeout(connect_timeout);
+        Ok(Self { config })
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        let host = match c.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        let user = c.get_user().unwrap_or("(default user)");
+        let db = c.get_dbname().unwrap_or(user);
+        write!(f, "postgres://{user}@{host}:{port}/{db}")
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
+/// The two PostgreSQL schemas relink works with, as quoted identifiers.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The application's schema as written (for catalog lookups).
+    pub app_raw: String,
+    /// The application's schema, quoted for SQL text.
+    pub app: String,
+    /// relink's state schema as written.
+    pub state_raw: String,
+    /// relink's state schema, quoted for SQL text.
+    pub state: String,
+}
+
+impl Names {
+    /// # Errors
+    /// When a name is empty or longer than PostgreSQL allows.
+    pub fn new(app: &str, state: &str) -> Result<Self> {
+        for (flag, name) in [("--schema", app), ("--state-schema", state)] {
+            if name.is_empty() || name.len() > 63 || name.contains('\0') {
+                bail!("{flag} must be 1 to 63 bytes without NUL, got {name:?}");
+            }
+        }
+        if app == state {
+            bail!("--state-schema must differ from --schema ({app:?}): relink never writes its bookkeeping into the application's schema");
+        }
+        Ok(Self {
+            app_raw: app.to_owned(),
+            app: quote_ident(app),
+            state_raw: state.to_owned(),
+            state: quote_ident(state),
+        })
+    }
+
+    /// Replaces `{app}` and `{state}` in SQL text with the quoted schemas.
+    pub fn sql(&self, text: &str) -> String {
+        text.replace("{app}", &self.app)
+            .replace("{state}", &self.state)
+    }
+}
+
+/// Quotes an SQL identifier (`"` doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub database: Database,
+    pub names: Names,
+    pub quiet: bool,
+}
+
+impl Common {
+    /// # Errors
+    /// On a missing or invalid database URL or schema name.
+    pub fn from_args(args: &GlobalArgs) -> Result<Self> {
+        if args.connect_timeout == 0 {
+            bail!("--connect-timeout must be at least 1 second");
+        }
+        Ok(Self {
+            database: Database::parse(
+                args.database_url.as_deref(),
+                Duration::from_secs(args.connect_timeout),
+            )?,
+            names: Names::new(&args.schema, &args.state_schema)?,
+            quiet: args.quiet,
+        })
+    }
+}
+
+/// Server-side limits that keep relink gentle on production.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub lock: Duration,
+    pub statement: Duration,
+    /// Attempts per chunk before giving up.
+    pub attempts: u32,
+}
+
+impl Timeouts {
+    fn parse(lock: &str, statement: &str, attempts: u32) -> Result<Self> {
+        let lock = parse_duration(lock).context("invalid --lock-timeout")?;
+        let statement = parse_duration(statement).context("invalid --statement-timeout")?;
+        if lock.is_zero() || statement.is_zero() {
+            // Zero means "no timeout" to PostgreSQL: the opposite of gentle.
+            bail!("--lock-timeout and --statement-timeout must be greater than zero");
+        }
+        if attempts == 0 {
+            bail!("--retries must be at least 1");
+        }
+        Ok(Self {
+            lock,
+            statement,
+            attempts,
+        })
+    }
+}
+
+/// `relink run`, checked.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub dry_run: bool,
+    pub report: Option<PathBuf>,
+    pub chunk_size: usize,
+    pub limit: Option<u64>,
+    pub max_rate: Option<u64>,
+    pub pause: Option<Duration>,
+    pub restart: bool,
+    pub format: OutputFormat,
+    pub writers: usize,
+    pub timeouts: Timeouts,
+}
+
+/// Largest chunk accepted: bigger chunks hold locks longer for no gain.
+pub const MAX_CHUNK_SIZE: usize = 50_000;
+
+impl RunConfig {
+    /// # Errors
+    /// On out-of-range sizes or unparsable durations.
+    pub fn from_args(args: &RunArgs) -> Result<Self> {
+        check_chunk_size(args.chunk_size)?;
+        if args.limit == Some(0) {
+            bail!("--limit must be at least 1");
+        }
+        if args.max_rate == Some(0) {
+            bail!("--max-rate must be at least 1 link per second");
+        }
+        if !(1..=16).contains(&args.writers) {
+            bail!("--writers must be between 1 and 16, got {}", args.writers);
+        }
+        if args.dry_run && args.restart {
+            bail!("--restart has no meaning with --dry-run (a dry run always scans everything pending)");
+        }
+        Ok(Self {
+            dry_run: args.dry_run,
+            report: args.report.clone(),
+            chunk_size: args.chunk_size,
+            limit: args.limit,
+            max_rate: args.max_rate,
+            pause: args
+                .pause
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .context("invalid --pause")?,
+            restart: args.restart,
+            format: args.format,
+            writers: args.writers,
+            timeouts: Timeouts::parse(&args.lock_timeout, &args.statement_timeout, args.retries)?,
+        })
+    }
+}
+
+/// `relink purge`, checked.
+#[derive(Debug, Clone)]
+pub struct PurgeConfig {
+    pub dry_run: bool,
+    pub run: Option<i64>,
+    pub include_edited: bool,
+    pub yes: bool,
+    pub chunk_size: usize,
+    pub format: OutputFormat,
+    pub timeouts: Timeouts,
+}
+
+impl PurgeConfig {
+    /// # Errors
+    /// On out-of-range sizes or unparsable durations.
+    pub fn from_args(args: &PurgeArgs) -> Result<Self> {
+        check_chunk_size(args.chunk_size)?;
+        if args.run.is_some_and(|id| id < 1) {
+            bail!("--run takes a run id (a positive number, see `relink status`)");
+        }
+        Ok(Self {
+            dry_run: args.dry_run,
+            run: args.run,
+            include_edited: args.include_edited,
+            yes: args.yes,
+            chunk_size: args.chunk_size,
+            format: args.format,
+            timeouts: Timeouts::parse(&args.lock_timeout, &args.statement_timeout, args.retries)?,
+        })
+    }
+}
+
+fn check_chunk_size(n: usize) -> Result<()> {
+    if !(1..=MAX_CHUNK_SIZE).contains(&n) {
+        bail!("--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {n}");
+    }
+    Ok(())
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `5m`, `1h`; a bare number is seconds.
+///
+/// # Errors
+/// On anything else.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration (try 500ms, 2s, 1m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => bail!("unknown unit {other:?} in {text:?} (use ms, s, m or h)"),
+    };
+    Duration::try_from_secs_f64(seconds).with_context(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn database_display_hides_the_password() {
+        let db = Database::parse(
+            Some("postgres://alice:s3cret@db.example:6543/app"),
+            Duration::from_secs(1),
+        )
+        .expect("parses");
+        assert_eq!(db.to_string(), "postgres://alice@db.example:6543/app");
+        assert!(!format!("{db:?}").contains("s3cret"));
+        let db = Database::parse(Some("host=h user=u password=s3cret dbname=d"), Duration::from_secs(1))
+            .expect("parses");
+        assert!(!db.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("public"), "\"public\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        let names = Names::new("app", "relink").expect("valid");
+        assert_eq!(names.sql("SELECT * FROM {app}.profiles, {state}.runs"), "SELECT * FROM \"app\".profiles, \"relink\".runs");
+        assert!(Names::new("same", "same").is_err());
+    }
+}
+
+/// A bad command line found while checking it (exit 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct UsageError(pub anyhow::Error);
+
+/// Wraps a configuration error as a [`UsageError`].
+pub fn usage(err: anyhow::Error) -> anyhow::Error {
+    UsageError(err).into()
+}

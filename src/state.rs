@@ -1,0 +1,276 @@
+//! relink's own schema (SPEC §1): creation and versioning, run records and
+//! their checkpoint. The ledger and rejects are written by `sink` and read by
+//! `pipeline`, `purge` and `verify`.
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::config::Names;
+use crate::db;
+
+/// The state schema version this release writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_SQL: &str = include_str!("../sql/state/schema.sql");
+
+/// Creates or checks the state schema. Call with the advisory lock held.
+///
+/// # Errors
+/// When the role may not create it (with what to do), or it was written by
+/// a newer release.
+pub async fn ensure_schema(client: &Client, names: &Names) -> Result<()> {
+    if let Err(err) = client.batch_execute(&names.sql(SCHEMA_SQL)).await {
+        let err = anyhow::Error::new(err);
+        if db::is_permission_denied(&err) {
+            return Err(err.context(format!(
+                "permission denied creating relink's state schema {:?}: a live run needs a role that may CREATE in the database and INSERT into the application's tables (a dry run needs only SELECT)",
+                names.state_raw
+            )));
+        }
+        return Err(err.context(format!("cannot create relink's state schema {:?}", names.state_raw)));
+    }
+    let version: String = client
+        .query_one(&names.sql("SELECT value FROM {state}.meta WHERE key = 'schema_version'"), &[])
+        .await
+        .context("cannot read the state schema version")?
+        .get(0);
+    if version.parse::<i64>().unwrap_or(i64::MAX) > SCHEMA_VERSION {
+        bail!(
+            "state schema {:?} has version {version}, newer than this relink understands ({SCHEMA_VERSION}): use a newer relink",
+            names.state_raw
+        );
+    }
+    Ok(())
+}
+
+/// Whether the state schema exists (dry run, verify and status only read it).
+///
+/// # Errors
+/// On a database error.
+pub async fn exists(client: &impl GenericClient, names: &Names) -> Result<bool> {
+    let table = format!("{}.ledger", names.state);
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .context("cannot look for relink's state schema")?;
+    Ok(row.get(0))
+}
+
+/// A row of `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub mode: String,
+    pub status: String,
+    pub checkpoint: Option<String>,
+    pub counters: Value,
+    pub options: Value,
+    pub host: String,
+    pub pid: i32,
+    pub started_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "id, mode, status, checkpoint, counters, options, host, pid,
+    to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'),
+    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'),
+    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), error";
+
+fn run_record(row: &tokio_postgres::Row) -> RunRecord {
+    RunRecord {
+        id: row.get(0),
+        mode: row.get(1),
+        status: row.get(2),
+        checkpoint: row.get(3),
+        counters: row.get(4),
+        options: row.get(5),
+        host: row.get(6),
+        pid: row.get(7),
+        started_at: row.get(8),
+        updated_at: row.get(9),
+        finished_at: row.get(10),
+        error: row.get(11),
+    }
+}
+
+/// Runs, latest first.
+///
+/// # Errors
+/// On a database error.
+pub async fn list_runs(client: &impl GenericClient, names: &Names, limit: i64) -> Result<Vec<RunRecord>> {
+    let sql = names.sql(&format!("SELECT {RUN_COLUMNS} FROM {{state}}.runs ORDER BY id DESC LIMIT $1"));
+    let rows = client.query(&sql, &[&limit]).await.context("cannot list runs")?;
+    Ok(rows.iter().map(run_record).collect())
+}
+
+/// One run by id.
+///
+/// # Errors
+/// On a database error.
+pub async fn load_run(client: &impl GenericClient, names: &Names, id: i64) -> Result<Option<RunRecord>> {
+    let sql = names.sql(&format!("SELECT {RUN_COLUMNS} FROM {{state}}.runs WHERE id = $1"));
+    let row = client.query_opt(&sql, &[&id]).await.with_context(|| format!("cannot load run {id}"))?;
+    Ok(row.as_ref().map(run_record))
+}
+
+/// The latest unfinished run of `mode` (running with no live process, i.e.
+/// killed; interrupted; failed; or stopped by --limit), to be resumed.
+///
+/// # Errors
+/// On a database error.
+pub async fn resumable(client: &Client, names: &Names, mode: &str) -> Result<Option<RunRecord>> {
+    let sql = names.sql(&format!(
+        "SELECT {RUN_COLUMNS} FROM {{state}}.runs
+          WHERE mode = $1 AND status IN ('running', 'interrupted', 'failed', 'partial')
+          ORDER BY id DESC LIMIT 1"
+    ));
+    let row = client.query_opt(&sql, &[&mode]).await.context("cannot look for an unfinished run")?;
+    Ok(row.as_ref().map(run_record))
+}
+
+/// The run a live process is working on, if any (for naming a lock holder).
+///
+/// # Errors
+/// On a database error.
+pub async fn running_run(client: &Client, names: &Names) -> Result<Option<(i64, String)>> {
+    if !exists(client, names).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &names.sql("SELECT id, mode FROM {state}.runs WHERE status = 'running' ORDER BY id DESC LIMIT 1"),
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Marks unfinished runs of `mode` abandoned (`--restart`).
+///
+/// # Errors
+/// On a database error.
+pub async fn abandon_unfinished(client: &Client, names: &Names, mode: &str) -> Result<u64> {
+    client
+        .execute(
+            &names.sql(
+                "UPDATE {state}.runs SET status = 'abandoned', finished_at = now(), updated_at = now()
+                  WHERE mode = $1 AND status IN ('running', 'interrupted', 'failed', 'partial')",
+            ),
+            &[&mode],
+        )
+        .await
+        .context("cannot mark unfinished runs abandoned")
+}
+
+/// Who runs this process, recorded on the run.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub host: String,
+    pub pid: i32,
+}
+
+impl Owner {
+    pub fn current() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown-host".to_owned());
+        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        Self { host, pid }
+    }
+}
+
+/// Starts a new run record.
+///
+/// # Errors
+/// On a database error.
+pub async fn start_run(client: &Client, names: &Names, mode: &str, options: &Value, owner: &Owner) -> Result<i64> {
+    let row = client
+        .query_one(
+            &names.sql(
+                "INSERT INTO {state}.runs (mode, status, options, host, pid)
+                 VALUES ($1, 'running', $2, $3, $4) RETURNING id",
+            ),
+            &[&mode, options, &owner.host, &owner.pid],
+        )
+        .await
+        .context("cannot record the new run")?;
+    Ok(row.get(0))
+}
+
+/// Takes over an unfinished run for this process.
+///
+/// # Errors
+/// On a database error.
+pub async fn resume_run(client: &Client, names: &Names, id: i64, owner: &Owner) -> Result<()> {
+    client
+        .execute(
+            &names.sql(
+                "UPDATE {state}.runs SET status = 'running', host = $2, pid = $3, updated_at = now(),
+                        finished_at = NULL, error = NULL
+                  WHERE id = $1",
+            ),
+            &[&id, &owner.host, &owner.pid],
+        )
+        .await
+        .with_context(|| format!("cannot resume run {id}"))?;
+    Ok(())
+}
+
+/// Records how a run ended.
+///
+/// # Errors
+/// On a database error.
+pub async fn finish_run(client: &Client, names: &Names, id: i64, status: &str, error: Option<&str>) -> Result<()> {
+    client
+        .execute(
+            &names.sql(
+                "UPDATE {state}.runs SET status = $2, error = $3, updated_at = now(), finished_at = now()
+                  WHERE id = $1",
+            ),
+            &[&id, &status, &error],
+        )
+        .await
+        .with_context(|| format!("cannot record the end of run {id}"))?;
+    Ok(())
+}
+
+/// Adds a chunk's counters to its run and moves the checkpoint forward (never
+/// back: parallel writers may commit out of order), inside the chunk's
+/// transaction. Counters are a flat JSON object of integers, summed
+/// key by key in SQL so concurrent writers never lose an update.
+///
+/// # Errors
+/// On a database error.
+pub async fn record_chunk(
+    tx: &impl GenericClient,
+    names: &Names,
+    run_id: i64,
+    checkpoint: Option<&str>,
+    counters: &Value,
+) -> Result<()> {
+    tx.execute(
+        &names.sql(
+            "UPDATE {state}.runs r
+                SET checkpoint = CASE WHEN r.checkpoint IS NULL OR $2 > r.checkpoint THEN $2 ELSE r.checkpoint END,
+                    updated_at = now(),
+                    counters = (SELECT coalesce(jsonb_object_agg(k, total), '{}'::jsonb)
+                                  FROM (SELECT k, sum(v) AS total
+                                          FROM (SELECT key AS k, value::numeric AS v FROM jsonb_each_text(r.counters)
+                                                UNION ALL
+                                                SELECT key, value::numeric FROM jsonb_each_text($3::jsonb)) s
+                                         GROUP BY k) t)
+              WHERE r.id = $1",
+        ),
+        &[&run_id, &checkpoint, counters],
+    )
+    .await
+    .context("cannot save the checkpoint")?;
+    Ok(())
+}
