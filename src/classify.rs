@@ -260,9 +260,9 @@ fn has_scheme(text: &str) -> bool {
 /// SPEC §3 step 4: WHATWG parse and the reject reasons, in their order.
 fn parse(text: &str) -> Result<Url, RejectReason> {
     let url = Url::parse(text).map_err(|err| {
-        let http = text
-            .split_once(':')
-            .is_some_and(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+        let http = text.split_once(':').is_some_and(|(s, _)| {
+            s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")
+        });
         if err == url::ParseError::EmptyHost && http {
             RejectReason::NoHost
         } else {
@@ -275,9 +275,7 @@ fn parse(text: &str) -> Result<Url, RejectReason> {
     match url.host() {
         None => return Err(RejectReason::NoHost),
         Some(Host::Ipv4(_) | Host::Ipv6(_)) => return Err(RejectReason::IpHost),
-        Some(Host::Domain(domain)) if !is_good_domain(domain) => {
-            return Err(RejectReason::BadHost)
-        }
+        Some(Host::Domain(domain)) if !is_good_domain(domain) => return Err(RejectReason::BadHost),
         Some(Host::Domain(_)) => {}
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -356,7 +354,12 @@ fn link_type(candidate: &Candidate<'_>, norm_key: Option<&str>, url: Option<&Url
 
 /// SPEC §4 label: explicit, else the label table, else the key as written
 /// (first letter uppercased), else from the type or the host.
-fn label(candidate: &Candidate<'_>, norm_key: Option<&str>, link_type: LinkType, url: &Url) -> String {
+fn label(
+    candidate: &Candidate<'_>,
+    norm_key: Option<&str>,
+    link_type: LinkType,
+    url: &Url,
+) -> String {
     if let Some(explicit) = candidate.label.map(clean_label).filter(|l| !l.is_empty()) {
         return explicit;
     }
@@ -447,7 +450,10 @@ mod tests {
             (json!("https://example.com./"), BadHost),
             (json!("https://user:pw@example.com/"), Credentials),
             (json!("https://user@example.com/"), Credentials),
-            (json!(format!("https://example.com/{}", "a".repeat(2040))), TooLong),
+            (
+                json!(format!("https://example.com/{}", "a".repeat(2040))),
+                TooLong,
+            ),
         ];
         for (value, reason) in cases {
             assert_eq!(reject(None, value), *reason, "{value}");
@@ -457,7 +463,10 @@ mod tests {
     #[test]
     fn first_reason_wins() {
         // An IP host with credentials: ip_host comes first.
-        assert_eq!(reject(None, &json!("http://u:p@10.0.0.1/")), RejectReason::IpHost);
+        assert_eq!(
+            reject(None, &json!("http://u:p@10.0.0.1/")),
+            RejectReason::IpHost
+        );
         // A bad host that is also too long: bad_host comes first.
         let long = format!("http://localhost/{}", "a".repeat(3000));
         assert_eq!(reject(None, &json!(long)), RejectReason::BadHost);
@@ -509,8 +518,16 @@ mod tests {
     #[test]
     fn handle_expansion_per_platform() {
         for (key, value, url) in [
-            ("instagram", "@jane.doe", "https://www.instagram.com/jane.doe"),
-            ("Instagram", "jane_doe", "https://www.instagram.com/jane_doe"),
+            (
+                "instagram",
+                "@jane.doe",
+                "https://www.instagram.com/jane.doe",
+            ),
+            (
+                "Instagram",
+                "jane_doe",
+                "https://www.instagram.com/jane_doe",
+            ),
             ("twitter", "@jack", "https://twitter.com/jack"),
             ("x", "jack", "https://x.com/jack"),
             ("tiktok", "@dancer", "https://www.tiktok.com/@dancer"),
@@ -533,13 +550,19 @@ mod tests {
     #[test]
     fn comparison_keys() {
         for (input, key) in [
-            ("HTTP://WWW.Example.com:80/a/b/?utm_source=x&id=7#top", "example.com/a/b?id=7"),
+            (
+                "HTTP://WWW.Example.com:80/a/b/?utm_source=x&id=7#top",
+                "example.com/a/b?id=7",
+            ),
             ("https://example.com/", "example.com"),
             ("https://www.example.com", "example.com"),
             ("https://www.www.example.com/", "www.example.com"),
             ("https://example.com:8080/", "example.com:8080"),
             ("https://example.com/A/B//", "example.com/A/B/"),
-            ("https://example.com/?a=&&b=1&fbclid=z&GCLID=y&UTM_x=1", "example.com?a=&b=1"),
+            (
+                "https://example.com/?a=&&b=1&fbclid=z&GCLID=y&UTM_x=1",
+                "example.com?a=&b=1",
+            ),
             ("https://example.com/?utm_source=x", "example.com"),
             ("https://example.com/p?Q=1#frag", "example.com/p?Q=1"),
         ] {
@@ -579,13 +602,25 @@ mod tests {
     #[test]
     fn unknown_and_missing_keys() {
         let link = ok(Some("my  blog"), "https://example.com/");
-        assert_eq!((link.label.as_str(), link.link_type), ("My blog", LinkType::Other));
+        assert_eq!(
+            (link.label.as_str(), link.link_type),
+            ("My blog", LinkType::Other)
+        );
         let link = ok(Some("ünknown"), "https://www.imdb.com/name/nm1/");
-        assert_eq!((link.label.as_str(), link.link_type), ("Ünknown", LinkType::Imdb));
+        assert_eq!(
+            (link.label.as_str(), link.link_type),
+            ("Ünknown", LinkType::Imdb)
+        );
         let link = ok(None, "https://m.imdb.com/name/nm1/");
-        assert_eq!((link.label.as_str(), link.link_type), ("IMDb Profile", LinkType::Imdb));
+        assert_eq!(
+            (link.label.as_str(), link.link_type),
+            ("IMDb Profile", LinkType::Imdb)
+        );
         let link = ok(None, "https://notimdb.com/");
-        assert_eq!((link.label.as_str(), link.link_type), ("notimdb.com", LinkType::Other));
+        assert_eq!(
+            (link.label.as_str(), link.link_type),
+            ("notimdb.com", LinkType::Other)
+        );
         let link = ok(None, "https://www.vimeo.com/1");
         assert_eq!(link.label, "vimeo.com");
     }
@@ -600,7 +635,10 @@ mod tests {
             link_type: Some(LinkType::Showreel),
         };
         let link = classify(&c).outcome.expect("valid");
-        assert_eq!((link.label.as_str(), link.link_type), ("My reel", LinkType::Showreel));
+        assert_eq!(
+            (link.label.as_str(), link.link_type),
+            ("My reel", LinkType::Showreel)
+        );
         // An empty explicit label falls back; explicit type sets the label.
         let c = Candidate {
             key: None,
@@ -635,7 +673,10 @@ mod tests {
 
     #[test]
     fn stored_url_keys_fall_back_to_text() {
-        assert_eq!(stored_url_key("https://WWW.example.com/a/"), "example.com/a");
+        assert_eq!(
+            stored_url_key("https://WWW.example.com/a/"),
+            "example.com/a"
+        );
         assert_eq!(stored_url_key(" not a url "), "not a url");
     }
 

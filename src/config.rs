@@ -281,9 +281,15 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("1.5").ok(),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
@@ -299,8 +305,11 @@ mod tests {
         .expect("parses");
         assert_eq!(db.to_string(), "postgres://alice@db.example:6543/app");
         assert!(!format!("{db:?}").contains("s3cret"));
-        let db = Database::parse(Some("host=h user=u password=s3cret dbname=d"), Duration::from_secs(1))
-            .expect("parses");
+        let db = Database::parse(
+            Some("host=h user=u password=s3cret dbname=d"),
+            Duration::from_secs(1),
+        )
+        .expect("parses");
         assert!(!db.to_string().contains("s3cret"));
     }
 
@@ -309,7 +318,10 @@ mod tests {
         assert_eq!(quote_ident("public"), "\"public\"");
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
         let names = Names::new("app", "relink").expect("valid");
-        assert_eq!(names.sql("SELECT * FROM {app}.profiles, {state}.runs"), "SELECT * FROM \"app\".profiles, \"relink\".runs");
+        assert_eq!(
+            names.sql("SELECT * FROM {app}.profiles, {state}.runs"),
+            "SELECT * FROM \"app\".profiles, \"relink\".runs"
+        );
         assert!(Names::new("same", "same").is_err());
     }
 }

@@ -94,7 +94,10 @@ pub struct Retry {
 
 impl Retry {
     pub fn new(attempts: u32) -> Self {
-        Self { attempt: 0, attempts }
+        Self {
+            attempt: 0,
+            attempts,
+        }
     }
 
     /// Whether to try again after `err` (retryable, attempts left, and the
@@ -105,14 +108,21 @@ impl Retry {
         }
         let wait = backoff(self.attempt);
         self.attempt += 1;
-        tracing::warn!("{what}: {err:#}; retry {}/{} in {wait:?}", self.attempt, self.attempts - 1);
+        tracing::warn!(
+            "{what}: {err:#}; retry {}/{} in {wait:?}",
+            self.attempt,
+            self.attempts - 1
+        );
         tokio::time::sleep(wait).await;
         true
     }
 
     /// The final error, saying how many attempts were made.
     pub fn give_up(&self, err: anyhow::Error, what: &str) -> anyhow::Error {
-        err.context(format!("{what} failed after {} attempt(s)", self.attempt + 1))
+        err.context(format!(
+            "{what} failed after {} attempt(s)",
+            self.attempt + 1
+        ))
     }
 }
 

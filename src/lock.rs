@@ -73,7 +73,14 @@ pub async fn holder(client: &Client, names: &Names) -> Result<Option<String>> {
     let app: String = row.get(0);
     let pid: i32 = row.get(1);
     let since: String = row.get(2);
-    let run = crate::state::running_run(client, names).await.ok().flatten();
-    let run = run.map(|(id, mode)| format!(", {mode} {id}")).unwrap_or_default();
-    Ok(Some(format!("{app} (backend pid {pid}{run}, connected since {since})")))
+    let run = crate::state::running_run(client, names)
+        .await
+        .ok()
+        .flatten();
+    let run = run
+        .map(|(id, mode)| format!(", {mode} {id}"))
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "{app} (backend pid {pid}{run}, connected since {since})"
+    )))
 }

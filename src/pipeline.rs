@@ -35,7 +35,10 @@ pub async fn plan_chunk<'a>(
                 &profile.id,
                 &profile.social,
                 Context {
-                    existing: ctx.existing.get(&profile.user_id).map_or(&[], Vec::as_slice),
+                    existing: ctx
+                        .existing
+                        .get(&profile.user_id)
+                        .map_or(&[], Vec::as_slice),
                     migrated: ctx.migrated.get(&profile.id).map_or(&[], Vec::as_slice),
                 },
             );

@@ -240,7 +240,14 @@ mod tests {
         let keys: Vec<_> = p.links.iter().map(|l| l.source_key.as_deref()).collect();
         assert_eq!(
             keys,
-            [Some("Portfolio"), Some("Website"), Some("imdb"), Some("showreel"), Some("alpha"), Some("zeta")]
+            [
+                Some("Portfolio"),
+                Some("Website"),
+                Some("imdb"),
+                Some("showreel"),
+                Some("alpha"),
+                Some("zeta")
+            ]
         );
         let positions: Vec<_> = p.links.iter().map(|l| l.position).collect();
         assert_eq!(positions, [0, 1, 2, 3, 4, 5]);
@@ -249,18 +256,28 @@ mod tests {
     #[test]
     fn unknown_key_with_imdb_host_orders_as_imdb() {
         let p = plan(json!({"aaa": "https://a.com", "zzz": "https://www.imdb.com/name/nm2/"}));
-        assert_eq!(urls(&p), ["https://www.imdb.com/name/nm2/", "https://a.com/"]);
+        assert_eq!(
+            urls(&p),
+            ["https://www.imdb.com/name/nm2/", "https://a.com/"]
+        );
     }
 
     #[test]
     fn arrays_keep_their_order() {
         let p = plan(json!(["https://z.com", "https://a.com", "https://m.com"]));
-        assert_eq!(urls(&p), ["https://z.com/", "https://a.com/", "https://m.com/"]);
+        assert_eq!(
+            urls(&p),
+            ["https://z.com/", "https://a.com/", "https://m.com/"]
+        );
     }
 
     #[test]
     fn duplicates_within_a_profile_keep_the_first() {
-        let p = plan(json!(["https://a.com/x", "https://www.a.com/x/", "https://a.com/x#f"]));
+        let p = plan(json!([
+            "https://a.com/x",
+            "https://www.a.com/x/",
+            "https://a.com/x#f"
+        ]));
         assert_eq!(urls(&p), ["https://a.com/x"]);
         assert_eq!(p.skipped.len(), 2);
         assert!(p.skipped.iter().all(|s| s.reason == SkipReason::Duplicate));
@@ -278,12 +295,25 @@ mod tests {
     #[test]
     fn existing_rows_and_ledger_keys_are_respected() {
         let existing = [
-            ExistingLink { url: "https://www.a.com/".into(), position: 0 },
-            ExistingLink { url: "https://other.com/".into(), position: 5 },
+            ExistingLink {
+                url: "https://www.a.com/".into(),
+                position: 0,
+            },
+            ExistingLink {
+                url: "https://other.com/".into(),
+                position: 5,
+            },
         ];
         let migrated = ["b.com".to_owned()];
         let social = json!(["http://a.com", "https://b.com/", "https://c.com"]);
-        let p = plan_profile("p1", &social, Context { existing: &existing, migrated: &migrated });
+        let p = plan_profile(
+            "p1",
+            &social,
+            Context {
+                existing: &existing,
+                migrated: &migrated,
+            },
+        );
         assert_eq!(urls(&p), ["https://c.com/"]);
         assert_eq!(p.links[0].position, 6);
         let reasons: Vec<_> = p.skipped.iter().map(|s| s.reason).collect();
@@ -302,7 +332,11 @@ mod tests {
     #[test]
     fn raw_values_are_kept_for_rejects() {
         let p = plan(json!({"imdb": "not a url", "site": 42, "x": {"label": "no url"}}));
-        let raws: Vec<_> = p.skipped.iter().map(|s| (s.key.as_deref(), s.raw.as_str(), s.reason.as_str())).collect();
+        let raws: Vec<_> = p
+            .skipped
+            .iter()
+            .map(|s| (s.key.as_deref(), s.raw.as_str(), s.reason.as_str()))
+            .collect();
         assert_eq!(
             raws,
             [
@@ -315,7 +349,8 @@ mod tests {
 
     #[test]
     fn counters_count_every_repair() {
-        let p = plan(json!({"instagram": "@jane", "website": "example.com", "blog": "bad host.com"}));
+        let p =
+            plan(json!({"instagram": "@jane", "website": "example.com", "blog": "bad host.com"}));
         assert_eq!((p.expanded, p.repaired), (1, 1));
     }
 }

@@ -12,7 +12,11 @@ const REQUIRED: &[(&str, &[(&str, Option<&str>)])] = &[
     ("users", &[("id", None)]),
     (
         "profiles",
-        &[("id", None), ("userId", None), ("socialLinks", Some("jsonb"))],
+        &[
+            ("id", None),
+            ("userId", None),
+            ("socialLinks", Some("jsonb")),
+        ],
     ),
     (
         "profile_links",
@@ -47,8 +51,10 @@ pub async fn check(client: &Client, names: &Names) -> Result<()> {
         )
         .await
         .context("cannot read the catalog to check the application's schema")?;
-    let found: Vec<(String, String, String)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let found: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     let mut problems = Vec::new();
     for (table, columns) in REQUIRED {
         if !found.iter().any(|(t, _, _)| t == table) {
@@ -61,7 +67,8 @@ pub async fn check(client: &Client, names: &Names) -> Result<()> {
                 Some((_, _, actual)) => {
                     if let Some(expected) = expected {
                         if actual != expected {
-                            problems.push(format!("{table}.{column} is {actual}, expected {expected}"));
+                            problems
+                                .push(format!("{table}.{column} is {actual}, expected {expected}"));
                         }
                     }
                 }

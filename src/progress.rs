@@ -58,7 +58,9 @@ impl Progress {
             bar.set_position(done);
             return;
         }
-        let Ok(mut last) = self.last_log.lock() else { return };
+        let Ok(mut last) = self.last_log.lock() else {
+            return;
+        };
         if last.elapsed() >= LOG_EVERY {
             *last = Instant::now();
             let secs = self.started.elapsed().as_secs_f64().max(0.001);

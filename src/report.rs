@@ -48,7 +48,10 @@ impl Counters {
         self.expanded += u64::from(plan.expanded);
         self.repaired += u64::from(plan.repaired);
         for reject in plan.rejects() {
-            *self.rejects.entry(reject.reason.as_str().to_owned()).or_default() += 1;
+            *self
+                .rejects
+                .entry(reject.reason.as_str().to_owned())
+                .or_default() += 1;
         }
     }
 
@@ -164,26 +167,42 @@ impl Summary {
             writeln!(out, "    {reason:<26} {n:>12}")?;
         }
         writeln!(out, "  {:<28} {:>12.1} s", "elapsed", self.elapsed_seconds)?;
-        writeln!(out, "  {:<28} {:>12.0} links/s", "rate", self.links_per_second)
+        writeln!(
+            out,
+            "  {:<28} {:>12.0} links/s",
+            "rate", self.links_per_second
+        )
     }
 }
 
 /// Prints one profile in the runbook's dry-run format (SPEC §7). Profiles
 /// with nothing to create and nothing skipped print nothing.
-pub fn print_dry_profile(planned: &Planned<'_>, quiet: bool, out: &mut impl Write) -> std::io::Result<()> {
+pub fn print_dry_profile(
+    planned: &Planned<'_>,
+    quiet: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let plan = &planned.plan;
     if quiet || (plan.links.is_empty() && plan.skipped.is_empty()) {
         return Ok(());
     }
     let n = plan.links.len();
-    writeln!(out, "Profile {}: Found {n} links to migrate", planned.profile.user_id)?;
+    writeln!(
+        out,
+        "Profile {}: Found {n} links to migrate",
+        planned.profile.user_id
+    )?;
     writeln!(out, "  [DRY RUN] Would create {n} profile links")?;
     for link in &plan.links {
         writeln!(out, "  - {} ({}): {}", link.label, link.link_type, link.url)?;
     }
     for skipped in &plan.skipped {
         let shown = crate::sink::truncate(&skipped.raw, 200);
-        let ellipsis = if shown.len() < skipped.raw.len() { "…" } else { "" };
+        let ellipsis = if shown.len() < skipped.raw.len() {
+            "…"
+        } else {
+            ""
+        };
         writeln!(
             out,
             "  ! skipped {}: {}{ellipsis} ({})",
@@ -234,6 +253,9 @@ mod tests {
         assert_eq!(Counters::from_flat(&c.to_flat()), c);
         let from_sql = json!({"links_created": 7, "rejects.scheme": 1, "unknown": 5});
         let back = Counters::from_flat(&from_sql);
-        assert_eq!((back.links_created, back.rejects.get("scheme").copied()), (7, Some(1)));
+        assert_eq!(
+            (back.links_created, back.rejects.get("scheme").copied()),
+            (7, Some(1))
+        );
     }
 }

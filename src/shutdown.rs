@@ -21,8 +21,10 @@ impl Shutdown {
         let shutdown = Self::default();
         let flag = shutdown.requested.clone();
         tokio::spawn(async move {
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            else {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
                 tracing::warn!("cannot install signal handlers; Ctrl-C will abort without saving");
                 return;
             };
@@ -35,7 +37,9 @@ impl Shutdown {
                     eprintln!("relink: second signal, aborting now; the open chunk rolls back and the next run resumes");
                     std::process::exit(i32::from(EXIT_INTERRUPTED));
                 }
-                eprintln!("relink: stopping after the current chunk (signal again to abort at once)");
+                eprintln!(
+                    "relink: stopping after the current chunk (signal again to abort at once)"
+                );
             }
         });
         shutdown

@@ -47,7 +47,12 @@ pub async fn write_chunk(
     replace_rejects(tx, names, run_id, chunk).await
 }
 
-async fn copy_links(tx: &Transaction<'_>, names: &Names, now: SystemTime, chunk: &[Planned<'_>]) -> Result<()> {
+async fn copy_links(
+    tx: &Transaction<'_>,
+    names: &Names,
+    now: SystemTime,
+    chunk: &[Planned<'_>],
+) -> Result<()> {
     if chunk.iter().all(|p| p.plan.links.is_empty()) {
         return Ok(());
     }
@@ -84,10 +89,17 @@ async fn copy_links(tx: &Transaction<'_>, names: &Names, now: SystemTime, chunk:
                 &now,
                 &now,
             ];
-            writer.as_mut().write(&row).await.context("cannot COPY into profile_links")?;
+            writer
+                .as_mut()
+                .write(&row)
+                .await
+                .context("cannot COPY into profile_links")?;
         }
     }
-    writer.finish().await.context("cannot finish COPY into profile_links")?;
+    writer
+        .finish()
+        .await
+        .context("cannot finish COPY into profile_links")?;
     Ok(())
 }
 
@@ -128,19 +140,34 @@ async fn copy_ledger(
             &keys,
             &now,
         ];
-        writer.as_mut().write(&row).await.context("cannot COPY into the ledger")?;
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .context("cannot COPY into the ledger")?;
     }
-    writer.finish().await.context("cannot finish COPY into the ledger")?;
+    writer
+        .finish()
+        .await
+        .context("cannot finish COPY into the ledger")?;
     Ok(())
 }
 
 /// Rejects hold the latest planning of each profile: older rows of the
 /// chunk's profiles are replaced.
-async fn replace_rejects(tx: &Transaction<'_>, names: &Names, run_id: i64, chunk: &[Planned<'_>]) -> Result<()> {
+async fn replace_rejects(
+    tx: &Transaction<'_>,
+    names: &Names,
+    run_id: i64,
+    chunk: &[Planned<'_>],
+) -> Result<()> {
     let ids: Vec<&str> = chunk.iter().map(|p| p.profile.id.as_str()).collect();
-    tx.execute(&names.sql("DELETE FROM {state}.rejects WHERE profile_id = ANY($1)"), &[&ids])
-        .await
-        .context("cannot clear earlier rejects")?;
+    tx.execute(
+        &names.sql("DELETE FROM {state}.rejects WHERE profile_id = ANY($1)"),
+        &[&ids],
+    )
+    .await
+    .context("cannot clear earlier rejects")?;
     if chunk.iter().all(|p| p.plan.rejects().next().is_none()) {
         return Ok(());
     }
@@ -157,11 +184,24 @@ async fn replace_rejects(tx: &Transaction<'_>, names: &Names, run_id: i64, chunk
         for reject in planned.plan.rejects() {
             let key = reject.key.as_deref().map(storable);
             let raw = storable(truncate(&reject.raw, MAX_RAW_BYTES));
-            let row: [&(dyn ToSql + Sync); 5] = [&run_id, &planned.profile.id, &key, &raw, &reject.reason.as_str()];
-            writer.as_mut().write(&row).await.context("cannot COPY into rejects")?;
+            let row: [&(dyn ToSql + Sync); 5] = [
+                &run_id,
+                &planned.profile.id,
+                &key,
+                &raw,
+                &reject.reason.as_str(),
+            ];
+            writer
+                .as_mut()
+                .write(&row)
+                .await
+                .context("cannot COPY into rejects")?;
         }
     }
-    writer.finish().await.context("cannot finish COPY into rejects")?;
+    writer
+        .finish()
+        .await
+        .context("cannot finish COPY into rejects")?;
     Ok(())
 }
 

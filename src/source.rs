@@ -87,7 +87,11 @@ impl Reader {
         if self.done {
             return Ok(Vec::new());
         }
-        let sql = if self.after.is_some() { &self.sql_next } else { &self.sql_first };
+        let sql = if self.after.is_some() {
+            &self.sql_next
+        } else {
+            &self.sql_first
+        };
         let rows = client
             .query(sql.as_str(), &[&self.page_size, &self.after])
             .await
@@ -143,16 +147,21 @@ pub async fn load_context(
         .await
         .context("cannot read the users' current profile links")?;
     for row in rows {
-        ctx.existing.entry(row.get(0)).or_default().push(ExistingLink {
-            url: row.get(1),
-            position: row.get(2),
-        });
+        ctx.existing
+            .entry(row.get(0))
+            .or_default()
+            .push(ExistingLink {
+                url: row.get(1),
+                position: row.get(2),
+            });
     }
     if with_ledger {
         let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
         let rows = client
             .query(
-                &names.sql("SELECT profile_id, link_keys FROM {state}.ledger WHERE profile_id = ANY($1)"),
+                &names.sql(
+                    "SELECT profile_id, link_keys FROM {state}.ledger WHERE profile_id = ANY($1)",
+                ),
                 &[&ids],
             )
             .await

@@ -28,10 +28,16 @@ pub async fn ensure_schema(client: &Client, names: &Names) -> Result<()> {
                 names.state_raw
             )));
         }
-        return Err(err.context(format!("cannot create relink's state schema {:?}", names.state_raw)));
+        return Err(err.context(format!(
+            "cannot create relink's state schema {:?}",
+            names.state_raw
+        )));
     }
     let version: String = client
-        .query_one(&names.sql("SELECT value FROM {state}.meta WHERE key = 'schema_version'"), &[])
+        .query_one(
+            &names.sql("SELECT value FROM {state}.meta WHERE key = 'schema_version'"),
+            &[],
+        )
         .await
         .context("cannot read the state schema version")?
         .get(0);
@@ -100,9 +106,18 @@ fn run_record(row: &tokio_postgres::Row) -> RunRecord {
 ///
 /// # Errors
 /// On a database error.
-pub async fn list_runs(client: &impl GenericClient, names: &Names, limit: i64) -> Result<Vec<RunRecord>> {
-    let sql = names.sql(&format!("SELECT {RUN_COLUMNS} FROM {{state}}.runs ORDER BY id DESC LIMIT $1"));
-    let rows = client.query(&sql, &[&limit]).await.context("cannot list runs")?;
+pub async fn list_runs(
+    client: &impl GenericClient,
+    names: &Names,
+    limit: i64,
+) -> Result<Vec<RunRecord>> {
+    let sql = names.sql(&format!(
+        "SELECT {RUN_COLUMNS} FROM {{state}}.runs ORDER BY id DESC LIMIT $1"
+    ));
+    let rows = client
+        .query(&sql, &[&limit])
+        .await
+        .context("cannot list runs")?;
     Ok(rows.iter().map(run_record).collect())
 }
 
@@ -110,9 +125,18 @@ pub async fn list_runs(client: &impl GenericClient, names: &Names, limit: i64) -
 ///
 /// # Errors
 /// On a database error.
-pub async fn load_run(client: &impl GenericClient, names: &Names, id: i64) -> Result<Option<RunRecord>> {
-    let sql = names.sql(&format!("SELECT {RUN_COLUMNS} FROM {{state}}.runs WHERE id = $1"));
-    let row = client.query_opt(&sql, &[&id]).await.with_context(|| format!("cannot load run {id}"))?;
+pub async fn load_run(
+    client: &impl GenericClient,
+    names: &Names,
+    id: i64,
+) -> Result<Option<RunRecord>> {
+    let sql = names.sql(&format!(
+        "SELECT {RUN_COLUMNS} FROM {{state}}.runs WHERE id = $1"
+    ));
+    let row = client
+        .query_opt(&sql, &[&id])
+        .await
+        .with_context(|| format!("cannot load run {id}"))?;
     Ok(row.as_ref().map(run_record))
 }
 
@@ -127,7 +151,10 @@ pub async fn resumable(client: &Client, names: &Names, mode: &str) -> Result<Opt
           WHERE mode = $1 AND status IN ('running', 'interrupted', 'failed', 'partial')
           ORDER BY id DESC LIMIT 1"
     ));
-    let row = client.query_opt(&sql, &[&mode]).await.context("cannot look for an unfinished run")?;
+    let row = client
+        .query_opt(&sql, &[&mode])
+        .await
+        .context("cannot look for an unfinished run")?;
     Ok(row.as_ref().map(run_record))
 }
 
@@ -190,7 +217,13 @@ impl Owner {
 ///
 /// # Errors
 /// On a database error.
-pub async fn start_run(client: &Client, names: &Names, mode: &str, options: &Value, owner: &Owner) -> Result<i64> {
+pub async fn start_run(
+    client: &Client,
+    names: &Names,
+    mode: &str,
+    options: &Value,
+    owner: &Owner,
+) -> Result<i64> {
     let row = client
         .query_one(
             &names.sql(
@@ -227,7 +260,13 @@ pub async fn resume_run(client: &Client, names: &Names, id: i64, owner: &Owner) 
 ///
 /// # Errors
 /// On a database error.
-pub async fn finish_run(client: &Client, names: &Names, id: i64, status: &str, error: Option<&str>) -> Result<()> {
+pub async fn finish_run(
+    client: &Client,
+    names: &Names,
+    id: i64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
     client
         .execute(
             &names.sql(

@@ -15,7 +15,9 @@ const GENERATE_SQL: &str = include_str!("../../sql/generate.sql");
 /// On a bad argument, a non-empty database or a database error.
 pub async fn generate(common: &Common, args: &GenerateArgs) -> Result<Outcome> {
     if !(-1.0..=1.0).contains(&args.seed) {
-        bail!(crate::config::UsageError(anyhow::anyhow!("--seed must be between -1 and 1")));
+        bail!(crate::config::UsageError(anyhow::anyhow!(
+            "--seed must be between -1 and 1"
+        )));
     }
     let session = Session {
         application_name: "relink generate".to_owned(),
@@ -25,7 +27,10 @@ pub async fn generate(common: &Common, args: &GenerateArgs) -> Result<Outcome> {
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, &common.names).await?;
     let existing: i64 = client
-        .query_one(&common.names.sql("SELECT count(*) FROM {app}.profiles"), &[])
+        .query_one(
+            &common.names.sql("SELECT count(*) FROM {app}.profiles"),
+            &[],
+        )
         .await?
         .get(0);
     if existing > 0 {

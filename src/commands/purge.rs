@@ -67,7 +67,10 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     if let Some(id) = cfg.run {
         match state::load_run(&control, names, id).await? {
             Some(run) if run.mode == "run" => {}
-            Some(run) => bail!("run {id} is a {} run, not a migration run: see `relink status`", run.mode),
+            Some(run) => bail!(
+                "run {id} is a {} run, not a migration run: see `relink status`",
+                run.mode
+            ),
             None => bail!("there is no run {id}: see `relink status` for run ids"),
         }
     }
@@ -82,7 +85,9 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         .await
         .context("cannot count the links in the ledger")?
         .get(0);
-    let scope = cfg.run.map_or_else(|| "all runs".to_owned(), |id| format!("run {id}"));
+    let scope = cfg
+        .run
+        .map_or_else(|| "all runs".to_owned(), |id| format!("run {id}"));
 
     if !cfg.dry_run && !cfg.yes {
         confirm(&format!(
@@ -104,7 +109,11 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     }
 
     let pool = db::pool(&common.database, &session, 1)?;
-    let progress = Progress::new("purging", u64::try_from(in_scope).unwrap_or(0), !common.quiet);
+    let progress = Progress::new(
+        "purging",
+        u64::try_from(in_scope).unwrap_or(0),
+        !common.quiet,
+    );
     let mut after: Option<String> = None;
     let mut totals = PurgeCounters::default();
     let page_sql = names.sql(
@@ -122,38 +131,57 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
             let mut retry = Retry::new(cfg.timeouts.attempts);
             let chunk = loop {
                 let result = async {
-                let mut client = pool.get().await.context("cannot get a database connection")?;
-                let profiles: Vec<String> = client
-                    .query(&page_sql, &[&after, &cfg.run, &limit])
-                    .await
-                    .context("cannot read the ledger")?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                if profiles.is_empty() {
-                    return Ok((profiles, PurgeCounters::default()));
-                }
-                let counters = if let Some(run_id) = run_id {
-                    let tx = client.transaction().await?;
-                    let c = purge_chunk(&*tx, names, &profiles, cfg, run_id).await?;
-                    tx.commit().await.context("cannot commit the purge chunk")?;
-                    c
-                } else {
-                    preview_chunk(&**client, names, &profiles, cfg, &mut stdout.lock(), common.quiet).await?
-                };
-                Ok::<_, anyhow::Error>((profiles, counters))
+                    let mut client = pool
+                        .get()
+                        .await
+                        .context("cannot get a database connection")?;
+                    let profiles: Vec<String> = client
+                        .query(&page_sql, &[&after, &cfg.run, &limit])
+                        .await
+                        .context("cannot read the ledger")?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    if profiles.is_empty() {
+                        return Ok((profiles, PurgeCounters::default()));
+                    }
+                    let counters = if let Some(run_id) = run_id {
+                        let tx = client.transaction().await?;
+                        let c = purge_chunk(&*tx, names, &profiles, cfg, run_id).await?;
+                        tx.commit().await.context("cannot commit the purge chunk")?;
+                        c
+                    } else {
+                        preview_chunk(
+                            &**client,
+                            names,
+                            &profiles,
+                            cfg,
+                            &mut stdout.lock(),
+                            common.quiet,
+                        )
+                        .await?
+                    };
+                    Ok::<_, anyhow::Error>((profiles, counters))
                 }
                 .await;
                 match result {
                     Ok(c) => break c,
-                    Err(e) if retry.again(&e, "purging a chunk", shutdown.requested()).await => {}
+                    Err(e)
+                        if retry
+                            .again(&e, "purging a chunk", shutdown.requested())
+                            .await => {}
                     Err(e) => return Err(retry.give_up(e, "purging a chunk")),
                 }
             };
             let (profiles, counters) = chunk;
-            let Some(last) = profiles.last() else { return Ok(true) };
+            let Some(last) = profiles.last() else {
+                return Ok(true);
+            };
             after = Some(last.clone());
-            progress.advance(counters.links_deleted + counters.kept_edited + counters.already_gone, counters.links_deleted);
+            progress.advance(
+                counters.links_deleted + counters.kept_edited + counters.already_gone,
+                counters.links_deleted,
+            );
             totals.merge(&counters);
             if profiles.len() < cfg.chunk_size {
                 return Ok(true);
@@ -170,12 +198,18 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     };
     if let Some(id) = run_id {
         let message = result.as_ref().err().map(|e| format!("{e:#}"));
-        let control = if control.is_closed() { db::connect(&common.database, &session).await? } else { control };
+        let control = if control.is_closed() {
+            db::connect(&common.database, &session).await?
+        } else {
+            control
+        };
         state::finish_run(&control, names, id, status, message.as_deref()).await?;
     }
     print_summary(&totals, cfg, run_id, status, started)?;
     match result {
-        Err(e) => Err(e.context("purge failed; rerun `relink purge` to continue (it is idempotent)")),
+        Err(e) => {
+            Err(e.context("purge failed; rerun `relink purge` to continue (it is idempotent)"))
+        }
         Ok(false) => Ok(Outcome::Interrupted),
         Ok(true) => Ok(Outcome::Done),
     }
@@ -250,7 +284,9 @@ async fn purge_chunk(
         profiles: profiles.len() as u64,
         links_deleted: deleted.len() as u64,
         kept_edited: u64::try_from(edited).unwrap_or(0),
-        already_gone: u64::try_from(in_scope - edited).unwrap_or(0).saturating_sub(deleted.len() as u64),
+        already_gone: u64::try_from(in_scope - edited)
+            .unwrap_or(0)
+            .saturating_sub(deleted.len() as u64),
     };
     let last = profiles.last().map(String::as_str);
     let flat = serde_json::to_value(&counters)?;
@@ -325,7 +361,13 @@ fn confirm(question: &str) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(c: &PurgeCounters, cfg: &PurgeConfig, run_id: Option<i64>, status: &str, started: Instant) -> Result<()> {
+fn print_summary(
+    c: &PurgeCounters,
+    cfg: &PurgeConfig,
+    run_id: Option<i64>,
+    status: &str,
+    started: Instant,
+) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let elapsed = started.elapsed().as_secs_f64();
@@ -340,15 +382,32 @@ fn print_summary(c: &PurgeCounters, cfg: &PurgeConfig, run_id: Option<i64>, stat
         writeln!(out)?;
         return Ok(());
     }
-    let verb = if cfg.dry_run { "would be deleted" } else { "deleted" };
+    let verb = if cfg.dry_run {
+        "would be deleted"
+    } else {
+        "deleted"
+    };
     match run_id {
         Some(id) => writeln!(out, "Summary of purge {id} ({status})")?,
         None => writeln!(out, "Summary (purge dry run)")?,
     }
     writeln!(out, "  {:<34} {:>12}", "profiles in scope", c.profiles)?;
-    writeln!(out, "  {:<34} {:>12}", format!("links {verb}"), c.links_deleted)?;
-    writeln!(out, "  {:<34} {:>12}", "kept: edited by users since", c.kept_edited)?;
-    writeln!(out, "  {:<34} {:>12}", "already gone (deleted by users)", c.already_gone)?;
+    writeln!(
+        out,
+        "  {:<34} {:>12}",
+        format!("links {verb}"),
+        c.links_deleted
+    )?;
+    writeln!(
+        out,
+        "  {:<34} {:>12}",
+        "kept: edited by users since", c.kept_edited
+    )?;
+    writeln!(
+        out,
+        "  {:<34} {:>12}",
+        "already gone (deleted by users)", c.already_gone
+    )?;
     writeln!(out, "  {:<34} {:>12.1} s", "elapsed", elapsed)?;
     if cfg.dry_run {
         writeln!(out, "This was a DRY RUN. No changes were made.")?;

@@ -131,7 +131,9 @@ async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Resul
             tracing::info!(
                 "resuming run {} after profile {}, {done} profiles done",
                 run.id,
-                run.checkpoint.as_deref().unwrap_or("(none: from the start)")
+                run.checkpoint
+                    .as_deref()
+                    .unwrap_or("(none: from the start)")
             );
             (run.id, run.checkpoint)
         }
@@ -170,7 +172,12 @@ async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Resul
     let writers: Vec<_> = (0..cfg.writers)
         .map(|_| tokio::spawn(write_chunks(shared.clone(), receiver.clone())))
         .collect();
-    let keeper = tokio::spawn(keep_lock(shared.clone(), common.clone(), session.clone(), control));
+    let keeper = tokio::spawn(keep_lock(
+        shared.clone(),
+        common.clone(),
+        session.clone(),
+        control,
+    ));
 
     let mut error: Option<anyhow::Error> = None;
     for writer in writers {
@@ -211,24 +218,47 @@ async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Resul
     let message = error.as_ref().map(|e| format!("{e:#}"));
     state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
 
-    let counters = shared.counters.lock().map(|c| c.clone()).unwrap_or_default();
+    let counters = shared
+        .counters
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
     let checkpoint = state::load_run(&control, names, run_id)
         .await?
         .and_then(|r| r.checkpoint);
-    let upper = if reached_end { None } else { checkpoint.clone() };
-    let scanned = count_with_legacy(&control, names, start_after.as_deref(), upper.as_deref()).await?;
-    let summary = summary("run", Some(run_id), status, scanned, counters, shared.started);
+    let upper = if reached_end {
+        None
+    } else {
+        checkpoint.clone()
+    };
+    let scanned =
+        count_with_legacy(&control, names, start_after.as_deref(), upper.as_deref()).await?;
+    let summary = summary(
+        "run",
+        Some(run_id),
+        status,
+        scanned,
+        counters,
+        shared.started,
+    );
     print_summary(&summary, cfg.format, false)?;
 
     if let Some(err) = error {
-        let at = checkpoint.map_or_else(|| "no chunk committed yet".to_owned(), |c| format!("checkpoint after profile {c}"));
-        return Err(err.context(format!("run {run_id} failed ({at}); rerun `relink run` to resume")));
+        let at = checkpoint.map_or_else(
+            || "no chunk committed yet".to_owned(),
+            |c| format!("checkpoint after profile {c}"),
+        );
+        return Err(err.context(format!(
+            "run {run_id} failed ({at}); rerun `relink run` to resume"
+        )));
     }
     match status {
         "interrupted" => {
             tracing::warn!(
                 "run {run_id} interrupted; checkpoint saved{}; rerun `relink run` to resume",
-                checkpoint.map(|c| format!(" after profile {c}")).unwrap_or_default()
+                checkpoint
+                    .map(|c| format!(" after profile {c}"))
+                    .unwrap_or_default()
             );
             Ok(Outcome::Interrupted)
         }
@@ -265,7 +295,11 @@ async fn check_write_permission(client: &Client, names: &Names) -> Result<()> {
 
 /// Reads pages and hands them out as chunks; returns whether it reached the
 /// end of the table (as opposed to stopping at --limit, a signal or a failure).
-async fn read_chunks(shared: Arc<Shared>, after: Option<String>, sender: mpsc::Sender<Chunk>) -> Result<bool> {
+async fn read_chunks(
+    shared: Arc<Shared>,
+    after: Option<String>,
+    sender: mpsc::Sender<Chunk>,
+) -> Result<bool> {
     let mut reader = Reader::new(&shared.names, Filter::Pending, after, shared.cfg.chunk_size);
     let mut remaining = shared.cfg.limit.unwrap_or(u64::MAX);
     let mut seq = 0u64;
@@ -280,7 +314,11 @@ async fn read_chunks(shared: Arc<Shared>, after: Option<String>, sender: mpsc::S
             let mut retry = Retry::new(shared.cfg.timeouts.attempts);
             let mut page = loop {
                 let result = async {
-                    let client = shared.pool.get().await.context("cannot get a database connection")?;
+                    let client = shared
+                        .pool
+                        .get()
+                        .await
+                        .context("cannot get a database connection")?;
                     reader.next_page(&**client).await
                 }
                 .await;
@@ -293,13 +331,22 @@ async fn read_chunks(shared: Arc<Shared>, after: Option<String>, sender: mpsc::S
             if page.is_empty() {
                 return Ok(true);
             }
-            let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(page.len());
+            let take = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(page.len());
             page.truncate(take);
             remaining -= page.len() as u64;
             if let (Some(last), Ok(mut wm)) = (page.last(), shared.watermark.lock()) {
                 wm.ends.insert(seq, last.id.clone());
             }
-            if sender.send(Chunk { seq, profiles: page }).await.is_err() {
+            if sender
+                .send(Chunk {
+                    seq,
+                    profiles: page,
+                })
+                .await
+                .is_err()
+            {
                 return Ok(false);
             }
             seq += 1;
@@ -313,7 +360,10 @@ async fn read_chunks(shared: Arc<Shared>, after: Option<String>, sender: mpsc::S
 }
 
 /// A writer: takes chunks and commits each in one transaction, with retries.
-async fn write_chunks(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>) -> Result<()> {
+async fn write_chunks(
+    shared: Arc<Shared>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
+) -> Result<()> {
     loop {
         let chunk = receiver.lock().await.recv().await;
         let Some(chunk) = chunk else { return Ok(()) };
@@ -325,7 +375,11 @@ async fn write_chunks(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc
         let mut first = true;
         let result = loop {
             let result = async {
-                let client = shared.pool.get().await.context("cannot get a database connection")?;
+                let client = shared
+                    .pool
+                    .get()
+                    .await
+                    .context("cannot get a database connection")?;
                 write_one(&shared, client, &chunk, first).await
             }
             .await;
@@ -347,8 +401,13 @@ async fn write_chunks(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc
         if let Ok(mut wm) = shared.watermark.lock() {
             wm.commit(chunk.seq);
         }
-        shared.progress.advance(chunk.profiles.len() as u64, counters.links_created);
-        let links = shared.links.fetch_add(counters.links_created, Ordering::SeqCst) + counters.links_created;
+        shared
+            .progress
+            .advance(chunk.profiles.len() as u64, counters.links_created);
+        let links = shared
+            .links
+            .fetch_add(counters.links_created, Ordering::SeqCst)
+            + counters.links_created;
         if let Ok(mut total) = shared.counters.lock() {
             total.merge(&counters);
         }
@@ -358,9 +417,17 @@ async fn write_chunks(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc
 
 /// One chunk, one transaction: plan against the current rows, COPY the
 /// rows, the ledger and the rejects, save counters and checkpoint, commit.
-async fn write_one(shared: &Shared, mut client: deadpool_postgres::Object, chunk: &Chunk, first: bool) -> Result<Counters> {
+async fn write_one(
+    shared: &Shared,
+    mut client: deadpool_postgres::Object,
+    chunk: &Chunk,
+    first: bool,
+) -> Result<Counters> {
     let names = &shared.names;
-    let tx = client.transaction().await.context("cannot begin a chunk transaction")?;
+    let tx = client
+        .transaction()
+        .await
+        .context("cannot begin a chunk transaction")?;
     let now = sink::transaction_time(&tx).await?;
     let t: &tokio_postgres::Transaction<'_> = &tx;
     let done_before;
@@ -374,8 +441,19 @@ async fn write_one(shared: &Shared, mut client: deadpool_postgres::Object, chunk
     let planned: Vec<Planned<'_>> = pipeline::plan_chunk(t, names, true, profiles).await?;
     sink::write_chunk(t, names, shared.run_id, now, &planned).await?;
     let counters = Counters::of_chunk(&planned);
-    let checkpoint = shared.watermark.lock().ok().and_then(|wm| wm.checkpoint_for(chunk.seq));
-    state::record_chunk(t, names, shared.run_id, checkpoint.as_deref(), &counters.to_flat()).await?;
+    let checkpoint = shared
+        .watermark
+        .lock()
+        .ok()
+        .and_then(|wm| wm.checkpoint_for(chunk.seq));
+    state::record_chunk(
+        t,
+        names,
+        shared.run_id,
+        checkpoint.as_deref(),
+        &counters.to_flat(),
+    )
+    .await?;
     tx.commit().await.context("cannot commit the chunk")?;
     Ok(counters)
 }
@@ -390,13 +468,19 @@ async fn drop_committed(
     let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
     let rows = tx
         .query(
-            &names.sql("SELECT profile_id FROM {state}.ledger WHERE run_id = $1 AND profile_id = ANY($2)"),
+            &names.sql(
+                "SELECT profile_id FROM {state}.ledger WHERE run_id = $1 AND profile_id = ANY($2)",
+            ),
             &[&run_id, &ids],
         )
         .await
         .context("cannot check which profiles of the chunk already committed")?;
     let done: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(profiles.iter().filter(|p| !done.contains(&p.id)).cloned().collect())
+    Ok(profiles
+        .iter()
+        .filter(|p| !done.contains(&p.id))
+        .cloned()
+        .collect())
 }
 
 /// `--max-rate` and `--pause`.
@@ -416,7 +500,12 @@ async fn throttle(shared: &Shared, links_so_far: u64) {
 /// Holds the advisory lock for the whole run: if its connection drops (e.g.
 /// a server restart), takes the lock again on a new one, and stops the run
 /// if someone else got it meanwhile. Returns the connection at the end.
-async fn keep_lock(shared: Arc<Shared>, common: Common, session: Session, mut control: Client) -> Result<Client> {
+async fn keep_lock(
+    shared: Arc<Shared>,
+    common: Common,
+    session: Session,
+    mut control: Client,
+) -> Result<Client> {
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         if !control.is_closed() {
@@ -493,7 +582,14 @@ pub async fn count_with_legacy(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-fn summary(mode: &'static str, run_id: Option<i64>, status: &str, scanned: u64, counters: Counters, started: Instant) -> Summary {
+fn summary(
+    mode: &'static str,
+    run_id: Option<i64>,
+    status: &str,
+    scanned: u64,
+    counters: Counters,
+    started: Instant,
+) -> Summary {
     let elapsed = started.elapsed().as_secs_f64();
     Summary {
         mode,
@@ -538,7 +634,11 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let progress = Progress::new("dry run", total, !common.quiet);
 
     let (sender, mut pages) = mpsc::channel::<Vec<SourceProfile>>(2);
-    let filter = if with_ledger { Filter::Pending } else { Filter::All };
+    let filter = if with_ledger {
+        Filter::Pending
+    } else {
+        Filter::All
+    };
     let mut reader = Reader::new(names, filter, None, cfg.chunk_size);
     let limit = cfg.limit.unwrap_or(u64::MAX);
     let reader_shutdown = shutdown.clone();
@@ -587,22 +687,37 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     if let Some(mut report) = report {
         report.flush().context("cannot write the report")?;
     }
-    let (reached_end, last) = reader_task.await.map_err(|e| anyhow!("the reader task failed: {e}"))??;
+    let (reached_end, last) = reader_task
+        .await
+        .map_err(|e| anyhow!("the reader task failed: {e}"))??;
     let interrupted = shutdown.requested();
     let upto = if reached_end { None } else { last };
     let scanned = count_with_legacy(&client, names, None, upto.as_deref()).await?;
-    let status = if interrupted { "interrupted" } else if reached_end { "completed" } else { "partial" };
+    let status = if interrupted {
+        "interrupted"
+    } else if reached_end {
+        "completed"
+    } else {
+        "partial"
+    };
     let summary = summary("dry-run", None, status, scanned, counters, started);
     print_summary(&summary, cfg.format, true)?;
-    Ok(if interrupted { Outcome::Interrupted } else { Outcome::Done })
+    Ok(if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    })
 }
 
 fn open_report(path: Option<&std::path::Path>) -> Result<Option<Box<dyn Write>>> {
     Ok(match path {
         None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(p) if p.as_os_str() == "-" => {
+            Some(Box::new(std::io::BufWriter::new(std::io::stdout())))
+        }
         Some(p) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create the report file {}", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create the report file {}", p.display()))?,
         ))),
     })
 }

@@ -74,15 +74,18 @@ pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
             for run in &mut status.runs {
                 if run.status == "running" {
                     run.status = "interrupted".to_owned();
-                    run.error.get_or_insert_with(|| "process gone (killed?); the next run resumes it".to_owned());
+                    run.error.get_or_insert_with(|| {
+                        "process gone (killed?); the next run resumes it".to_owned()
+                    });
                 }
             }
         }
-        if let Some(run) = status
-            .runs
-            .iter()
-            .find(|r| matches!(r.status.as_str(), "running" | "interrupted" | "failed" | "partial"))
-        {
+        if let Some(run) = status.runs.iter().find(|r| {
+            matches!(
+                r.status.as_str(),
+                "running" | "interrupted" | "failed" | "partial"
+            )
+        }) {
             let total = count_with_legacy(&client, names, None, None).await?;
             let position = match &run.checkpoint {
                 Some(c) => count_with_legacy(&client, names, None, Some(c)).await?,
@@ -113,7 +116,12 @@ pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
             links: row.get(2),
         });
         for row in client
-            .query(&names.sql("SELECT reason, count(*) FROM {state}.rejects GROUP BY reason ORDER BY reason"), &[])
+            .query(
+                &names.sql(
+                    "SELECT reason, count(*) FROM {state}.rejects GROUP BY reason ORDER BY reason",
+                ),
+                &[],
+            )
             .await
             .context("cannot count rejects")?
         {
@@ -137,11 +145,19 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         None => writeln!(out, "Lock: free (no run or purge in progress)")?,
     }
     if s.ledger.is_none() {
-        writeln!(out, "No runs yet (state schema {:?} does not exist).", s.state_schema)?;
+        writeln!(
+            out,
+            "No runs yet (state schema {:?} does not exist).",
+            s.state_schema
+        )?;
         return Ok(());
     }
     if let Some(u) = &s.unfinished {
-        let pct = if u.total == 0 { 100.0 } else { u.position as f64 * 100.0 / u.total as f64 };
+        let pct = if u.total == 0 {
+            100.0
+        } else {
+            u.position as f64 * 100.0 / u.total as f64
+        };
         writeln!(
             out,
             "Unfinished: {} {} is {}; checkpoint after profile {}; {} profiles done; {}/{} profiles with legacy links behind the checkpoint ({pct:.1}%). `relink {}` resumes it.",
@@ -184,7 +200,11 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         }
     }
     if let Some(l) = &s.ledger {
-        writeln!(out, "Ledger: {} profiles, {} rows, {} links created by relink", l.profiles, l.rows, l.links)?;
+        writeln!(
+            out,
+            "Ledger: {} profiles, {} rows, {} links created by relink",
+            l.profiles, l.rows, l.links
+        )?;
     }
     if s.rejects.is_empty() {
         writeln!(out, "Rejects: none")?;

@@ -9,8 +9,8 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::cli::{OutputFormat, VerifyArgs};
 use crate::classify::stored_url_key;
+use crate::cli::{OutputFormat, VerifyArgs};
 use crate::commands::run::count_with_legacy;
 use crate::config::{Common, Names};
 use crate::db::{self, Session};
@@ -86,7 +86,11 @@ pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> R
     checks.push(Check {
         name: "profiles pending",
         value: pending,
-        verdict: if args.strict && pending > 0 { Verdict::Fail } else { Verdict::Info },
+        verdict: if args.strict && pending > 0 {
+            Verdict::Fail
+        } else {
+            Verdict::Info
+        },
         note: if pending > 0 {
             "new or changed since migrated: `relink run` migrates them".to_owned()
         } else {
@@ -124,12 +128,27 @@ pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> R
     checks.push(Check {
         name: "users with duplicate positions",
         value: users.len() as u64,
-        verdict: if users.is_empty() { Verdict::Ok } else { Verdict::Fail },
-        note: if users.is_empty() { String::new() } else { "two rows of one user share a position".to_owned() },
+        verdict: if users.is_empty() {
+            Verdict::Ok
+        } else {
+            Verdict::Fail
+        },
+        note: if users.is_empty() {
+            String::new()
+        } else {
+            "two rows of one user share a position".to_owned()
+        },
         examples: rows
             .iter()
             .take(EXAMPLES)
-            .map(|r| format!("user {} position {} ×{}", r.get::<_, String>(0), r.get::<_, i32>(1), r.get::<_, i64>(2)))
+            .map(|r| {
+                format!(
+                    "user {} position {} ×{}",
+                    r.get::<_, String>(0),
+                    r.get::<_, i32>(1),
+                    r.get::<_, i64>(2)
+                )
+            })
             .collect(),
     });
 
@@ -171,7 +190,10 @@ pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> R
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.format == OutputFormat::Json {
-        serde_json::to_writer(&mut out, &serde_json::json!({"ok": !failed, "strict": args.strict, "checks": checks}))?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"ok": !failed, "strict": args.strict, "checks": checks}),
+        )?;
         writeln!(out)?;
     } else {
         for c in &checks {
@@ -180,15 +202,31 @@ pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> R
                 Verdict::Fail => "FAIL",
                 Verdict::Info => "INFO",
             };
-            let note = if c.note.is_empty() { String::new() } else { format!("  ({})", c.note) };
+            let note = if c.note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", c.note)
+            };
             writeln!(out, "{verdict:<5} {:<44} {:>12}{note}", c.name, c.value)?;
             for e in &c.examples {
                 writeln!(out, "        e.g. {e}")?;
             }
         }
-        writeln!(out, "{}", if failed { "verify: FAILED" } else { "verify: OK" })?;
+        writeln!(
+            out,
+            "{}",
+            if failed {
+                "verify: FAILED"
+            } else {
+                "verify: OK"
+            }
+        )?;
     }
-    Ok(if failed { Outcome::Invariant } else { Outcome::Done })
+    Ok(if failed {
+        Outcome::Invariant
+    } else {
+        Outcome::Done
+    })
 }
 
 fn info(name: &'static str, value: u64, note: &str) -> Check {
@@ -196,7 +234,11 @@ fn info(name: &'static str, value: u64, note: &str) -> Check {
         name,
         value,
         verdict: Verdict::Info,
-        note: if value > 0 { note.to_owned() } else { String::new() },
+        note: if value > 0 {
+            note.to_owned()
+        } else {
+            String::new()
+        },
         examples: Vec::new(),
     }
 }
@@ -207,7 +249,12 @@ fn to_u64(n: i64) -> u64 {
 
 /// Rows beyond the first with the same (userId, comparison key), over all
 /// users with links, a page of users at a time. `None` if interrupted.
-async fn duplicate_keys(client: &Client, names: &Names, page: usize, shutdown: &Shutdown) -> Result<Option<(u64, Vec<String>)>> {
+async fn duplicate_keys(
+    client: &Client,
+    names: &Names,
+    page: usize,
+    shutdown: &Shutdown,
+) -> Result<Option<(u64, Vec<String>)>> {
     let sql = names.sql(
         "SELECT \"userId\", array_agg(url) FROM {app}.profile_links
           WHERE ($1::text IS NULL OR \"userId\" > $1)
@@ -220,7 +267,10 @@ async fn duplicate_keys(client: &Client, names: &Names, page: usize, shutdown: &
         if shutdown.requested() {
             return Ok(None);
         }
-        let rows = client.query(&sql, &[&after, &limit]).await.context("cannot read profile links")?;
+        let rows = client
+            .query(&sql, &[&after, &limit])
+            .await
+            .context("cannot read profile links")?;
         for row in &rows {
             let user: String = row.get(0);
             let urls: Vec<String> = row.get(1);
