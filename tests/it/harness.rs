@@ -61,11 +61,22 @@ impl TestDb {
     }
 
     /// A copy of `template` (CREATE DATABASE … TEMPLATE), for comparing two
-    /// runs over identical data.
-    pub async fn clone_of(template: &TestDb, tag: &str) -> Self {
+    /// runs over identical data. The template's connection is closed for the
+    /// copy (PostgreSQL requires it) and opened again.
+    pub async fn clone_of(template: &mut TestDb, tag: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("relink_t_{tag}_{}_{n}", std::process::id());
-        Self::create(&name, Some(&template.name)).await
+        let admin = connect(&server_url()).await;
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&template.name],
+            )
+            .await
+            .expect("disconnect the template");
+        let copy = Self::create(&name, Some(&template.name)).await;
+        template.client = connect(&template.url).await;
+        copy
     }
 
     async fn create(name: &str, template: Option<&str>) -> Self {
@@ -210,4 +221,14 @@ pub fn json_summary(out: &Output) -> serde_json::Value {
     let text = stdout(out);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON summary ({e}): {text}"))
+}
+
+/// Sends a signal (`"KILL"`, `"INT"`, `"TERM"`) to a process with kill(1):
+/// the crate forbids `unsafe`, so no `libc::kill`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }

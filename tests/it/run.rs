@@ -1,0 +1,356 @@
+//! `relink run` against the real server: the corpus migrated row for row,
+//! idempotent and incremental reruns, and crash safety (SIGKILL / SIGINT
+//! mid-run, then resume) compared with a clean run on an identical copy.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::corpus;
+use crate::harness::{assert_code, assert_success, json_summary, send_signal, stderr, TestDb};
+
+/// profile_links as a multiset of everything a run decides.
+const LINKS: &str =
+    "(SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links)";
+
+/// Loads every corpus entry as a user + profile (+ the user's existing rows
+/// and, through a first run, ledger keys). Returns the entries loaded.
+async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
+    // A first run on the empty database creates the state schema (run 1),
+    // so "migrated" keys can be seeded as ledger rows of that run.
+    assert_success(&db.run(&["run"]));
+    let mut loaded = Vec::new();
+    for entry in corpus::entries() {
+        let social = &entry["socialLinks"];
+        if social.to_string().contains("\\u0000") {
+            // jsonb cannot hold NUL; that entry is checked on the planner only.
+            continue;
+        }
+        let name = entry["name"].as_str().expect("name");
+        let (user, profile) = (format!("u-{name}"), format!("p-{name}"));
+        db.client
+            .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
+            .await
+            .expect("user");
+        db.client
+            .execute(
+                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3)",
+                &[&profile, &user, social],
+            )
+            .await
+            .expect("profile");
+        for (i, row) in corpus::existing(&entry).iter().enumerate() {
+            db.client
+                .execute(
+                    "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+                     VALUES ($1, $2, $3, 'Mine', $4, 'other', $5, now())",
+                    &[&format!("existing-{name}-{i}"), &user, &profile, &row.url, &row.position],
+                )
+                .await
+                .expect("existing row");
+        }
+        let migrated = corpus::migrated(&entry);
+        if !migrated.is_empty() {
+            db.client
+                .execute(
+                    "INSERT INTO relink.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, migrated_at)
+                     VALUES ($1, 1, $2, '', '{}', $3, now())",
+                    &[&profile, &user, &migrated],
+                )
+                .await
+                .expect("ledger row");
+        }
+        loaded.push(entry);
+    }
+    loaded
+}
+
+#[tokio::test]
+async fn the_corpus_is_migrated_exactly_as_planned() {
+    let db = TestDb::new("run_corpus").await;
+    let entries = load_corpus(&db).await;
+    assert!(entries.len() > 100);
+    let profiles_before = db.checksum("profiles").await;
+    let out = db.run(&["run", "--format", "json", "--chunk-size", "7"]);
+    assert_success(&out);
+    let expected_links: usize = entries
+        .iter()
+        .map(|e| e["expect"]["links"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(
+        json_summary(&out)["links_created"],
+        serde_json::json!(expected_links)
+    );
+
+    for entry in &entries {
+        let profile = format!("p-{}", entry["name"].as_str().expect("name"));
+        let rows = db
+            .client
+            .query(
+                "SELECT id, label, type, url, position FROM profile_links
+                  WHERE \"profileId\" = $1 AND id NOT LIKE 'existing-%' ORDER BY position",
+                &[&profile],
+            )
+            .await
+            .expect("rows");
+        let actual: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"id": r.get::<_, String>(0), "label": r.get::<_, String>(1),
+                    "type": r.get::<_, String>(2), "url": r.get::<_, String>(3), "position": r.get::<_, i32>(4)})
+            })
+            .collect();
+        let expected: Vec<serde_json::Value> = entry["expect"]["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .map(|l| serde_json::json!({"id": l["id"], "label": l["label"], "type": l["type"], "url": l["url"], "position": l["position"]}))
+            .collect();
+        assert_eq!(actual, expected, "{profile}");
+    }
+    assert_eq!(
+        db.checksum("profiles").await,
+        profiles_before,
+        "\"socialLinks\" must not change"
+    );
+    let verify = db.run(&["verify"]);
+    assert_success(&verify);
+}
+
+#[tokio::test]
+async fn a_second_run_writes_nothing() {
+    let db = TestDb::new("run_rerun").await;
+    db.generate(2000);
+    assert_success(&db.run(&["run"]));
+    let tables = [
+        "users",
+        "profiles",
+        "profile_links",
+        "relink.ledger",
+        "relink.rejects",
+    ];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(db.checksum(t).await);
+    }
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(summary["links_created"], 0);
+    assert_eq!(summary["profiles_planned"], 0);
+    assert_eq!(summary["profiles_unchanged"], summary["profiles_scanned"]);
+    for (t, sum) in tables.iter().zip(before) {
+        assert_eq!(db.checksum(t).await, sum, "{t} changed on a rerun");
+    }
+}
+
+#[tokio::test]
+async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
+    let db = TestDb::new("run_incr").await;
+    db.generate(500);
+    assert_success(&db.run(&["run"]));
+    // Three users with migrated links and object-shaped legacy values.
+    let rows = db
+        .client
+        .query(
+            "SELECT p.id, p.\"userId\" FROM profiles p
+              WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
+                AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
+              ORDER BY p.id LIMIT 3",
+            &[],
+        )
+        .await
+        .expect("profiles");
+    let (a, b, c): (String, String, String) = (rows[0].get(0), rows[1].get(0), rows[2].get(0));
+    let user_c: String = rows[2].get(1);
+
+    // a: a new legacy URL lands at the next position.
+    let max_a = db
+        .count(&format!(
+            "SELECT max(position)::bigint FROM profile_links WHERE \"profileId\" = '{a}'"
+        ))
+        .await;
+    db.client
+        .execute(
+            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz new\": \"https://incremental.example.com/x\"}' WHERE id = $1",
+            &[&a],
+        )
+        .await
+        .expect("update a");
+    // b: the user deleted a migrated row, and the legacy value changed since.
+    let deleted: String = db
+        .client
+        .query_one(
+            "SELECT id FROM profile_links WHERE \"profileId\" = $1 ORDER BY position LIMIT 1",
+            &[&b],
+        )
+        .await
+        .expect("row of b")
+        .get(0);
+    db.client
+        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await
+        .expect("delete");
+    db.client
+        .execute(
+            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz other\": \"https://other-new.example.com/\"}' WHERE id = $1",
+            &[&b],
+        )
+        .await
+        .expect("update b");
+    // c: the user created a link through the new API; legacy gets the same link spelled differently.
+    db.client
+        .execute(
+            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ('user-made', $1, $2, 'Mine', 'https://usercreated.example.com/', 'other', 99, now())",
+            &[&user_c, &c],
+        )
+        .await
+        .expect("user row");
+    db.client
+        .execute(
+            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz mine\": \"http://www.usercreated.example.com\"}' WHERE id = $1",
+            &[&c],
+        )
+        .await
+        .expect("update c");
+
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(
+        summary["profiles_planned"], 3,
+        "only the three changed profiles are planned"
+    );
+    assert_eq!(summary["links_created"], 2);
+
+    let new_a = db
+        .client
+        .query_one("SELECT position, label FROM profile_links WHERE \"profileId\" = $1 AND url = 'https://incremental.example.com/x'", &[&a])
+        .await
+        .expect("new row of a");
+    assert_eq!(i64::from(new_a.get::<_, i32>(0)), max_a + 1);
+    assert_eq!(new_a.get::<_, String>(1), "Zz new");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM profile_links WHERE id = '{deleted}'"
+        ))
+        .await,
+        0,
+        "resurrected"
+    );
+    assert_eq!(db.count(&format!("SELECT count(*) FROM profile_links WHERE \"profileId\" = '{b}' AND url = 'https://other-new.example.com/'")).await, 1);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM profile_links WHERE \"profileId\" = '{c}' AND url LIKE '%usercreated%'")).await, 1, "duplicated a user row");
+    assert_eq!(db.count("SELECT count(*) FROM profile_links WHERE id = 'user-made' AND label = 'Mine' AND position = 99").await, 1);
+    assert_success(&db.run(&["verify"]));
+}
+
+/// Kills `relink run` with `signal` once some chunks have committed, then
+/// reruns to completion; the result must equal a clean run on a copy.
+async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: Option<i32>) {
+    let mut db = TestDb::new(tag).await;
+    db.generate(50_000);
+    let clean = TestDb::clone_of(&mut db, &format!("{tag}_clean")).await;
+
+    let mut child = db
+        .relink()
+        .args(["run", "--chunk-size", "500", "-q"])
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    loop {
+        let n = db.count("SELECT count(*) FROM profile_links").await;
+        if n > 5_000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run made no progress"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "run finished before it could be interrupted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(child.id(), signal);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), expect_code, "exit after signal {signal}");
+    let partial = db.count("SELECT count(*) FROM profile_links").await;
+
+    let resumed = db.run(&["run"]);
+    assert_success(&resumed);
+    assert!(
+        stderr(&resumed).contains("resuming run 1"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_success(&clean.run(&["run"]));
+
+    let total = clean.count("SELECT count(*) FROM profile_links").await;
+    assert!(
+        partial < total,
+        "the signal came too late to test anything ({partial} of {total})"
+    );
+    assert_eq!(
+        db.checksum(LINKS).await,
+        clean.checksum(LINKS).await,
+        "resumed run differs from a clean run"
+    );
+    assert_eq!(
+        db.checksum("relink.rejects").await.is_empty(),
+        clean.checksum("relink.rejects").await.is_empty()
+    );
+    assert_code(&db.run(&["verify", "--strict"]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_run_then_resume_equals_a_clean_run() {
+    interrupted_run_equals_clean_run("kill9", "KILL", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_mid_run_exits_130_and_resumes_to_a_clean_run() {
+    interrupted_run_equals_clean_run("sigint", "INT", Some(130)).await;
+}
+
+#[tokio::test]
+async fn limit_migrates_a_canary_then_the_next_run_continues() {
+    let db = TestDb::new("run_limit").await;
+    db.generate(1000);
+    let out = db.run(&[
+        "run",
+        "--limit",
+        "25",
+        "--format",
+        "json",
+        "--chunk-size",
+        "10",
+    ]);
+    assert_success(&out);
+    assert_eq!(json_summary(&out)["profiles_planned"], 25);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT profile_id) FROM relink.ledger")
+            .await,
+        25
+    );
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    let pending = db
+        .count("SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL")
+        .await;
+    assert_eq!(
+        db.count("SELECT count(DISTINCT profile_id) FROM relink.ledger")
+            .await,
+        pending
+    );
+    let ids: BTreeSet<String> = db
+        .client
+        .query("SELECT status FROM relink.runs", &[])
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["completed".to_owned()]));
+}
