@@ -55,6 +55,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Invariant) => ExitCode::from(exit::INVARIANT),
         Ok(Outcome::Interrupted) => ExitCode::from(exit::INTERRUPTED),
+        Err(err) if is_broken_pipe(&err) => {
+            // `relink run --dry-run | head`: the reader went away; not an error.
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("relink: error: {err:#}");
             if err.downcast_ref::<lock::LockHeld>().is_some() {
@@ -66,6 +70,12 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 async fn dispatch(cli: Cli) -> Result<Outcome> {

@@ -661,7 +661,9 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let mut report = open_report(cfg.report.as_deref())?;
     let stdout = std::io::stdout();
     let mut counters = Counters::default();
-    let print_profiles = cfg.format == OutputFormat::Text && !common.quiet;
+    // `--report -` owns stdout: no runbook lines there, and the summary goes to stderr.
+    let report_on_stdout = cfg.report.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let print_profiles = cfg.format == OutputFormat::Text && !common.quiet && !report_on_stdout;
     while let Some(page) = pages.recv().await {
         if shutdown.requested() {
             break;
@@ -701,7 +703,11 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         "partial"
     };
     let summary = summary("dry-run", None, status, scanned, counters, started);
-    print_summary(&summary, cfg.format, true)?;
+    if report_on_stdout {
+        summary.print(cfg.format == OutputFormat::Json, &mut std::io::stderr())?;
+    } else {
+        print_summary(&summary, cfg.format, true)?;
+    }
     Ok(if interrupted {
         Outcome::Interrupted
     } else {
