@@ -128,7 +128,8 @@ pub struct RunArgs {
     pub pause: Option<String>,
 
     /// Ignore the checkpoint of an unfinished run and rescan from the start
-    /// (safe: the ledger skips what is done).
+    /// (safe: the ledger skips what is done). With --dry-run: plan as such a
+    /// restarted run would.
     #[arg(long)]
     pub restart: bool,
 

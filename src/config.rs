@@ -190,9 +190,6 @@ impl RunConfig {
         if !(1..=16).contains(&args.writers) {
             bail!("--writers must be between 1 and 16, got {}", args.writers);
         }
-        if args.dry_run && args.restart {
-            bail!("--restart has no meaning with --dry-run (a dry run always scans everything pending)");
-        }
         Ok(Self {
             dry_run: args.dry_run,
             report: args.report.clone(),

@@ -48,10 +48,17 @@ impl Session {
 /// # Errors
 /// When the server cannot be reached or refuses the login.
 pub async fn connect(db: &Database, session: &Session) -> Result<Client> {
-    let (client, connection) = session
-        .apply(db)
-        .connect(NoTls)
+    // connect_timeout covers the TCP connect only; bound the whole handshake
+    // too, so a server that accepts and never answers cannot hang relink.
+    let limit = db
+        .config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(10));
+    let (client, connection) = tokio::time::timeout(limit * 2, session.apply(db).connect(NoTls))
         .await
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", limit * 2))
+        .and_then(|r| r.map_err(anyhow::Error::new))
         .with_context(|| format!("cannot connect to {db}"))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {

@@ -64,6 +64,7 @@ pub async fn holder(client: &Client, names: &Names) -> Result<Option<String>> {
                FROM pg_catalog.pg_locks l
                JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
                 AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2",
             &[&i64::from(LOCK_CLASS), &i64::from(lock_key(names))],
         )

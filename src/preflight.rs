@@ -6,9 +6,11 @@ use tokio_postgres::Client;
 
 use crate::config::Names;
 
-/// The tables and columns relink reads or writes, with the types it relies on
-/// (`None`: any type).
-const REQUIRED: &[(&str, &[(&str, Option<&str>)])] = &[
+/// A column relink needs, with the type it relies on (`None`: any type).
+type Column = (&'static str, Option<&'static str>);
+
+/// The tables and columns relink reads or writes.
+const REQUIRED: &[(&str, &[Column])] = &[
     ("users", &[("id", None)]),
     (
         "profiles",

@@ -58,7 +58,7 @@ impl Reader {
         };
         let sql = |keyset: &str| {
             names.sql(&format!(
-                "SELECT p.id, p.\"userId\", p.\"socialLinks\", md5(p.\"socialLinks\"::text)
+                "SELECT p.id, p.\"userId\", p.\"socialLinks\"::text, md5(p.\"socialLinks\"::text)
                    FROM {{app}}.profiles p
                   WHERE p.\"socialLinks\" IS NOT NULL {keyset} {pending}
                   ORDER BY p.id
@@ -104,7 +104,7 @@ impl Reader {
             .map(|r| SourceProfile {
                 id: r.get(0),
                 user_id: r.get(1),
-                social: r.get(2),
+                social: parse_legacy(r.get(2)),
                 fingerprint: r.get(3),
             })
             .collect();
@@ -116,6 +116,13 @@ impl Reader {
         }
         Ok(page)
     }
+}
+
+/// Parses a legacy value's text. JSON nested deeper than the parser allows
+/// (128 levels) stays text: the planner then rejects it as one unparseable
+/// value instead of the reader failing.
+pub fn parse_legacy(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 /// What a chunk's profiles are planned against.

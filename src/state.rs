@@ -55,9 +55,15 @@ pub async fn ensure_schema(client: &Client, names: &Names) -> Result<()> {
 /// # Errors
 /// On a database error.
 pub async fn exists(client: &impl GenericClient, names: &Names) -> Result<bool> {
-    let table = format!("{}.ledger", names.state);
+    // The catalog, not to_regclass: a role without USAGE on the schema may
+    // still learn that it exists (and then gets a clear permission error).
     let row = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = $1 AND c.relname = 'ledger')",
+            &[&names.state_raw],
+        )
         .await
         .context("cannot look for relink's state schema")?;
     Ok(row.get(0))

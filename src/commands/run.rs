@@ -109,9 +109,9 @@ async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Resul
     };
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
+    check_write_permission(&control, names).await?;
     lock::acquire(&control, names).await?;
     state::ensure_schema(&control, names).await?;
-    check_write_permission(&control, names).await?;
 
     if cfg.restart {
         let n = state::abandon_unfinished(&control, names, "run").await?;
@@ -545,15 +545,15 @@ async fn pending_estimate(client: &Client, names: &Names, after: Option<&str>) -
     if after.is_some() {
         return Ok(with_legacy);
     }
-    let ledger: f64 = client
+    let ledger: i64 = client
         .query_one(
-            "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass($1)",
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
             &[&format!("{}.ledger", names.state)],
         )
         .await
         .map(|r| r.get(0))
-        .unwrap_or(0.0);
-    let ledger = u64::try_from(ledger as i64).unwrap_or(0);
+        .unwrap_or(0);
+    let ledger = u64::try_from(ledger).unwrap_or(0);
     Ok(with_legacy.saturating_sub(ledger).max(1))
 }
 
@@ -628,9 +628,24 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let with_ledger = state::exists(&client, names).await?;
+    // Plan what the next live run would do: it resumes an unfinished run
+    // after its checkpoint (unless --restart), so the dry run does too.
+    let start_after = match (with_ledger && !cfg.restart)
+        .then(|| state::resumable(&client, names, "run"))
+    {
+        Some(find) => find.await?.and_then(|run| {
+            let checkpoint = run.checkpoint?;
+            tracing::info!(
+                "the next run would resume run {} after profile {checkpoint}; planning from there",
+                run.id
+            );
+            Some(checkpoint)
+        }),
+        None => None,
+    };
     let reader_client = db::connect(&common.database, &session).await?;
     let started = Instant::now();
-    let total = count_with_legacy(&client, names, None, None).await?;
+    let total = count_with_legacy(&client, names, start_after.as_deref(), None).await?;
     let progress = Progress::new("dry run", total, !common.quiet);
 
     let (sender, mut pages) = mpsc::channel::<Vec<SourceProfile>>(2);
@@ -639,7 +654,7 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     } else {
         Filter::All
     };
-    let mut reader = Reader::new(names, filter, None, cfg.chunk_size);
+    let mut reader = Reader::new(names, filter, start_after.clone(), cfg.chunk_size);
     let limit = cfg.limit.unwrap_or(u64::MAX);
     let reader_shutdown = shutdown.clone();
     let reader_task = tokio::spawn(async move {
@@ -694,7 +709,8 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         .map_err(|e| anyhow!("the reader task failed: {e}"))??;
     let interrupted = shutdown.requested();
     let upto = if reached_end { None } else { last };
-    let scanned = count_with_legacy(&client, names, None, upto.as_deref()).await?;
+    let scanned =
+        count_with_legacy(&client, names, start_after.as_deref(), upto.as_deref()).await?;
     let status = if interrupted {
         "interrupted"
     } else if reached_end {
