@@ -18,69 +18,95 @@
 -- does not promise an order (synchronized seq scans may start mid-table), so
 -- that pass uses no random(): its choices hash (profile id, seed) instead.
 --
--- The mix, in expectation (measured figures for 1,000,000 profiles are in the
--- comments next to each choice below and in sql/README-style notes of the
--- caller; percentages of values are of all legacy values):
+-- The mix.  Percentages are as drawn; [brackets] are what seed 0.42 gave for
+-- 1,000,000 profiles, counted back in SQL (shapes classified from the JSON,
+-- so garbage that happens to look like a shape counts as that shape).
 --
---   profiles
---     8.0%  "socialLinks" SQL NULL
---    41.4%  shape 1  object key -> URL string        (45% of the non-null)
---    13.8%  shape 2  object key -> {url, label}      (15%)
---    13.8%  shape 3  array of strings                (15%)
---    11.0%  shape 4  array of {url|href|link|URL, label, platform|key, type}
---                                                    (12%)
---     4.6%  shape 5  a JSON string holding the JSON text of shape 1 (60%) or
---                    shape 3 (40%): double-encoded  (5%)
---     7.4%  shape 6  garbage: {}, [], "", "   ", numbers, booleans, JSON null,
---                    nested arrays/objects, "not json at all", broken JSON in
---                    a string, a lone top-level URL string  (8%)
---   1 to 5 values per profile of shapes 1-5 (25/33/24/12/6%), i.e. about 2.4
---   drawn, about 2.2 left after JSON objects merge repeated keys: about
---   2 million legacy values per 1,000,000 profiles.
+--   profiles                                          of all / of non-null
+--     8%    "socialLinks" SQL NULL                    [8.02%]
+--    45%    shape 1  object key -> URL string         [46.0%]
+--    15%    shape 2  object key -> {url|link, label}, a tenth of the
+--                    entries plain strings            [14.9%]
+--    15%    shape 3  array of strings                 [14.9%]
+--    12%    shape 4  array of {url|href|link|URL, label, platform|key|
+--                    Platform, type}                  [12.0%]
+--     5%    shape 5  a JSON string holding the JSON text of a shape 1 (60%)
+--                    or shape 3 (40%) value: double-encoded  [5.0%]
+--     8%    shape 6  garbage: {}, [], "", "   ", numbers, booleans, JSON
+--                    null, nested arrays/objects, "not json at all", broken
+--                    JSON in a string, a lone top-level URL string  [7.2%]
+--   (the percentages of shapes are of the non-null profiles)
+--   1 to 5 values per profile of shapes 1-5 (25/33/24/12/6%, 2.41 on
+--   average; objects lose a few to repeated keys).
+--   [1,000,000 profiles, 919,840 with non-null "socialLinks", 2,025,715
+--   legacy values counting object keys, array elements and top-level
+--   strings, double-encoded ones decoded once; plus 18,324 top-level
+--   numbers/booleans/nulls]
 --
---   values, by what they point at (key spelling follows the kind)
---    30%    website   keys website/Website/WEBSITE/site/homepage/web/" web "/
+--   values, by what they point at (the key's spelling follows the kind)
+--    30%    website   website/Website/WEBSITE/site/homepage/web/" web "/
 --                     portfolio/Portfolio/"personal website"; half of them
---                     use the profile's own site, so a second website value
---                     is often the same site spelled differently (trailing
---                     slash, http, uppercase host, no scheme): about 3% of
---                     values duplicate another value of their profile
---    18%    imdb      imdb/IMDB/IMDb/imdb_url; nm + 7 digits
---    12%    showreel  showreel/Demo-Reel/reel/demo_reel/demoreel/"Showreel "
---                     /vimeo/youtube; vimeo, youtube, dropbox, drive links
+--                     the profile's own site example-<site>.com
+--    18%    imdb      imdb/IMDB/IMDb/imdb_url; name/nm + 7 digits, a title
+--    12%    showreel  showreel/Demo-Reel/reel/demo_reel/demoreel/
+--                     "Showreel "/vimeo/youtube; vimeo, youtube, dropbox,
+--                     drive links
 --    22.4%  social    instagram 8, twitter 5.5, linkedin 4.5, youtube 2.2,
 --                     vimeo 2.2 (keys mostly as named, some capitalised, a
 --                     few unknown spellings: insta, twitter_handle, linked_in)
---    14.6%  other     unknown or "other" keys (blog, agent, spotlight,
+--    14.6%  other     unknown or type-"other" keys (blog, agent, spotlight,
 --                     linktree, soundcloud, facebook, tiktok, github, x, ...)
 --     3%    junk      not a url, javascript:alert(1), http://localhost/,
 --                     https://1.2.3.4/, http://[::1]/, mailto:, ftp:,
 --                     credentials, "", "   ", N/A, numbers, true, null,
 --                     nested arrays, a 2 KiB URL
---   and across kinds: about 10% without a scheme (www.x.com, x.com/…,
---   //x.com), about 5% bare handles (@jane_doe123 or jane_doe123) under
---   instagram/twitter/youtube keys, about 3% with utm_/fbclid parameters,
---   IDN hosts (bücher-…, müller-…, 例え-…), ports, dot segments, padding.
---   Labels (shapes 2 and 4): 40% absent, 30% the usual name, the rest custom
---   (emoji, non-ASCII), empty, blank, over 40 characters, whitespace runs,
---   or a number.  Hosts: example-<n> with n < 100,000, plus the real
---   platforms, so hosts repeat across profiles as they do in production.
+--   and 6.7% of the profiles with 2+ values list their own site twice, in
+--   two spellings (trailing slash, http, uppercase host, no scheme, :443,
+--   utm, fragment).  Across kinds, of all values [as measured]:
+--     no scheme (www.x.com, x.com/…, //x.com)                   [12.0%]
+--     bare handles (@jane_doe123, jane_doe123), mostly under
+--       instagram/twitter/youtube keys                          [4.6%]
+--     utm_/fbclid parameters                                    [3.0%]
+--     same site as another value of the profile, spelled
+--       differently (scheme, www, case, slash, query, fragment)  [3.0%]
+--     invalid strings [2.8%] and non-string values [3.0%, mostly garbage]
+--     non-ASCII (IDN hosts bücher-…, müller-…, 例え-…)           [2.8%]
+--   plus ports, dot segments, padding.  Labels (shapes 2 and 4): 40% absent,
+--   30% the usual name, the rest custom (emoji, non-ASCII), empty, blank,
+--   over 40 characters, whitespace runs, or a number.  Hosts: example-<n>
+--   with n < 100,000 and the real platforms, so hosts repeat across profiles
+--   as in production [about 340,000 distinct host-like strings].
 --
---   users: about 3% already have 1 or 2 rows in profile_links created through
---   the new API (ids 'ul…', positions 0.., timestamps 2024-01-01); about half
---   of the first ones are the profile's own site or IMDb page in canonical
---   form, so deduplication against existing rows matters.
+--   users: 3% already have 1 or 2 rows in profile_links, created through the
+--   new API (ids 'ul…', positions 0.., timestamps 2024-01-01).  The first
+--   is, for half of those whose legacy data has one, their own site or IMDb
+--   page in the canonical form the API stores, so deduplication against
+--   existing rows matters.  [40,086 rows for 29,986 users; 7,078 equal a
+--   legacy value of the same profile up to scheme, www, case and trailing
+--   slash]
 --
 -- Speed: one INSERT … SELECT … FROM generate_series per table, JSON built
--- with aggregates and constant arrays, no per-row SQL functions; see the
--- caller for measured timings.
+-- with aggregates, constant arrays and format(), no per-row SQL functions or
+-- subqueries.  1,000,000 profiles: about 22 s on 2 cores while other work
+-- ran on the server (users 2.8 s, profiles 16.7 s, links 2.7 s, ANALYZE
+-- 0.4 s); 100,000: about 3 s.
 
 -- Parallel workers would each run their own random() sequence in whatever
 -- order they get pages: never reproducible.
 SET LOCAL max_parallel_workers_per_gather = 0;
--- JIT would compile the large expressions below for the 1M-row estimate and
--- spend seconds doing it; it changes no result, only the time.
+-- JIT compiles the large expressions below for the 1M-row estimate and does
+-- not earn it back (measured: 5-10% slower with it); it changes no result.
 SET LOCAL jit = off;
+-- Foreign-key checks are one trigger call and one index probe per row: about
+-- a third of the profiles insert.  Every reference below holds by
+-- construction (profile i -> user i, links copy their profile's own ids), so
+-- where the role may, skip them for this transaction (replica mode fires no
+-- ordinary triggers, RI triggers included).  A role that may not keeps them
+-- and is merely slower: the WHERE runs before set_config is ever called.
+-- (Superuser rather than PostgreSQL 15's has_parameter_privilege: works on
+-- any version, and a role granted just this setting is not worth a case.)
+SELECT set_config('session_replication_role', 'replica', true)
+WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
 SELECT setseed({{SEED}});
 
 -- Ids look like the application's cuids: 'c', a prefix letter, the row
@@ -140,12 +166,18 @@ FROM (
             ELSE 5
         END AS n_values,
         site,
-        r_pick
+        r_pick,
+        -- About 6.7% of the profiles with two values or more list their own
+        -- site twice, spelled differently (see the 'dup' kind below): with
+        -- the coincidences of independent draws, about 3% of all values
+        -- duplicate another value of their profile.
+        r_dup < 0.067 AND shape BETWEEN 1 AND 5 AND r_count >= 0.25 AS has_dup
     FROM (
         -- Every random() of a profile, in one fixed order.  A target list
         -- with volatile functions is never flattened into the outer query.
         SELECT
             i,
+            -- 8% NULL, then shapes 1-6 take 45/15/15/12/5/8% of the rest.
             CASE
                 WHEN r_shape < 0.08 THEN 0
                 WHEN r_shape < 0.494 THEN 1
@@ -158,10 +190,11 @@ FROM (
             r_count,
             -- The profile's own website: example-<site>.com.
             floor(r_site * 100000)::int AS site,
-            r_pick
+            r_pick,
+            r_dup
         FROM (
             SELECT i, random() AS r_shape, random() AS r_count,
-                   random() AS r_site, random() AS r_pick
+                   random() AS r_site, random() AS r_pick, random() AS r_dup
             FROM generate_series(1, {{PROFILES}}) AS g(i)
         ) AS r
     ) AS d
@@ -172,8 +205,8 @@ CROSS JOIN LATERAL (
     -- the profile's form sees any row (FILTER is checked before the
     -- aggregate's arguments are built), so the others cost nothing; over no
     -- rows at all (NULL and garbage profiles) every aggregate is NULL.
-    -- No ORDER BY inside the aggregates: rows arrive in generate_series
-    -- order, and sorting per profile would cost more than the rest.
+    -- No ORDER BY inside the aggregates: rows already arrive in
+    -- generate_series order, and it would add a sort per profile.
     SELECT
         coalesce(
             jsonb_object_agg(s.key, s.val) FILTER (WHERE p.form = 1),
@@ -331,6 +364,12 @@ CROSS JOIN LATERAL (
                         'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo',
                         'vimeo', 'vimeo', 'vimeo', 'vimeo', 'vimeo', 'Vimeo',
                         'Vimeo', 'Vimeo']
+                    WHEN 'dup' THEN ARRAY[
+                        'homepage', 'homepage', 'site', 'site', 'web',
+                        'Website', 'Website', 'WEBSITE', 'my site', 'blog',
+                        'url', 'home', 'Homepage', 'portfolio',
+                        'personal website', 'Web', 'website2', 'Site', 'www',
+                        'link']
                     WHEN 'other' THEN ARRAY[
                         'blog', 'Blog', 'agent', 'Agent ', 'spotlight',
                         'backstage', 'linktree', 'Linktree', 'soundcloud',
@@ -398,7 +437,7 @@ CROSS JOIN LATERAL (
                         'https://vimeo.com/%3$s/',
                         'http://vimeo.com/%3$s',
                         'https://player.vimeo.com/video/%3$s',
-                        'https://vimeo.com/%3$s?utm_source=email&utm_campaign=reel',
+                        'https://vimeo.com/%3$s?share=copy',
                         'https://www.youtube.com/watch?v=%4$s',
                         'https://www.youtube.com/watch?v=%4$s',
                         'https://www.youtube.com/watch?v=%4$s',
@@ -426,7 +465,7 @@ CROSS JOIN LATERAL (
                         'https://www.instagram.com/%6$s?igshid=%4$s',
                         '@%6$s', '@%6$s', '@%6$s', '@%6$s', '@%6$s',
                         '%6$s', '%6$s',
-                        'https://www.instagram.com/%6$s/?utm_source=ig_web_copy_link']
+                        'https://www.instagram.com/%6$s/?hl=de']
                     WHEN 'twitter' THEN ARRAY[
                         'https://twitter.com/%6$s',
                         'https://twitter.com/%6$s',
@@ -505,11 +544,34 @@ CROSS JOIN LATERAL (
                         'vimeo.com/%6$s',
                         'vimeo.com/%6$s',
                         'https://vimeo.com/user%3$s']
+                    -- The profile's own site again: every entry has the same
+                    -- comparison key as the first 11 website templates.
+                    WHEN 'dup' THEN ARRAY[
+                        'https://www.example-%5$s.com',
+                        'https://www.example-%5$s.com/',
+                        'http://www.example-%5$s.com/',
+                        'http://example-%5$s.com',
+                        'https://example-%5$s.com/',
+                        'https://WWW.EXAMPLE-%5$s.COM/',
+                        'HTTPS://www.example-%5$s.com/',
+                        'https://www.Example-%5$s.com',
+                        'www.example-%5$s.com',
+                        'www.example-%5$s.com/',
+                        'example-%5$s.com/',
+                        'https://www.example-%5$s.com/?utm_source=linktree',
+                        'https://www.example-%5$s.com/#contact',
+                        'https://www.example-%5$s.com:443/',
+                        'http://www.example-%5$s.com:80',
+                        ' https://www.example-%5$s.com/ ',
+                        'https://www.EXAMPLE-%5$s.com/',
+                        'https://example-%5$s.com',
+                        'www.EXAMPLE-%5$s.com',
+                        '//example-%5$s.com/']
                     WHEN 'other' THEN ARRAY[
                         'https://blog.example-%1$s.com/',
                         'https://example-%1$s.wordpress.com/',
                         'https://www.spotlight.com/%2$s',
-                        'https://www.spotlight.com/%2$s?utm_source=cv',
+                        'https://www.spotlight.com/%2$s?tab=credits',
                         'https://linktr.ee/%6$s',
                         'https://linktr.ee/%6$s',
                         'https://soundcloud.com/%6$s',
@@ -526,8 +588,8 @@ CROSS JOIN LATERAL (
                         'https://www.castingnetworks.com/%6$s',
                         'https://example-%1$s.com:8443/portfolio',
                         'https://www.example-%1$s.com/path/../reel/./index.html']
-                    -- Junk: every §3 reject reason is represented, plus
-                    -- non-string values (the '<…>' sentinels above).
+                    -- Junk: every reject reason of SPEC §2-§3 appears; the
+                    -- '<…>' sentinels become non-string JSON values above.
                     ELSE ARRAY[
                         'not a url', 'javascript:alert(1)', 'http://localhost/',
                         'https://1.2.3.4/', '', '   ', '<number>',
@@ -537,15 +599,17 @@ CROSS JOIN LATERAL (
                         'http://[::1]/', 'https://example', 'N/A', 'TBD',
                         'https://', '<long>', '<true>', '<null>', '<array>',
                         'see my website']
-                END)[1 + floor(k.r_tmpl * 20)::int] AS tmpl,
+                END)[1 + floor(k.r_tmpl * k.n_tmpl)::int] AS tmpl,
                 CASE k.kind
                     WHEN 'website' THEN 'website'
+                    WHEN 'dup' THEN 'website'
                     WHEN 'imdb' THEN 'imdb'
                     WHEN 'showreel' THEN 'showreel'
                     ELSE 'other'
                 END AS type,
                 CASE k.kind
                     WHEN 'website' THEN 'Website'
+                    WHEN 'dup' THEN 'Website'
                     WHEN 'imdb' THEN 'IMDb'
                     WHEN 'showreel' THEN 'Showreel'
                     WHEN 'instagram' THEN 'Instagram'
@@ -558,6 +622,10 @@ CROSS JOIN LATERAL (
             FROM (
                 SELECT
                     CASE
+                        -- A duplicating profile starts with its own site in
+                        -- a plain spelling and ends with another spelling.
+                        WHEN p.has_dup AND j = 1 THEN 'website'
+                        WHEN p.has_dup AND j = p.n_values THEN 'dup'
                         WHEN r_kind < 0.300 THEN 'website'
                         WHEN r_kind < 0.480 THEN 'imdb'
                         WHEN r_kind < 0.600 THEN 'showreel'
@@ -570,10 +638,13 @@ CROSS JOIN LATERAL (
                         ELSE 'junk'
                     END AS kind,
                     floor(r_num * 1e9)::bigint AS n,
-                    -- Half of the sites are the profile's own, which is what
-                    -- makes the near-duplicate spellings meet.
-                    CASE WHEN r_site < 0.5 THEN p.site
+                    -- Half of the sites are the profile's own, so that two
+                    -- website values of a profile sometimes meet by chance.
+                    CASE WHEN p.has_dup OR r_site < 0.5 THEN p.site
                          ELSE floor(r_num * 1e9)::int % 100000 END AS site_n,
+                    -- The first value of a duplicating profile uses only the
+                    -- website templates that are the bare site (the first 11).
+                    CASE WHEN p.has_dup AND j = 1 THEN 11 ELSE 20 END AS n_tmpl,
                     r_key, r_tmpl, r_label, r_field
                 FROM (
                     -- Every random() of a value, in one fixed order.

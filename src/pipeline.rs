@@ -14,6 +14,9 @@ use crate::source::{self, SourceProfile};
 pub struct Planned<'a> {
     pub profile: &'a SourceProfile,
     pub plan: ProfilePlan,
+    /// The ledger already had a row for this profile (it changed since, or
+    /// was purged): its earlier rejects are to be replaced.
+    pub replanned: bool,
 }
 
 /// Plans a chunk of profiles against the database's current state, read
@@ -42,7 +45,12 @@ pub async fn plan_chunk<'a>(
                     migrated: ctx.migrated.get(&profile.id).map_or(&[], Vec::as_slice),
                 },
             );
-            Planned { profile, plan }
+            let replanned = ctx.migrated.contains_key(&profile.id);
+            Planned {
+                profile,
+                plan,
+                replanned,
+            }
         })
         .collect())
 }

@@ -85,6 +85,9 @@ impl Serialize for SkipReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     pub key: Option<String>,
+    /// The comparison key, when the value was a valid URL (duplicates).
+    #[serde(skip)]
+    pub link_key: Option<String>,
     /// The value as written: a string's text, else its compact JSON.
     pub raw: String,
     pub reason: SkipReason,
@@ -158,27 +161,31 @@ pub fn plan_profile(profile_id: &str, social: &Value, ctx: Context<'_>) -> Profi
     for (candidate, result) in classified {
         plan.expanded += u32::from(result.expanded);
         plan.repaired += u32::from(result.repaired);
-        let skip = |reason| Skipped {
+        let skip = |reason, link_key: Option<&str>| Skipped {
             key: candidate.key.map(str::to_owned),
+            link_key: link_key.map(str::to_owned),
             raw: raw_text(candidate.value),
             reason,
         };
         let link = match result.outcome {
             Ok(link) => link,
             Err(reason) => {
-                plan.skipped.push(skip(SkipReason::Rejected(reason)));
+                plan.skipped.push(skip(SkipReason::Rejected(reason), None));
                 continue;
             }
         };
         if existing.contains(&link.key) {
-            plan.skipped.push(skip(SkipReason::Existing));
+            plan.skipped
+                .push(skip(SkipReason::Existing, Some(&link.key)));
         } else if migrated.contains(link.key.as_str()) {
-            plan.skipped.push(skip(SkipReason::Migrated));
+            plan.skipped
+                .push(skip(SkipReason::Migrated, Some(&link.key)));
         } else if let Some(&kept) = seen.get(&link.key) {
             if link.url.scheme() == "https" {
                 prefer_https(&mut plan.links[kept]);
             }
-            plan.skipped.push(skip(SkipReason::Duplicate));
+            plan.skipped
+                .push(skip(SkipReason::Duplicate, Some(&link.key)));
         } else {
             seen.insert(link.key.clone(), plan.links.len());
             plan.links.push(PlannedLink {

@@ -12,6 +12,7 @@ use tokio_postgres::Transaction;
 
 use crate::config::Names;
 use crate::pipeline::Planned;
+use crate::plan::SkipReason;
 
 /// Longest raw value kept in the rejects table, in bytes; the full value
 /// stays untouched in `"socialLinks"`.
@@ -112,7 +113,7 @@ async fn copy_ledger(
 ) -> Result<()> {
     let sink = tx
         .copy_in(&names.sql(
-            "COPY {state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, migrated_at)
+            "COPY {state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, existing_keys, migrated_at)
              FROM STDIN (FORMAT binary)",
         ))
         .await
@@ -124,6 +125,7 @@ async fn copy_ledger(
         Type::TEXT,
         Type::TEXT_ARRAY,
         Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
         Type::TIMESTAMP,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -131,13 +133,21 @@ async fn copy_ledger(
     for planned in chunk {
         let ids: Vec<&str> = planned.plan.links.iter().map(|l| l.id.as_str()).collect();
         let keys: Vec<&str> = planned.plan.links.iter().map(|l| l.key.as_str()).collect();
-        let row: [&(dyn ToSql + Sync); 7] = [
+        let existing: Vec<&str> = planned
+            .plan
+            .skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::Existing)
+            .filter_map(|s| s.link_key.as_deref())
+            .collect();
+        let row: [&(dyn ToSql + Sync); 8] = [
             &planned.profile.id,
             &run_id,
             &planned.profile.user_id,
             &planned.profile.fingerprint,
             &ids,
             &keys,
+            &existing,
             &now,
         ];
         writer
@@ -154,20 +164,27 @@ async fn copy_ledger(
 }
 
 /// Rejects hold the latest planning of each profile: older rows of the
-/// chunk's profiles are replaced.
+/// chunk's replanned profiles are replaced (purge removes those of the
+/// profiles it makes pending).
 async fn replace_rejects(
     tx: &Transaction<'_>,
     names: &Names,
     run_id: i64,
     chunk: &[Planned<'_>],
 ) -> Result<()> {
-    let ids: Vec<&str> = chunk.iter().map(|p| p.profile.id.as_str()).collect();
-    tx.execute(
-        &names.sql("DELETE FROM {state}.rejects WHERE profile_id = ANY($1)"),
-        &[&ids],
-    )
-    .await
-    .context("cannot clear earlier rejects")?;
+    let replanned: Vec<&str> = chunk
+        .iter()
+        .filter(|p| p.replanned)
+        .map(|p| p.profile.id.as_str())
+        .collect();
+    if !replanned.is_empty() {
+        tx.execute(
+            &names.sql("DELETE FROM {state}.rejects WHERE profile_id = ANY($1)"),
+            &[&replanned],
+        )
+        .await
+        .context("cannot clear earlier rejects")?;
+    }
     if chunk.iter().all(|p| p.plan.rejects().next().is_none()) {
         return Ok(());
     }

@@ -26,7 +26,12 @@ pub struct SourceProfile {
 /// the same fingerprint: the one definition of "pending" (run, dry run and
 /// verify share it). `p` is the profiles alias.
 pub const PENDING: &str = "NOT EXISTS (SELECT 1 FROM {state}.ledger l
-                         WHERE l.profile_id = p.id AND l.fingerprint = md5(p.\"socialLinks\"::text))";
+                         WHERE l.profile_id = p.id AND l.fingerprint = md5(p.\"socialLinks\"::text) {bound})";
+
+/// [`PENDING`] for a whole-table count.
+pub fn pending() -> String {
+    PENDING.replace("{bound}", "")
+}
 
 /// Which profiles with a legacy value a [`Reader`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +56,16 @@ pub struct Reader {
 impl Reader {
     /// `after`: resume strictly after this profile id.
     pub fn new(names: &Names, filter: Filter, after: Option<String>, page_size: usize) -> Self {
-        let pending = match filter {
-            Filter::All => String::new(),
-            Filter::Pending => format!("AND {PENDING}"),
-            Filter::Settled => format!("AND NOT {PENDING}"),
-        };
-        let sql = |keyset: &str| {
+        let sql = |keyset: &str, bound: &str| {
+            // The ledger side repeats the keyset bound: without it PostgreSQL
+            // may merge-join from the ledger's first row on every page, which
+            // makes a run quadratic in the ledger's size.
+            let pending = PENDING.replace("{bound}", bound);
+            let pending = match filter {
+                Filter::All => String::new(),
+                Filter::Pending => format!("AND {pending}"),
+                Filter::Settled => format!("AND NOT {pending}"),
+            };
             names.sql(&format!(
                 "SELECT p.id, p.\"userId\", p.\"socialLinks\"::text, md5(p.\"socialLinks\"::text)
                    FROM {{app}}.profiles p
@@ -66,8 +75,8 @@ impl Reader {
             ))
         };
         Self {
-            sql_first: sql("AND $2::text IS NULL"),
-            sql_next: sql("AND p.id > $2"),
+            sql_first: sql("AND $2::text IS NULL", ""),
+            sql_next: sql("AND p.id > $2", "AND l.profile_id > $2"),
             after,
             page_size: i64::try_from(page_size).unwrap_or(i64::MAX),
             done: false,
@@ -130,7 +139,9 @@ pub fn parse_legacy(text: String) -> Value {
 pub struct ChunkContext {
     /// The users' current `profile_links` rows, by user id.
     pub existing: HashMap<String, Vec<ExistingLink>>,
-    /// Comparison keys relink created before, by profile id.
+    /// Comparison keys relink created before, or found the user already had,
+    /// by profile id; every profile with a ledger row has an entry, possibly
+    /// empty. None of them is created (again).
     pub migrated: HashMap<String, Vec<String>>,
 }
 
@@ -167,7 +178,7 @@ pub async fn load_context(
         let rows = client
             .query(
                 &names.sql(
-                    "SELECT profile_id, link_keys FROM {state}.ledger WHERE profile_id = ANY($1)",
+                    "SELECT profile_id, link_keys || existing_keys FROM {state}.ledger WHERE profile_id = ANY($1)",
                 ),
                 &[&ids],
             )

@@ -40,10 +40,12 @@ CREATE TABLE IF NOT EXISTS {state}.ledger (
     fingerprint TEXT NOT NULL,
     link_ids    TEXT[] NOT NULL,
     link_keys   TEXT[] NOT NULL,
+    -- keys of legacy links dropped because the user already had that link:
+    -- accounted for, and not re-created if the user deletes their row
+    existing_keys TEXT[] NOT NULL DEFAULT '{}',
     migrated_at TIMESTAMP(3) NOT NULL,
     PRIMARY KEY (profile_id, run_id)
 );
-CREATE INDEX IF NOT EXISTS ledger_run_id_idx ON {state}.ledger (run_id);
 
 -- Legacy values that became no link, with the reason; the latest planning
 -- of each profile only (older rows are replaced when a profile is replanned).

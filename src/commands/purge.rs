@@ -274,6 +274,13 @@ async fn purge_chunk(
     )
     .await
     .context("cannot delete ledger rows")?;
+    // The profiles are pending again; their rejects come back when replanned.
+    tx.execute(
+        &names.sql("DELETE FROM {state}.rejects WHERE profile_id = ANY($1)"),
+        &[&profiles],
+    )
+    .await
+    .context("cannot clear the rejects of purged profiles")?;
     tx.execute(
         &names.sql("UPDATE {state}.ledger SET fingerprint = '' WHERE profile_id = ANY($1) AND fingerprint <> ''"),
         &[&profiles],

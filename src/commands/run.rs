@@ -226,13 +226,17 @@ async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Resul
     let checkpoint = state::load_run(&control, names, run_id)
         .await?
         .and_then(|r| r.checkpoint);
-    let upper = if reached_end {
-        None
-    } else {
-        checkpoint.clone()
+    // Everything up to the end committed only if nothing failed or stopped
+    // (the reader may have reached the end with chunks still in flight).
+    let all_committed = reached_end && error.is_none() && !shared.shutdown.requested();
+    let scanned = match (all_committed, &checkpoint) {
+        (true, _) => count_with_legacy(&control, names, start_after.as_deref(), None).await?,
+        (false, Some(upto)) => {
+            count_with_legacy(&control, names, start_after.as_deref(), Some(upto)).await?
+        }
+        // Stopped before any chunk committed: nothing was covered.
+        (false, None) => 0,
     };
-    let scanned =
-        count_with_legacy(&control, names, start_after.as_deref(), upper.as_deref()).await?;
     let summary = summary(
         "run",
         Some(run_id),
@@ -325,6 +329,10 @@ async fn read_chunks(
                 match result {
                     Ok(page) => break page,
                     Err(e) if retry.again(&e, "reading profiles", shared.stopping()).await => {}
+                    // Asked to stop while waiting to retry: nothing is lost.
+                    Err(e) if shared.shutdown.requested() && db::is_retryable(&e) => {
+                        return Ok(false)
+                    }
                     Err(e) => return Err(retry.give_up(e, "reading profiles")),
                 }
             };
@@ -392,6 +400,12 @@ async fn write_chunks(
         };
         let counters = match result {
             Ok(c) => c,
+            Err(e) if shared.shutdown.requested() && db::is_retryable(&e) => {
+                // Asked to stop while the chunk waited to retry: it rolled
+                // back and stays after the checkpoint; an interruption.
+                tracing::info!("a chunk rolled back on shutdown: {e:#}");
+                continue;
+            }
             Err(e) => {
                 shared.failed.store(true, Ordering::SeqCst);
                 let first = chunk.profiles.first().map(|p| p.id.as_str()).unwrap_or("?");
@@ -428,6 +442,13 @@ async fn write_one(
         .transaction()
         .await
         .context("cannot begin a chunk transaction")?;
+    // No wait for the WAL flush at commit: a server crash can then lose the
+    // last chunks whole (rows, ledger and checkpoint together, never part of
+    // one), which the next run simply redoes; it spares the server an fsync
+    // per chunk.
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .context("cannot set up the chunk transaction")?;
     let now = sink::transaction_time(&tx).await?;
     let t: &tokio_postgres::Transaction<'_> = &tx;
     let done_before;
@@ -630,19 +651,18 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let with_ledger = state::exists(&client, names).await?;
     // Plan what the next live run would do: it resumes an unfinished run
     // after its checkpoint (unless --restart), so the dry run does too.
-    let start_after = match (with_ledger && !cfg.restart)
-        .then(|| state::resumable(&client, names, "run"))
-    {
-        Some(find) => find.await?.and_then(|run| {
-            let checkpoint = run.checkpoint?;
-            tracing::info!(
+    let start_after =
+        match (with_ledger && !cfg.restart).then(|| state::resumable(&client, names, "run")) {
+            Some(find) => find.await?.and_then(|run| {
+                let checkpoint = run.checkpoint?;
+                tracing::info!(
                 "the next run would resume run {} after profile {checkpoint}; planning from there",
                 run.id
             );
-            Some(checkpoint)
-        }),
-        None => None,
-    };
+                Some(checkpoint)
+            }),
+            None => None,
+        };
     let reader_client = db::connect(&common.database, &session).await?;
     let started = Instant::now();
     let total = count_with_legacy(&client, names, start_after.as_deref(), None).await?;

@@ -16,7 +16,7 @@ use crate::config::{Common, Names};
 use crate::db::{self, Session};
 use crate::pipeline;
 use crate::shutdown::Shutdown;
-use crate::source::{Filter, Reader, PENDING};
+use crate::source::{self, Filter, Reader};
 use crate::state::{self, Owner};
 use crate::{preflight, Outcome};
 
@@ -72,7 +72,8 @@ pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> R
         let n: i64 = client
             .query_one(
                 &names.sql(&format!(
-                    "SELECT count(*) FROM {{app}}.profiles p WHERE p.\"socialLinks\" IS NOT NULL AND {PENDING}"
+                    "SELECT count(*) FROM {{app}}.profiles p WHERE p.\"socialLinks\" IS NOT NULL AND {}",
+                    source::pending()
                 )),
                 &[],
             )

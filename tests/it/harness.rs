@@ -232,3 +232,163 @@ pub fn send_signal(pid: u32, signal: &str) {
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+/// A relink process running in the background (see [`TestDb::spawn`]): its
+/// output is collected by a thread, so it never blocks on a full pipe.
+pub struct Spawned {
+    pub pid: u32,
+    receiver: std::sync::mpsc::Receiver<Output>,
+    output: Option<Output>,
+    exited: bool,
+}
+
+impl Spawned {
+    /// Whether the process has exited (its output is then kept for [`Spawned::wait`]).
+    pub fn finished(&mut self) -> bool {
+        if !self.exited {
+            self.output = self.receiver.try_recv().ok();
+            self.exited = self.output.is_some();
+        }
+        self.exited
+    }
+
+    /// Waits (without blocking the async runtime) for the process to exit;
+    /// kills it and fails the test if it takes longer than `timeout`.
+    pub async fn wait(mut self, timeout: std::time::Duration) -> Output {
+        let started = std::time::Instant::now();
+        while !self.finished() {
+            if started.elapsed() > timeout {
+                send_signal(self.pid, "KILL");
+                panic!("relink (pid {}) still running after {timeout:?}", self.pid);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.output.take().expect("finished")
+    }
+}
+
+/// A test that fails while relink runs in the background must not leave it
+/// running: kill it.
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if !self.finished() {
+            // Not `send_signal`: it may have exited meanwhile, and a panic
+            // in a drop during a panic aborts.
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl TestDb {
+    /// Starts relink with `args` in the background (stdin closed, output piped).
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        let child = self
+            .relink()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn relink");
+        let pid = child.id();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(out) = child.wait_with_output() {
+                let _ = sender.send(out);
+            }
+        });
+        Spawned {
+            pid,
+            receiver,
+            output: None,
+            exited: false,
+        }
+    }
+
+    /// Checksum of `profile_links` without the timestamps (which differ
+    /// between two runs over the same data): the end state of a migration.
+    pub async fn links_checksum(&self) -> String {
+        self.checksum(
+            "(SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links)",
+        )
+        .await
+    }
+
+    /// `relink [global…] status --format json`, parsed (the command must
+    /// succeed); `global` e.g. `["--state-schema", "x"]`.
+    pub fn status_json(&self, global: &[&str]) -> serde_json::Value {
+        let mut args = global.to_vec();
+        args.extend_from_slice(&["status", "--format", "json"]);
+        let out = self.run(&args);
+        assert_success(&out);
+        serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("status JSON does not parse ({e}): {}", stdout(&out)))
+    }
+
+    /// `relink verify --format json` plus `extra` arguments: the exit status
+    /// and the parsed report.
+    pub fn verify_json(&self, extra: &[&str]) -> (Output, serde_json::Value) {
+        let mut args = vec!["verify", "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let report = serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| {
+            panic!(
+                "verify JSON does not parse ({e})\nstdout:\n{}\nstderr:\n{}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        (out, report)
+    }
+}
+
+/// The check named `name` of a `verify --format json` report: (verdict, value).
+#[track_caller]
+pub fn verify_check(report: &serde_json::Value, name: &str) -> (String, u64) {
+    let check = report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("verify reported no check {name:?}: {report}"));
+    (
+        check["verdict"].as_str().unwrap_or_default().to_owned(),
+        check["value"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("check {name:?} has no value: {check}")),
+    )
+}
+
+/// The line of `verify`'s text output for check `name`: (verdict, value).
+#[track_caller]
+pub fn verify_line(text: &str, name: &str) -> (String, u64) {
+    for line in text.lines() {
+        let Some((verdict, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some(figures) = rest.trim_start().strip_prefix(name) {
+            let value = figures
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no figure on the line {line:?}"));
+            return (verdict.to_owned(), value);
+        }
+    }
+    panic!("verify printed no line for {name:?}:\n{text}");
+}
+
+/// Neither a panic nor a backtrace in a command's output.
+#[track_caller]
+pub fn assert_no_panic(out: &Output) {
+    let all = format!("{}{}", stdout(out), stderr(out));
+    for needle in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+        assert!(
+            !all.contains(needle),
+            "relink printed {needle:?}\nstdout:\n{}\nstderr:\n{}",
+            stdout(out),
+            stderr(out)
+        );
+    }
+}

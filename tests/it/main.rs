@@ -3,6 +3,10 @@
 
 mod cli;
 mod corpus;
+mod dry_run;
+mod faults;
 mod harness;
 mod props;
+mod purge;
 mod run;
+mod verify;
