@@ -111,8 +111,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
-    /// Profiles per chunk (one transaction each).
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    /// Profiles per chunk (one transaction each; about 2 links per profile).
+    /// 2000 measured fastest here (README, Performance).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
     pub chunk_size: usize,
 
     /// Migrate at most N profiles in this invocation (a canary).
