@@ -142,6 +142,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub writers: usize,
 
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
+}
+
+/// How gently `run` and `purge` treat a busy production database.
+#[derive(Debug, Args)]
+pub struct TimeoutArgs {
     /// Give up waiting for a row or table lock after this long; the chunk is
     /// rolled back and retried, so the application is never blocked longer.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
@@ -183,17 +190,8 @@ pub struct PurgeArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
 
-    /// Give up waiting for a lock after this long (the chunk is retried).
-    #[arg(long, default_value = "2s", value_name = "DURATION")]
-    pub lock_timeout: String,
-
-    /// Cancel any single statement that runs longer (the chunk is retried).
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub statement_timeout: String,
-
-    /// Attempts per chunk before giving up.
-    #[arg(long, default_value_t = 6, value_name = "N")]
-    pub retries: u32,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::config::Host;
 
-use crate::cli::{GlobalArgs, OutputFormat, PurgeArgs, RunArgs};
+use crate::cli::{GlobalArgs, OutputFormat, PurgeArgs, RunArgs, TimeoutArgs};
 
 /// Where to connect. `Display` is redacted: user, host, port and database
 /// only, so it is safe in logs and error messages.
@@ -140,9 +140,11 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    fn parse(lock: &str, statement: &str, attempts: u32) -> Result<Self> {
-        let lock = parse_duration(lock).context("invalid --lock-timeout")?;
-        let statement = parse_duration(statement).context("invalid --statement-timeout")?;
+    fn from_args(args: &TimeoutArgs) -> Result<Self> {
+        let attempts = args.retries;
+        let lock = parse_duration(&args.lock_timeout).context("invalid --lock-timeout")?;
+        let statement =
+            parse_duration(&args.statement_timeout).context("invalid --statement-timeout")?;
         if lock.is_zero() || statement.is_zero() {
             // Zero means "no timeout" to PostgreSQL: the opposite of gentle.
             bail!("--lock-timeout and --statement-timeout must be greater than zero");
@@ -205,7 +207,7 @@ impl RunConfig {
             restart: args.restart,
             format: args.format,
             writers: args.writers,
-            timeouts: Timeouts::parse(&args.lock_timeout, &args.statement_timeout, args.retries)?,
+            timeouts: Timeouts::from_args(&args.timeouts)?,
         })
     }
 }
@@ -237,7 +239,7 @@ impl PurgeConfig {
             yes: args.yes,
             chunk_size: args.chunk_size,
             format: args.format,
-            timeouts: Timeouts::parse(&args.lock_timeout, &args.statement_timeout, args.retries)?,
+            timeouts: Timeouts::from_args(&args.timeouts)?,
         })
     }
 }

@@ -22,12 +22,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session for `command` (e.g. `run`, `dry-run`), named after it and
+    /// this process in `pg_stat_activity` so operators can find it.
+    pub fn new(command: &str, timeouts: Option<Timeouts>, read_only: bool) -> Self {
+        let owner = crate::state::Owner::current();
+        Self {
+            application_name: format!("relink {command} host={} pid={}", owner.host, owner.pid),
+            timeouts,
+            read_only,
+        }
+    }
+
     fn apply(&self, db: &Database) -> tokio_postgres::Config {
         let mut config = db.config.clone();
         config.application_name(&self.application_name);
         // TimeZone=UTC: "createdAt"/"updatedAt" are TIMESTAMP(3) without time
         // zone, which applications (e.g. Prisma) fill in UTC.
-        let mut options = String::from("-c TimeZone=UTC");
+        // jit=off: relink's statements are many and small; JIT compiling
+        // them costs more than it saves.
+        let mut options = String::from("-c TimeZone=UTC -c jit=off");
         if let Some(t) = self.timeouts {
             options.push_str(&format!(
                 " -c lock_timeout={}ms -c statement_timeout={}ms",

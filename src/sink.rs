@@ -57,13 +57,6 @@ async fn copy_links(
     if chunk.iter().all(|p| p.plan.links.is_empty()) {
         return Ok(());
     }
-    let sink = tx
-        .copy_in(&names.sql(
-            "COPY {app}.profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"createdAt\", \"updatedAt\")
-             FROM STDIN (FORMAT binary)",
-        ))
-        .await
-        .context("cannot start COPY into profile_links")?;
     let types = [
         Type::TEXT,
         Type::TEXT,
@@ -75,7 +68,7 @@ async fn copy_links(
         Type::TIMESTAMP,
         Type::TIMESTAMP,
     ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = copy_in(tx, names, "{app}.profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"createdAt\", \"updatedAt\")", &types).await?;
     pin_mut!(writer);
     for planned in chunk {
         for link in &planned.plan.links {
@@ -111,13 +104,6 @@ async fn copy_ledger(
     now: SystemTime,
     chunk: &[Planned<'_>],
 ) -> Result<()> {
-    let sink = tx
-        .copy_in(&names.sql(
-            "COPY {state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, existing_keys, migrated_at)
-             FROM STDIN (FORMAT binary)",
-        ))
-        .await
-        .context("cannot start COPY into the ledger")?;
     let types = [
         Type::TEXT,
         Type::INT8,
@@ -128,7 +114,7 @@ async fn copy_ledger(
         Type::TEXT_ARRAY,
         Type::TIMESTAMP,
     ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = copy_in(tx, names, "{state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, existing_keys, migrated_at)", &types).await?;
     pin_mut!(writer);
     for planned in chunk {
         let ids: Vec<&str> = planned.plan.links.iter().map(|l| l.id.as_str()).collect();
@@ -188,14 +174,14 @@ async fn replace_rejects(
     if chunk.iter().all(|p| p.plan.rejects().next().is_none()) {
         return Ok(());
     }
-    let sink = tx
-        .copy_in(&names.sql(
-            "COPY {state}.rejects (run_id, profile_id, source_key, raw_value, reason) FROM STDIN (FORMAT binary)",
-        ))
-        .await
-        .context("cannot start COPY into rejects")?;
     let types = [Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = copy_in(
+        tx,
+        names,
+        "{state}.rejects (run_id, profile_id, source_key, raw_value, reason)",
+        &types,
+    )
+    .await?;
     pin_mut!(writer);
     for planned in chunk {
         for reject in planned.plan.rejects() {
@@ -220,6 +206,22 @@ async fn replace_rejects(
         .await
         .context("cannot finish COPY into rejects")?;
     Ok(())
+}
+
+/// Starts a binary COPY into `target` (`table (columns)`, with `{app}` /
+/// `{state}` placeholders) whose columns have `types`.
+async fn copy_in(
+    tx: &Transaction<'_>,
+    names: &Names,
+    target: &str,
+    types: &[Type],
+) -> Result<BinaryCopyInWriter> {
+    let sql = names.sql(&format!("COPY {target} FROM STDIN (FORMAT binary)"));
+    let sink = tx
+        .copy_in(&sql)
+        .await
+        .with_context(|| format!("cannot start COPY into {target}"))?;
+    Ok(BinaryCopyInWriter::new(sink, types))
 }
 
 /// PostgreSQL text cannot hold NUL (a double-encoded value can): replace it.

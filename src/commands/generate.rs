@@ -19,11 +19,7 @@ pub async fn generate(common: &Common, args: &GenerateArgs) -> Result<Outcome> {
             "--seed must be between -1 and 1"
         )));
     }
-    let session = Session {
-        application_name: "relink generate".to_owned(),
-        timeouts: None,
-        read_only: false,
-    };
+    let session = Session::new("generate", None, false);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, &common.names).await?;
     let existing: i64 = client

@@ -53,12 +53,7 @@ impl PurgeCounters {
 /// Fatal errors (exit 1), or [`lock::LockHeld`] (exit 4).
 pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
-    let owner = Owner::current();
-    let session = Session {
-        application_name: format!("relink purge host={} pid={}", owner.host, owner.pid),
-        timeouts: Some(cfg.timeouts),
-        read_only: cfg.dry_run,
-    };
+    let session = Session::new("purge", Some(cfg.timeouts), cfg.dry_run);
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
     if !state::exists(&control, names).await? {
@@ -103,7 +98,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         lock::acquire(&control, names).await?;
         state::ensure_schema(&control, names).await?;
         let options = json!({"run": cfg.run, "include_edited": cfg.include_edited, "chunk_size": cfg.chunk_size});
-        let id = state::start_run(&control, names, "purge", &options, &owner).await?;
+        let id = state::start_run(&control, names, "purge", &options, &Owner::current()).await?;
         tracing::info!("started purge {id} ({scope})");
         run_id = Some(id);
     }
@@ -224,30 +219,46 @@ async fn purge_chunk(
     cfg: &PurgeConfig,
     run_id: i64,
 ) -> Result<PurgeCounters> {
-    // One statement, one snapshot: what is in scope, what is kept because
-    // edited (compared at the column's millisecond precision: both are
-    // TIMESTAMP(3)), and the delete itself.
+    // The chunk's recorded links, then one statement over them passed as
+    // arrays: its row estimate is small, so every lookup is an index probe
+    // (a join against the ledger could be planned as a scan of the table).
+    let rows = tx
+        .query(
+            &names.sql(
+                "SELECT x.id, l.profile_id, l.migrated_at
+                   FROM {state}.ledger l CROSS JOIN LATERAL unnest(l.link_ids) AS x(id)
+                  WHERE l.profile_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)",
+            ),
+            &[&profiles, &cfg.run],
+        )
+        .await
+        .context("cannot read the ledger")?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let owners: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+    let times: Vec<std::time::SystemTime> = rows.iter().map(|r| r.get(2)).collect();
+    // One statement, one snapshot: what is kept because edited (compared at
+    // the column's millisecond precision: both are TIMESTAMP(3)), and the
+    // delete itself.
     let row = tx
         .query_one(
-            &names.sql(&format!(
-                "WITH scope AS ({SCOPE}),
-                      edited AS (SELECT count(*) AS n FROM scope s JOIN {{app}}.profile_links pl
+            &names.sql(
+                "WITH scope AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp[]) AS s(id, profile_id, migrated_at)),
+                      edited AS (SELECT count(*) AS n FROM scope s JOIN {app}.profile_links pl
                                    ON pl.id = s.id AND pl.\"profileId\" = s.profile_id
-                                WHERE NOT $3 AND pl.\"updatedAt\" > s.migrated_at),
-                      deleted AS (DELETE FROM {{app}}.profile_links pl USING scope s
+                                WHERE NOT $4 AND pl.\"updatedAt\" > s.migrated_at),
+                      deleted AS (DELETE FROM {app}.profile_links pl USING scope s
                                    WHERE pl.id = s.id AND pl.\"profileId\" = s.profile_id
-                                     AND ($3 OR pl.\"updatedAt\" <= s.migrated_at)
+                                     AND ($4 OR pl.\"updatedAt\" <= s.migrated_at)
                                   RETURNING pl.id)
-                 SELECT (SELECT count(*) FROM scope), (SELECT n FROM edited),
-                        coalesce((SELECT array_agg(id) FROM deleted), '{{}}'::text[])"
-            )),
-            &[&profiles, &cfg.run, &cfg.include_edited],
+                 SELECT (SELECT n FROM edited), coalesce((SELECT array_agg(id) FROM deleted), '{}'::text[])",
+            ),
+            &[&ids, &owners, &times, &cfg.include_edited],
         )
         .await
         .context("cannot delete migrated rows")?;
-    let in_scope: i64 = row.get(0);
-    let edited: i64 = row.get(1);
-    let deleted: Vec<String> = row.get(2);
+    let in_scope = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    let edited: i64 = row.get(0);
+    let deleted: Vec<String> = row.get(1);
     tx.execute(
         &names.sql(
             "UPDATE {state}.ledger l

@@ -102,11 +102,7 @@ impl Shared {
 async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
     let owner = Owner::current();
-    let session = Session {
-        application_name: format!("relink run host={} pid={}", owner.host, owner.pid),
-        timeouts: Some(cfg.timeouts),
-        read_only: false,
-    };
+    let session = Session::new("run", Some(cfg.timeouts), false);
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
     check_write_permission(&control, names).await?;
@@ -640,12 +636,7 @@ fn print_summary(summary: &Summary, format: OutputFormat, dry_run: bool) -> Resu
 /// state schema. A reader task prefetches the next page while one is planned.
 async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
-    let owner = Owner::current();
-    let session = Session {
-        application_name: format!("relink dry-run host={} pid={}", owner.host, owner.pid),
-        timeouts: Some(cfg.timeouts),
-        read_only: true,
-    };
+    let session = Session::new("dry-run", Some(cfg.timeouts), true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let with_ledger = state::exists(&client, names).await?;

@@ -14,7 +14,7 @@ use crate::commands::run::count_with_legacy;
 use crate::config::Common;
 use crate::db::{self, Session};
 use crate::report::Counters;
-use crate::state::{self, Owner, RunRecord};
+use crate::state::{self, RunRecord};
 use crate::{lock, preflight, Outcome};
 
 #[derive(Debug, Serialize)]
@@ -50,12 +50,7 @@ struct Status {
 /// On a database error.
 pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
     let names = &common.names;
-    let owner = Owner::current();
-    let session = Session {
-        application_name: format!("relink status host={} pid={}", owner.host, owner.pid),
-        timeouts: None,
-        read_only: true,
-    };
+    let session = Session::new("status", None, true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let lock_holder = lock::holder(&client, names).await?;

@@ -17,7 +17,7 @@ use crate::db::{self, Session};
 use crate::pipeline;
 use crate::shutdown::Shutdown;
 use crate::source::{self, Filter, Reader};
-use crate::state::{self, Owner};
+use crate::state;
 use crate::{preflight, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,12 +46,7 @@ const EXAMPLES: usize = 5;
 /// On a database error.
 pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
-    let owner = Owner::current();
-    let session = Session {
-        application_name: format!("relink verify host={} pid={}", owner.host, owner.pid),
-        timeouts: None,
-        read_only: true,
-    };
+    let session = Session::new("verify", None, true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let with_ledger = state::exists(&client, names).await?;
