@@ -10,7 +10,7 @@ CARGO ?= cargo
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help lint test demo bench build pg-status pg-stop clean
+.PHONY: help lint test demo bench bench-plan build pg-status pg-stop clean
 
 help: ## list these targets
 	@echo 'usage: make <target>'
@@ -29,8 +29,11 @@ test: ## run all tests against a PostgreSQL server (starts a private one if need
 demo: ## walk through generate, dry run, run, verify, status, rerun, purge on relink_demo
 	scripts/demo
 
-bench: ## run the benchmarks (scripts/bench)
+bench: ## relink vs the set-based SQL yardstick on 1M and 100k profiles (scripts/bench)
 	scripts/bench
+
+bench-plan: ## planning throughput of the pure core on one core (no database)
+	$(CARGO) run --release --quiet --example plan_throughput
 
 build: ## build the release binary (target/release/relink)
 	$(CARGO) build --release

@@ -111,11 +111,18 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     );
     let mut after: Option<String> = None;
     let mut totals = PurgeCounters::default();
-    let page_sql = names.sql(
-        "SELECT DISTINCT profile_id FROM {state}.ledger
-          WHERE ($1::text IS NULL OR profile_id > $1) AND ($2::bigint IS NULL OR run_id = $2)
-          ORDER BY profile_id LIMIT $3",
-    );
+    // Keyset pages that walk the ledger's primary key: two texts rather than
+    // `$1 IS NULL OR profile_id > $1`, and no DISTINCT (a profile with rows
+    // of several runs is deduplicated below), which without statistics on a
+    // fresh ledger was planned as a scan of the whole table per page.
+    let page = |keyset: &str| {
+        names.sql(&format!(
+            "SELECT profile_id FROM {{state}}.ledger
+              WHERE {keyset} AND ($2::bigint IS NULL OR run_id = $2)
+              ORDER BY profile_id LIMIT $3"
+        ))
+    };
+    let (page_first, page_next) = (page("$1::text IS NULL"), page("profile_id > $1"));
     let limit = i64::try_from(cfg.chunk_size).unwrap_or(i64::MAX);
     let stdout = std::io::stdout();
     let result: Result<bool> = async {
@@ -130,15 +137,24 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                         .get()
                         .await
                         .context("cannot get a database connection")?;
-                    let profiles: Vec<String> = client
-                        .query(&page_sql, &[&after, &cfg.run, &limit])
+                    let mut profiles: Vec<String> = client
+                        .query(
+                            if after.is_some() {
+                                &page_next
+                            } else {
+                                &page_first
+                            },
+                            &[&after, &cfg.run, &limit],
+                        )
                         .await
                         .context("cannot read the ledger")?
                         .iter()
                         .map(|r| r.get(0))
                         .collect();
+                    let fetched = profiles.len();
+                    profiles.dedup();
                     if profiles.is_empty() {
-                        return Ok((profiles, PurgeCounters::default()));
+                        return Ok((profiles, fetched, PurgeCounters::default()));
                     }
                     let counters = if let Some(run_id) = run_id {
                         let tx = client.transaction().await?;
@@ -156,7 +172,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                         )
                         .await?
                     };
-                    Ok::<_, anyhow::Error>((profiles, counters))
+                    Ok::<_, anyhow::Error>((profiles, fetched, counters))
                 }
                 .await;
                 match result {
@@ -168,7 +184,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                     Err(e) => return Err(retry.give_up(e, "purging a chunk")),
                 }
             };
-            let (profiles, counters) = chunk;
+            let (profiles, fetched, counters) = chunk;
             let Some(last) = profiles.last() else {
                 return Ok(true);
             };
@@ -178,7 +194,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                 counters.links_deleted,
             );
             totals.merge(&counters);
-            if profiles.len() < cfg.chunk_size {
+            if fetched < cfg.chunk_size {
                 return Ok(true);
             }
         }

@@ -213,6 +213,16 @@ async fn live_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Resul
     };
     let message = error.as_ref().map(|e| format!("{e:#}"));
     state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
+    if status == "completed" {
+        // Fresh statistics on relink's own tables, so later reruns, verify
+        // and purge get good plans without waiting for autovacuum.
+        if let Err(e) = control
+            .batch_execute(&names.sql("ANALYZE {state}.ledger, {state}.rejects"))
+            .await
+        {
+            tracing::warn!("cannot analyze relink's state tables: {e}");
+        }
+    }
 
     let counters = shared
         .counters

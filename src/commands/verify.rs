@@ -251,11 +251,15 @@ async fn duplicate_keys(
     page: usize,
     shutdown: &Shutdown,
 ) -> Result<Option<(u64, Vec<String>)>> {
-    let sql = names.sql(
-        "SELECT \"userId\", array_agg(url) FROM {app}.profile_links
-          WHERE ($1::text IS NULL OR \"userId\" > $1)
-          GROUP BY \"userId\" ORDER BY \"userId\" LIMIT $2",
-    );
+    // Two texts so the keyset bound is an index condition in the generic plan.
+    let page_sql = |keyset: &str| {
+        names.sql(&format!(
+            "SELECT \"userId\", array_agg(url) FROM {{app}}.profile_links
+              WHERE {keyset}
+              GROUP BY \"userId\" ORDER BY \"userId\" LIMIT $2"
+        ))
+    };
+    let (first, next) = (page_sql("$1::text IS NULL"), page_sql("\"userId\" > $1"));
     let limit = i64::try_from(page).unwrap_or(i64::MAX);
     let mut after: Option<String> = None;
     let (mut count, mut examples) = (0u64, Vec::new());
@@ -263,8 +267,9 @@ async fn duplicate_keys(
         if shutdown.requested() {
             return Ok(None);
         }
+        let sql = if after.is_some() { &next } else { &first };
         let rows = client
-            .query(&sql, &[&after, &limit])
+            .query(sql.as_str(), &[&after, &limit])
             .await
             .context("cannot read profile links")?;
         for row in &rows {
