@@ -104,12 +104,20 @@ pub fn pool(db: &Database, session: &Session, size: usize) -> Result<Pool> {
 }
 
 /// Retry bookkeeping for one unit of work (a page, a chunk): call
-/// [`Retry::again`] with each error; it sleeps the backoff and says whether
-/// to try again on a fresh connection.
+/// [`Retry::after`] with each error; it sleeps the backoff and says whether
+/// to try again on a fresh connection, stop, or fail.
 #[derive(Debug)]
 pub struct Retry {
     attempt: u32,
     attempts: u32,
+}
+
+/// The decision [`Retry::after`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Retry,
+    Stop,
+    Fail,
 }
 
 impl Retry {
@@ -120,11 +128,20 @@ impl Retry {
         }
     }
 
-    /// Whether to try again after `err` (retryable, attempts left, and the
-    /// command is not stopping); sleeps the backoff first.
-    pub async fn again(&mut self, err: &anyhow::Error, what: &str, stopping: bool) -> bool {
-        if !is_retryable(err) || self.attempt + 1 >= self.attempts || stopping {
-            return false;
+    /// What to do after `err`: retry it (after sleeping the backoff), stop
+    /// (a retryable error while the command is stopping: the work rolled
+    /// back and is simply not done, an interruption rather than a failure),
+    /// or fail (not retryable, or no attempts left).
+    pub async fn after(&mut self, err: &anyhow::Error, what: &str, stopping: bool) -> Next {
+        if !is_retryable(err) {
+            return Next::Fail;
+        }
+        if stopping {
+            tracing::info!("{what}: rolled back while stopping: {err:#}");
+            return Next::Stop;
+        }
+        if self.attempt + 1 >= self.attempts {
+            return Next::Fail;
         }
         let wait = backoff(self.attempt);
         self.attempt += 1;
@@ -134,7 +151,7 @@ impl Retry {
             self.attempts - 1
         );
         tokio::time::sleep(wait).await;
-        true
+        Next::Retry
     }
 
     /// The final error, saying how many attempts were made.
@@ -144,6 +161,14 @@ impl Retry {
             self.attempt + 1
         ))
     }
+}
+
+/// A pooled connection (a fresh one if the last was lost).
+///
+/// # Errors
+/// When none can be had (retryable: the server may be restarting).
+pub async fn checkout(pool: &Pool) -> Result<deadpool_postgres::Object> {
+    pool.get().await.context("cannot get a database connection")
 }
 
 /// Whether a failed chunk is worth another try: lost connections, lock

@@ -177,13 +177,9 @@ impl Summary {
 
 /// Prints one profile in the runbook's dry-run format (SPEC §7). Profiles
 /// with nothing to create and nothing skipped print nothing.
-pub fn print_dry_profile(
-    planned: &Planned<'_>,
-    quiet: bool,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
+pub fn print_dry_profile(planned: &Planned<'_>, out: &mut impl Write) -> std::io::Result<()> {
     let plan = &planned.plan;
-    if quiet || (plan.links.is_empty() && plan.skipped.is_empty()) {
+    if plan.links.is_empty() && plan.skipped.is_empty() {
         return Ok(());
     }
     let n = plan.links.len();

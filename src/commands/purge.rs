@@ -19,7 +19,7 @@ use tokio_postgres::GenericClient;
 
 use crate::cli::OutputFormat;
 use crate::config::{Common, Names, PurgeConfig};
-use crate::db::{self, Retry, Session};
+use crate::db::{self, Next, Retry, Session};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::state::{self, Owner};
@@ -133,10 +133,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
             let mut retry = Retry::new(cfg.timeouts.attempts);
             let chunk = loop {
                 let result = async {
-                    let mut client = pool
-                        .get()
-                        .await
-                        .context("cannot get a database connection")?;
+                    let mut client = db::checkout(&pool).await?;
                     let mut profiles: Vec<String> = client
                         .query(
                             if after.is_some() {
@@ -177,11 +174,14 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                 .await;
                 match result {
                     Ok(c) => break c,
-                    Err(e)
-                        if retry
-                            .again(&e, "purging a chunk", shutdown.requested())
-                            .await => {}
-                    Err(e) => return Err(retry.give_up(e, "purging a chunk")),
+                    Err(e) => match retry
+                        .after(&e, "purging a chunk", shutdown.requested())
+                        .await
+                    {
+                        Next::Retry => {}
+                        Next::Stop => return Ok(false),
+                        Next::Fail => return Err(retry.give_up(e, "purging a chunk")),
+                    },
                 }
             };
             let (profiles, fetched, counters) = chunk;

@@ -16,7 +16,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::cli::OutputFormat;
 use crate::config::{Common, Names, RunConfig};
-use crate::db::{self, Retry, Session};
+use crate::db::{self, Next, Retry, Session};
 use crate::pipeline::{self, Planned};
 use crate::progress::Progress;
 use crate::report::{self, Counters, Summary};
@@ -324,22 +324,17 @@ async fn read_chunks(
             let mut retry = Retry::new(shared.cfg.timeouts.attempts);
             let mut page = loop {
                 let result = async {
-                    let client = shared
-                        .pool
-                        .get()
-                        .await
-                        .context("cannot get a database connection")?;
+                    let client = db::checkout(&shared.pool).await?;
                     reader.next_page(&**client).await
                 }
                 .await;
                 match result {
                     Ok(page) => break page,
-                    Err(e) if retry.again(&e, "reading profiles", shared.stopping()).await => {}
-                    // Asked to stop while waiting to retry: nothing is lost.
-                    Err(e) if shared.shutdown.requested() && db::is_retryable(&e) => {
-                        return Ok(false)
-                    }
-                    Err(e) => return Err(retry.give_up(e, "reading profiles")),
+                    Err(e) => match retry.after(&e, "reading profiles", shared.stopping()).await {
+                        Next::Retry => {}
+                        Next::Stop => return Ok(false),
+                        Next::Fail => return Err(retry.give_up(e, "reading profiles")),
+                    },
                 }
             };
             if page.is_empty() {
@@ -378,7 +373,7 @@ async fn write_chunks(
     shared: Arc<Shared>,
     receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
 ) -> Result<()> {
-    loop {
+    'chunks: loop {
         let chunk = receiver.lock().await.recv().await;
         let Some(chunk) = chunk else { return Ok(()) };
         if shared.stopping() {
@@ -387,35 +382,33 @@ async fn write_chunks(
         }
         let mut retry = Retry::new(shared.cfg.timeouts.attempts);
         let mut first = true;
-        let result = loop {
+        let counters = loop {
             let result = async {
-                let client = shared
-                    .pool
-                    .get()
-                    .await
-                    .context("cannot get a database connection")?;
+                let client = db::checkout(&shared.pool).await?;
                 write_one(&shared, client, &chunk, first).await
             }
             .await;
             first = false;
-            match result {
-                Ok(c) => break Ok(c),
-                Err(e) if retry.again(&e, "writing a chunk", shared.stopping()).await => {}
-                Err(e) => break Err(retry.give_up(e, "writing a chunk")),
-            }
-        };
-        let counters = match result {
-            Ok(c) => c,
-            Err(e) if shared.shutdown.requested() && db::is_retryable(&e) => {
-                // Asked to stop while the chunk waited to retry: it rolled
-                // back and stays after the checkpoint; an interruption.
-                tracing::info!("a chunk rolled back on shutdown: {e:#}");
-                continue;
-            }
-            Err(e) => {
-                shared.failed.store(true, Ordering::SeqCst);
-                let first = chunk.profiles.first().map(|p| p.id.as_str()).unwrap_or("?");
-                return Err(e.context(format!("chunk starting at profile {first} rolled back")));
+            let err = match result {
+                Ok(c) => break c,
+                Err(e) => e,
+            };
+            match retry
+                .after(&err, "writing a chunk", shared.stopping())
+                .await
+            {
+                Next::Retry => {}
+                // Rolled back while stopping: stays after the checkpoint.
+                // Keep draining the queue so the reader is never left blocked.
+                Next::Stop => continue 'chunks,
+                Next::Fail => {
+                    shared.failed.store(true, Ordering::SeqCst);
+                    let first = chunk.profiles.first().map(|p| p.id.as_str()).unwrap_or("?");
+                    let err = retry.give_up(err, "writing a chunk");
+                    return Err(
+                        err.context(format!("chunk starting at profile {first} rolled back"))
+                    );
+                }
             }
         };
         if let Ok(mut wm) = shared.watermark.lock() {
@@ -708,7 +701,7 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         let mut out = std::io::BufWriter::new(stdout.lock());
         for p in &planned {
             if print_profiles {
-                report::print_dry_profile(p, false, &mut out)?;
+                report::print_dry_profile(p, &mut out)?;
             }
             if let Some(report) = report.as_mut() {
                 serde_json::to_writer(&mut *report, &report::report_line(p))?;
