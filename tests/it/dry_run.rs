@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::harness::{
-    assert_code, assert_success, connect, json_summary, server_url, stderr, stdout, TestDb,
+    assert_code, assert_success, connect, execute_from_drop, json_summary, server_url, stderr,
+    stdout, TestDb,
 };
 
 /// Every reason a skipped value can carry in the dry run's text.
@@ -129,30 +130,11 @@ impl ReadOnlyRole {
 
 impl Drop for ReadOnlyRole {
     fn drop(&mut self) {
-        let (name, db_url) = (self.name.clone(), self.db_url.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                use tokio_postgres::NoTls;
-                if let Ok((client, conn)) = tokio_postgres::connect(&db_url, NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("DROP OWNED BY {name}")).await;
-                }
-                if let Ok((client, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    if let Err(e) = client
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
-                        .await
-                    {
-                        eprintln!("cannot drop role {name}: {e}");
-                    }
-                }
-            });
-        })
-        .join();
+        let name = &self.name;
+        execute_from_drop(&[
+            (self.db_url.clone(), format!("DROP OWNED BY {name}")),
+            (server_url(), format!("DROP ROLE IF EXISTS {name}")),
+        ]);
     }
 }
 

@@ -166,24 +166,38 @@ impl Drop for TestDb {
             eprintln!("test failed: database {} kept for inspection", self.name);
             return;
         }
-        let name = self.name.clone();
-        // Drop runs outside any runtime we may block: use a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&server_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        execute_from_drop(&[(
+            server_url(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )]);
     }
+}
+
+/// Runs cleanup SQL (url, statement) in order from a `Drop`: on a thread and
+/// runtime of its own, since `Drop` may run inside a runtime it must not
+/// block. Failures are reported, not raised (the test's verdict stands).
+pub fn execute_from_drop(statements: &[(String, String)]) {
+    let statements = statements.to_vec();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            for (url, sql) in statements {
+                match tokio_postgres::connect(&url, NoTls).await {
+                    Ok((client, conn)) => {
+                        tokio::spawn(conn);
+                        if let Err(e) = client.batch_execute(&sql).await {
+                            eprintln!("cleanup `{sql}` failed: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("cleanup `{sql}`: cannot connect: {e}"),
+                }
+            }
+        });
+    })
+    .join();
 }
 
 pub fn stdout(out: &Output) -> String {
