@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use relink::legacy;
+use relink::plan::legacy;
 use relink::plan::{plan_profile, Context};
 use serde_json::{json, Value};
 

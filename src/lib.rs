@@ -5,12 +5,10 @@
 //! ledger, checkpoint) or `report` (dry run). The middle three are pure and
 //! shared by every command through `pipeline`.
 
-pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
-pub mod legacy;
 pub mod lock;
 pub mod pipeline;
 pub mod plan;

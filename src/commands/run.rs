@@ -18,8 +18,9 @@ use crate::cli::OutputFormat;
 use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, Next, Retry, Session};
 use crate::pipeline::{self, Planned};
+use crate::plan::Counters;
 use crate::progress::Progress;
-use crate::report::{self, Counters, Summary};
+use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
 use crate::sink;
 use crate::source::{Filter, Reader, SourceProfile};
@@ -460,7 +461,7 @@ async fn write_one(
     };
     let planned: Vec<Planned<'_>> = pipeline::plan_chunk(t, names, true, profiles).await?;
     sink::write_chunk(t, names, shared.run_id, now, &planned).await?;
-    let counters = Counters::of_chunk(&planned);
+    let counters = Counters::of_plans(planned.iter().map(|p| &p.plan));
     let checkpoint = shared
         .watermark
         .lock()
@@ -709,7 +710,7 @@ async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
             }
         }
         out.flush()?;
-        let chunk = Counters::of_chunk(&planned);
+        let chunk = Counters::of_plans(planned.iter().map(|p| &p.plan));
         progress.advance(page.len() as u64, chunk.links_created);
         counters.merge(&chunk);
     }

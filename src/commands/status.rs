@@ -13,7 +13,7 @@ use crate::cli::{OutputFormat, StatusArgs};
 use crate::commands::run::count_with_legacy;
 use crate::config::Common;
 use crate::db::{self, Session};
-use crate::report::Counters;
+use crate::plan::Counters;
 use crate::state::{self, RunRecord};
 use crate::{lock, preflight, Outcome};
 

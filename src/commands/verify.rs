@@ -9,12 +9,12 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::classify::stored_url_key;
 use crate::cli::{OutputFormat, VerifyArgs};
 use crate::commands::run::count_with_legacy;
 use crate::config::{Common, Names};
 use crate::db::{self, Session};
 use crate::pipeline;
+use crate::plan::classify::stored_url_key;
 use crate::shutdown::Shutdown;
 use crate::source::{self, Filter, Reader};
 use crate::state;

@@ -94,7 +94,7 @@ fn the_corpus_covers_every_reject_reason_and_shape() {
             reasons.insert(s["reason"].as_str().unwrap_or_default().to_owned());
         }
     }
-    for reason in relink::classify::RejectReason::ALL {
+    for reason in relink::plan::classify::RejectReason::ALL {
         assert!(
             reasons.contains(reason.as_str()),
             "no corpus entry rejects with {reason}"

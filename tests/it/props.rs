@@ -3,7 +3,7 @@
 //! numbers positions contiguously, and is deterministic and idempotent.
 
 use proptest::prelude::*;
-use relink::legacy;
+use relink::plan::legacy;
 use relink::plan::{plan_profile, Context, ExistingLink};
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ proptest! {
         let mut keys = std::collections::HashSet::new();
         for link in &plan.links {
             prop_assert!(keys.insert(link.key.clone()), "duplicate key {}", link.key);
-            prop_assert!(!existing.iter().any(|e| relink::classify::stored_url_key(&e.url) == link.key));
+            prop_assert!(!existing.iter().any(|e| relink::plan::classify::stored_url_key(&e.url) == link.key));
             prop_assert!(link.url.len() <= 2048);
             prop_assert!((1..=40).contains(&link.label.chars().count()), "label {:?}", link.label);
         }

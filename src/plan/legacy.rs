@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::classify::LinkType;
+use super::link_type::LinkType;
 
 /// One legacy value that may become a link.
 #[derive(Debug, Clone, PartialEq)]

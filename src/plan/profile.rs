@@ -10,8 +10,9 @@ use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
-use crate::classify::{self, LinkType, RejectReason, MAX_URL_BYTES};
-use crate::legacy::{self, Candidate};
+use super::classify::{self, RejectReason, MAX_URL_BYTES};
+use super::legacy::{self, Candidate};
+use super::link_type::LinkType;
 
 /// Namespace of link ids (SPEC §5).
 pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c0b5e_8f5a_4f3e_9a57_3c1d2b7e9a10);

@@ -7,52 +7,13 @@ use std::fmt;
 use serde::Serialize;
 use url::{Host, Url};
 
-use crate::legacy::{normalize_key, Candidate};
+use super::legacy::{normalize_key, Candidate};
+pub use super::link_type::LinkType;
 
 /// Longest stored URL accepted, in bytes (SPEC §3 `too_long`).
 pub const MAX_URL_BYTES: usize = 2048;
 /// Longest label, in Unicode scalar values (SPEC §4).
 pub const MAX_LABEL_CHARS: usize = 40;
-
-/// `profile_links.type`. The declaration order is the order of object
-/// entries (SPEC §2): website, imdb, showreel, other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkType {
-    Website,
-    Imdb,
-    Showreel,
-    Other,
-}
-
-impl LinkType {
-    /// An explicit `type` field: one of the four, ignoring case and
-    /// surrounding whitespace.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "website" => Some(Self::Website),
-            "imdb" => Some(Self::Imdb),
-            "showreel" => Some(Self::Showreel),
-            "other" => Some(Self::Other),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Website => "website",
-            Self::Imdb => "imdb",
-            Self::Showreel => "showreel",
-            Self::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for LinkType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a legacy value did not become a link. When several apply, the first
 /// in declaration order wins (SPEC §3 step 4).
