@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::config::Host;
 
-use crate::cli::{GlobalArgs, OutputFormat, PurgeArgs, RunArgs, TimeoutArgs};
+use crate::cli::{
+    GenerateArgs, GlobalArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
+};
 
 /// Where to connect. `Display` is redacted: user, host, port and database
 /// only, so it is safe in logs and error messages.
@@ -240,6 +242,80 @@ impl PurgeConfig {
             chunk_size: args.chunk_size,
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
+        })
+    }
+}
+
+/// Largest `verify --page-size`.
+pub const MAX_PAGE_SIZE: usize = 100_000;
+
+/// `relink verify`, checked.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub strict: bool,
+    pub format: OutputFormat,
+    pub page_size: usize,
+}
+
+impl VerifyConfig {
+    /// # Errors
+    /// On an out-of-range page size.
+    pub fn from_args(args: &VerifyArgs) -> Result<Self> {
+        if !(1..=MAX_PAGE_SIZE).contains(&args.page_size) {
+            bail!(
+                "--page-size must be between 1 and {MAX_PAGE_SIZE}, got {}",
+                args.page_size
+            );
+        }
+        Ok(Self {
+            strict: args.strict,
+            format: args.format,
+            page_size: args.page_size,
+        })
+    }
+}
+
+/// `relink status`, checked.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub format: OutputFormat,
+    pub runs: i64,
+}
+
+impl StatusConfig {
+    /// # Errors
+    /// When `--runs` is not positive.
+    pub fn from_args(args: &StatusArgs) -> Result<Self> {
+        if args.runs < 1 {
+            bail!("--runs must be at least 1, got {}", args.runs);
+        }
+        Ok(Self {
+            format: args.format,
+            runs: args.runs,
+        })
+    }
+}
+
+/// `relink generate`, checked.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    pub profiles: u64,
+    pub seed: f64,
+}
+
+impl GenerateConfig {
+    /// # Errors
+    /// On a seed outside [-1, 1] or no profiles.
+    pub fn from_args(args: &GenerateArgs) -> Result<Self> {
+        if !(-1.0..=1.0).contains(&args.seed) {
+            bail!("--seed must be between -1 and 1");
+        }
+        if args.profiles == 0 {
+            bail!("--profiles must be at least 1");
+        }
+        Ok(Self {
+            profiles: args.profiles,
+            seed: args.seed,
         })
     }
 }

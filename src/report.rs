@@ -2,19 +2,26 @@
 //! JSON), the dry run's per-profile lines, and the JSONL plan report.
 
 use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
 
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::pipeline::Planned;
+use crate::chunk::Planned;
+use crate::cli::OutputFormat;
+use crate::config::PurgeConfig;
 use crate::plan::Counters;
+use crate::removal::PurgeCounters;
+use crate::state::RunStatus;
 
 /// The end-of-run summary (SPEC §6).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub mode: &'static str,
     pub run_id: Option<i64>,
-    pub status: String,
+    pub status: RunStatus,
     /// Profiles with a legacy value in the key range this invocation covered.
     pub profiles_scanned: u64,
     /// Of those, skipped because their ledger fingerprint matched.
@@ -26,6 +33,45 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of `mode` (`run`, `dry-run`): `scanned` profiles with a
+    /// legacy value in the key range covered, of which `counters` were planned.
+    pub fn new(
+        mode: &'static str,
+        run_id: Option<i64>,
+        status: RunStatus,
+        scanned: u64,
+        counters: Counters,
+        started: Instant,
+    ) -> Self {
+        let elapsed = started.elapsed().as_secs_f64();
+        Self {
+            mode,
+            run_id,
+            status,
+            profiles_scanned: scanned,
+            profiles_unchanged: scanned.saturating_sub(counters.profiles_planned),
+            links_per_second: counters.links_created as f64 / elapsed.max(0.001),
+            counters,
+            elapsed_seconds: elapsed,
+        }
+    }
+
+    /// Prints the summary on stdout (on `out` for `--report -`), ending a
+    /// dry run's text with the runbook's reminder.
+    ///
+    /// # Errors
+    /// When stdout cannot be written (e.g. a closed pipe).
+    pub fn print_to_stdout(&self, format: OutputFormat, dry_run: bool) -> Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        self.print(format == OutputFormat::Json, &mut out)?;
+        if dry_run && format == OutputFormat::Text {
+            writeln!(out, "This was a DRY RUN. No changes were made.")?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
     pub fn print(&self, json_format: bool, out: &mut impl Write) -> std::io::Result<()> {
         if json_format {
             serde_json::to_writer(&mut *out, self)?;
@@ -120,5 +166,80 @@ pub fn report_line(planned: &Planned<'_>) -> Value {
         "rejects": skipped(false),
         "expanded": plan.expanded,
         "repaired": plan.repaired,
+    })
+}
+
+/// The summary of a purge (or its dry run) on stdout.
+///
+/// # Errors
+/// When stdout cannot be written.
+pub fn print_purge_summary(
+    c: &PurgeCounters,
+    cfg: &PurgeConfig,
+    run_id: Option<i64>,
+    status: RunStatus,
+    started: Instant,
+) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let elapsed = started.elapsed().as_secs_f64();
+    if cfg.format == OutputFormat::Json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({"mode": if cfg.dry_run { "purge-dry-run" } else { "purge" }, "run_id": run_id, "status": status,
+                    "scope_run": cfg.run, "include_edited": cfg.include_edited, "profiles": c.profiles,
+                    "links_deleted": c.links_deleted, "kept_edited": c.kept_edited, "already_gone": c.already_gone,
+                    "elapsed_seconds": elapsed}),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let verb = if cfg.dry_run {
+        "would be deleted"
+    } else {
+        "deleted"
+    };
+    match run_id {
+        Some(id) => writeln!(out, "Summary of purge {id} ({status})")?,
+        None => writeln!(out, "Summary (purge dry run)")?,
+    }
+    writeln!(out, "  {:<34} {:>12}", "profiles in scope", c.profiles)?;
+    writeln!(
+        out,
+        "  {:<34} {:>12}",
+        format!("links {verb}"),
+        c.links_deleted
+    )?;
+    writeln!(
+        out,
+        "  {:<34} {:>12}",
+        "kept: edited by users since", c.kept_edited
+    )?;
+    writeln!(
+        out,
+        "  {:<34} {:>12}",
+        "already gone (deleted by users)", c.already_gone
+    )?;
+    writeln!(out, "  {:<34} {:>12.1} s", "elapsed", elapsed)?;
+    if cfg.dry_run {
+        writeln!(out, "This was a DRY RUN. No changes were made.")?;
+    }
+    Ok(())
+}
+
+/// Opens `--report FILE` (`-`: stdout) for JSONL lines.
+///
+/// # Errors
+/// When the file cannot be created.
+pub fn open_report(path: Option<&Path>) -> Result<Option<Box<dyn Write>>> {
+    Ok(match path {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => {
+            Some(Box::new(std::io::BufWriter::new(std::io::stdout())))
+        }
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create the report file {}", p.display()))?,
+        ))),
     })
 }

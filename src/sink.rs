@@ -1,22 +1,101 @@
 //! The writing edge of a live run: one chunk's rows, ledger, rejects and
 //! checkpoint in ONE transaction, so a crash leaves all of a chunk or none.
-//! Rows go in with binary COPY: one round trip per table, not per row.
+//! Rows go in with binary COPY through one helper: one round trip per
+//! table, not per row.
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Transaction;
+use tokio_postgres::{GenericClient, Transaction};
 
+use crate::chunk::{self, Planned};
 use crate::config::Names;
-use crate::pipeline::Planned;
-use crate::plan::SkipReason;
+use crate::plan::{Counters, LinkType, SkipReason};
+use crate::source::SourceProfile;
+use crate::state;
 
 /// Longest raw value kept in the rejects table, in bytes; the full value
 /// stays untouched in `"socialLinks"`.
 const MAX_RAW_BYTES: usize = 4096;
+
+/// Plans and writes one chunk in one transaction on `client`: the rows, the
+/// ledger, the rejects, the run's counters and the checkpoint that
+/// `checkpoint()` gives at commit time. `retry`: an earlier attempt may
+/// have committed before its connection was lost, so profiles this run
+/// already recorded are left out.
+///
+/// # Errors
+/// On a database error (rolled back; the caller may retry).
+pub async fn commit_chunk(
+    client: &mut tokio_postgres::Client,
+    names: &Names,
+    run_id: i64,
+    profiles: &[SourceProfile],
+    retry: bool,
+    checkpoint: impl FnOnce() -> Option<String>,
+) -> Result<Counters> {
+    let tx = client
+        .transaction()
+        .await
+        .context("cannot begin a chunk transaction")?;
+    // No wait for the WAL flush at commit: a server crash can then lose the
+    // last chunks whole (rows, ledger and checkpoint together, never part of
+    // one), which the next run simply redoes; it spares the server an fsync
+    // per chunk.
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .context("cannot set up the chunk transaction")?;
+    let now = transaction_time(&tx).await?;
+    let not_done;
+    let profiles = if retry {
+        not_done = drop_committed(&tx, names, run_id, profiles).await?;
+        &not_done[..]
+    } else {
+        profiles
+    };
+    let planned = chunk::plan_chunk(&tx, names, true, profiles).await?;
+    write_chunk(&tx, names, run_id, now, &planned).await?;
+    let counters = chunk::counters(&planned);
+    state::record_chunk(
+        &tx,
+        names,
+        run_id,
+        checkpoint().as_deref(),
+        &counters.to_flat(),
+    )
+    .await?;
+    tx.commit().await.context("cannot commit the chunk")?;
+    Ok(counters)
+}
+
+/// The chunk's profiles this run has not recorded in the ledger yet.
+async fn drop_committed(
+    tx: &impl GenericClient,
+    names: &Names,
+    run_id: i64,
+    profiles: &[SourceProfile],
+) -> Result<Vec<SourceProfile>> {
+    let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
+    let rows = tx
+        .query(
+            &names.sql(
+                "SELECT profile_id FROM {state}.ledger WHERE run_id = $1 AND profile_id = ANY($2)",
+            ),
+            &[&run_id, &ids],
+        )
+        .await
+        .context("cannot check which profiles of the chunk already committed")?;
+    let done: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(profiles
+        .iter()
+        .filter(|p| !done.contains(&p.id))
+        .cloned()
+        .collect())
+}
 
 /// The transaction timestamp as `TIMESTAMP(3)` in UTC (see `db::Session`):
 /// what the rows get as `"createdAt"`/`"updatedAt"` and the ledger as
@@ -54,47 +133,65 @@ async fn copy_links(
     now: SystemTime,
     chunk: &[Planned<'_>],
 ) -> Result<()> {
-    if chunk.iter().all(|p| p.plan.links.is_empty()) {
-        return Ok(());
-    }
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT4,
-        Type::TIMESTAMP,
-        Type::TIMESTAMP,
+    let now = &now;
+    let rows: Vec<_> = chunk
+        .iter()
+        .flat_map(|planned| {
+            planned
+                .plan
+                .links
+                .iter()
+                .map(move |link| -> [&(dyn ToSql + Sync); 9] {
+                    [
+                        &link.id,
+                        &planned.profile.user_id,
+                        &planned.profile.id,
+                        &link.label,
+                        &link.url,
+                        type_value(link.link_type),
+                        &link.position,
+                        now,
+                        now,
+                    ]
+                })
+        })
+        .collect();
+    copy_rows(
+        tx,
+        names,
+        "{app}.profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"createdAt\", \"updatedAt\")",
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::TIMESTAMP,
+            Type::TIMESTAMP,
+        ],
+        rows,
+    )
+    .await
+}
+
+/// `profile_links.type` as a COPY value that outlives the rows borrowing it.
+fn type_value(link_type: LinkType) -> &'static (dyn ToSql + Sync) {
+    static TEXTS: [&str; 4] = [
+        LinkType::Website.as_str(),
+        LinkType::Imdb.as_str(),
+        LinkType::Showreel.as_str(),
+        LinkType::Other.as_str(),
     ];
-    let writer = copy_in(tx, names, "{app}.profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"createdAt\", \"updatedAt\")", &types).await?;
-    pin_mut!(writer);
-    for planned in chunk {
-        for link in &planned.plan.links {
-            let row: [&(dyn ToSql + Sync); 9] = [
-                &link.id,
-                &planned.profile.user_id,
-                &planned.profile.id,
-                &link.label,
-                &link.url,
-                &link.link_type.as_str(),
-                &link.position,
-                &now,
-                &now,
-            ];
-            writer
-                .as_mut()
-                .write(&row)
-                .await
-                .context("cannot COPY into profile_links")?;
-        }
-    }
-    writer
-        .finish()
-        .await
-        .context("cannot finish COPY into profile_links")?;
-    Ok(())
+    &TEXTS[link_type as usize]
+}
+
+/// A ledger row's arrays, gathered before the COPY borrows them.
+struct LedgerArrays<'a> {
+    ids: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    existing: Vec<&'a str>,
 }
 
 async fn copy_ledger(
@@ -104,49 +201,61 @@ async fn copy_ledger(
     now: SystemTime,
     chunk: &[Planned<'_>],
 ) -> Result<()> {
-    let types = [
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::TIMESTAMP,
-    ];
-    let writer = copy_in(tx, names, "{state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, existing_keys, migrated_at)", &types).await?;
-    pin_mut!(writer);
-    for planned in chunk {
-        let ids: Vec<&str> = planned.plan.links.iter().map(|l| l.id.as_str()).collect();
-        let keys: Vec<&str> = planned.plan.links.iter().map(|l| l.key.as_str()).collect();
-        let existing: Vec<&str> = planned
-            .plan
-            .skipped
-            .iter()
-            .filter(|s| s.reason == SkipReason::Existing)
-            .filter_map(|s| s.link_key.as_deref())
-            .collect();
-        let row: [&(dyn ToSql + Sync); 8] = [
-            &planned.profile.id,
-            &run_id,
-            &planned.profile.user_id,
-            &planned.profile.fingerprint,
-            &ids,
-            &keys,
-            &existing,
-            &now,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .context("cannot COPY into the ledger")?;
-    }
-    writer
-        .finish()
-        .await
-        .context("cannot finish COPY into the ledger")?;
-    Ok(())
+    let arrays: Vec<LedgerArrays<'_>> = chunk
+        .iter()
+        .map(|planned| LedgerArrays {
+            ids: planned.plan.links.iter().map(|l| l.id.as_str()).collect(),
+            keys: planned.plan.links.iter().map(|l| l.key.as_str()).collect(),
+            existing: planned
+                .plan
+                .skipped
+                .iter()
+                .filter(|s| s.reason == SkipReason::Existing)
+                .filter_map(|s| s.link_key.as_deref())
+                .collect(),
+        })
+        .collect();
+    let rows: Vec<_> = chunk
+        .iter()
+        .zip(&arrays)
+        .map(|(planned, a)| -> [&(dyn ToSql + Sync); 8] {
+            [
+                &planned.profile.id,
+                &run_id,
+                &planned.profile.user_id,
+                &planned.profile.fingerprint,
+                &a.ids,
+                &a.keys,
+                &a.existing,
+                &now,
+            ]
+        })
+        .collect();
+    copy_rows(
+        tx,
+        names,
+        "{state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, existing_keys, migrated_at)",
+        &[
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::TIMESTAMP,
+        ],
+        rows,
+    )
+    .await
+}
+
+/// A reject row's texts, made storable before the COPY borrows them.
+struct RejectRow<'a> {
+    profile_id: &'a str,
+    key: Option<String>,
+    raw: String,
+    reason: &'static str,
 }
 
 /// Rejects hold the latest planning of each profile: older rows of the
@@ -171,57 +280,66 @@ async fn replace_rejects(
         .await
         .context("cannot clear earlier rejects")?;
     }
-    if chunk.iter().all(|p| p.plan.rejects().next().is_none()) {
-        return Ok(());
-    }
-    let types = [Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
-    let writer = copy_in(
+    let rejects: Vec<RejectRow<'_>> = chunk
+        .iter()
+        .flat_map(|planned| {
+            planned.plan.rejects().map(|reject| RejectRow {
+                profile_id: &planned.profile.id,
+                key: reject.key.as_deref().map(storable),
+                raw: storable(truncate(&reject.raw, MAX_RAW_BYTES)),
+                reason: reject.reason.as_str(),
+            })
+        })
+        .collect();
+    let rows: Vec<_> = rejects
+        .iter()
+        .map(|r| -> [&(dyn ToSql + Sync); 5] {
+            [&run_id, &r.profile_id, &r.key, &r.raw, &r.reason]
+        })
+        .collect();
+    copy_rows(
         tx,
         names,
         "{state}.rejects (run_id, profile_id, source_key, raw_value, reason)",
-        &types,
+        &[Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
+        rows,
     )
-    .await?;
-    pin_mut!(writer);
-    for planned in chunk {
-        for reject in planned.plan.rejects() {
-            let key = reject.key.as_deref().map(storable);
-            let raw = storable(truncate(&reject.raw, MAX_RAW_BYTES));
-            let row: [&(dyn ToSql + Sync); 5] = [
-                &run_id,
-                &planned.profile.id,
-                &key,
-                &raw,
-                &reject.reason.as_str(),
-            ];
-            writer
-                .as_mut()
-                .write(&row)
-                .await
-                .context("cannot COPY into rejects")?;
-        }
-    }
-    writer
-        .finish()
-        .await
-        .context("cannot finish COPY into rejects")?;
-    Ok(())
+    .await
 }
 
-/// Starts a binary COPY into `target` (`table (columns)`, with `{app}` /
-/// `{state}` placeholders) whose columns have `types`.
-async fn copy_in(
+/// Binary COPY of `rows` into `target` (`table (columns)`, with `{app}` /
+/// `{state}` placeholders) whose columns have `types`. No rows, no COPY.
+/// Rows come gathered in a `Vec`: an iterator of closures held across the
+/// awaits would keep the writer's future from being provably `Send`.
+async fn copy_rows<const N: usize>(
     tx: &Transaction<'_>,
     names: &Names,
     target: &str,
-    types: &[Type],
-) -> Result<BinaryCopyInWriter> {
+    types: &[Type; N],
+    rows: Vec<[&(dyn ToSql + Sync); N]>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let sql = names.sql(&format!("COPY {target} FROM STDIN (FORMAT binary)"));
     let sink = tx
         .copy_in(&sql)
         .await
         .with_context(|| format!("cannot start COPY into {target}"))?;
-    Ok(BinaryCopyInWriter::new(sink, types))
+    let writer = BinaryCopyInWriter::new(sink, types);
+    pin_mut!(writer);
+    for row in rows {
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .with_context(|| format!("cannot COPY into {target}"))?;
+    }
+    writer
+        .finish()
+        .await
+        .with_context(|| format!("cannot finish COPY into {target}"))?;
+    Ok(())
 }
 
 /// PostgreSQL text cannot hold NUL (a double-encoded value can): replace it.

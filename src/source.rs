@@ -1,16 +1,17 @@
-//! The reading edge: profiles with legacy links in keyset pages of `id`
-//! (never OFFSET, never a whole table in memory), leaving out profiles whose
-//! ledger fingerprint matches, so reruns are cheap; and the context each
-//! chunk is planned against (the users' current rows, the ledger's keys).
-
-use std::collections::HashMap;
+//! The reading edge: profiles with legacy links in keyset pages of `id`,
+//! leaving out profiles whose ledger fingerprint matches, so reruns are
+//! cheap; the feed that hands those pages out as numbered chunks while the
+//! previous ones are planned and written; and the counts of profiles with
+//! legacy links that summaries, `status` and `verify` report.
 
 use anyhow::{Context as _, Result};
+use deadpool_postgres::Pool;
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio_postgres::GenericClient;
 
 use crate::config::Names;
-use crate::plan::ExistingLink;
+use crate::db::{self, Attempted, Keyset, Pager, Retry};
 
 /// One profile to plan.
 #[derive(Debug, Clone)]
@@ -45,22 +46,23 @@ pub enum Filter {
 }
 
 /// Keyset pages of profiles with a legacy value.
+#[derive(Debug, Clone)]
 pub struct Reader {
-    sql_first: String,
-    sql_next: String,
-    after: Option<String>,
-    page_size: i64,
-    done: bool,
+    pager: Pager,
 }
 
 impl Reader {
     /// `after`: resume strictly after this profile id.
     pub fn new(names: &Names, filter: Filter, after: Option<String>, page_size: usize) -> Self {
-        let sql = |keyset: &str, bound: &str| {
+        let sql = |keyset: Keyset| {
             // The ledger side repeats the keyset bound: without it PostgreSQL
             // may merge-join from the ledger's first row on every page, which
             // makes a run quadratic in the ledger's size.
-            let pending = PENDING.replace("{bound}", bound);
+            let bound = match keyset {
+                Keyset::First => String::new(),
+                Keyset::After => "AND l.profile_id > $1".to_owned(),
+            };
+            let pending = PENDING.replace("{bound}", &bound);
             let pending = match filter {
                 Filter::All => String::new(),
                 Filter::Pending => format!("AND {pending}"),
@@ -69,23 +71,20 @@ impl Reader {
             names.sql(&format!(
                 "SELECT p.id, p.\"userId\", p.\"socialLinks\"::text, md5(p.\"socialLinks\"::text)
                    FROM {{app}}.profiles p
-                  WHERE p.\"socialLinks\" IS NOT NULL {keyset} {pending}
+                  WHERE p.\"socialLinks\" IS NOT NULL AND {} {pending}
                   ORDER BY p.id
-                  LIMIT $1"
+                  LIMIT $2",
+                keyset.condition("p.id")
             ))
         };
         Self {
-            sql_first: sql("AND $2::text IS NULL", ""),
-            sql_next: sql("AND p.id > $2", "AND l.profile_id > $2"),
-            after,
-            page_size: i64::try_from(page_size).unwrap_or(i64::MAX),
-            done: false,
+            pager: Pager::new("profiles", sql, after, page_size),
         }
     }
 
     /// The last profile id returned (the keyset position).
     pub fn position(&self) -> Option<&str> {
-        self.after.as_deref()
+        self.pager.position()
     }
 
     /// The next page; empty when there is no more.
@@ -93,22 +92,8 @@ impl Reader {
     /// # Errors
     /// On a database error.
     pub async fn next_page(&mut self, client: &impl GenericClient) -> Result<Vec<SourceProfile>> {
-        if self.done {
-            return Ok(Vec::new());
-        }
-        let sql = if self.after.is_some() {
-            &self.sql_next
-        } else {
-            &self.sql_first
-        };
-        let rows = client
-            .query(sql.as_str(), &[&self.page_size, &self.after])
-            .await
-            .with_context(|| match &self.after {
-                Some(id) => format!("cannot read profiles after {id}"),
-                None => "cannot read the first page of profiles".to_owned(),
-            })?;
-        let page: Vec<SourceProfile> = rows
+        let rows = self.pager.next(client, &[]).await?;
+        Ok(rows
             .iter()
             .map(|r| SourceProfile {
                 id: r.get(0),
@@ -116,14 +101,7 @@ impl Reader {
                 social: parse_legacy(r.get(2)),
                 fingerprint: r.get(3),
             })
-            .collect();
-        if let Some(last) = page.last() {
-            self.after = Some(last.id.clone());
-        }
-        if page.len() < usize::try_from(self.page_size).unwrap_or(usize::MAX) {
-            self.done = true;
-        }
-        Ok(page)
+            .collect())
     }
 }
 
@@ -134,60 +112,126 @@ pub fn parse_legacy(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
-/// What a chunk's profiles are planned against.
-#[derive(Debug, Default)]
-pub struct ChunkContext {
-    /// The users' current `profile_links` rows, by user id.
-    pub existing: HashMap<String, Vec<ExistingLink>>,
-    /// Comparison keys relink created before, or found the user already had,
-    /// by profile id; every profile with a ledger row has an entry, possibly
-    /// empty. None of them is created (again).
-    pub migrated: HashMap<String, Vec<String>>,
+/// A page of profiles handed out by [`feed`], numbered in key order.
+#[derive(Debug)]
+pub struct Chunk {
+    pub seq: u64,
+    pub profiles: Vec<SourceProfile>,
 }
 
-/// Loads the context of a chunk in two queries (never one per profile).
+/// Why [`feed`] stopped handing out chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedEnd {
+    /// The end of the table.
+    End,
+    /// `--limit` profiles handed out.
+    Limit,
+    /// The command is stopping (a signal, a failure elsewhere), or nobody
+    /// takes chunks any more.
+    Stopped,
+}
+
+/// Reads pages on pooled connections (a lost connection is retried like any
+/// unit) and sends them as chunks, at most `limit` profiles in all, until
+/// the end of the table or `stopping()`. Returns how it ended and the last
+/// profile id handed out.
+///
+/// # Errors
+/// When a page cannot be read after the retries.
+pub async fn feed(
+    mut reader: Reader,
+    pool: &Pool,
+    retry: Retry,
+    limit: Option<u64>,
+    stopping: impl Fn() -> bool,
+    chunks: mpsc::Sender<Chunk>,
+) -> Result<(FeedEnd, Option<String>)> {
+    let mut remaining = limit.unwrap_or(u64::MAX);
+    let mut seq = 0u64;
+    let mut last = None;
+    loop {
+        if stopping() {
+            return Ok((FeedEnd::Stopped, last));
+        }
+        if remaining == 0 {
+            return Ok((FeedEnd::Limit, last));
+        }
+        let read = retry
+            .run("reading profiles", &stopping, |_| {
+                // A failed read leaves the pager where it was: the retry
+                // reads the same page again.
+                let mut attempt = reader.clone();
+                async move {
+                    let client = db::checkout(pool).await?;
+                    let page = attempt.next_page(&**client).await?;
+                    Ok((attempt, page))
+                }
+            })
+            .await?;
+        let Attempted::Done((advanced, mut page)) = read else {
+            return Ok((FeedEnd::Stopped, last));
+        };
+        reader = advanced;
+        if page.is_empty() {
+            return Ok((FeedEnd::End, last));
+        }
+        page.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
+        remaining -= page.len() as u64;
+        last = page.last().map(|p| p.id.clone());
+        if chunks
+            .send(Chunk {
+                seq,
+                profiles: page,
+            })
+            .await
+            .is_err()
+        {
+            return Ok((FeedEnd::Stopped, last));
+        }
+        seq += 1;
+    }
+}
+
+/// Profiles with a legacy value in the keyset range (after, upto].
 ///
 /// # Errors
 /// On a database error.
-pub async fn load_context(
+pub async fn count_with_legacy(
     client: &impl GenericClient,
     names: &Names,
-    with_ledger: bool,
-    profiles: &[SourceProfile],
-) -> Result<ChunkContext> {
-    let users: Vec<&str> = profiles.iter().map(|p| p.user_id.as_str()).collect();
-    let mut ctx = ChunkContext::default();
-    let rows = client
-        .query(
-            &names.sql("SELECT \"userId\", url, position FROM {app}.profile_links WHERE \"userId\" = ANY($1)"),
-            &[&users],
+    after: Option<&str>,
+    upto: Option<&str>,
+) -> Result<u64> {
+    let n: i64 = client
+        .query_one(
+            &names.sql(
+                "SELECT count(*) FROM {app}.profiles p
+                  WHERE p.\"socialLinks\" IS NOT NULL
+                    AND ($1::text IS NULL OR p.id > $1) AND ($2::text IS NULL OR p.id <= $2)",
+            ),
+            &[&after, &upto],
         )
         .await
-        .context("cannot read the users' current profile links")?;
-    for row in rows {
-        ctx.existing
-            .entry(row.get(0))
-            .or_default()
-            .push(ExistingLink {
-                url: row.get(1),
-                position: row.get(2),
-            });
-    }
-    if with_ledger {
-        let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
-        let rows = client
-            .query(
-                &names.sql(
-                    "SELECT profile_id, link_keys || existing_keys FROM {state}.ledger WHERE profile_id = ANY($1)",
-                ),
-                &[&ids],
-            )
-            .await
-            .context("cannot read the ledger")?;
-        for row in rows {
-            let keys: Vec<String> = row.get(1);
-            ctx.migrated.entry(row.get(0)).or_default().extend(keys);
-        }
-    }
-    Ok(ctx)
+        .context("cannot count profiles with legacy links")?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Pending profiles (see [`PENDING`]) in the whole table.
+///
+/// # Errors
+/// On a database error.
+pub async fn count_pending(client: &impl GenericClient, names: &Names) -> Result<u64> {
+    let n: i64 = client
+        .query_one(
+            &names.sql(&format!(
+                "SELECT count(*) FROM {{app}}.profiles p WHERE p.\"socialLinks\" IS NOT NULL AND {}",
+                pending()
+            )),
+            &[],
+        )
+        .await
+        .context("cannot count pending profiles")?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
 }

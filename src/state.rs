@@ -1,6 +1,10 @@
-//! relink's own schema (SPEC §1): creation and versioning, run records and
-//! their checkpoint. The ledger and rejects are written by `sink` and read by
-//! `pipeline`, `purge` and `verify`.
+//! relink's own schema (SPEC §1): creation and versioning, run records, their
+//! modes and statuses (as types matching the schema's CHECKs) and the
+//! checkpoint saved with each chunk. The ledger and rejects are written by
+//! `sink` and read by `chunk`, `purge` and `verify`.
+
+use std::fmt;
+use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -8,7 +12,88 @@ use serde_json::Value;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::config::Names;
-use crate::db;
+use crate::db::{self, Owner};
+
+/// What a run record is for (`runs.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Run,
+    Purge,
+}
+
+/// Where a run record stands (`runs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    /// Stopped at `--limit`; the next run continues it.
+    Partial,
+    /// Stopped by a signal (or killed: `running` with nobody holding the lock).
+    Interrupted,
+    Failed,
+    /// Left behind by `--restart`.
+    Abandoned,
+}
+
+/// Spells the enums exactly as the schema's CHECK constraints do.
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = anyhow::Error;
+
+            fn from_str(text: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    other => bail!("unknown {} {other:?} in the state schema", stringify!($ty)),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(Mode { Run = "run", Purge = "purge" });
+text_enum!(RunStatus {
+    Running = "running",
+    Completed = "completed",
+    Partial = "partial",
+    Interrupted = "interrupted",
+    Failed = "failed",
+    Abandoned = "abandoned",
+});
+
+impl RunStatus {
+    /// Statuses of a run the next `run`/`purge` of its mode resumes.
+    pub const UNFINISHED: [Self; 4] = [
+        Self::Running,
+        Self::Interrupted,
+        Self::Failed,
+        Self::Partial,
+    ];
+
+    pub fn is_unfinished(self) -> bool {
+        Self::UNFINISHED.contains(&self)
+    }
+}
+
+fn unfinished_texts() -> Vec<&'static str> {
+    RunStatus::UNFINISHED.iter().map(|s| s.as_str()).collect()
+}
 
 /// The state schema version this release writes and understands.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -73,8 +158,8 @@ pub async fn exists(client: &impl GenericClient, names: &Names) -> Result<bool> 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: i64,
-    pub mode: String,
-    pub status: String,
+    pub mode: Mode,
+    pub status: RunStatus,
     pub checkpoint: Option<String>,
     pub counters: Value,
     pub options: Value,
@@ -91,11 +176,11 @@ const RUN_COLUMNS: &str = "id, mode, status, checkpoint, counters, options, host
     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'),
     to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), error";
 
-fn run_record(row: &tokio_postgres::Row) -> RunRecord {
-    RunRecord {
+fn run_record(row: &tokio_postgres::Row) -> Result<RunRecord> {
+    Ok(RunRecord {
         id: row.get(0),
-        mode: row.get(1),
-        status: row.get(2),
+        mode: row.get::<_, String>(1).parse()?,
+        status: row.get::<_, String>(2).parse()?,
         checkpoint: row.get(3),
         counters: row.get(4),
         options: row.get(5),
@@ -105,7 +190,7 @@ fn run_record(row: &tokio_postgres::Row) -> RunRecord {
         updated_at: row.get(9),
         finished_at: row.get(10),
         error: row.get(11),
-    }
+    })
 }
 
 /// Runs, latest first.
@@ -124,7 +209,7 @@ pub async fn list_runs(
         .query(&sql, &[&limit])
         .await
         .context("cannot list runs")?;
-    Ok(rows.iter().map(run_record).collect())
+    rows.iter().map(run_record).collect()
 }
 
 /// One run by id.
@@ -143,7 +228,7 @@ pub async fn load_run(
         .query_opt(&sql, &[&id])
         .await
         .with_context(|| format!("cannot load run {id}"))?;
-    Ok(row.as_ref().map(run_record))
+    row.as_ref().map(run_record).transpose()
 }
 
 /// The latest unfinished run of `mode` (running with no live process, i.e.
@@ -151,72 +236,38 @@ pub async fn load_run(
 ///
 /// # Errors
 /// On a database error.
-pub async fn resumable(client: &Client, names: &Names, mode: &str) -> Result<Option<RunRecord>> {
+pub async fn resumable(client: &Client, names: &Names, mode: Mode) -> Result<Option<RunRecord>> {
     let sql = names.sql(&format!(
         "SELECT {RUN_COLUMNS} FROM {{state}}.runs
-          WHERE mode = $1 AND status IN ('running', 'interrupted', 'failed', 'partial')
+          WHERE mode = $1 AND status = ANY($2)
           ORDER BY id DESC LIMIT 1"
     ));
     let row = client
-        .query_opt(&sql, &[&mode])
+        .query_opt(&sql, &[&mode.as_str(), &unfinished_texts()])
         .await
         .context("cannot look for an unfinished run")?;
-    Ok(row.as_ref().map(run_record))
-}
-
-/// The run a live process is working on, if any (for naming a lock holder).
-///
-/// # Errors
-/// On a database error.
-pub async fn running_run(client: &Client, names: &Names) -> Result<Option<(i64, String)>> {
-    if !exists(client, names).await? {
-        return Ok(None);
-    }
-    let row = client
-        .query_opt(
-            &names.sql("SELECT id, mode FROM {state}.runs WHERE status = 'running' ORDER BY id DESC LIMIT 1"),
-            &[],
-        )
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    row.as_ref().map(run_record).transpose()
 }
 
 /// Marks unfinished runs of `mode` abandoned (`--restart`).
 ///
 /// # Errors
 /// On a database error.
-pub async fn abandon_unfinished(client: &Client, names: &Names, mode: &str) -> Result<u64> {
+pub async fn abandon_unfinished(client: &Client, names: &Names, mode: Mode) -> Result<u64> {
     client
         .execute(
             &names.sql(
-                "UPDATE {state}.runs SET status = 'abandoned', finished_at = now(), updated_at = now()
-                  WHERE mode = $1 AND status IN ('running', 'interrupted', 'failed', 'partial')",
+                "UPDATE {state}.runs SET status = $2, finished_at = now(), updated_at = now()
+                  WHERE mode = $1 AND status = ANY($3)",
             ),
-            &[&mode],
+            &[
+                &mode.as_str(),
+                &RunStatus::Abandoned.as_str(),
+                &unfinished_texts(),
+            ],
         )
         .await
         .context("cannot mark unfinished runs abandoned")
-}
-
-/// Who runs this process, recorded on the run.
-#[derive(Debug, Clone)]
-pub struct Owner {
-    pub host: String,
-    pub pid: i32,
-}
-
-impl Owner {
-    pub fn current() -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "unknown-host".to_owned());
-        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        Self { host, pid }
-    }
 }
 
 /// Starts a new run record.
@@ -226,7 +277,7 @@ impl Owner {
 pub async fn start_run(
     client: &Client,
     names: &Names,
-    mode: &str,
+    mode: Mode,
     options: &Value,
     owner: &Owner,
 ) -> Result<i64> {
@@ -234,9 +285,15 @@ pub async fn start_run(
         .query_one(
             &names.sql(
                 "INSERT INTO {state}.runs (mode, status, options, host, pid)
-                 VALUES ($1, 'running', $2, $3, $4) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
             ),
-            &[&mode, options, &owner.host, &owner.pid],
+            &[
+                &mode.as_str(),
+                &RunStatus::Running.as_str(),
+                options,
+                &owner.host,
+                &owner.pid,
+            ],
         )
         .await
         .context("cannot record the new run")?;
@@ -251,11 +308,11 @@ pub async fn resume_run(client: &Client, names: &Names, id: i64, owner: &Owner) 
     client
         .execute(
             &names.sql(
-                "UPDATE {state}.runs SET status = 'running', host = $2, pid = $3, updated_at = now(),
+                "UPDATE {state}.runs SET status = $4, host = $2, pid = $3, updated_at = now(),
                         finished_at = NULL, error = NULL
                   WHERE id = $1",
             ),
-            &[&id, &owner.host, &owner.pid],
+            &[&id, &owner.host, &owner.pid, &RunStatus::Running.as_str()],
         )
         .await
         .with_context(|| format!("cannot resume run {id}"))?;
@@ -270,7 +327,7 @@ pub async fn finish_run(
     client: &Client,
     names: &Names,
     id: i64,
-    status: &str,
+    status: RunStatus,
     error: Option<&str>,
 ) -> Result<()> {
     client
@@ -279,7 +336,7 @@ pub async fn finish_run(
                 "UPDATE {state}.runs SET status = $2, error = $3, updated_at = now(), finished_at = now()
                   WHERE id = $1",
             ),
-            &[&id, &status, &error],
+            &[&id, &status.as_str(), &error],
         )
         .await
         .with_context(|| format!("cannot record the end of run {id}"))?;
@@ -318,4 +375,35 @@ pub async fn record_chunk(
     .await
     .context("cannot save the checkpoint")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values a CHECK constraint of the schema allows for `column`.
+    fn check_values(column: &str) -> Vec<String> {
+        let sql = include_str!("../sql/state/schema.sql");
+        let pattern = format!("CHECK ({column} IN (");
+        let start = sql.find(&pattern).expect("a CHECK for the column") + pattern.len();
+        let list = &sql[start..start + sql[start..].find(')').expect("closing parenthesis")];
+        list.split(',')
+            .map(|v| v.trim().trim_matches('\'').to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn enums_match_the_schema_checks() {
+        let modes: Vec<_> = Mode::ALL.iter().map(|m| m.as_str().to_owned()).collect();
+        assert_eq!(modes, check_values("mode"));
+        let statuses: Vec<_> = RunStatus::ALL
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        assert_eq!(statuses, check_values("status"));
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>().ok(), Some(*status));
+        }
+        assert!("paused".parse::<RunStatus>().is_err());
+    }
 }

@@ -4,21 +4,15 @@
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::cli::GenerateArgs;
-use crate::config::Common;
-use crate::db::{self, Session};
-use crate::{preflight, Outcome};
+use crate::config::{Common, GenerateConfig};
+use crate::db::{self, preflight, Session};
+use crate::exit::Outcome;
 
 const GENERATE_SQL: &str = include_str!("../../sql/generate.sql");
 
 /// # Errors
-/// On a bad argument, a non-empty database or a database error.
-pub async fn generate(common: &Common, args: &GenerateArgs) -> Result<Outcome> {
-    if !(-1.0..=1.0).contains(&args.seed) {
-        bail!(crate::config::UsageError(anyhow::anyhow!(
-            "--seed must be between -1 and 1"
-        )));
-    }
+/// On a non-empty database or a database error.
+pub async fn generate(common: &Common, args: &GenerateConfig) -> Result<Outcome> {
     let session = Session::new("generate", None, false);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, &common.names).await?;

@@ -1,6 +1,7 @@
-//! The subcommands: each wires the edges (`source`, `sink`, `state`, `lock`)
-//! around the planning core.
+//! The subcommands: each wires the edges (`source`, `chunk`, `sink`,
+//! `removal`, `state`, `db`) around the planning core; none imports another.
 
+pub mod dry_run;
 pub mod generate;
 pub mod purge;
 pub mod run;

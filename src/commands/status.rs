@@ -9,19 +9,19 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{OutputFormat, StatusArgs};
-use crate::commands::run::count_with_legacy;
-use crate::config::Common;
-use crate::db::{self, Session};
+use crate::cli::OutputFormat;
+use crate::config::{Common, StatusConfig};
+use crate::db::{self, lock, preflight, Session};
+use crate::exit::Outcome;
 use crate::plan::Counters;
-use crate::state::{self, RunRecord};
-use crate::{lock, preflight, Outcome};
+use crate::source::count_with_legacy;
+use crate::state::{self, Mode, RunRecord, RunStatus};
 
 #[derive(Debug, Serialize)]
 struct Unfinished {
     run_id: i64,
-    mode: String,
-    status: String,
+    mode: Mode,
+    status: RunStatus,
     checkpoint: Option<String>,
     profiles_done: u64,
     /// Profiles with legacy links up to the checkpoint, of all of them.
@@ -48,7 +48,7 @@ struct Status {
 
 /// # Errors
 /// On a database error.
-pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
+pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
     let names = &common.names;
     let session = Session::new("status", None, true);
     let client = db::connect(&common.database, &session).await?;
@@ -67,20 +67,15 @@ pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
         // A run recorded as running while nobody holds the lock was killed.
         if status.lock_holder.is_none() {
             for run in &mut status.runs {
-                if run.status == "running" {
-                    run.status = "interrupted".to_owned();
+                if run.status == RunStatus::Running {
+                    run.status = RunStatus::Interrupted;
                     run.error.get_or_insert_with(|| {
                         "process gone (killed?); the next run resumes it".to_owned()
                     });
                 }
             }
         }
-        if let Some(run) = status.runs.iter().find(|r| {
-            matches!(
-                r.status.as_str(),
-                "running" | "interrupted" | "failed" | "partial"
-            )
-        }) {
+        if let Some(run) = status.runs.iter().find(|r| r.status.is_unfinished()) {
             let total = count_with_legacy(&client, names, None, None).await?;
             let position = match &run.checkpoint {
                 Some(c) => count_with_legacy(&client, names, None, Some(c)).await?,
@@ -88,8 +83,8 @@ pub async fn status(common: &Common, args: &StatusArgs) -> Result<Outcome> {
             };
             status.unfinished = Some(Unfinished {
                 run_id: run.id,
-                mode: run.mode.clone(),
-                status: run.status.clone(),
+                mode: run.mode,
+                status: run.status,
                 checkpoint: run.checkpoint.clone(),
                 profiles_done: Counters::from_flat(&run.counters).profiles_planned,
                 position,
@@ -189,7 +184,7 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         if let Some(err) = &r.error {
             writeln!(out, "        {err}")?;
         }
-        if r.mode == "purge" {
+        if r.mode == Mode::Purge {
             let removed = r.counters.get("links_deleted").cloned().unwrap_or(json!(0));
             writeln!(out, "        links deleted: {removed}")?;
         }

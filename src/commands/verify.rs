@@ -9,16 +9,15 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::cli::{OutputFormat, VerifyArgs};
-use crate::commands::run::count_with_legacy;
-use crate::config::{Common, Names};
-use crate::db::{self, Session};
-use crate::pipeline;
+use crate::chunk;
+use crate::cli::OutputFormat;
+use crate::config::{Common, Names, VerifyConfig};
+use crate::db::{self, preflight, Keyset, Pager, Session};
+use crate::exit::Outcome;
 use crate::plan::classify::stored_url_key;
 use crate::shutdown::Shutdown;
 use crate::source::{self, Filter, Reader};
 use crate::state;
-use crate::{preflight, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,13 +43,13 @@ const EXAMPLES: usize = 5;
 
 /// # Errors
 /// On a database error.
-pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> Result<Outcome> {
+pub async fn verify(common: &Common, args: &VerifyConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
     let session = Session::new("verify", None, true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let with_ledger = state::exists(&client, names).await?;
-    let page = args.page_size.clamp(1, 100_000);
+    let page = args.page_size;
     let mut checks = Vec::new();
 
     let total: i64 = client
@@ -60,22 +59,11 @@ pub async fn verify(common: &Common, args: &VerifyArgs, shutdown: Shutdown) -> R
         .get(0);
     checks.push(info("links total", to_u64(total), ""));
 
-    let with_legacy = count_with_legacy(&client, names, None, None).await?;
+    let with_legacy = source::count_with_legacy(&client, names, None, None).await?;
     checks.push(info("profiles with legacy links", with_legacy, ""));
 
     let pending = if with_ledger {
-        let n: i64 = client
-            .query_one(
-                &names.sql(&format!(
-                    "SELECT count(*) FROM {{app}}.profiles p WHERE p.\"socialLinks\" IS NOT NULL AND {}",
-                    source::pending()
-                )),
-                &[],
-            )
-            .await
-            .context("cannot count pending profiles")?
-            .get(0);
-        to_u64(n)
+        source::count_pending(&client, names).await?
     } else {
         with_legacy
     };
@@ -251,27 +239,28 @@ async fn duplicate_keys(
     page: usize,
     shutdown: &Shutdown,
 ) -> Result<Option<(u64, Vec<String>)>> {
-    // Two texts so the keyset bound is an index condition in the generic plan.
-    let page_sql = |keyset: &str| {
-        names.sql(&format!(
-            "SELECT \"userId\", array_agg(url) FROM {{app}}.profile_links
-              WHERE {keyset}
-              GROUP BY \"userId\" ORDER BY \"userId\" LIMIT $2"
-        ))
-    };
-    let (first, next) = (page_sql("$1::text IS NULL"), page_sql("\"userId\" > $1"));
-    let limit = i64::try_from(page).unwrap_or(i64::MAX);
-    let mut after: Option<String> = None;
+    let mut pages = Pager::new(
+        "profile links",
+        |keyset: Keyset| {
+            names.sql(&format!(
+                "SELECT \"userId\", array_agg(url) FROM {{app}}.profile_links
+                  WHERE {}
+                  GROUP BY \"userId\" ORDER BY \"userId\" LIMIT $2",
+                keyset.condition("\"userId\"")
+            ))
+        },
+        None,
+        page,
+    );
     let (mut count, mut examples) = (0u64, Vec::new());
     loop {
         if shutdown.requested() {
             return Ok(None);
         }
-        let sql = if after.is_some() { &next } else { &first };
-        let rows = client
-            .query(sql.as_str(), &[&after, &limit])
-            .await
-            .context("cannot read profile links")?;
+        let rows = pages.next(client, &[]).await?;
+        if rows.is_empty() {
+            return Ok(Some((count, examples)));
+        }
         for row in &rows {
             let user: String = row.get(0);
             let urls: Vec<String> = row.get(1);
@@ -285,10 +274,6 @@ async fn duplicate_keys(
                     }
                 }
             }
-        }
-        match rows.last() {
-            Some(last) if rows.len() == page => after = Some(last.get(0)),
-            _ => return Ok(Some((count, examples))),
         }
     }
 }
@@ -316,7 +301,7 @@ async fn unaccounted(
         if profiles.is_empty() {
             return Ok(Some((count, examples)));
         }
-        for planned in pipeline::plan_chunk(client, names, true, &profiles).await? {
+        for planned in chunk::plan_chunk(client, names, true, &profiles).await? {
             for link in &planned.plan.links {
                 count += 1;
                 if examples.len() < EXAMPLES {

@@ -580,10 +580,20 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
     let clean = TestDb::clone_of(&mut db, "f_sigint2_clean").await;
     assert_success(&clean.run(&["run"]));
 
-    let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "200ms"]);
+    let mut child = db.spawn(&["run", "--chunk-size", "100", "--lock-timeout", "30s"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;
+    // Hold the next chunks inside their transactions: the ledger is locked,
+    // so the first signal cannot finish quickly and the second one must
+    // abort a chunk in flight.
+    let locker = connect(&db.url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE relink.ledger IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock the ledger");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     send_signal(child.pid, "INT");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!child.finished(), "stopped before the second signal");
     send_signal(child.pid, "INT");
     let aborted = Instant::now();
     let out = child.wait(Duration::from_secs(15)).await;
@@ -597,6 +607,7 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
     assert!(stderr(&out).contains("second signal"), "{}", stderr(&out));
     // Aborted, not finished: no summary.
     assert!(!stdout(&out).contains("Summary"), "{}", stdout(&out));
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
 
     let out = db.run(&["run"]);
     assert_success(&out);

@@ -1,5 +1,5 @@
-//! Target-schema preflight (SPEC §1): before any work, check that the
-//! application's tables and columns exist, and name what is missing.
+//! Preflight (SPEC §1): before any work, check that the application's tables
+//! and columns exist, naming what is missing, and that a live run may write.
 
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::Client;
@@ -82,6 +82,32 @@ pub async fn check(client: &Client, names: &Names) -> Result<()> {
             "the application's schema in {:?} is not what relink needs: {}: apply the application's schema migrations first (or pass --schema)",
             names.app_raw,
             problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Fails early and clearly when the role cannot write the application's
+/// table (e.g. a read-only role), before any chunk is attempted.
+///
+/// # Errors
+/// Says which privilege is missing, or that the session is read-only.
+pub async fn check_write_permission(client: &Client, names: &Names) -> Result<()> {
+    let table = format!("{}.profile_links", names.app);
+    let ok: bool = client
+        .query_one("SELECT has_table_privilege($1, 'INSERT')", &[&table])
+        .await
+        .context("cannot check privileges on profile_links")?
+        .get(0);
+    let read_only: String = client
+        .query_one("SELECT current_setting('transaction_read_only')", &[])
+        .await?
+        .get(0);
+    if !ok || read_only == "on" {
+        bail!(
+            "permission denied: this role cannot INSERT into {}.profile_links{}; a live run needs INSERT there (a dry run needs only SELECT)",
+            names.app_raw,
+            if read_only == "on" { " (the session is read-only)" } else { "" }
         );
     }
     Ok(())

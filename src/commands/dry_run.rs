@@ -1,0 +1,125 @@
+//! `relink run --dry-run` (SPEC §7): the live run's feed and planner,
+//! printing instead of writing, on read-only sessions that never take the
+//! lock or create the state schema. The feed reads the next page while one
+//! is planned.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context as _, Result};
+use tokio::sync::mpsc;
+
+use crate::chunk;
+use crate::cli::OutputFormat;
+use crate::config::{Common, RunConfig};
+use crate::db::{self, preflight, Retry, Session};
+use crate::exit::Outcome;
+use crate::plan::Counters;
+use crate::progress::Progress;
+use crate::report::{self, Summary};
+use crate::shutdown::Shutdown;
+use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
+use crate::state::{self, Mode, RunStatus};
+
+/// Runs `relink run --dry-run`.
+///
+/// # Errors
+/// On a database error, or when stdout or the report cannot be written.
+pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let names = &common.names;
+    let session = Session::new("dry-run", Some(cfg.timeouts), true);
+    let client = db::connect(&common.database, &session).await?;
+    preflight::check(&client, names).await?;
+    let with_ledger = state::exists(&client, names).await?;
+    // Plan what the next live run would do: it resumes an unfinished run
+    // after its checkpoint (unless --restart), so the dry run does too.
+    let mut start_after = None;
+    if with_ledger && !cfg.restart {
+        if let Some(run) = state::resumable(&client, names, Mode::Run).await? {
+            if let Some(checkpoint) = run.checkpoint {
+                tracing::info!(
+                    "the next run would resume run {} after profile {checkpoint}; planning from there",
+                    run.id
+                );
+                start_after = Some(checkpoint);
+            }
+        }
+    }
+    let pool = db::pool(&common.database, &session, 1)?;
+    let started = Instant::now();
+    let total = source::count_with_legacy(&client, names, start_after.as_deref(), None).await?;
+    let progress = Progress::new("dry run", total, !common.quiet);
+
+    let (sender, mut chunks) = mpsc::channel::<Chunk>(2);
+    let filter = if with_ledger {
+        Filter::Pending
+    } else {
+        Filter::All
+    };
+    let reader = Reader::new(names, filter, start_after.clone(), cfg.chunk_size);
+    let feed = {
+        let (shutdown, limit) = (shutdown.clone(), cfg.limit);
+        let retry = Retry::new(cfg.timeouts.attempts);
+        tokio::spawn(async move {
+            source::feed(reader, &pool, retry, limit, || shutdown.requested(), sender).await
+        })
+    };
+
+    let mut report = report::open_report(cfg.report.as_deref())?;
+    let stdout = std::io::stdout();
+    let mut counters = Counters::default();
+    // `--report -` owns stdout: no runbook lines there, and the summary goes to stderr.
+    let report_on_stdout = cfg.report.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let print_profiles = cfg.format == OutputFormat::Text && !common.quiet && !report_on_stdout;
+    while let Some(chunk) = chunks.recv().await {
+        if shutdown.requested() {
+            break;
+        }
+        let planned = chunk::plan_chunk(&client, names, with_ledger, &chunk.profiles).await?;
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        for p in &planned {
+            if print_profiles {
+                report::print_dry_profile(p, &mut out)?;
+            }
+            if let Some(report) = report.as_mut() {
+                serde_json::to_writer(&mut *report, &report::report_line(p))?;
+                writeln!(report)?;
+            }
+        }
+        out.flush()?;
+        let figures = chunk::counters(&planned);
+        progress.advance(chunk.profiles.len() as u64, figures.links_created);
+        counters.merge(&figures);
+    }
+    drop(chunks);
+    progress.finish();
+    if let Some(mut report) = report {
+        report.flush().context("cannot write the report")?;
+    }
+    let (end, last) = feed
+        .await
+        .map_err(|e| anyhow!("the reader task failed: {e}"))??;
+    let interrupted = shutdown.requested();
+    let reached_end = end == FeedEnd::End;
+    let upto = if reached_end { None } else { last };
+    let scanned =
+        source::count_with_legacy(&client, names, start_after.as_deref(), upto.as_deref()).await?;
+    let status = if interrupted {
+        RunStatus::Interrupted
+    } else if reached_end {
+        RunStatus::Completed
+    } else {
+        RunStatus::Partial
+    };
+    let summary = Summary::new("dry-run", None, status, scanned, counters, started);
+    if report_on_stdout {
+        summary.print(cfg.format == OutputFormat::Json, &mut std::io::stderr())?;
+    } else {
+        summary.print_to_stdout(cfg.format, true)?;
+    }
+    Ok(if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Done
+    })
+}

@@ -1,0 +1,15 @@
+//! The database edge's mechanics, shared by every command: sessions and the
+//! pool (`session`), the one retry driver (`retry`), the one keyset pager
+//! (`pager`), the advisory lock and its keeper (`lock`), and the checks
+//! made before any work (`preflight`).
+
+pub mod lock;
+pub mod pager;
+pub mod preflight;
+pub mod retry;
+pub mod session;
+
+pub use lock::{LockGuard, LockHeld};
+pub use pager::{Keyset, Pager};
+pub use retry::{is_permission_denied, is_retryable, Attempted, Retry};
+pub use session::{checkout, connect, pool, Owner, Session};

@@ -1,0 +1,154 @@
+//! The "before each chunk" seam (SPEC §6 "Gentle on production", §13): every
+//! reason to hold the next chunk back is checked here, by every writer of
+//! `run` and by `purge`, before a chunk's transaction begins, so a waiting
+//! process holds no transaction and no row lock. Each wait is counted by
+//! its cause for the summary.
+//!
+//! Today: `--max-rate` (links per second over the whole run) and `--pause`
+//! (a fixed rest between a writer's chunks).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+// tokio's clock: the same as std's, and pausable in tests.
+use tokio::time::Instant;
+
+use crate::shutdown::Shutdown;
+
+/// Why a chunk waited (the keys of `throttled_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    MaxRate,
+    Pause,
+}
+
+/// What throttles a command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// `--max-rate`: links created per second, over the whole run.
+    pub max_rate: Option<u64>,
+    /// `--pause`: rest between two chunks of one writer.
+    pub pause: Option<Duration>,
+}
+
+/// The seam, shared by all writers of one command.
+pub struct Throttle {
+    limits: Limits,
+    started: Instant,
+    /// Links committed so far (for `--max-rate`).
+    links: AtomicU64,
+    waited: Mutex<BTreeMap<Cause, Duration>>,
+    shutdown: Shutdown,
+}
+
+impl Throttle {
+    pub fn new(limits: Limits, shutdown: Shutdown) -> Self {
+        Self {
+            limits,
+            started: Instant::now(),
+            links: AtomicU64::new(0),
+            waited: Mutex::new(BTreeMap::new()),
+            shutdown,
+        }
+    }
+
+    /// A chunk committed `links` links.
+    pub fn committed(&self, links: u64) {
+        self.links.fetch_add(links, Ordering::SeqCst);
+    }
+
+    /// Waits until the next chunk may begin. `after_chunk`: this writer
+    /// has just committed one (so `--pause` applies). Returns false when a
+    /// signal cut the wait short: the caller stops instead of beginning.
+    pub async fn before_chunk(&self, after_chunk: bool) -> bool {
+        if let Some(rate) = self.limits.max_rate {
+            let links = self.links.load(Ordering::SeqCst);
+            let due = Duration::from_secs_f64(links as f64 / rate as f64);
+            let elapsed = self.started.elapsed();
+            if due > elapsed && !self.wait(Cause::MaxRate, due - elapsed).await {
+                return false;
+            }
+        }
+        if let Some(pause) = self.limits.pause.filter(|_| after_chunk) {
+            if !self.wait(Cause::Pause, pause).await {
+                return false;
+            }
+        }
+        !self.shutdown.requested()
+    }
+
+    async fn wait(&self, cause: Cause, duration: Duration) -> bool {
+        let started = Instant::now();
+        let slept = self.shutdown.sleep(duration).await;
+        if let Ok(mut waited) = self.waited.lock() {
+            *waited.entry(cause).or_default() += started.elapsed();
+        }
+        slept
+    }
+
+    /// Seconds spent waiting, by cause.
+    pub fn throttled_seconds(&self) -> BTreeMap<Cause, f64> {
+        self.waited
+            .lock()
+            .map(|w| w.iter().map(|(c, d)| (*c, d.as_secs_f64())).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn max_rate_waits_until_the_links_are_due() {
+        let throttle = Throttle::new(
+            Limits {
+                max_rate: Some(100),
+                pause: None,
+            },
+            Shutdown::never(),
+        );
+        throttle.committed(300);
+        let before = Instant::now();
+        assert!(throttle.before_chunk(true).await);
+        // 300 links at 100/s are due after 3 s.
+        let waited = before.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2990) && waited <= Duration::from_millis(3010),
+            "{waited:?}"
+        );
+        let seconds = throttle.throttled_seconds()[&Cause::MaxRate];
+        assert!((seconds - 3.0).abs() < 0.02, "{seconds}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_applies_between_chunks_only() {
+        let throttle = Throttle::new(
+            Limits {
+                max_rate: None,
+                pause: Some(Duration::from_millis(250)),
+            },
+            Shutdown::never(),
+        );
+        let before = Instant::now();
+        assert!(throttle.before_chunk(false).await);
+        assert_eq!(before.elapsed(), Duration::ZERO);
+        assert!(throttle.before_chunk(true).await);
+        assert!(throttle.before_chunk(true).await);
+        assert_eq!(before.elapsed(), Duration::from_millis(500));
+        let seconds = throttle.throttled_seconds()[&Cause::Pause];
+        assert!((seconds - 0.5).abs() < 0.01, "{seconds}");
+    }
+
+    #[tokio::test]
+    async fn no_limits_no_wait() {
+        let throttle = Throttle::new(Limits::default(), Shutdown::never());
+        throttle.committed(1_000_000);
+        assert!(throttle.before_chunk(true).await);
+        assert!(throttle.throttled_seconds().is_empty());
+    }
+}
