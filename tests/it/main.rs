@@ -6,6 +6,7 @@ mod corpus;
 mod dry_run;
 mod faults;
 mod harness;
+mod lock;
 mod props;
 mod purge;
 mod run;

@@ -1,0 +1,105 @@
+//! The advisory lock across dropped connections, and waits that a signal
+//! cuts short: one `run` or `purge` at a time, whatever happens to its
+//! sessions (SPEC §6 "One at a time").
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{assert_code, assert_no_panic, assert_success, stderr, TestDb};
+
+/// `pg_locks.classid` of relink's main advisory lock ("RLNK").
+const MAIN_LOCK_CLASS: i64 = 0x524C_4E4B;
+
+/// Terminates the backend holding relink's main lock key; whether there was one.
+async fn terminate_main_lock_holder(db: &TestDb) -> bool {
+    db.count(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+          WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {MAIN_LOCK_CLASS}
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) t"
+    ))
+    .await
+        > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_keeps_its_lock_when_its_connection_drops_and_no_run_slips_in() {
+    let db = TestDb::new("l_purge_keeps").await;
+    db.generate(4000);
+    let users_rows = db.count("SELECT count(*) FROM profile_links").await;
+    assert_success(&db.run(&["run"]));
+    let created = db.count("SELECT count(*) FROM profile_links").await;
+    assert!(created > users_rows + 4000, "{created}");
+
+    let purge = db.spawn(&["purge", "--yes", "--chunk-size", "10"]);
+    let started = Instant::now();
+    while db.count("SELECT count(*) FROM profile_links").await == created {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "purge never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        terminate_main_lock_holder(&db).await,
+        "no backend held the main lock"
+    );
+    // Right behind the drop, and for a while after: a `run` must never get in.
+    for _ in 0..5 {
+        let out = db.run(&["run"]);
+        assert_code(&out, 4);
+        assert!(stderr(&out).contains("holds the lock"), "{}", stderr(&out));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = purge.wait(Duration::from_secs(120)).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    assert!(
+        stderr(&out).contains("lock taken again"),
+        "{}",
+        stderr(&out)
+    );
+    // Everything relink created is gone, and nothing was created meanwhile.
+    assert_eq!(
+        db.count("SELECT count(*) FROM profile_links").await,
+        users_rows
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM relink.runs WHERE mode = 'run'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM relink.runs WHERE mode = 'purge' AND status = 'completed'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_cuts_a_pause_short() {
+    let db = TestDb::new("l_pause_signal").await;
+    db.generate(2000);
+    let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "60s"]);
+    let started = Instant::now();
+    while db.count("SELECT count(*) FROM profile_links").await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no chunk committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    crate::harness::send_signal(child.pid, "INT");
+    let signalled = Instant::now();
+    let out = child.wait(Duration::from_secs(30)).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        signalled.elapsed()
+    );
+    assert_code(&out, 130);
+    assert_no_panic(&out);
+    let out = db.run(&["run"]);
+    assert_success(&out);
+    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_success(&db.run(&["verify", "--strict"]));
+}
