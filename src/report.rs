@@ -15,6 +15,7 @@ use crate::config::PurgeConfig;
 use crate::plan::Counters;
 use crate::removal::PurgeCounters;
 use crate::state::RunStatus;
+use crate::throttle::Throttled;
 
 /// The end-of-run summary (SPEC §6).
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +31,8 @@ pub struct Summary {
     pub counters: Counters,
     pub elapsed_seconds: f64,
     pub links_per_second: f64,
+    /// Seconds the run waited before chunks, by cause (SPEC §13).
+    pub throttled_seconds: Throttled,
 }
 
 impl Summary {
@@ -42,9 +45,11 @@ impl Summary {
         scanned: u64,
         counters: Counters,
         started: Instant,
+        throttled_seconds: Throttled,
     ) -> Self {
         let elapsed = started.elapsed().as_secs_f64();
         Self {
+            throttled_seconds,
             mode,
             run_id,
             status,
@@ -102,6 +107,12 @@ impl Summary {
             writeln!(out, "    {reason:<26} {n:>12}")?;
         }
         writeln!(out, "  {:<28} {:>12.1} s", "elapsed", self.elapsed_seconds)?;
+        if self.run_id.is_some() {
+            for (cause, seconds) in &self.throttled_seconds {
+                let name = format!("throttled: {}", cause.as_str().replace('_', " "));
+                writeln!(out, "  {name:<28} {seconds:>12.1} s")?;
+            }
+        }
         writeln!(
             out,
             "  {:<28} {:>12.0} links/s",
@@ -179,6 +190,7 @@ pub fn print_purge_summary(
     run_id: Option<i64>,
     status: RunStatus,
     started: Instant,
+    throttled: &Throttled,
 ) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -189,7 +201,7 @@ pub fn print_purge_summary(
             &json!({"mode": if cfg.dry_run { "purge-dry-run" } else { "purge" }, "run_id": run_id, "status": status,
                     "scope_run": cfg.run, "include_edited": cfg.include_edited, "profiles": c.profiles,
                     "links_deleted": c.links_deleted, "kept_edited": c.kept_edited, "already_gone": c.already_gone,
-                    "elapsed_seconds": elapsed}),
+                    "elapsed_seconds": elapsed, "throttled_seconds": throttled}),
         )?;
         writeln!(out)?;
         return Ok(());
@@ -221,6 +233,12 @@ pub fn print_purge_summary(
         "already gone (deleted by users)", c.already_gone
     )?;
     writeln!(out, "  {:<34} {:>12.1} s", "elapsed", elapsed)?;
+    if run_id.is_some() {
+        for (cause, seconds) in throttled {
+            let name = format!("throttled: {}", cause.as_str().replace('_', " "));
+            writeln!(out, "  {name:<34} {seconds:>12.1} s")?;
+        }
+    }
     if cfg.dry_run {
         writeln!(out, "This was a DRY RUN. No changes were made.")?;
     }

@@ -18,13 +18,42 @@ use tokio::time::Instant;
 
 use crate::shutdown::Shutdown;
 
-/// Why a chunk waited (the keys of `throttled_seconds`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// Why a chunk waited: the keys of `throttled_seconds` (SPEC §13), in the
+/// order the summary lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
-    MaxRate,
+    /// A replica's lag over `--max-replica-lag`.
+    ReplicaLag,
+    /// `--throttle-query` answered true.
+    ThrottleQuery,
+    /// `relink pause` (an operator's hold) or `--pause` (a rest between
+    /// chunks): both are pauses the operator asked for.
     Pause,
+    /// `--max-rate`.
+    MaxRate,
 }
+
+impl Cause {
+    pub const ALL: [Self; 4] = [
+        Self::ReplicaLag,
+        Self::ThrottleQuery,
+        Self::Pause,
+        Self::MaxRate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReplicaLag => "replica_lag",
+            Self::ThrottleQuery => "throttle_query",
+            Self::Pause => "pause",
+            Self::MaxRate => "max_rate",
+        }
+    }
+}
+
+/// Seconds waited, by cause; every cause present (0 when it never held).
+pub type Throttled = BTreeMap<Cause, f64>;
 
 /// What throttles a command.
 #[derive(Debug, Clone, Copy, Default)]
@@ -91,11 +120,12 @@ impl Throttle {
     }
 
     /// Seconds spent waiting, by cause.
-    pub fn throttled_seconds(&self) -> BTreeMap<Cause, f64> {
-        self.waited
-            .lock()
-            .map(|w| w.iter().map(|(c, d)| (*c, d.as_secs_f64())).collect())
-            .unwrap_or_default()
+    pub fn throttled_seconds(&self) -> Throttled {
+        let waited = self.waited.lock().map(|w| w.clone()).unwrap_or_default();
+        Cause::ALL
+            .iter()
+            .map(|c| (*c, waited.get(c).map_or(0.0, Duration::as_secs_f64)))
+            .collect()
     }
 }
 
@@ -149,6 +179,7 @@ mod tests {
         let throttle = Throttle::new(Limits::default(), Shutdown::never());
         throttle.committed(1_000_000);
         assert!(throttle.before_chunk(true).await);
-        assert!(throttle.throttled_seconds().is_empty());
+        assert!(throttle.throttled_seconds().values().all(|s| *s == 0.0));
+        assert_eq!(throttle.throttled_seconds().len(), Cause::ALL.len());
     }
 }

@@ -20,6 +20,7 @@ use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
 use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
 use crate::state::{self, Mode, RunStatus};
+use crate::throttle::{Limits, Throttle};
 
 /// Runs `relink run --dry-run`.
 ///
@@ -111,7 +112,11 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     } else {
         RunStatus::Partial
     };
-    let summary = Summary::new("dry-run", None, status, scanned, counters, started);
+    // A dry run never waits: its figures are all zero, for the same shape.
+    let throttled = Throttle::new(Limits::default(), shutdown.clone()).throttled_seconds();
+    let summary = Summary::new(
+        "dry-run", None, status, scanned, counters, started, throttled,
+    );
     if report_on_stdout {
         summary.print(cfg.format == OutputFormat::Json, &mut std::io::stderr())?;
     } else {

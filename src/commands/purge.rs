@@ -157,7 +157,14 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         let control = lock.client().await?;
         state::finish_run(&control, names, id, status, message.as_deref()).await?;
     }
-    report::print_purge_summary(&totals, cfg, run_id, status, started)?;
+    report::print_purge_summary(
+        &totals,
+        cfg,
+        run_id,
+        status,
+        started,
+        &throttle.throttled_seconds(),
+    )?;
     match result {
         Err(e) => {
             Err(e.context("purge failed; rerun `relink purge` to continue (it is idempotent)"))

@@ -187,7 +187,15 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         (false, None) => 0,
     };
     drop(control);
-    let summary = Summary::new("run", Some(run_id), status, scanned, counters, started);
+    let summary = Summary::new(
+        "run",
+        Some(run_id),
+        status,
+        scanned,
+        counters,
+        started,
+        shared.throttle.throttled_seconds(),
+    );
     summary.print_to_stdout(cfg.format, false)?;
 
     if let Some(err) = error {
