@@ -96,6 +96,15 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show runs, the checkpoint of an unfinished run, the ledger and the lock holder.
     Status(StatusArgs),
+    /// Hold every run and purge (running ones and ones started later) after
+    /// their chunk in flight, until `relink resume`; returns at once.
+    ///
+    /// A held process keeps its lock and checkpoint but no transaction, and
+    /// still stops on Ctrl-C/SIGTERM (exit 130). `relink status` shows the
+    /// pause: who, when, why.
+    Pause(PauseArgs),
+    /// Lift `relink pause`: held runs and purges carry on within seconds.
+    Resume,
     /// Fill an empty database that has the app schema with generated legacy data.
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -144,6 +153,29 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
+
+    #[command(flatten)]
+    pub gates: GateArgs,
+}
+
+/// What holds `run` and `purge` before each chunk (besides `relink pause`).
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Wait before each chunk while any streaming replica lags more than
+    /// this (read on the primary from pg_stat_replication, which needs
+    /// pg_monitor, and on each --replica); `off` to not watch replicas.
+    #[arg(long, default_value = "10s", value_name = "DURATION|off")]
+    pub max_replica_lag: String,
+
+    /// A replica to watch directly, on its own connection (repeatable):
+    /// e.g. a replica the primary does not list, such as a cascading one.
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
+
+    /// SQL run before each chunk on its own read-only session: while its
+    /// first column is true, wait (e.g. `SELECT hold FROM ops.flags`).
+    #[arg(long, value_name = "SQL")]
+    pub throttle_query: Option<String>,
 }
 
 /// How gently `run` and `purge` treat a busy production database.
@@ -192,6 +224,16 @@ pub struct PurgeArgs {
 
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
+
+    #[command(flatten)]
+    pub gates: GateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why, for whoever looks at `relink status`.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

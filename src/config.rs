@@ -11,8 +11,10 @@ use anyhow::{bail, Context as _, Result};
 use tokio_postgres::config::Host;
 
 use crate::cli::{
-    GenerateArgs, GlobalArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
+    GateArgs, GenerateArgs, GlobalArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs, TimeoutArgs,
+    VerifyArgs,
 };
+use crate::throttle::Watched;
 
 /// Where to connect. `Display` is redacted: user, host, port and database
 /// only, so it is safe in logs and error messages.
@@ -112,6 +114,7 @@ pub struct Common {
     pub database: Database,
     pub names: Names,
     pub quiet: bool,
+    pub connect_timeout: Duration,
 }
 
 impl Common {
@@ -121,13 +124,12 @@ impl Common {
         if args.connect_timeout == 0 {
             bail!("--connect-timeout must be at least 1 second");
         }
+        let connect_timeout = Duration::from_secs(args.connect_timeout);
         Ok(Self {
-            database: Database::parse(
-                args.database_url.as_deref(),
-                Duration::from_secs(args.connect_timeout),
-            )?,
+            database: Database::parse(args.database_url.as_deref(), connect_timeout)?,
             names: Names::new(&args.schema, &args.state_schema)?,
             quiet: args.quiet,
+            connect_timeout,
         })
     }
 }
@@ -175,6 +177,7 @@ pub struct RunConfig {
     pub format: OutputFormat,
     pub writers: usize,
     pub timeouts: Timeouts,
+    pub watched: Watched,
 }
 
 /// Largest chunk accepted: bigger chunks hold locks longer for no gain.
@@ -183,7 +186,7 @@ pub const MAX_CHUNK_SIZE: usize = 50_000;
 impl RunConfig {
     /// # Errors
     /// On out-of-range sizes or unparsable durations.
-    pub fn from_args(args: &RunArgs) -> Result<Self> {
+    pub fn from_args(args: &RunArgs, common: &Common) -> Result<Self> {
         check_chunk_size(args.chunk_size)?;
         if args.limit == Some(0) {
             bail!("--limit must be at least 1");
@@ -210,6 +213,7 @@ impl RunConfig {
             format: args.format,
             writers: args.writers,
             timeouts: Timeouts::from_args(&args.timeouts)?,
+            watched: watched(&args.gates, common)?,
         })
     }
 }
@@ -224,12 +228,13 @@ pub struct PurgeConfig {
     pub chunk_size: usize,
     pub format: OutputFormat,
     pub timeouts: Timeouts,
+    pub watched: Watched,
 }
 
 impl PurgeConfig {
     /// # Errors
     /// On out-of-range sizes or unparsable durations.
-    pub fn from_args(args: &PurgeArgs) -> Result<Self> {
+    pub fn from_args(args: &PurgeArgs, common: &Common) -> Result<Self> {
         check_chunk_size(args.chunk_size)?;
         if args.run.is_some_and(|id| id < 1) {
             bail!("--run takes a run id (a positive number, see `relink status`)");
@@ -242,8 +247,43 @@ impl PurgeConfig {
             chunk_size: args.chunk_size,
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
+            watched: watched(&args.gates, common)?,
         })
     }
+}
+
+/// The database gates of `run` and `purge` (SPEC §13).
+fn watched(args: &GateArgs, common: &Common) -> Result<Watched> {
+    let max_replica_lag = match args.max_replica_lag.trim() {
+        "off" => None,
+        text => {
+            let lag = parse_duration(text).context("invalid --max-replica-lag")?;
+            if lag.is_zero() {
+                bail!("--max-replica-lag must be greater than zero, or `off`");
+            }
+            Some(lag)
+        }
+    };
+    if max_replica_lag.is_none() && !args.replicas.is_empty() {
+        bail!("--replica needs --max-replica-lag (it is `off`): say how much lag to allow");
+    }
+    let replicas = args
+        .replicas
+        .iter()
+        .map(|url| Database::parse(Some(url), common.connect_timeout).context("invalid --replica"))
+        .collect::<Result<_>>()?;
+    if args
+        .throttle_query
+        .as_deref()
+        .is_some_and(|q| q.trim().is_empty())
+    {
+        bail!("--throttle-query is empty");
+    }
+    Ok(Watched {
+        max_replica_lag,
+        replicas,
+        throttle_query: args.throttle_query.clone(),
+    })
 }
 
 /// Largest `verify --page-size`.

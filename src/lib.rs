@@ -46,7 +46,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
     let common = Common::from_args(&cli.global).map_err(usage)?;
     match &cli.command {
         Command::Run(args) => {
-            let cfg = RunConfig::from_args(args).map_err(usage)?;
+            let cfg = RunConfig::from_args(args, &common).map_err(usage)?;
             if cfg.dry_run {
                 commands::dry_run::dry_run(&common, &cfg, shutdown).await
             } else {
@@ -54,7 +54,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
             }
         }
         Command::Purge(args) => {
-            let cfg = PurgeConfig::from_args(args).map_err(usage)?;
+            let cfg = PurgeConfig::from_args(args, &common).map_err(usage)?;
             commands::purge::purge(&common, &cfg, shutdown).await
         }
         Command::Verify(args) => {
@@ -65,6 +65,8 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
             let cfg = StatusConfig::from_args(args).map_err(usage)?;
             commands::status::status(&common, &cfg).await
         }
+        Command::Pause(args) => commands::pause::pause(&common, args.reason.as_deref()).await,
+        Command::Resume => commands::pause::resume(&common).await,
         Command::Generate(args) => {
             let cfg = GenerateConfig::from_args(args).map_err(usage)?;
             commands::generate::generate(&common, &cfg).await

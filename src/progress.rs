@@ -72,6 +72,18 @@ impl Progress {
         }
     }
 
+    /// Shows what the work waits for (`None`: it carries on). On a
+    /// terminal the bar's message says it; off one, the throttle's log
+    /// lines already do.
+    pub fn waiting(&self, reason: Option<&str>) {
+        if let Some(bar) = &self.bar {
+            match reason {
+                Some(reason) => bar.set_message(format!("{} (waiting: {reason})", self.what)),
+                None => bar.set_message(self.what),
+            }
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

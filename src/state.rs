@@ -96,43 +96,72 @@ fn unfinished_texts() -> Vec<&'static str> {
 }
 
 /// The state schema version this release writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+/// Version 1, created idempotently.
 const SCHEMA_SQL: &str = include_str!("../sql/state/schema.sql");
+/// Numbered upgrades from version 1, applied in order, each once.
+const UPGRADES: &[(i64, &str)] = &[(2, include_str!("../sql/state/upgrade/002_control.sql"))];
+/// Key of the transaction-level advisory lock that serializes schema
+/// creation and upgrades ("RLNS"), so `pause` (which runs beside a live
+/// run) and a starting run never create or upgrade at the same time.
+const SCHEMA_LOCK: i64 = 0x524C_4E53;
 
-/// Creates or checks the state schema. Call with the advisory lock held.
+/// Creates the state schema, or upgrades it to [`SCHEMA_VERSION`], in one
+/// transaction: a failure leaves it as it was.
 ///
 /// # Errors
 /// When the role may not create it (with what to do), or it was written by
 /// a newer release.
-pub async fn ensure_schema(client: &Client, names: &Names) -> Result<()> {
-    if let Err(err) = client.batch_execute(&names.sql(SCHEMA_SQL)).await {
-        let err = anyhow::Error::new(err);
-        if db::is_permission_denied(&err) {
-            return Err(err.context(format!(
-                "permission denied creating relink's state schema {:?}: a live run needs a role that may CREATE in the database and INSERT into the application's tables (a dry run needs only SELECT)",
-                names.state_raw
-            )));
+pub async fn ensure_schema(client: &mut Client, names: &Names) -> Result<()> {
+    let result = async {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await?;
+        tx.batch_execute(&names.sql(SCHEMA_SQL)).await?;
+        let version: String = tx
+            .query_one(
+                &names.sql("SELECT value FROM {state}.meta WHERE key = 'schema_version'"),
+                &[],
+            )
+            .await?
+            .get(0);
+        let version = version.parse::<i64>().unwrap_or(i64::MAX);
+        if version > SCHEMA_VERSION {
+            return Ok(Some(version));
         }
-        return Err(err.context(format!(
-            "cannot create relink's state schema {:?}",
-            names.state_raw
-        )));
+        for (to, sql) in UPGRADES.iter().filter(|(to, _)| *to > version) {
+            tx.batch_execute(&names.sql(sql))
+                .await
+                .with_context(|| format!("cannot upgrade the state schema to version {to}"))?;
+            tx.execute(
+                &names.sql("UPDATE {state}.meta SET value = $1 WHERE key = 'schema_version'"),
+                &[&to.to_string()],
+            )
+            .await?;
+            tracing::info!(
+                "upgraded relink's state schema {:?} to version {to}",
+                names.state_raw
+            );
+        }
+        tx.commit().await?;
+        Ok::<_, anyhow::Error>(None)
     }
-    let version: String = client
-        .query_one(
-            &names.sql("SELECT value FROM {state}.meta WHERE key = 'schema_version'"),
-            &[],
-        )
-        .await
-        .context("cannot read the state schema version")?
-        .get(0);
-    if version.parse::<i64>().unwrap_or(i64::MAX) > SCHEMA_VERSION {
-        bail!(
+    .await;
+    match result {
+        Ok(None) => Ok(()),
+        Ok(Some(version)) => bail!(
             "state schema {:?} has version {version}, newer than this relink understands ({SCHEMA_VERSION}): use a newer relink",
             names.state_raw
-        );
+        ),
+        Err(err) if db::is_permission_denied(&err) => Err(err.context(format!(
+            "permission denied creating relink's state schema {:?}: a live run needs a role that may CREATE in the database and INSERT into the application's tables (a dry run needs only SELECT)",
+            names.state_raw
+        ))),
+        Err(err) => Err(err.context(format!(
+            "cannot create or upgrade relink's state schema {:?}",
+            names.state_raw
+        ))),
     }
-    Ok(())
 }
 
 /// Whether the state schema exists (dry run, verify and status only read it).
@@ -169,12 +198,20 @@ pub struct RunRecord {
     pub updated_at: String,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// What the run is waiting for right now (SPEC §13), and since when.
+    pub waiting: Option<String>,
+    pub waiting_since: Option<String>,
 }
 
+/// Columns of a [`RunRecord`] from `{state}.runs r`. The columns of later
+/// schema versions are read through `to_jsonb(r)`, so a read-only command
+/// works on a schema a live run has not upgraded yet.
 const RUN_COLUMNS: &str = "id, mode, status, checkpoint, counters, options, host, pid,
     to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'),
     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'),
-    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), error";
+    to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), error,
+    to_jsonb(r)->>'waiting',
+    to_char((to_jsonb(r)->>'waiting_since')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')";
 
 fn run_record(row: &tokio_postgres::Row) -> Result<RunRecord> {
     Ok(RunRecord {
@@ -190,6 +227,8 @@ fn run_record(row: &tokio_postgres::Row) -> Result<RunRecord> {
         updated_at: row.get(9),
         finished_at: row.get(10),
         error: row.get(11),
+        waiting: row.get(12),
+        waiting_since: row.get(13),
     })
 }
 
@@ -203,7 +242,7 @@ pub async fn list_runs(
     limit: i64,
 ) -> Result<Vec<RunRecord>> {
     let sql = names.sql(&format!(
-        "SELECT {RUN_COLUMNS} FROM {{state}}.runs ORDER BY id DESC LIMIT $1"
+        "SELECT {RUN_COLUMNS} FROM {{state}}.runs r ORDER BY id DESC LIMIT $1"
     ));
     let rows = client
         .query(&sql, &[&limit])
@@ -222,7 +261,7 @@ pub async fn load_run(
     id: i64,
 ) -> Result<Option<RunRecord>> {
     let sql = names.sql(&format!(
-        "SELECT {RUN_COLUMNS} FROM {{state}}.runs WHERE id = $1"
+        "SELECT {RUN_COLUMNS} FROM {{state}}.runs r WHERE id = $1"
     ));
     let row = client
         .query_opt(&sql, &[&id])
@@ -238,7 +277,7 @@ pub async fn load_run(
 /// On a database error.
 pub async fn resumable(client: &Client, names: &Names, mode: Mode) -> Result<Option<RunRecord>> {
     let sql = names.sql(&format!(
-        "SELECT {RUN_COLUMNS} FROM {{state}}.runs
+        "SELECT {RUN_COLUMNS} FROM {{state}}.runs r
           WHERE mode = $1 AND status = ANY($2)
           ORDER BY id DESC LIMIT 1"
     ));
@@ -333,7 +372,8 @@ pub async fn finish_run(
     client
         .execute(
             &names.sql(
-                "UPDATE {state}.runs SET status = $2, error = $3, updated_at = now(), finished_at = now()
+                "UPDATE {state}.runs SET status = $2, error = $3, updated_at = now(), finished_at = now(),
+                        waiting = NULL, waiting_since = NULL
                   WHERE id = $1",
             ),
             &[&id, &status.as_str(), &error],
@@ -374,6 +414,133 @@ pub async fn record_chunk(
     )
     .await
     .context("cannot save the checkpoint")?;
+    Ok(())
+}
+
+/// A pause in force (SPEC §13): who holds every run and purge, since when, why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pause {
+    pub id: i64,
+    pub paused_at: String,
+    pub paused_by: String,
+    pub reason: Option<String>,
+}
+
+const PAUSE_COLUMNS: &str =
+    "id, to_char(paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), paused_by, reason";
+
+fn pause_record(row: &tokio_postgres::Row) -> Pause {
+    Pause {
+        id: row.get(0),
+        paused_at: row.get(1),
+        paused_by: row.get(2),
+        reason: row.get(3),
+    }
+}
+
+/// The pause in force, if any (none before the schema has a pauses table).
+///
+/// # Errors
+/// On a database error.
+pub async fn current_pause(client: &impl GenericClient, names: &Names) -> Result<Option<Pause>> {
+    let has_table: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{}.pauses", names.state)],
+        )
+        .await
+        .context("cannot look for relink's pauses table")?
+        .get(0);
+    if !has_table {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &names.sql(&format!(
+                "SELECT {PAUSE_COLUMNS} FROM {{state}}.pauses WHERE resumed_at IS NULL"
+            )),
+            &[],
+        )
+        .await
+        .context("cannot read the pause flag")?;
+    Ok(row.as_ref().map(pause_record))
+}
+
+/// Records a pause by `who`, unless one is in force already: the pause in
+/// force, and whether it is the one just recorded.
+///
+/// # Errors
+/// On a database error.
+pub async fn pause(
+    client: &impl GenericClient,
+    names: &Names,
+    who: &str,
+    reason: Option<&str>,
+) -> Result<(Pause, bool)> {
+    let row = client
+        .query_opt(
+            &names.sql(&format!(
+                "INSERT INTO {{state}}.pauses (paused_by, reason) VALUES ($1, $2)
+                 ON CONFLICT ((true)) WHERE resumed_at IS NULL DO NOTHING
+                 RETURNING {PAUSE_COLUMNS}"
+            )),
+            &[&who, &reason],
+        )
+        .await
+        .context("cannot record the pause")?;
+    if let Some(row) = row {
+        return Ok((pause_record(&row), true));
+    }
+    let current = current_pause(client, names)
+        .await?
+        .context("the pause in force was lifted meanwhile; run `relink pause` again")?;
+    Ok((current, false))
+}
+
+/// Lifts the pause in force, by `who`: the pause lifted, if there was one.
+///
+/// # Errors
+/// On a database error.
+pub async fn resume(
+    client: &impl GenericClient,
+    names: &Names,
+    who: &str,
+) -> Result<Option<Pause>> {
+    let row = client
+        .query_opt(
+            &names.sql(&format!(
+                "UPDATE {{state}}.pauses SET resumed_at = now(), resumed_by = $1
+                  WHERE resumed_at IS NULL RETURNING {PAUSE_COLUMNS}"
+            )),
+            &[&who],
+        )
+        .await
+        .context("cannot lift the pause")?;
+    Ok(row.as_ref().map(pause_record))
+}
+
+/// Records what run `id` is waiting for (`None`: it is not waiting).
+///
+/// # Errors
+/// On a database error.
+pub async fn set_waiting(
+    client: &impl GenericClient,
+    names: &Names,
+    id: i64,
+    waiting: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            &names.sql(
+                "UPDATE {state}.runs SET waiting = $2,
+                        waiting_since = CASE WHEN $2::text IS NULL THEN NULL
+                                             WHEN waiting IS NULL THEN now() ELSE waiting_since END
+                  WHERE id = $1",
+            ),
+            &[&id, &waiting],
+        )
+        .await
+        .with_context(|| format!("cannot record what run {id} waits for"))?;
     Ok(())
 }
 

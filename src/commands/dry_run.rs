@@ -20,7 +20,7 @@ use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
 use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
 use crate::state::{self, Mode, RunStatus};
-use crate::throttle::{Limits, Throttle};
+use crate::throttle;
 
 /// Runs `relink run --dry-run`.
 ///
@@ -113,9 +113,14 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         RunStatus::Partial
     };
     // A dry run never waits: its figures are all zero, for the same shape.
-    let throttled = Throttle::new(Limits::default(), shutdown.clone()).throttled_seconds();
     let summary = Summary::new(
-        "dry-run", None, status, scanned, counters, started, throttled,
+        "dry-run",
+        None,
+        status,
+        scanned,
+        counters,
+        started,
+        throttle::none(),
     );
     if report_on_stdout {
         summary.print(cfg.format == OutputFormat::Json, &mut std::io::stderr())?;

@@ -3,6 +3,7 @@
 
 pub mod dry_run;
 pub mod generate;
+pub mod pause;
 pub mod purge;
 pub mod run;
 pub mod status;

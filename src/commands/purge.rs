@@ -17,7 +17,7 @@ use crate::removal::{self, PurgeCounters, Scope};
 use crate::report;
 use crate::shutdown::Shutdown;
 use crate::state::{self, Mode, RunStatus};
-use crate::throttle::{Limits, Throttle};
+use crate::throttle::{Limits, Throttle, Watch};
 
 /// Runs `relink purge`.
 ///
@@ -58,24 +58,29 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     }
 
     let started = Instant::now();
-    let (lock, run_id) = if cfg.dry_run {
-        (None, None)
+    let (lock, run_id, watch) = if cfg.dry_run {
+        (None, None, None)
     } else {
+        // Checked before anything is written, as in `run`.
+        let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
         let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
-        let control = lock.client().await?;
-        state::ensure_schema(&control, names).await?;
+        let mut control = lock.client().await?;
+        state::ensure_schema(&mut control, names).await?;
         let options = json!({"run": cfg.run, "include_edited": cfg.include_edited, "chunk_size": cfg.chunk_size});
         let id =
             state::start_run(&control, names, Mode::Purge, &options, &Owner::current()).await?;
         tracing::info!("started purge {id} ({scope_text})");
         drop(control);
-        (Some(lock), Some(id))
+        (Some(lock), Some(id), Some(watch))
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
     let pool = db::pool(&common.database, &session, 1)?;
     let progress = Progress::new("purging", in_scope, !common.quiet);
-    let throttle = Throttle::new(Limits::default(), shutdown.clone());
+    let throttle = Throttle::new(Limits::default(), watch, shutdown.clone());
+    if let Some(id) = run_id {
+        throttle.show_on(id).await;
+    }
     let retry = Retry::new(cfg.timeouts.attempts);
     let mut pages = removal::profiles(names, cfg.chunk_size);
     let mut totals = PurgeCounters::default();
@@ -83,7 +88,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     let result: Result<bool> = async {
         let mut after_chunk = false;
         loop {
-            if stopping() || !throttle.before_chunk(after_chunk).await {
+            if stopping() || !throttle.before_chunk(after_chunk, &progress).await {
                 return Ok(false);
             }
             let chunk = retry

@@ -24,7 +24,7 @@ use crate::shutdown::Shutdown;
 use crate::sink;
 use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
 use crate::state::{self, Mode, RunStatus};
-use crate::throttle::{Limits, Throttle};
+use crate::throttle::{Limits, Throttle, Watch};
 
 /// State shared by the reader and the writers of one run.
 struct Shared {
@@ -57,10 +57,14 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
     preflight::check_write_permission(&control, names).await?;
+    // The gates are checked once before anything is written: relink does
+    // not start blind (a role that cannot read replica lag, a --replica it
+    // cannot reach, a failing --throttle-query).
+    let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
     let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
     let (run_id, start_after, total) = {
-        let control = lock.client().await?;
-        state::ensure_schema(&control, names).await?;
+        let mut control = lock.client().await?;
+        state::ensure_schema(&mut control, names).await?;
         let (run_id, start_after) = begin(&control, names, cfg).await?;
         let total = pending_estimate(&control, names, start_after.as_deref()).await?;
         (run_id, start_after, total)
@@ -81,6 +85,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
                 max_rate: cfg.max_rate,
                 pause: cfg.pause,
             },
+            Some(watch),
             shutdown.clone(),
         ),
         watermark: Mutex::new(Watermark::default()),
@@ -88,6 +93,8 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         failed: AtomicBool::new(false),
         shutdown,
     });
+
+    shared.throttle.show_on(run_id).await;
 
     let (sender, receiver) = mpsc::channel::<Chunk>(cfg.writers * 2);
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
@@ -264,7 +271,11 @@ async fn write_chunks(
 ) -> Result<()> {
     let mut after_chunk = false;
     loop {
-        let go = !shared.stopping() && shared.throttle.before_chunk(after_chunk).await;
+        let go = !shared.stopping()
+            && shared
+                .throttle
+                .before_chunk(after_chunk, &shared.progress)
+                .await;
         let chunk = receiver.lock().await.recv().await;
         let Some(chunk) = chunk else { return Ok(()) };
         if !go || shared.stopping() {

@@ -15,7 +15,7 @@ use crate::db::{self, lock, preflight, Session};
 use crate::exit::Outcome;
 use crate::plan::Counters;
 use crate::source::count_with_legacy;
-use crate::state::{self, Mode, RunRecord, RunStatus};
+use crate::state::{self, Mode, Pause, RunRecord, RunStatus};
 
 #[derive(Debug, Serialize)]
 struct Unfinished {
@@ -44,6 +44,8 @@ struct Status {
     ledger: Option<Ledger>,
     rejects: BTreeMap<String, i64>,
     lock_holder: Option<String>,
+    /// `relink pause` in force (SPEC §13).
+    pause: Option<Pause>,
 }
 
 /// # Errors
@@ -61,14 +63,18 @@ pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
         ledger: None,
         rejects: BTreeMap::new(),
         lock_holder,
+        pause: None,
     };
     if state::exists(&client, names).await? {
+        status.pause = state::current_pause(&client, names).await?;
         status.runs = state::list_runs(&client, names, args.runs).await?;
         // A run recorded as running while nobody holds the lock was killed.
         if status.lock_holder.is_none() {
             for run in &mut status.runs {
                 if run.status == RunStatus::Running {
                     run.status = RunStatus::Interrupted;
+                    run.waiting = None;
+                    run.waiting_since = None;
                     run.error.get_or_insert_with(|| {
                         "process gone (killed?); the next run resumes it".to_owned()
                     });
@@ -134,6 +140,15 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         Some(holder) => writeln!(out, "Lock: held by {holder}")?,
         None => writeln!(out, "Lock: free (no run or purge in progress)")?,
     }
+    if let Some(p) = &s.pause {
+        writeln!(
+            out,
+            "Paused: by {} since {}{}; every run and purge waits before its next chunk. `relink resume` lifts it.",
+            p.paused_by,
+            p.paused_at,
+            p.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        )?;
+    }
     if s.ledger.is_none() {
         writeln!(
             out,
@@ -183,6 +198,13 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         )?;
         if let Some(err) = &r.error {
             writeln!(out, "        {err}")?;
+        }
+        if let Some(waiting) = &r.waiting {
+            writeln!(
+                out,
+                "        waiting since {}: {waiting}",
+                r.waiting_since.as_deref().unwrap_or("?")
+            )?;
         }
         if r.mode == Mode::Purge {
             let removed = r.counters.get("links_deleted").cloned().unwrap_or(json!(0));

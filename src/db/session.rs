@@ -19,6 +19,30 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The operating-system user: `USER`, `LOGNAME`, else the name of this
+    /// process's uid in `/etc/passwd` (cron and containers often set neither).
+    pub fn os_user() -> Option<String> {
+        if let Some(user) = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        {
+            return Some(user);
+        }
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .to_owned();
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)? == uid).then(|| name.to_owned())
+        })
+    }
+
     pub fn current() -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -52,6 +76,23 @@ impl Session {
             timeouts,
             read_only,
         }
+    }
+
+    /// The same settings for a helper session of the command, named after
+    /// it too (e.g. `relink run watch …`).
+    pub fn named(&self, helper: &str) -> Self {
+        let mut session = self.clone();
+        session.application_name = match self.application_name.split_once(" host=") {
+            Some((command, rest)) => format!("{command} {helper} host={rest}"),
+            None => format!("{} {helper}", self.application_name),
+        };
+        session
+    }
+
+    /// The same settings on a read-only session.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     fn apply(&self, db: &Database) -> tokio_postgres::Config {

@@ -1,11 +1,17 @@
 //! The "before each chunk" seam (SPEC §6 "Gentle on production", §13): every
 //! reason to hold the next chunk back is checked here, by every writer of
 //! `run` and by `purge`, before a chunk's transaction begins, so a waiting
-//! process holds no transaction and no row lock. Each wait is counted by
-//! its cause for the summary.
+//! process holds no transaction and no row lock (it keeps its advisory lock
+//! and checkpoint). Each wait is counted by its cause, logged with its
+//! figures, shown on the progress line and, through the run record, by
+//! `status`; a signal cuts every wait short.
 //!
-//! Today: `--max-rate` (links per second over the whole run) and `--pause`
-//! (a fixed rest between a writer's chunks).
+//! In order: the database gates of `watch` (an operator's `relink pause`,
+//! replica lag, `--throttle-query`), then `--max-rate` (links per second
+//! over the whole run) and `--pause` (a rest between a writer's chunks).
+
+pub mod replica;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +22,14 @@ use serde::Serialize;
 // tokio's clock: the same as std's, and pausable in tests.
 use tokio::time::Instant;
 
+use crate::progress::Progress;
 use crate::shutdown::Shutdown;
+pub use watch::{Hold, Watch, Watched};
+
+/// How long a held chunk waits before the gates are asked again.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How often a hold that lasts is logged again.
+const LOG_AGAIN: Duration = Duration::from_secs(30);
 
 /// Why a chunk waited: the keys of `throttled_seconds` (SPEC §13), in the
 /// order the summary lists them.
@@ -67,6 +80,9 @@ pub struct Limits {
 /// The seam, shared by all writers of one command.
 pub struct Throttle {
     limits: Limits,
+    /// The database gates; one writer asks them at a time, so a hold is
+    /// logged and counted once, not once per writer.
+    watch: Option<tokio::sync::Mutex<Watch>>,
     started: Instant,
     /// Links committed so far (for `--max-rate`).
     links: AtomicU64,
@@ -75,13 +91,21 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(limits: Limits, shutdown: Shutdown) -> Self {
+    pub fn new(limits: Limits, watch: Option<Watch>, shutdown: Shutdown) -> Self {
         Self {
             limits,
+            watch: watch.map(tokio::sync::Mutex::new),
             started: Instant::now(),
             links: AtomicU64::new(0),
             waited: Mutex::new(BTreeMap::new()),
             shutdown,
+        }
+    }
+
+    /// Shows holds on run `id`'s record (for `status`).
+    pub async fn show_on(&self, id: i64) {
+        if let Some(watch) = &self.watch {
+            watch.lock().await.show_on(id);
         }
     }
 
@@ -93,7 +117,10 @@ impl Throttle {
     /// Waits until the next chunk may begin. `after_chunk`: this writer
     /// has just committed one (so `--pause` applies). Returns false when a
     /// signal cut the wait short: the caller stops instead of beginning.
-    pub async fn before_chunk(&self, after_chunk: bool) -> bool {
+    pub async fn before_chunk(&self, after_chunk: bool, progress: &Progress) -> bool {
+        if !self.hold_while_gated(progress).await {
+            return false;
+        }
         if let Some(rate) = self.limits.max_rate {
             let links = self.links.load(Ordering::SeqCst);
             let due = Duration::from_secs_f64(links as f64 / rate as f64);
@@ -108,6 +135,52 @@ impl Throttle {
             }
         }
         !self.shutdown.requested()
+    }
+
+    /// Waits while a database gate holds.
+    async fn hold_while_gated(&self, progress: &Progress) -> bool {
+        let Some(watch) = &self.watch else {
+            return true;
+        };
+        let mut watch = watch.lock().await;
+        // The cause held for, since when, and when it was last logged.
+        let mut held: Option<(Cause, Instant, Instant)> = None;
+        loop {
+            let Some(hold) = watch.check().await else {
+                break;
+            };
+            let now = Instant::now();
+            match &mut held {
+                None => {
+                    tracing::warn!("waiting before the next chunk: {}", hold.reason);
+                    held = Some((hold.cause, now, now));
+                }
+                Some((cause, since, logged))
+                    if *cause != hold.cause || now.duration_since(*logged) >= LOG_AGAIN =>
+                {
+                    tracing::warn!(
+                        "waiting ({:.0} s so far): {}",
+                        now.duration_since(*since).as_secs_f64(),
+                        hold.reason
+                    );
+                    (*cause, *logged) = (hold.cause, now);
+                }
+                Some(_) => {}
+            }
+            progress.waiting(Some(&hold.reason));
+            if !self.wait(hold.cause, RECHECK).await {
+                progress.waiting(None);
+                return false;
+            }
+        }
+        if let Some((_, since, _)) = held {
+            tracing::info!(
+                "carrying on after waiting {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+            progress.waiting(None);
+        }
+        true
     }
 
     async fn wait(&self, cause: Cause, duration: Duration) -> bool {
@@ -129,9 +202,18 @@ impl Throttle {
     }
 }
 
+/// The `throttled_seconds` of a command that never waits (a dry run).
+pub fn none() -> Throttled {
+    Cause::ALL.iter().map(|c| (*c, 0.0)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn progress() -> Progress {
+        Progress::new("test", 0, false)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn max_rate_waits_until_the_links_are_due() {
@@ -140,11 +222,12 @@ mod tests {
                 max_rate: Some(100),
                 pause: None,
             },
+            None,
             Shutdown::never(),
         );
         throttle.committed(300);
         let before = Instant::now();
-        assert!(throttle.before_chunk(true).await);
+        assert!(throttle.before_chunk(true, &progress()).await);
         // 300 links at 100/s are due after 3 s.
         let waited = before.elapsed();
         assert!(
@@ -162,13 +245,14 @@ mod tests {
                 max_rate: None,
                 pause: Some(Duration::from_millis(250)),
             },
+            None,
             Shutdown::never(),
         );
         let before = Instant::now();
-        assert!(throttle.before_chunk(false).await);
+        assert!(throttle.before_chunk(false, &progress()).await);
         assert_eq!(before.elapsed(), Duration::ZERO);
-        assert!(throttle.before_chunk(true).await);
-        assert!(throttle.before_chunk(true).await);
+        assert!(throttle.before_chunk(true, &progress()).await);
+        assert!(throttle.before_chunk(true, &progress()).await);
         assert_eq!(before.elapsed(), Duration::from_millis(500));
         let seconds = throttle.throttled_seconds()[&Cause::Pause];
         assert!((seconds - 0.5).abs() < 0.01, "{seconds}");
@@ -176,9 +260,9 @@ mod tests {
 
     #[tokio::test]
     async fn no_limits_no_wait() {
-        let throttle = Throttle::new(Limits::default(), Shutdown::never());
+        let throttle = Throttle::new(Limits::default(), None, Shutdown::never());
         throttle.committed(1_000_000);
-        assert!(throttle.before_chunk(true).await);
+        assert!(throttle.before_chunk(true, &progress()).await);
         assert!(throttle.throttled_seconds().values().all(|s| *s == 0.0));
         assert_eq!(throttle.throttled_seconds().len(), Cause::ALL.len());
     }
