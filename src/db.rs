@@ -2,6 +2,9 @@
 //! pool for the chunk writers, and the narrow rule for which errors are worth
 //! retrying.
 
+pub mod conninfo;
+pub mod tls;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
