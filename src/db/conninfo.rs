@@ -978,4 +978,4 @@ impl fmt::Debug for ConnInfo {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

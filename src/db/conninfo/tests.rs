@@ -7,10 +7,10 @@ use super::*;
 const SECRET: &str = "hunter2-S3CRET";
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -22,7 +22,7 @@ impl TempDir {
         Self(path)
     }
 
-    fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
         use std::os::unix::fs::PermissionsExt as _;
         let path = self.0.join(name);
         if let Some(parent) = path.parent() {
