@@ -220,6 +220,16 @@ fn parse_url(rest: &str) -> Result<Params, ConnInfoError> {
         None => (tail, None),
     };
     if let Some(dbname) = path.strip_prefix('/') {
+        // A raw "@" here means the "@" before the host was not the one
+        // libpq split at: the password holds a "/" (so the host, port and
+        // this "database" are pieces of it). Refuse rather than show them.
+        if dbname.contains('@') {
+            return Err(ConnInfoError::Syntax(
+                "the URL's database name holds \"@\": if the password contains \"/\", \
+                 percent-encode it as %2F (and \"@\" in a database name as %40)"
+                    .into(),
+            ));
+        }
         set_nonempty(&mut params, "dbname", decode(dbname, "dbname")?);
     }
     if let Some(query) = query {
@@ -404,6 +414,7 @@ mod tests {
             ("postgres://u:secret@h/db?secretkey=1", "unknown"),
             ("postgres://u:secret@[::1/db", "\"]\""),
             ("postgres://u:secret@h/db?sslmode", "missing \"=\""),
+            ("postgres://u:12/sec@ret@h/db", "%2F"),
         ] {
             let err = parse(url).expect_err(url).to_string();
             assert!(err.contains(needle), "{url}: {err}");

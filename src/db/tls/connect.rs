@@ -311,6 +311,11 @@ impl Connector {
                 continue;
             }
             let problem = diagnose::diagnose(&err, info, target, password.as_ref().map(|p| &p.1));
+            if matches!(problem, Problem::PasswordWrong { .. }) {
+                // The file may have been corrected since: read it afresh
+                // next time.
+                self.forget_password(index);
+            }
             let go_on = diagnose::next_host(&err);
             return Err(fail(problem, Some(err), go_on));
         }
@@ -366,6 +371,12 @@ impl Connector {
             .lock()
             .ok()
             .and_then(|found| found.get(&index).cloned())
+    }
+
+    fn forget_password(&self, index: usize) {
+        if let Ok(mut found) = self.inner.found.lock() {
+            found.remove(&index);
+        }
     }
 
     fn remember_password(&self, index: usize, password: &(Password, PasswordSource)) {

@@ -77,7 +77,8 @@ impl fmt::Display for Problem {
             Self::ServerLacksTls { sslmode } => write!(
                 f,
                 "the server does not support TLS, but sslmode={} requires it: enable ssl on the \
-                 server, or use sslmode=prefer (TLS when offered) or sslmode=disable",
+                 server or connect to one that has it; only if an unencrypted connection is \
+                 acceptable, use sslmode=prefer or sslmode=disable",
                 sslmode.as_str()
             ),
             Self::CertNotTrusted { roots, detail } => write!(
