@@ -52,6 +52,8 @@ pub enum Problem {
     PasswordFile { message: String },
     /// `channel_binding=require` could not be honoured.
     ChannelBinding { detail: String },
+    /// pg_hba.conf wants a (valid) client certificate for this user.
+    ClientCertRequired { detail: String },
     /// Refused by pg_hba.conf or a role setting.
     AccessDenied { detail: String },
     /// `dbname` names no database.
@@ -81,13 +83,19 @@ impl fmt::Display for Problem {
                  acceptable, use sslmode=prefer or sslmode=disable",
                 sslmode.as_str()
             ),
-            Self::CertNotTrusted { roots, detail } => write!(
-                f,
-                "the server's certificate is not trusted by {roots} ({detail}): set \
-                 sslrootcert=FILE to a PEM file holding the CA certificate that signed the \
-                 server's certificate (managed services publish theirs), or sslrootcert=system \
-                 if a public CA signed it"
-            ),
+            Self::CertNotTrusted { roots, detail } => {
+                write!(
+                    f,
+                    "the server's certificate is not trusted by {roots} ({detail}): set \
+                     sslrootcert=FILE to a PEM file holding the CA certificate that signed the \
+                     server's certificate (managed services publish theirs)"
+                )?;
+                if roots.contains("sslrootcert=system") {
+                    f.write_str("; a private CA is not in the system store")
+                } else {
+                    f.write_str(", or sslrootcert=system if a public CA signed it")
+                }
+            }
             Self::CertNameMismatch { host, detail } => write!(
                 f,
                 "the server's certificate is not valid for host \"{host}\" ({detail}): connect \
@@ -130,6 +138,12 @@ impl fmt::Display for Problem {
                 "channel_binding=require could not be honoured ({detail}): it needs SCRAM-SHA-256 \
                  password authentication over TLS; use sslmode=require or stronger, or \
                  channel_binding=prefer"
+            ),
+            Self::ClientCertRequired { detail } => write!(
+                f,
+                "the server wants a client certificate for this user ({detail}): set sslcert \
+                 and sslkey to a certificate (whose CN is the user name) signed by a CA the \
+                 server trusts, or put them at ~/.postgresql/postgresql.crt and .key"
             ),
             Self::AccessDenied { detail } => write!(
                 f,
@@ -193,6 +207,12 @@ pub fn diagnose(
             // PostgreSQL 12+: 'no pg_hba.conf entry for host …, no
             // encryption'; earlier: '…, SSL off'.
             Problem::ServerRequiresTls { detail }
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && detail.contains("certificate")
+        {
+            // 'connection requires a valid client certificate',
+            // 'certificate authentication failed for user …'.
+            Problem::ClientCertRequired { detail }
         } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             Problem::AccessDenied { detail }
         } else if *code == SqlState::INVALID_CATALOG_NAME {
@@ -221,10 +241,12 @@ pub fn diagnose(
                 escape_pgpass(&info.dbname),
                 escape_pgpass(&info.user)
             ),
-            passfile: info
-                .passfile
-                .as_ref()
-                .map_or_else(|| "~/.pgpass".to_owned(), |p| p.display().to_string()),
+            // A passfile that is not a plain file (PGPASSFILE=/dev/null
+            // turns the file off) is no place to add a line.
+            passfile: match &info.passfile {
+                Some(path) if !path.exists() || path.is_file() => path.display().to_string(),
+                _ => "~/.pgpass (or the file PGPASSFILE names)".to_owned(),
+            },
         };
     }
     if chain_says(err, "server did not use channel binding")

@@ -388,6 +388,8 @@ struct Fake {
     reject_plaintext: bool,
     /// Accepts and never answers.
     silent: bool,
+    /// Answers the startup packet with this error (SQLSTATE, message).
+    refuse: Option<(&'static str, &'static str)>,
 }
 
 struct Running {
@@ -474,6 +476,9 @@ impl Fake {
                 "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no encryption",
             )
             .await;
+        }
+        if let Some((code, message)) = self.refuse {
+            return send_error(&mut s, code, message).await;
         }
         if let Some(password) = &self.password {
             s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await?;
@@ -841,6 +846,56 @@ async fn hosts_are_tried_in_order_like_libpq() {
         err.to_string().contains(&format!("127.0.0.1:{closed}")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn server_refusals_are_classified() {
+    let env = env_with_home(&TempDir::new("fake-refusals"));
+    for (code, message, wanted) in [
+        (
+            "28000",
+            "connection requires a valid client certificate",
+            "sslcert",
+        ),
+        (
+            "28000",
+            "pg_hba.conf rejects connection for host \"127.0.0.1\"",
+            "pg_hba.conf",
+        ),
+        ("3D000", "database \"d\" does not exist", "PGDATABASE"),
+    ] {
+        let fake = Fake {
+            refuse: Some((code, message)),
+            ..Fake::default()
+        }
+        .start()
+        .await;
+        let text = format!(
+            "host=127.0.0.1 port={} user=u dbname=d sslmode=disable",
+            fake.addr.port()
+        );
+        let err = connector(&text, &env).connect().await.expect_err(message);
+        assert!(err.to_string().contains(wanted), "{err}");
+    }
+
+    // A server starting up or shutting down (a failover in progress): relink
+    // goes on to the next host, where libpq would stop.
+    let starting = Fake {
+        refuse: Some(("57P03", "the database system is starting up")),
+        ..Fake::default()
+    }
+    .start()
+    .await;
+    let good = Fake::default().start().await;
+    let text = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=u sslmode=disable",
+        starting.addr.port(),
+        good.addr.port()
+    );
+    connector(&text, &env)
+        .connect()
+        .await
+        .expect("the second host");
 }
 
 // ------------------------------------------------------------ real server
