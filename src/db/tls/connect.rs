@@ -121,6 +121,29 @@ impl ConnectError {
         }
     }
 
+    /// Whether trying again later may succeed without a configuration
+    /// change: no host could be reached or answered in time, none was of
+    /// the wanted kind yet, or the server was starting up or shutting down
+    /// (a failover or restart in progress). Authentication, TLS and
+    /// configuration failures are not transient.
+    pub fn is_transient(&self) -> bool {
+        let Self::Failed { failures, .. } = self else {
+            return false;
+        };
+        failures
+            .last()
+            .is_some_and(|last| match (&last.problem, &last.source) {
+                (
+                    Problem::Unreachable { .. }
+                    | Problem::Timeout { .. }
+                    | Problem::WrongSessionKind { .. },
+                    _,
+                ) => true,
+                (_, Some(err)) => diagnose::next_host(err),
+                (_, None) => false,
+            })
+    }
+
     /// The classified problem of the last host tried.
     pub fn last_problem(&self) -> Option<&Problem> {
         match self {

@@ -832,6 +832,7 @@ async fn hosts_are_tried_in_order_like_libpq() {
         "{err}"
     );
     assert!(!err.to_string().contains("password=wrong"));
+    assert!(!err.is_transient());
 
     let text = format!("host=127.0.0.1,127.0.0.1 port={closed},{closed} user=u sslmode=disable");
     let err = connector(&text, &env)
@@ -846,6 +847,7 @@ async fn hosts_are_tried_in_order_like_libpq() {
         err.to_string().contains(&format!("127.0.0.1:{closed}")),
         "{err}"
     );
+    assert!(err.is_transient());
 }
 
 #[tokio::test]
