@@ -1,13 +1,16 @@
-//! The database edge's mechanics, shared by every command: sessions and the
-//! pool (`session`), the one retry driver (`retry`), the one keyset pager
+//! The database edge's mechanics, shared by every command: connection
+//! parameters as libpq reads them (`conninfo`), TLS and connecting
+//! (`tls`), session settings and the pool (`session`), the one retry driver (`retry`), the one keyset pager
 //! (`pager`), the advisory lock and its keeper (`lock`), and the checks
 //! made before any work (`preflight`).
 
+pub mod conninfo;
 pub mod lock;
 pub mod pager;
 pub mod preflight;
 pub mod retry;
 pub mod session;
+pub mod tls;
 
 pub use lock::{LockGuard, LockHeld};
 pub use pager::{Keyset, Pager};

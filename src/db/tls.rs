@@ -1,0 +1,233 @@
+//! TLS for PostgreSQL connections with libpq's meaning of every `sslmode`,
+//! on a pure-Rust stack (rustls with the *ring* provider: no system OpenSSL,
+//! no C toolchain beyond what *ring* builds), and connecting one session
+//! the way libpq does (hosts in order, `target_session_attrs`, the password
+//! file per host, `allow`/`prefer` fallbacks), for single connections and
+//! the pool alike.
+//!
+//! - [`make_tls_connect`] builds the connector for a [`ConnInfo`]: the
+//!   trusted roots (`sslrootcert` file or `system`), the server-certificate
+//!   check the `sslmode` asks for ([`verify::PgServerVerifier`]) and the
+//!   client certificate (`sslcert`/`sslkey`).
+//! - [`Connector`] connects one session and builds the pool's manager.
+//! - [`diagnose`] turns a failed connection into a cause and a fix.
+//!
+//! Verification by mode, as in libpq (libpq-ssl.html, "SSL Mode
+//! Descriptions"): `verify-full` checks the chain and the host name
+//! (an IP address against the certificate's IP addresses); `verify-ca` the
+//! chain only; `require`, `prefer` and `allow` check the chain only when a
+//! root certificate is configured (libpq's documented fallback for
+//! `require`, which its code applies to every mode), and nothing otherwise.
+
+mod connect;
+mod diagnose;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use super::conninfo::{ConnInfo, RootCert, SslMode};
+
+pub use connect::{ConnectError, Connector, HostFailure, SessionOptions};
+pub use diagnose::{diagnose, explain, Problem};
+pub use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// A certificate or key file that cannot be used. Messages name the file
+/// and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {}", .path.display())]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {} holds no usable PEM certificate (expected \"-----BEGIN CERTIFICATE-----\" blocks)", .path.display())]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("no trusted root certificates found in the operating system's store for sslrootcert=system{}: install the CA certificates package (ca-certificates) or point SSL_CERT_FILE at a PEM bundle", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    NoSystemRoots { detail: Option<String> },
+    #[error("private key file {} is not a regular file", .path.display())]
+    KeyNotRegular { path: PathBuf },
+    #[error("private key file {} has permissions {mode:04o}, so group or others can access it; libpq refuses such a key and so does relink: run chmod 600 {}", .path.display(), .path.display())]
+    KeyPermissions { path: PathBuf, mode: u32 },
+    #[error("private key file {} holds no PEM or DER private key (PKCS#8, PKCS#1 RSA or SEC1 EC)", .path.display())]
+    NoKey { path: PathBuf },
+    #[error("client certificate {} and private key {} cannot be used together: {source}", .cert.display(), .key.display())]
+    ClientCert {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The crypto provider: *ring*, chosen over aws-lc-rs because aws-lc-rs
+/// needs cmake (and on some targets nasm) to build; both are pure Rust at
+/// run time.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The TLS connector for `info`, for tokio-postgres and deadpool-postgres
+/// alike (it is `Clone + Send + Sync`: an `Arc` of the rustls config). It
+/// hands the server certificate's hash to tokio-postgres, so SCRAM channel
+/// binding (SCRAM-SHA-256-PLUS) works as `channel_binding` asks.
+///
+/// With `sslmode=disable` the connector is still built (tokio-postgres
+/// needs one) but never used, so no file is read.
+///
+/// # Errors
+/// When a certificate or key file cannot be read or used, or a private key
+/// is open to group or others.
+pub fn make_tls_connect(info: &ConnInfo) -> Result<MakeRustlsConnect, TlsError> {
+    Ok(MakeRustlsConnect::new(client_config(info)?))
+}
+
+/// The rustls client configuration for `info`.
+///
+/// # Errors
+/// As [`make_tls_connect`].
+pub fn client_config(info: &ConnInfo) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = if info.sslmode == SslMode::Disable {
+        verify::PgServerVerifier::no_verification(&provider)
+    } else {
+        match (&info.rootcert, info.verifies_chain()) {
+            (Some(root), true) => {
+                let (roots, pinned) = load_roots(root)?;
+                verify::PgServerVerifier::new(
+                    &provider,
+                    roots,
+                    pinned,
+                    info.sslmode == SslMode::VerifyFull,
+                )
+            }
+            // resolve() refuses verify-* without roots; other modes
+            // without roots encrypt without checking, as libpq does.
+            _ => verify::PgServerVerifier::no_verification(&provider),
+        }
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let client_cert = info
+        .client_cert
+        .as_ref()
+        .filter(|_| info.sslmode != SslMode::Disable);
+    Ok(match client_cert {
+        Some(client) => {
+            let certs = load_certs(&client.cert, "client certificate")?;
+            let key = load_key(&client.key)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|source| TlsError::ClientCert {
+                    cert: client.cert.clone(),
+                    key: client.key.clone(),
+                    source,
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// The trusted roots, and for a file also its certificates as given: a
+/// server whose certificate is itself in the file (a self-signed server
+/// certificate copied into `root.crt`, a common setup) is trusted as
+/// OpenSSL, and so libpq, trusts it; webpki alone would not.
+fn load_roots(root: &RootCert) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
+    let mut store = RootCertStore::empty();
+    match root {
+        RootCert::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(TlsError::NoSystemRoots {
+                    detail: found.errors.first().map(ToString::to_string),
+                });
+            }
+            Ok((store, Vec::new()))
+        }
+        RootCert::File(path) => {
+            let certs = load_certs(path, "root certificate file")?;
+            let (added, _) = store.add_parsable_certificates(certs.iter().cloned());
+            if added == 0 {
+                return Err(TlsError::NoCertificate {
+                    what: "root certificate file",
+                    path: path.clone(),
+                });
+            }
+            Ok((store, certs))
+        }
+    }
+}
+
+/// All certificates of a PEM file.
+fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A private key, PEM (PKCS#8, PKCS#1 or SEC1) or DER as libpq accepts,
+/// after libpq's permission check: no access for group or others, except
+/// that a root-owned key may be group-readable (0640) for system-wide keys.
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Unreadable {
+        what: "private key file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(TlsError::KeyNotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    if key_mode_too_open(meta.mode(), meta.uid()) {
+        return Err(TlsError::KeyPermissions {
+            path: path.to_path_buf(),
+            mode: meta.mode() & 0o777,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Unreadable {
+        what: "private key file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .ok()
+        .or_else(|| PrivateKeyDer::try_from(bytes).ok())
+        .ok_or_else(|| TlsError::NoKey {
+            path: path.to_path_buf(),
+        })
+}
+
+/// libpq's rule (fe-secure-openssl.c): a key owned by root may have mode
+/// 0640 or less; any other key 0600 or less.
+fn key_mode_too_open(mode: u32, owner: u32) -> bool {
+    let forbidden = if owner == 0 { 0o037 } else { 0o077 };
+    mode & forbidden != 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,492 @@
+//! Opening one session the way libpq does, for single connections and for
+//! the pool alike: the hosts in order, each with the TLS attempts its
+//! `sslmode` implies, the password file read for a host only when its
+//! server asks for a password, and `target_session_attrs` checked on the
+//! session before it is handed out.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig};
+use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::Client;
+
+use super::diagnose::{self, Problem};
+use super::{make_tls_connect, MakeRustlsConnect, TlsError};
+use crate::db::conninfo::{ConnInfo, Password, PasswordSource, Target, TargetSessionAttrs};
+
+/// What relink adds to every session on top of the connection string.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// relink's name for the session in `pg_stat_activity`. As libpq's
+    /// `fallback_application_name`: an `application_name` in the
+    /// connection string or `PGAPPNAME` wins, since the operator chose it.
+    pub application_name: Option<String>,
+    /// Server settings (`name`, `value`) sent at startup after the
+    /// connection string's `options`, so relink's guards (timeouts) win
+    /// over an operator's setting of the same name.
+    pub settings: Vec<(String, String)>,
+    /// Sessions refuse writes (`default_transaction_read_only=on`). Known
+    /// apart from `settings` so that `target_session_attrs=read-write`
+    /// still finds the primary for a read-only relink session.
+    pub read_only: bool,
+}
+
+impl SessionOptions {
+    /// The `options` startup parameter: the connection string's, then
+    /// relink's settings as `-c name=value`, with spaces and backslashes
+    /// escaped as the server's option parser expects.
+    fn options(&self, base: Option<&str>) -> Option<String> {
+        let mut parts: Vec<String> = base.map(str::to_owned).into_iter().collect();
+        for (name, value) in &self.settings {
+            parts.push(format!(
+                "-c {}={}",
+                escape_option(name),
+                escape_option(value)
+            ));
+        }
+        if self.read_only {
+            parts.push("-c default_transaction_read_only=on".to_owned());
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+fn escape_option(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\\' || c.is_whitespace() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Why one host could not be used.
+#[derive(Debug)]
+pub struct HostFailure {
+    /// `host:port` tried.
+    pub target: String,
+    pub problem: Problem,
+    /// The driver's error, when there is one.
+    pub source: Option<tokio_postgres::Error>,
+}
+
+impl fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.target, self.problem)
+    }
+}
+
+/// A session could not be opened. `Display` gives cause and fix for each
+/// host tried, never the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TLS configuration (certificate or key files) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Every host tried failed; libpq stops at the first failure that is
+    /// not about reaching the server, so the list may be shorter than the
+    /// host list.
+    #[error("cannot connect to {url}: {}", failures_text(.failures))]
+    Failed {
+        /// The redacted URL.
+        url: String,
+        failures: Vec<HostFailure>,
+    },
+}
+
+fn failures_text(failures: &[HostFailure]) -> String {
+    match failures {
+        [one] => one.problem.to_string(),
+        many => many
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+impl ConnectError {
+    /// The driver error of the last host tried, if any (for retry decisions).
+    pub fn last_driver_error(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Self::Tls(_) => None,
+            Self::Failed { failures, .. } => failures.iter().rev().find_map(|f| f.source.as_ref()),
+        }
+    }
+
+    /// Whether trying again later may succeed without a configuration
+    /// change: no host could be reached or answered in time, none was of
+    /// the wanted kind yet, or the server was starting up or shutting down
+    /// (a failover or restart in progress). Authentication, TLS and
+    /// configuration failures are not transient.
+    pub fn is_transient(&self) -> bool {
+        let Self::Failed { failures, .. } = self else {
+            return false;
+        };
+        failures
+            .last()
+            .is_some_and(|last| match (&last.problem, &last.source) {
+                (
+                    Problem::Unreachable { .. }
+                    | Problem::Timeout { .. }
+                    | Problem::WrongSessionKind { .. },
+                    _,
+                ) => true,
+                (_, Some(err)) => diagnose::next_host(err),
+                (_, None) => false,
+            })
+    }
+
+    /// The classified problem of the last host tried.
+    pub fn last_problem(&self) -> Option<&Problem> {
+        match self {
+            Self::Tls(_) => None,
+            Self::Failed { failures, .. } => failures.last().map(|f| &f.problem),
+        }
+    }
+}
+
+/// Opens sessions for one [`ConnInfo`]; cheap to clone, shared by the
+/// single connections and the pool (whose manager it builds).
+#[derive(Clone)]
+pub struct Connector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    info: ConnInfo,
+    session: SessionOptions,
+    tls: MakeRustlsConnect,
+    /// Passwords found in the password file, by target index, so the pool's
+    /// later connections send them at once instead of first being asked.
+    found: Mutex<HashMap<usize, (Password, PasswordSource)>>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("info", &self.inner.info)
+            .field("session", &self.inner.session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt ended, short of a session.
+enum Attempt {
+    Connected(Client, JoinHandle<()>),
+    Failed(tokio_postgres::Error),
+    TimedOut(Duration),
+}
+
+impl Connector {
+    /// Reads the certificate and key files `info` names (once, here) and
+    /// prepares the TLS connector.
+    ///
+    /// # Errors
+    /// When a certificate or key file cannot be used.
+    pub fn new(info: ConnInfo, session: SessionOptions) -> Result<Self, TlsError> {
+        let tls = make_tls_connect(&info)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                info,
+                session,
+                tls,
+                found: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &ConnInfo {
+        &self.inner.info
+    }
+
+    /// The TLS connector (for `tokio_postgres::Config::connect` or
+    /// `deadpool_postgres::Manager::from_config` if ever needed directly).
+    pub fn tls(&self) -> &MakeRustlsConnect {
+        &self.inner.tls
+    }
+
+    /// Opens one session, libpq's way: hosts in order; on a host, the TLS
+    /// attempts of its `sslmode`; a password from the connection string or
+    /// `PGPASSWORD`, else — only once the server asks — from the password
+    /// file; then the `target_session_attrs` check (`prefer-standby`: a
+    /// standby if any host is one, else any host). The connection's task is
+    /// spawned on the current tokio runtime; its handle is returned.
+    ///
+    /// # Errors
+    /// [`ConnectError`], with cause and fix for each host tried.
+    pub async fn connect(&self) -> Result<(Client, JoinHandle<()>), ConnectError> {
+        let info = &self.inner.info;
+        let passes = match info.target_session_attrs {
+            TargetSessionAttrs::PreferStandby => {
+                vec![TargetSessionAttrs::Standby, TargetSessionAttrs::Any]
+            }
+            other => vec![other],
+        };
+        let mut failures = Vec::new();
+        for wanted in passes {
+            for (index, target) in info.targets.iter().enumerate() {
+                match self.connect_target(index, target, wanted).await {
+                    Ok(session) => return Ok(session),
+                    Err((failure, go_on)) => {
+                        tracing::debug!("connection to {failure}");
+                        failures.push(failure);
+                        if !go_on {
+                            return Err(self.failed(failures));
+                        }
+                    }
+                }
+            }
+        }
+        Err(self.failed(failures))
+    }
+
+    fn failed(&self, failures: Vec<HostFailure>) -> ConnectError {
+        ConnectError::Failed {
+            url: self.inner.info.to_string(),
+            failures,
+        }
+    }
+
+    /// One host: its TLS attempts, the password when asked for, the session
+    /// check. On failure, also whether to go on to the next host.
+    async fn connect_target(
+        &self,
+        index: usize,
+        target: &Target,
+        wanted: TargetSessionAttrs,
+    ) -> Result<(Client, JoinHandle<()>), (HostFailure, bool)> {
+        let info = &self.inner.info;
+        let fail = |problem: Problem, source: Option<tokio_postgres::Error>, go_on: bool| {
+            (
+                HostFailure {
+                    target: target.to_string(),
+                    problem,
+                    source,
+                },
+                go_on,
+            )
+        };
+        let mut password = info
+            .given_password()
+            .map(|(p, s)| (p.clone(), s.clone()))
+            .or_else(|| self.cached_password(index));
+        let modes = info.tls_attempts(target);
+        let mut mode_index = 0;
+        loop {
+            let mode = modes[mode_index];
+            let has_more_modes = mode_index + 1 < modes.len();
+            let err = match self
+                .attempt(target, mode, password.as_ref().map(|p| &p.0))
+                .await
+            {
+                Attempt::Connected(client, task) => {
+                    return match check_session(&client, wanted, self.inner.session.read_only).await
+                    {
+                        Ok(true) => Ok((client, task)),
+                        Ok(false) => Err(fail(Problem::WrongSessionKind { wanted }, None, true)),
+                        Err(err) => {
+                            let problem = diagnose::diagnose(&err, info, target, None);
+                            Err(fail(problem, Some(err), true))
+                        }
+                    };
+                }
+                Attempt::TimedOut(after) => {
+                    return Err(fail(Problem::Timeout { after }, None, true));
+                }
+                Attempt::Failed(err) => err,
+            };
+            if password.is_none() && is_password_missing(&err) {
+                match info.password_for(target) {
+                    Ok(Some(found)) => {
+                        self.remember_password(index, &found);
+                        password = Some(found);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(refused) => {
+                        let problem = Problem::PasswordFile {
+                            message: refused.to_string(),
+                        };
+                        return Err(fail(problem, Some(err), false));
+                    }
+                }
+            }
+            let falls_back = match mode {
+                PgSslMode::Prefer => diagnose::prefer_falls_back(&err),
+                PgSslMode::Disable => diagnose::allow_falls_back(&err),
+                _ => false,
+            };
+            if has_more_modes && falls_back {
+                tracing::debug!(
+                    "{target}: {} failed ({}); trying the next sslmode step",
+                    ssl_name(mode),
+                    diagnose::chain_text(&err)
+                );
+                mode_index += 1;
+                continue;
+            }
+            let problem = diagnose::diagnose(&err, info, target, password.as_ref().map(|p| &p.1));
+            if matches!(problem, Problem::PasswordWrong { .. }) {
+                // The file may have been corrected since: read it afresh
+                // next time.
+                self.forget_password(index);
+            }
+            let go_on = diagnose::next_host(&err);
+            return Err(fail(problem, Some(err), go_on));
+        }
+    }
+
+    /// One connection attempt, bounded as a whole by `connect_timeout`
+    /// (tokio-postgres bounds only the TCP connect; libpq bounds the whole
+    /// attempt, so a server that accepts and never answers cannot hang us).
+    async fn attempt(
+        &self,
+        target: &Target,
+        mode: PgSslMode,
+        password: Option<&Password>,
+    ) -> Attempt {
+        let info = &self.inner.info;
+        let session = &self.inner.session;
+        let mut config = info.config_for(target, mode);
+        if let Some(password) = password {
+            config.password(password.expose());
+        }
+        if info.application_name.is_none() {
+            if let Some(name) = &session.application_name {
+                config.application_name(name);
+            }
+        }
+        if let Some(options) = session.options(info.options.as_deref()) {
+            config.options(options);
+        }
+        let connecting = config.connect(self.inner.tls.clone());
+        let result = match info.connect_timeout {
+            Some(limit) => match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result,
+                Err(_) => return Attempt::TimedOut(limit),
+            },
+            None => connecting.await,
+        };
+        match result {
+            Ok((client, connection)) => {
+                let task = tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!("connection closed: {err}");
+                    }
+                });
+                Attempt::Connected(client, task)
+            }
+            Err(err) => Attempt::Failed(err),
+        }
+    }
+
+    fn cached_password(&self, index: usize) -> Option<(Password, PasswordSource)> {
+        self.inner
+            .found
+            .lock()
+            .ok()
+            .and_then(|found| found.get(&index).cloned())
+    }
+
+    fn forget_password(&self, index: usize) {
+        if let Ok(mut found) = self.inner.found.lock() {
+            found.remove(&index);
+        }
+    }
+
+    fn remember_password(&self, index: usize, password: &(Password, PasswordSource)) {
+        if let Ok(mut found) = self.inner.found.lock() {
+            found.insert(index, password.clone());
+        }
+    }
+
+    /// A deadpool-postgres manager whose connections are opened by
+    /// [`Self::connect`], so the pool follows the same hosts, TLS, password
+    /// and session rules (after a failover, new pool connections find the
+    /// new primary).
+    pub fn manager(&self, config: ManagerConfig) -> Manager {
+        let first = &self.inner.info.targets[0];
+        // deadpool only hands this config back to our Connect; it is the
+        // first target's, for its Debug output.
+        let pg_config = self.inner.info.config_for(first, PgSslMode::Disable);
+        Manager::from_connect(pg_config, PoolConnect(self.clone()), config)
+    }
+}
+
+/// [`deadpool_postgres::Connect`] through a [`Connector`].
+struct PoolConnect(Connector);
+
+impl deadpool_postgres::Connect for PoolConnect {
+    fn connect(
+        &self,
+        _pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
+        Box::pin(async move {
+            self.0.connect().await.map_err(|err| {
+                // deadpool wants a driver error: log the full diagnosis and
+                // return the driver's own error (or a timeout, its only
+                // public constructor, for a failure that has none).
+                tracing::warn!("{err}");
+                match err {
+                    ConnectError::Failed { failures, .. } => failures
+                        .into_iter()
+                        .rev()
+                        .find_map(|f| f.source)
+                        .unwrap_or_else(tokio_postgres::Error::__private_api_timeout),
+                    ConnectError::Tls(_) => tokio_postgres::Error::__private_api_timeout(),
+                }
+            })
+        })
+    }
+}
+
+/// Whether the session suits `wanted` (libpq's checks; PostgreSQL 14+
+/// libpq reads the same two facts from the server's startup report).
+async fn check_session(
+    client: &Client,
+    wanted: TargetSessionAttrs,
+    relink_read_only: bool,
+) -> Result<bool, tokio_postgres::Error> {
+    if wanted == TargetSessionAttrs::Any {
+        return Ok(true);
+    }
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_is_in_recovery(), \
+                    pg_catalog.current_setting('transaction_read_only') = 'on'",
+            &[],
+        )
+        .await?;
+    let in_recovery: bool = row.get(0);
+    let read_only: bool = row.get(1);
+    // A read-only session that relink asked for says nothing about the
+    // server: judge read-write by recovery alone then.
+    let refuses_writes = in_recovery || (read_only && !relink_read_only);
+    Ok(match wanted {
+        TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => true,
+        TargetSessionAttrs::ReadWrite => !refuses_writes,
+        TargetSessionAttrs::ReadOnly => in_recovery || read_only,
+        TargetSessionAttrs::Primary => !in_recovery,
+        TargetSessionAttrs::Standby => in_recovery,
+    })
+}
+
+fn is_password_missing(err: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(err).is_some_and(|s| s.to_string() == "password missing")
+}
+
+fn ssl_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "plaintext",
+        PgSslMode::Prefer => "TLS if offered",
+        _ => "TLS",
+    }
+}
