@@ -27,8 +27,12 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// PostgreSQL connection URL (or key=value string). The password is never
-    /// printed; prefer the environment variable or ~/.pgpass over the flag.
+    /// PostgreSQL connection URL or key=value string, with libpq's parameters
+    /// (sslmode, sslrootcert, sslcert, sslkey, target_session_attrs, …).
+    /// Without it: DATABASE_URL, else libpq's PGHOST, PGPORT, PGUSER,
+    /// PGDATABASE, PGSSLMODE… and the password from PGPASSWORD or
+    /// ~/.pgpass (PGPASSFILE), as psql does. The password is never printed;
+    /// prefer ~/.pgpass over putting it in the flag.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -59,9 +63,17 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Seconds to wait for a connection before giving up.
+    /// Seconds to wait for a connection before giving up (unless the
+    /// connection string or PGCONNECT_TIMEOUT says otherwise).
     #[arg(long, default_value_t = 10, global = true, value_name = "SECS")]
     pub connect_timeout: u64,
+
+    /// The server ends any relink session left idle inside a transaction
+    /// this long (e.g. a process stopped with Ctrl-Z or a paused VM), which
+    /// releases the application's rows; the chunk is retried when relink
+    /// continues.
+    #[arg(long, default_value = "60s", global = true, value_name = "DURATION")]
+    pub idle_timeout: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,56 +4,45 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use tokio_postgres::config::Host;
 
 use crate::cli::{
     GateArgs, GenerateArgs, GlobalArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs, TimeoutArgs,
     VerifyArgs,
 };
+use crate::db::conninfo::{ConnInfo, Env};
 use crate::throttle::Watched;
 
-/// Where to connect. `Display` is redacted: user, host, port and database
-/// only, so it is safe in logs and error messages.
+/// Where to connect: libpq's parameters, environment and defaults,
+/// resolved once (see `db::conninfo`). `Display` is redacted (no password),
+/// so it is safe in logs and error messages.
 #[derive(Clone)]
 pub struct Database {
-    pub config: tokio_postgres::Config,
+    pub info: ConnInfo,
 }
 
 impl Database {
-    /// Parses a URL or key=value connection string.
+    /// Resolves a URL or key=value string, or with none libpq's environment
+    /// (`PGHOST`, `PGUSER`, …), as `psql` would. `connect_timeout` applies
+    /// unless the string or `PGCONNECT_TIMEOUT` sets one.
     ///
     /// # Errors
-    /// When none is given or it does not parse; the message never repeats it.
-    pub fn parse(text: Option<&str>, connect_timeout: Duration) -> Result<Self> {
-        let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-            bail!("no database given: pass --database-url or set DATABASE_URL (e.g. postgres://user@host:5432/dbname)");
-        };
-        let mut config = tokio_postgres::Config::from_str(text).map_err(|err| {
-            // The parser's message names the offending part, not the whole
-            // string; still, keep the password out by not echoing the input.
-            anyhow::anyhow!("invalid database URL in --database-url/DATABASE_URL: {err}")
-        })?;
-        config.connect_timeout(connect_timeout);
-        Ok(Self { config })
+    /// When the parameters cannot be used; the message names the parameter
+    /// and never repeats the password.
+    pub fn resolve(text: Option<&str>, connect_timeout: Duration) -> Result<Self> {
+        let text = text.filter(|t| !t.trim().is_empty());
+        let info = ConnInfo::resolve(text, &Env::from_process())
+            .map_err(anyhow::Error::new)?
+            .with_default_connect_timeout(connect_timeout);
+        Ok(Self { info })
     }
 }
 
 impl fmt::Display for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        let host = match c.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".to_owned(),
-        };
-        let port = c.get_ports().first().copied().unwrap_or(5432);
-        let user = c.get_user().unwrap_or("(default user)");
-        let db = c.get_dbname().unwrap_or(user);
-        write!(f, "postgres://{user}@{host}:{port}/{db}")
+        self.info.fmt(f)
     }
 }
 
@@ -115,6 +104,8 @@ pub struct Common {
     pub names: Names,
     pub quiet: bool,
     pub connect_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of every session (SPEC §12).
+    pub idle_timeout: Duration,
 }
 
 impl Common {
@@ -125,11 +116,18 @@ impl Common {
             bail!("--connect-timeout must be at least 1 second");
         }
         let connect_timeout = Duration::from_secs(args.connect_timeout);
+        let idle_timeout = parse_duration(&args.idle_timeout).context("invalid --idle-timeout")?;
+        if idle_timeout < Duration::from_secs(1) {
+            // Zero would mean no guard at all; under a second would cut
+            // relink's own chunks off between two statements.
+            bail!("--idle-timeout must be at least 1s");
+        }
         Ok(Self {
-            database: Database::parse(args.database_url.as_deref(), connect_timeout)?,
+            database: Database::resolve(args.database_url.as_deref(), connect_timeout)?,
             names: Names::new(&args.schema, &args.state_schema)?,
             quiet: args.quiet,
             connect_timeout,
+            idle_timeout,
         })
     }
 }
@@ -270,7 +268,9 @@ fn watched(args: &GateArgs, common: &Common) -> Result<Watched> {
     let replicas = args
         .replicas
         .iter()
-        .map(|url| Database::parse(Some(url), common.connect_timeout).context("invalid --replica"))
+        .map(|url| {
+            Database::resolve(Some(url), common.connect_timeout).context("invalid --replica")
+        })
         .collect::<Result<_>>()?;
     if args
         .throttle_query
@@ -413,15 +413,19 @@ mod tests {
 
     #[test]
     fn database_display_hides_the_password() {
-        let db = Database::parse(
-            Some("postgres://alice:s3cret@db.example:6543/app"),
+        let db = Database::resolve(
+            Some("postgres://alice:s3cret@db.example:6543/app?sslmode=disable"),
             Duration::from_secs(1),
         )
         .expect("parses");
-        assert_eq!(db.to_string(), "postgres://alice@db.example:6543/app");
+        assert!(
+            db.to_string()
+                .starts_with("postgres://alice@db.example:6543/app"),
+            "{db}"
+        );
         assert!(!format!("{db:?}").contains("s3cret"));
-        let db = Database::parse(
-            Some("host=h user=u password=s3cret dbname=d"),
+        let db = Database::resolve(
+            Some("host=h user=u password=s3cret dbname=d sslmode=disable"),
             Duration::from_secs(1),
         )
         .expect("parses");

@@ -28,7 +28,7 @@ use crate::throttle;
 /// On a database error, or when stdout or the report cannot be written.
 pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
-    let session = Session::new("dry-run", Some(cfg.timeouts), true);
+    let session = Session::new("dry-run", common, Some(cfg.timeouts), true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let with_ledger = state::exists(&client, names).await?;

@@ -13,7 +13,7 @@ const GENERATE_SQL: &str = include_str!("../../sql/generate.sql");
 /// # Errors
 /// On a non-empty database or a database error.
 pub async fn generate(common: &Common, args: &GenerateConfig) -> Result<Outcome> {
-    let session = Session::new("generate", None, false);
+    let session = Session::new("generate", common, None, false);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, &common.names).await?;
     let existing: i64 = client

@@ -16,7 +16,11 @@ use crate::state;
 /// When the state schema cannot be created or written.
 pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
     let names = &common.names;
-    let mut client = db::connect(&common.database, &Session::new("pause", None, false)).await?;
+    let mut client = db::connect(
+        &common.database,
+        &Session::new("pause", common, None, false),
+    )
+    .await?;
     preflight::check(&client, names).await?;
     // A pause may come before the first run (e.g. to hold cron): it creates
     // the state schema, or upgrades it, as a run would.
@@ -48,7 +52,11 @@ pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
 /// When the state schema cannot be written.
 pub async fn resume(common: &Common) -> Result<Outcome> {
     let names = &common.names;
-    let client = db::connect(&common.database, &Session::new("resume", None, false)).await?;
+    let client = db::connect(
+        &common.database,
+        &Session::new("resume", common, None, false),
+    )
+    .await?;
     preflight::check(&client, names).await?;
     if state::current_pause(&client, names).await?.is_none() {
         println!("Not paused; nothing to resume.");

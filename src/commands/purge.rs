@@ -29,7 +29,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         run: cfg.run,
         include_edited: cfg.include_edited,
     };
-    let session = Session::new("purge", Some(cfg.timeouts), cfg.dry_run);
+    let session = Session::new("purge", common, Some(cfg.timeouts), cfg.dry_run);
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
     if !state::exists(&control, names).await? {

@@ -53,7 +53,7 @@ impl Shared {
 /// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
 pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
-    let session = Session::new("run", Some(cfg.timeouts), false);
+    let session = Session::new("run", common, Some(cfg.timeouts), false);
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
     preflight::check_write_permission(&control, names).await?;

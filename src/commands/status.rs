@@ -52,7 +52,7 @@ struct Status {
 /// On a database error.
 pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
     let names = &common.names;
-    let session = Session::new("status", None, true);
+    let session = Session::new("status", common, None, true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let lock_holder = lock::holder(&client, names).await?;

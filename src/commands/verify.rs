@@ -45,7 +45,7 @@ const EXAMPLES: usize = 5;
 /// On a database error.
 pub async fn verify(common: &Common, args: &VerifyConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &common.names;
-    let session = Session::new("verify", None, true);
+    let session = Session::new("verify", common, None, true);
     let client = db::connect(&common.database, &session).await?;
     preflight::check(&client, names).await?;
     let with_ledger = state::exists(&client, names).await?;

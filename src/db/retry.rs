@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio_postgres::error::SqlState;
 
+use super::tls::ConnectError;
+
 /// How a unit of work ended under [`Retry::run`] when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempted<T> {
@@ -88,6 +90,9 @@ pub fn is_retryable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
             return pg_retryable(pg);
+        }
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            return connect.is_transient();
         }
         if let Some(pool) = cause.downcast_ref::<deadpool_postgres::PoolError>() {
             return match pool {

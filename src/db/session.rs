@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Client, NoTls};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Client;
 
-use crate::config::{Database, Timeouts};
+use super::tls::{Connector, SessionOptions};
+use crate::config::{Common, Database, Timeouts};
 
 /// Who runs this process, recorded on runs and in `application_name`.
 #[derive(Debug, Clone)]
@@ -62,6 +63,8 @@ pub struct Session {
     /// Shown in `pg_stat_activity`, and how a blocked operator finds us.
     pub application_name: String,
     pub timeouts: Option<Timeouts>,
+    /// `idle_in_transaction_session_timeout` (SPEC §12).
+    pub idle_timeout: Duration,
     /// Dry runs, verify and status: the server refuses any write.
     pub read_only: bool,
 }
@@ -69,11 +72,17 @@ pub struct Session {
 impl Session {
     /// A session for `command` (e.g. `run`, `dry-run`), named after it and
     /// this process in `pg_stat_activity` so operators can find it.
-    pub fn new(command: &str, timeouts: Option<Timeouts>, read_only: bool) -> Self {
+    pub fn new(
+        command: &str,
+        common: &Common,
+        timeouts: Option<Timeouts>,
+        read_only: bool,
+    ) -> Self {
         let owner = Owner::current();
         Self {
             application_name: format!("relink {command} host={} pid={}", owner.host, owner.pid),
             timeouts,
+            idle_timeout: common.idle_timeout,
             read_only,
         }
     }
@@ -95,72 +104,80 @@ impl Session {
         self
     }
 
-    fn apply(&self, db: &Database) -> tokio_postgres::Config {
-        let mut config = db.config.clone();
-        config.application_name(&self.application_name);
+    fn options(&self) -> SessionOptions {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
         // TimeZone=UTC: "createdAt"/"updatedAt" are TIMESTAMP(3) without time
         // zone, which applications (e.g. Prisma) fill in UTC.
         // jit=off: relink's statements are many and small; JIT compiling
         // them costs more than it saves.
-        let mut options = String::from("-c TimeZone=UTC -c jit=off");
+        // idle_in_transaction_session_timeout: a relink that is stopped
+        // (Ctrl-Z, a paused VM) or cut off inside a chunk never holds the
+        // application's rows longer than this; the server ends the session,
+        // the chunk rolls back, and relink retries it when it continues.
+        let mut settings = vec![
+            ("TimeZone".to_owned(), "UTC".to_owned()),
+            ("jit".to_owned(), "off".to_owned()),
+            (
+                "idle_in_transaction_session_timeout".to_owned(),
+                ms(self.idle_timeout),
+            ),
+        ];
         if let Some(t) = self.timeouts {
-            options.push_str(&format!(
-                " -c lock_timeout={}ms -c statement_timeout={}ms",
-                t.lock.as_millis(),
-                t.statement.as_millis()
-            ));
+            settings.push(("lock_timeout".to_owned(), ms(t.lock)));
+            settings.push(("statement_timeout".to_owned(), ms(t.statement)));
         }
-        if self.read_only {
-            options.push_str(" -c default_transaction_read_only=on");
+        SessionOptions {
+            application_name: Some(self.application_name.clone()),
+            settings,
+            read_only: self.read_only,
         }
-        config.options(&options);
-        config
+    }
+
+    /// The connector opening this session's connections to `db`.
+    ///
+    /// # Errors
+    /// When a certificate or key file cannot be used.
+    pub fn connector(&self, db: &Database) -> Result<Connector> {
+        Connector::new(db.info.clone(), self.options())
+            .map_err(anyhow::Error::new)
+            .context("cannot set up TLS")
     }
 }
 
-/// Opens one connection (e.g. the one that holds the advisory lock).
+/// Opens one connection (e.g. the one that holds the advisory lock), as
+/// libpq would: hosts in order, TLS per `sslmode`, the password file when
+/// asked, `target_session_attrs`; each host bounded by the connect timeout.
 ///
 /// # Errors
-/// When the server cannot be reached or refuses the login.
+/// When no host can be used; the message says why and what to do.
 pub async fn connect(db: &Database, session: &Session) -> Result<Client> {
-    // connect_timeout covers the TCP connect only; bound the whole handshake
-    // too, so a server that accepts and never answers cannot hang relink.
-    let limit = db
-        .config
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(Duration::from_secs(10));
-    let (client, connection) = tokio::time::timeout(limit * 2, session.apply(db).connect(NoTls))
+    let (client, _connection) = session
+        .connector(db)?
+        .connect()
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {:?}", limit * 2))
-        .and_then(|r| r.map_err(anyhow::Error::new))
-        .with_context(|| format!("cannot connect to {db}"))?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!("connection closed: {err}");
-        }
-    });
+        .map_err(anyhow::Error::new)?;
     Ok(client)
 }
 
-/// A pool of `size` connections for chunk writers; broken connections are
-/// replaced on the next checkout, which is how a lost connection is retried.
+/// A pool of `size` connections for chunk writers, opened by the same
+/// connector; broken connections are replaced on the next checkout, which
+/// is how a lost connection is retried.
 ///
 /// # Errors
 /// When the pool cannot be built (a configuration error).
 pub fn pool(db: &Database, session: &Session, size: usize) -> Result<Pool> {
-    let manager = Manager::from_config(
-        session.apply(db),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = session.connector(db)?.manager(ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    });
+    // The connector bounds each host by the connect timeout; the pool's
+    // own limit covers all hosts of one attempt.
+    let per_host = db.info.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let hosts = u32::try_from(db.info.targets.len()).unwrap_or(u32::MAX);
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(60)))
-        .create_timeout(db.config.get_connect_timeout().copied())
+        .create_timeout(Some(per_host.saturating_mul(hosts.saturating_mul(2))))
         .build()
         .context("cannot build the connection pool")
 }

@@ -127,14 +127,45 @@ async fn bad_command_lines_exit_2() {
         assert!(!stderr(&out).is_empty());
         assert!(!stderr(&out).contains("panicked"), "{args:?}");
     }
+    // An unknown connection parameter is a bad command line too, named.
     let out = db
         .relink()
-        .env_remove("DATABASE_URL")
+        .env("DATABASE_URL", format!("{}?sslmod=require", db.url))
         .arg("status")
         .output()
         .expect("run");
     assert_code(&out, 2);
-    assert!(stderr(&out).contains("DATABASE_URL"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"sslmod\""), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn without_a_url_libpq_environment_variables_reach_the_server() {
+    let db = TestDb::new("pgenv").await;
+    let url = url::Url::parse(&db.url).expect("test URL");
+    let out = db
+        .relink()
+        .env_remove("DATABASE_URL")
+        .env("PGHOST", url.host_str().expect("host"))
+        .env("PGPORT", url.port().unwrap_or(5432).to_string())
+        .env("PGUSER", url.username())
+        .env("PGDATABASE", url.path().trim_start_matches('/'))
+        .env("PGSSLMODE", "disable")
+        .args(["status", "--format", "json"])
+        .output()
+        .expect("run");
+    assert_success(&out);
+    // Nothing answers there: the message names where it tried.
+    let out = db
+        .relink()
+        .env_remove("DATABASE_URL")
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", "1")
+        .env("PGUSER", "nobody")
+        .arg("status")
+        .output()
+        .expect("run");
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
 }
 
 #[test]
