@@ -3,6 +3,7 @@
 //! Rows go in with binary COPY through one helper: one round trip per
 //! table, not per row.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
@@ -50,13 +51,11 @@ pub async fn commit_chunk(
         .await
         .context("cannot set up the chunk transaction")?;
     let now = transaction_time(&tx).await?;
-    let not_done;
-    let profiles = if retry {
-        not_done = drop_committed(&tx, names, run_id, profiles).await?;
-        &not_done[..]
-    } else {
-        profiles
-    };
+    let mut profiles = still_there(&tx, names, profiles).await?;
+    if retry {
+        profiles = Cow::Owned(drop_committed(&tx, names, run_id, &profiles).await?);
+    }
+    let profiles = &profiles[..];
     let planned = chunk::plan_chunk(&tx, names, true, profiles).await?;
     write_chunk(&tx, names, run_id, now, &planned).await?;
     let counters = chunk::counters(&planned);
@@ -70,6 +69,37 @@ pub async fn commit_chunk(
     .await?;
     tx.commit().await.context("cannot commit the chunk")?;
     Ok(counters)
+}
+
+/// The chunk's profiles that still exist, locked against deletion until the
+/// chunk commits (`FOR KEY SHARE`, the lock the rows' foreign keys take
+/// anyway). A profile the application deleted since the feed read it is
+/// left out, instead of failing the chunk on its foreign key; it is not in
+/// the ledger, so nothing about it is recorded.
+async fn still_there<'p>(
+    tx: &impl GenericClient,
+    names: &Names,
+    profiles: &'p [SourceProfile],
+) -> Result<Cow<'p, [SourceProfile]>> {
+    let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
+    let rows = tx
+        .query(
+            &names.sql("SELECT id FROM {app}.profiles WHERE id = ANY($1) FOR KEY SHARE"),
+            &[&ids],
+        )
+        .await
+        .context("cannot lock the chunk's profiles")?;
+    if rows.len() == profiles.len() {
+        return Ok(Cow::Borrowed(profiles));
+    }
+    let present: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(Cow::Owned(
+        profiles
+            .iter()
+            .filter(|p| present.contains(&p.id))
+            .cloned()
+            .collect(),
+    ))
 }
 
 /// The chunk's profiles this run has not recorded in the ledger yet.

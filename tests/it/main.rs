@@ -2,6 +2,7 @@
 //! touch the database create their own through `harness`.
 
 mod cli;
+mod connect;
 mod control;
 mod corpus;
 mod dry_run;
