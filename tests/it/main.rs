@@ -9,4 +9,5 @@ mod harness;
 mod props;
 mod purge;
 mod run;
+mod servers;
 mod verify;
