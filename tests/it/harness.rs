@@ -727,7 +727,9 @@ impl Drop for TlsTestDb {
 /// Tests share the replica set, but one that pauses replay makes every
 /// replica lag: [`ReplicaTestDb::exclusive`] takes this lock for writing,
 /// [`ReplicaTestDb::new`] for reading. (Within this test process; the `it`
-/// binary is the only one using the replica set.)
+/// binary is the only one using the replica set.) The lock is fair: a test
+/// must hold one `ReplicaTestDb` at a time, or a writer queued between its
+/// two reads deadlocks both.
 static REPLICA_USE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 enum ReplicaUse {

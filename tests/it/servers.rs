@@ -13,8 +13,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::harness::{
-    assert_success, connect, psql, replica_set, stderr, stdout, tls_server, ReplicaTestDb,
-    TlsTestDb,
+    assert_success, connect, parse_assignments, psql, replica_set, stderr, stdout, tls_server,
+    ReplicaTestDb, TlsTestDb,
 };
 
 /// Polls `check` every 100 ms until it holds; fails naming `what` after
@@ -56,6 +56,20 @@ fn assert_psql_fails(out: &std::process::Output, needle: &str) {
         stderr(out).contains(needle),
         "expected {needle:?} in:\n{}",
         stderr(out)
+    );
+}
+
+#[test]
+fn script_output_parses_plain_and_shell_quoted_values() {
+    // As `emit` in scripts/pg-server prints them.
+    let vars = parse_assignments(
+        "PG_TLS_PORT=54339\nPG_TLS_CA='/tmp/it'\\''s a dir/ca.crt'\nPG_TLS_ADMIN_URL=postgresql://postgres@%2Frun:1/postgres\n",
+    );
+    assert_eq!(vars["PG_TLS_PORT"], "54339");
+    assert_eq!(vars["PG_TLS_CA"], "/tmp/it's a dir/ca.crt");
+    assert_eq!(
+        vars["PG_TLS_ADMIN_URL"],
+        "postgresql://postgres@%2Frun:1/postgres"
     );
 }
 
