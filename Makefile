@@ -10,7 +10,7 @@ CARGO ?= cargo
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help lint test demo bench bench-plan build pg-status pg-stop clean
+.PHONY: help lint test demo bench bench-plan build pg-status pg-stop pg-tls pg-replica clean
 
 help: ## list these targets
 	@echo 'usage: make <target>'
@@ -41,11 +41,19 @@ build: ## build the release binary (target/release/relink)
 pg-status: ## say which PostgreSQL server tests and the demo would use
 	scripts/pg-server status
 
-pg-stop: ## stop the private PostgreSQL server, if it runs
+pg-stop: ## stop the private PostgreSQL servers (url, tls, replica), if they run
 	scripts/pg-server stop
 
+# Tests start these on demand; the targets are for trying things by hand,
+# e.g. `eval "$$(scripts/pg-server tls)"` then psql with $$PG_TLS_CA.
+pg-tls: ## start the private TLS-only server and print its settings (KEY=value)
+	scripts/pg-server tls
+
+pg-replica: ## start the private primary + streaming replica and print their URLs
+	scripts/pg-server replica
+
 # Stop the server before deleting its data directory.
-clean: ## remove build output and the private PostgreSQL server (.pg)
+clean: ## remove build output and the private PostgreSQL servers (.pg)
 	scripts/pg-server stop
 	$(CARGO) clean
 	rm -rf .pg

@@ -2,8 +2,11 @@
 //! created database with the app schema from `sql/app/`, dropped afterwards
 //! unless the test failed (so it can be inspected). Tests run in parallel.
 
-use std::process::{Command, Output};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio_postgres::{Client, NoTls};
 
@@ -405,4 +408,540 @@ pub fn assert_no_panic(out: &Output) {
             stderr(out)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The private servers of `scripts/pg-server tls` and `scripts/pg-server
+// replica`, for the connection (SPEC §12) and throttling (SPEC §13) tests.
+// Each is started (or reused) once per test process, on first use; the
+// script's lock makes concurrent test processes safe. `make test` needs no
+// setup for them: ports and directory follow RELINK_PG_TLS_PORT,
+// RELINK_PG_PRIMARY_PORT, RELINK_PG_REPLICA_PORT and RELINK_PG_DIR.
+
+/// The TLS-only server (`scripts/pg-server tls`): over TCP it accepts TLS
+/// only (an unencrypted connection gets "no pg_hba.conf entry … no
+/// encryption", as on AWS RDS with rds.force_ssl). All paths are absolute.
+#[derive(Debug, Clone)]
+pub struct TlsServer {
+    /// `localhost`: the only name in the server certificate (verify-full
+    /// with host 127.0.0.1 fails the host-name check).
+    pub host: String,
+    pub port: u16,
+    /// Superuser `postgres` over the Unix socket (trust), a postgresql:// URL
+    /// tokio-postgres parses: the only way in without TLS.
+    pub admin_url: String,
+    /// The throwaway CA that signed the server and client certificates.
+    pub ca: String,
+    /// A CA that signed nothing here ("untrusted CA" tests).
+    pub untrusted_ca: String,
+    /// Client certificate (CN = `cert_user`) and its key (mode 0600, owned
+    /// by the user that ran the script).
+    pub client_cert: String,
+    pub client_key: String,
+    /// SCRAM-SHA-256 login and its password.
+    pub pw_user: String,
+    pub pw: String,
+    /// md5 login (password stored as md5) and its password.
+    pub md5_user: String,
+    pub md5_pw: String,
+    /// Login by client certificate only.
+    pub cert_user: String,
+    /// NOLOGIN group of the three logins; owner of [`TlsTestDb`] databases.
+    pub db_owner: String,
+}
+
+/// A primary with one streaming replica (`scripts/pg-server replica`), trust
+/// auth on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct ReplicaSet {
+    /// `postgres` on the primary's `postgres` database.
+    pub primary_url: String,
+    /// `postgres` on the replica (a hot standby: read-only).
+    pub replica_url: String,
+    /// The replica's `application_name` in the primary's `pg_stat_replication`.
+    pub replica_name: String,
+    /// A LOGIN, CREATEDB role on the primary without `pg_monitor`: it sees the
+    /// replica's row in `pg_stat_replication` with pid, usename and
+    /// application_name only; state, LSNs and lags are NULL.
+    pub nomon_user: String,
+}
+
+/// Runs `scripts/pg-server <command>` and parses its `KEY=value` lines. The
+/// script's diagnostics are passed on to the test's output.
+pub fn pg_server(command: &str) -> HashMap<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-server");
+    let out = Command::new(&script)
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let diagnostics = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`scripts/pg-server {command}` failed ({:?}):\n{diagnostics}",
+        out.status.code()
+    );
+    eprint!("{diagnostics}");
+    parse_assignments(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `KEY=value` lines as the script prints them: a value is plain or
+/// shell-quoted ('…', with `'\''` for a quote).
+pub fn parse_assignments(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), shell_unquote(value)))
+        .collect()
+}
+
+fn shell_unquote(value: &str) -> String {
+    let mut out = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => out.extend(chars.by_ref().take_while(|&c| c != '\'')),
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Takes `key` out of the script's output, or fails naming it.
+fn take(vars: &mut HashMap<String, String>, command: &str, key: &str) -> String {
+    vars.remove(key)
+        .unwrap_or_else(|| panic!("`scripts/pg-server {command}` printed no {key}"))
+}
+
+/// The TLS server, started on the first call of the process.
+pub fn tls_server() -> &'static TlsServer {
+    static SERVER: OnceLock<TlsServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let mut vars = pg_server("tls");
+        let mut get = |key: &str| take(&mut vars, "tls", key);
+        TlsServer {
+            host: get("PG_TLS_HOST"),
+            port: get("PG_TLS_PORT").parse().expect("PG_TLS_PORT is a port"),
+            admin_url: get("PG_TLS_ADMIN_URL"),
+            ca: get("PG_TLS_CA"),
+            untrusted_ca: get("PG_TLS_UNTRUSTED_CA"),
+            client_cert: get("PG_TLS_CLIENT_CERT"),
+            client_key: get("PG_TLS_CLIENT_KEY"),
+            pw_user: get("PG_TLS_PW_USER"),
+            pw: get("PG_TLS_PW"),
+            md5_user: get("PG_TLS_MD5_USER"),
+            md5_pw: get("PG_TLS_MD5_PW"),
+            cert_user: get("PG_TLS_CERT_USER"),
+            db_owner: get("PG_TLS_DB_OWNER"),
+        }
+    })
+}
+
+/// The replica set, started on the first call of the process (returns once
+/// the replica streams).
+pub fn replica_set() -> &'static ReplicaSet {
+    static SET: OnceLock<ReplicaSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        let mut vars = pg_server("replica");
+        let mut get = |key: &str| take(&mut vars, "replica", key);
+        ReplicaSet {
+            primary_url: get("PG_PRIMARY_URL"),
+            replica_url: get("PG_REPLICA_URL"),
+            replica_name: get("PG_REPLICA_NAME"),
+            nomon_user: get("PG_NOMON_USER"),
+        }
+    })
+}
+
+/// Percent-encodes `s` for a URL's user, password or query value (`/` is
+/// kept: paths stay readable).
+fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for byte in s.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+impl TlsServer {
+    /// `postgres://user[:password]@localhost:port/dbname?sslmode=verify-full
+    /// &sslrootcert=CA`, plus `extra` query parameters (`(name, value)`).
+    pub fn url(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        dbname: &str,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let password = password
+            .map(|p| format!(":{}", url_encode(p)))
+            .unwrap_or_default();
+        let mut url = format!(
+            "postgres://{}{password}@{}:{}/{}?sslmode=verify-full&sslrootcert={}",
+            url_encode(user),
+            self.host,
+            self.port,
+            url_encode(dbname),
+            url_encode(&self.ca)
+        );
+        for (name, value) in extra {
+            url.push_str(&format!("&{name}={}", url_encode(value)));
+        }
+        url
+    }
+
+    /// The SCRAM login, password in the URL, TLS verified.
+    pub fn pw_url(&self, dbname: &str) -> String {
+        self.url(&self.pw_user, Some(&self.pw), dbname, &[])
+    }
+
+    /// The md5 login, password in the URL, TLS verified.
+    pub fn md5_url(&self, dbname: &str) -> String {
+        self.url(&self.md5_user, Some(&self.md5_pw), dbname, &[])
+    }
+
+    /// The certificate login (`sslcert`, `sslkey`), TLS verified.
+    pub fn cert_url(&self, dbname: &str) -> String {
+        self.url(
+            &self.cert_user,
+            None,
+            dbname,
+            &[("sslcert", &self.client_cert), ("sslkey", &self.client_key)],
+        )
+    }
+
+    /// The admin URL (superuser over the socket) for database `dbname`.
+    pub fn admin_url_for(&self, dbname: &str) -> String {
+        with_dbname(&self.admin_url, dbname)
+    }
+}
+
+/// `base` with its user name replaced.
+pub fn with_user(base: &str, user: &str) -> String {
+    let mut url = url::Url::parse(base).expect("a postgres:// URL");
+    url.set_username(user).expect("a URL with a host");
+    url.to_string()
+}
+
+/// A database of its own for one test on the TLS server, with the app schema.
+/// Owned by the group `db_owner` (relink_tls_app), of which the SCRAM, md5
+/// and certificate logins are members, and the schema is created as that
+/// group: each login can read and write the app's tables and create a state
+/// schema. Default privileges give the group every privilege on what any
+/// login creates, so an object created by one login (a state schema, its
+/// tables) is usable by the others, though only its creator can alter or
+/// drop it. Created and dropped over the admin (socket) URL.
+pub struct TlsTestDb {
+    pub name: String,
+    pub server: &'static TlsServer,
+    /// Superuser `postgres` on this database, over the Unix socket (the test
+    /// process has no TLS).
+    pub client: Client,
+}
+
+impl TlsTestDb {
+    pub async fn new(tag: &str) -> Self {
+        let server = tls_server();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("relink_t_{tag}_{}_{n}", std::process::id());
+        let admin = connect(&server.admin_url).await;
+        // Two statements: several in one string would be one transaction,
+        // which DROP DATABASE refuses.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .expect("drop old test database on the TLS server");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", server.db_owner))
+            .await
+            .expect("create the test database on the TLS server");
+        let client = connect(&server.admin_url_for(&name)).await;
+        let owner = &server.db_owner;
+        let logins = format!(
+            "{}, {}, {}",
+            server.pw_user, server.md5_user, server.cert_user
+        );
+        let mut setup = String::new();
+        for objects in ["TABLES", "SEQUENCES", "FUNCTIONS", "TYPES", "SCHEMAS"] {
+            setup.push_str(&format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {logins} GRANT ALL ON {objects} TO {owner};\n"
+            ));
+        }
+        setup.push_str(&format!("SET ROLE {owner};\n{APP_UP}\nRESET ROLE;"));
+        client
+            .batch_execute(&setup)
+            .await
+            .expect("apply sql/app/up.sql on the TLS server");
+        Self {
+            name,
+            server,
+            client,
+        }
+    }
+
+    /// See [`TlsServer::pw_url`].
+    pub fn pw_url(&self) -> String {
+        self.server.pw_url(&self.name)
+    }
+
+    /// See [`TlsServer::md5_url`].
+    pub fn md5_url(&self) -> String {
+        self.server.md5_url(&self.name)
+    }
+
+    /// See [`TlsServer::cert_url`].
+    pub fn cert_url(&self) -> String {
+        self.server.cert_url(&self.name)
+    }
+
+    /// The relink binary with `DATABASE_URL` = `url` (e.g. [`Self::pw_url`]).
+    // For the TLS connection tests (SPEC §12): relink has no TLS yet.
+    #[allow(dead_code)]
+    pub fn relink(&self, url: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
+        cmd.env("DATABASE_URL", url).env_remove("RELINK_LOG");
+        cmd
+    }
+}
+
+impl Drop for TlsTestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: database {} on the TLS server kept for inspection",
+                self.name
+            );
+            return;
+        }
+        execute_from_drop(&[(
+            self.server.admin_url.clone(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )]);
+    }
+}
+
+/// Tests share the replica set, but one that pauses replay makes every
+/// replica lag: [`ReplicaTestDb::exclusive`] takes this lock for writing,
+/// [`ReplicaTestDb::new`] for reading. (Within this test process; the `it`
+/// binary is the only one using the replica set.) The lock is fair: a test
+/// must hold one `ReplicaTestDb` at a time, or a writer queued between its
+/// two reads deadlocks both.
+static REPLICA_USE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum ReplicaUse {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+/// A database of its own for one test on the replica set's primary (and so
+/// on the replica), with the app schema. Owned by `relink_nomon` and the
+/// schema created as that role, so relink can run as it as well as as
+/// `postgres`.
+pub struct ReplicaTestDb {
+    pub name: String,
+    pub set: &'static ReplicaSet,
+    /// `postgres` on this database on the primary.
+    pub url: String,
+    /// `postgres` on this database on the replica (read-only).
+    pub replica_url: String,
+    /// `relink_nomon` (no pg_monitor) on this database on the primary.
+    pub nomon_url: String,
+    /// `postgres` on this database on the primary.
+    pub client: Client,
+    lock: Arc<ReplicaUse>,
+}
+
+impl ReplicaTestDb {
+    /// Shares the replica set with other tests: replay is never paused.
+    pub async fn new(tag: &str) -> Self {
+        let guard = REPLICA_USE.read().await;
+        Self::create(tag, ReplicaUse::Shared(guard)).await
+    }
+
+    /// Sole user of the replica set while it lives: may pause replay
+    /// ([`Self::pause_replay`]).
+    pub async fn exclusive(tag: &str) -> Self {
+        let guard = REPLICA_USE.write().await;
+        Self::create(tag, ReplicaUse::Exclusive(guard)).await
+    }
+
+    async fn create(tag: &str, lock: ReplicaUse) -> Self {
+        let set = replica_set();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("relink_t_{tag}_{}_{n}", std::process::id());
+        let admin = connect(&set.primary_url).await;
+        // Two statements: several in one string would be one transaction,
+        // which DROP DATABASE refuses.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .expect("drop old test database on the primary");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", set.nomon_user))
+            .await
+            .expect("create the test database on the primary");
+        let url = with_dbname(&set.primary_url, &name);
+        let client = connect(&url).await;
+        client
+            .batch_execute(&format!(
+                "SET ROLE {};\n{APP_UP}\nRESET ROLE;",
+                set.nomon_user
+            ))
+            .await
+            .expect("apply sql/app/up.sql on the primary");
+        let db = Self {
+            replica_url: with_dbname(&set.replica_url, &name),
+            nomon_url: with_user(&url, &set.nomon_user),
+            name,
+            set,
+            url,
+            client,
+            lock: Arc::new(lock),
+        };
+        db.wait_replayed(std::time::Duration::from_secs(30)).await;
+        db
+    }
+
+    /// Waits until the replica has replayed everything written on the
+    /// primary so far (fails the test after `timeout`).
+    pub async fn wait_replayed(&self, timeout: std::time::Duration) {
+        let target: String = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .expect("primary's WAL position")
+            .get(0);
+        let replica = connect(&self.set.replica_url).await;
+        let started = std::time::Instant::now();
+        loop {
+            let done: bool = replica
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&target],
+                )
+                .await
+                .expect("replica's replay position")
+                .get(0);
+            if done {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the replica did not replay up to {target} within {timeout:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Pauses WAL replay on the replica until [`ReplayPause::resume`] (or
+    /// the guard's drop, even when the test fails). Only on an
+    /// [`Self::exclusive`] database: paused replay makes every relink run on
+    /// the primary wait.
+    pub async fn pause_replay(&self) -> ReplayPause {
+        assert!(
+            matches!(*self.lock, ReplicaUse::Exclusive(_)),
+            "pause_replay needs ReplicaTestDb::exclusive"
+        );
+        let replica = connect(&self.set.replica_url).await;
+        replica
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await
+            .expect("pause replay on the replica");
+        ReplayPause {
+            replica_url: self.set.replica_url.clone(),
+            resumed: false,
+            _lock: Arc::clone(&self.lock),
+        }
+    }
+
+    /// The relink binary, with `DATABASE_URL` = `url` (e.g. `self.url` or
+    /// `self.nomon_url`).
+    pub fn relink(&self, url: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
+        cmd.env("DATABASE_URL", url).env_remove("RELINK_LOG");
+        cmd
+    }
+}
+
+impl Drop for ReplicaTestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: database {} on the replica set's primary kept for inspection",
+                self.name
+            );
+            return;
+        }
+        execute_from_drop(&[(
+            self.set.primary_url.clone(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )]);
+    }
+}
+
+/// Replay paused on the replica (see [`ReplicaTestDb::pause_replay`]); it
+/// keeps the replica set exclusive until resumed.
+pub struct ReplayPause {
+    replica_url: String,
+    resumed: bool,
+    _lock: Arc<ReplicaUse>,
+}
+
+impl ReplayPause {
+    pub async fn resume(mut self) {
+        connect(&self.replica_url)
+            .await
+            .batch_execute("SELECT pg_wal_replay_resume()")
+            .await
+            .expect("resume replay on the replica");
+        self.resumed = true;
+    }
+}
+
+impl Drop for ReplayPause {
+    fn drop(&mut self) {
+        if !self.resumed {
+            execute_from_drop(&[(
+                self.replica_url.clone(),
+                "SELECT pg_wal_replay_resume()".to_owned(),
+            )]);
+        }
+    }
+}
+
+/// `psql` (libpq, the reference client) runs `sql` on `conninfo` (a URL or
+/// `key=value` string) with `PGPASSWORD` = `password`, none of the caller's
+/// other PG* variables, no ~/.pgpass and no ~/.psqlrc; output unaligned,
+/// tuples only.
+pub fn psql(conninfo: &str, password: Option<&str>, sql: &str) -> Output {
+    let mut cmd = Command::new("psql");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("PGPASSFILE", "/nonexistent/relink-test-no-pgpass")
+        .env("PGCONNECT_TIMEOUT", "5");
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    cmd.args([
+        "-X",
+        "-w",
+        "-q",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        conninfo,
+        "-c",
+        sql,
+    ])
+    .stdin(Stdio::null())
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run psql ({e}); Debian: apt-get install postgresql-client"))
 }

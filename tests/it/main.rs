@@ -12,4 +12,5 @@ mod lock;
 mod props;
 mod purge;
 mod run;
+mod servers;
 mod verify;
