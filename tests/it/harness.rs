@@ -299,39 +299,55 @@ impl Drop for Spawned {
     }
 }
 
+/// Starts `cmd` in the background (stdin closed, output piped).
+pub fn spawn_command(mut cmd: Command) -> Spawned {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn relink");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(out) = child.wait_with_output() {
+            let _ = sender.send(out);
+        }
+    });
+    Spawned {
+        pid,
+        receiver,
+        output: None,
+        exited: false,
+    }
+}
+
+/// Checksum of a database's `profile_links` without the timestamps (which
+/// differ between two runs over the same data): the end state of a migration.
+pub async fn links_checksum_of(client: &Client) -> String {
+    client
+        .query_one(
+            "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')
+               FROM (SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links) t",
+            &[],
+        )
+        .await
+        .expect("links checksum")
+        .get(0)
+}
+
 impl TestDb {
     /// Starts relink with `args` in the background (stdin closed, output piped).
     pub fn spawn(&self, args: &[&str]) -> Spawned {
-        let child = self
-            .relink()
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn relink");
-        let pid = child.id();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            if let Ok(out) = child.wait_with_output() {
-                let _ = sender.send(out);
-            }
-        });
-        Spawned {
-            pid,
-            receiver,
-            output: None,
-            exited: false,
-        }
+        let mut cmd = self.relink();
+        cmd.args(args);
+        spawn_command(cmd)
     }
 
-    /// Checksum of `profile_links` without the timestamps (which differ
-    /// between two runs over the same data): the end state of a migration.
+    /// Checksum of `profile_links` without the timestamps: see
+    /// [`links_checksum_of`].
     pub async fn links_checksum(&self) -> String {
-        self.checksum(
-            "(SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links)",
-        )
-        .await
+        links_checksum_of(&self.client).await
     }
 
     /// `relink [global…] status --format json`, parsed (the command must

@@ -11,6 +11,7 @@ mod harness;
 mod lock;
 mod props;
 mod purge;
+mod replicas;
 mod run;
 mod servers;
 mod verify;
