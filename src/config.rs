@@ -11,7 +11,8 @@ use anyhow::{bail, Context as _, Result};
 use tokio_postgres::config::Host;
 
 use crate::cli::{
-    GenerateArgs, GlobalArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
+    GenerateArgs, GlobalArgs, MetricsArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs,
+    TimeoutArgs, VerifyArgs,
 };
 
 /// Where to connect. `Display` is redacted: user, host, port and database
@@ -162,6 +163,37 @@ impl Timeouts {
     }
 }
 
+/// `--metrics-file` (SPEC §14), checked: its directory exists and takes
+/// files.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub path: PathBuf,
+    /// Between two writes during the run.
+    pub interval: Duration,
+}
+
+impl MetricsConfig {
+    /// `None` without `--metrics-file`.
+    fn from_args(args: &MetricsArgs, dry_run: bool) -> Result<Option<Self>> {
+        let interval =
+            parse_duration(&args.metrics_interval).context("invalid --metrics-interval")?;
+        if interval < Duration::from_millis(10) {
+            bail!("--metrics-interval must be at least 10ms");
+        }
+        let Some(path) = &args.metrics_file else {
+            return Ok(None);
+        };
+        if dry_run {
+            bail!("--metrics-file is for live runs and purges: a dry run records nothing (drop --dry-run or --metrics-file)");
+        }
+        crate::metrics::textfile::check(path)?;
+        Ok(Some(Self {
+            path: path.clone(),
+            interval,
+        }))
+    }
+}
+
 /// `relink run`, checked.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -175,6 +207,7 @@ pub struct RunConfig {
     pub format: OutputFormat,
     pub writers: usize,
     pub timeouts: Timeouts,
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// Largest chunk accepted: bigger chunks hold locks longer for no gain.
@@ -210,6 +243,7 @@ impl RunConfig {
             format: args.format,
             writers: args.writers,
             timeouts: Timeouts::from_args(&args.timeouts)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
         })
     }
 }
@@ -224,6 +258,7 @@ pub struct PurgeConfig {
     pub chunk_size: usize,
     pub format: OutputFormat,
     pub timeouts: Timeouts,
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl PurgeConfig {
@@ -242,6 +277,7 @@ impl PurgeConfig {
             chunk_size: args.chunk_size,
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
         })
     }
 }

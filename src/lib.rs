@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod exit;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod removal;

@@ -17,8 +17,9 @@ use crate::checkpoint::Watermark;
 use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
+use crate::metrics::{self, Metrics, Snapshot};
 use crate::plan::Counters;
-use crate::progress::Progress;
+use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
@@ -39,6 +40,7 @@ struct Shared {
     counters: Mutex<Counters>,
     failed: AtomicBool,
     shutdown: Shutdown,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -58,13 +60,15 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     preflight::check(&control, names).await?;
     preflight::check_write_permission(&control, names).await?;
     let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
-    let (run_id, start_after, total) = {
+    let (run_id, start_after, total, last_success) = {
         let control = lock.client().await?;
         state::ensure_schema(&control, names).await?;
         let (run_id, start_after) = begin(&control, names, cfg).await?;
         let total = pending_estimate(&control, names, start_after.as_deref()).await?;
-        (run_id, start_after, total)
+        let last_success = state::last_success(&*control, names, Mode::Run).await?;
+        (run_id, start_after, total, last_success)
     };
+    let metrics = Metrics::new(cfg.metrics.as_ref(), Mode::Run, run_id, last_success);
 
     // One connection reads while the writers write.
     let pool = db::pool(&common.database, &session, cfg.writers + 1)?;
@@ -75,7 +79,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         retry: Retry::new(cfg.timeouts.attempts),
         pool,
         lock,
-        progress: Progress::new("migrating", total, !common.quiet),
+        progress: Progress::new("migrating", PROFILES_AND_LINKS, total, !common.quiet),
         throttle: Throttle::new(
             Limits {
                 max_rate: cfg.max_rate,
@@ -87,7 +91,14 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         counters: Mutex::new(Counters::default()),
         failed: AtomicBool::new(false),
         shutdown,
+        metrics: metrics.clone(),
     });
+    let exporter = metrics
+        .start(RunFigures {
+            shared: shared.clone(),
+            scanned: metrics::Scanned::new(start_after.clone()),
+        })
+        .await;
 
     let (sender, receiver) = mpsc::channel::<Chunk>(cfg.writers * 2);
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
@@ -173,6 +184,9 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let checkpoint = state::load_run(&*control, names, run_id)
         .await?
         .and_then(|r| r.checkpoint);
+    let last_success = state::last_success(&*control, names, Mode::Run)
+        .await
+        .unwrap_or(last_success);
     // Everything up to the end committed only if nothing failed or stopped
     // (the reader may have reached the end with chunks still in flight).
     let all_committed = reached_end && error.is_none() && !stopped;
@@ -196,6 +210,9 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         started,
         shared.throttle.throttled_seconds(),
     );
+    exporter
+        .finish(status, Snapshot::of_summary(&summary), last_success)
+        .await;
     summary.print_to_stdout(cfg.format, false)?;
 
     if let Some(err) = error {
@@ -287,7 +304,8 @@ async fn write_chunks(
                     let (shared, chunk) = (&shared, &chunk);
                     async move {
                         let mut client = db::checkout(&shared.pool).await?;
-                        sink::commit_chunk(
+                        let began = Instant::now();
+                        let counters = sink::commit_chunk(
                             &mut client,
                             &shared.names,
                             shared.run_id,
@@ -301,7 +319,9 @@ async fn write_chunks(
                                     .and_then(|wm| wm.checkpoint_for(chunk.seq))
                             },
                         )
-                        .await
+                        .await?;
+                        shared.metrics.observe_chunk(began.elapsed());
+                        Ok(counters)
                     }
                 },
             )
@@ -350,4 +370,31 @@ async fn pending_estimate(client: &Client, names: &Names, after: Option<&str>) -
         .unwrap_or(0);
     let ledger = u64::try_from(ledger).unwrap_or(0);
     Ok(with_legacy.saturating_sub(ledger).max(1))
+}
+
+/// A run's figures for its metrics file (SPEC §14), gathered before each
+/// periodic write: the counters so far and the profiles covered up to the
+/// checkpoint (counted on the lock holder's connection, which is otherwise
+/// idle during the run).
+struct RunFigures {
+    shared: Arc<Shared>,
+    scanned: metrics::Scanned,
+}
+
+impl metrics::Gather for RunFigures {
+    async fn gather(&mut self) -> Snapshot {
+        let shared = &self.shared;
+        if let Ok(control) = shared.lock.client().await {
+            self.scanned
+                .refresh(&*control, &shared.names, shared.run_id)
+                .await;
+        }
+        let counters = shared
+            .counters
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        self.scanned
+            .snapshot(counters, shared.throttle.throttled_seconds())
+    }
 }
