@@ -47,9 +47,9 @@ impl Progress {
     pub fn new(what: &'static str, units: Units, total: u64, show_bar: bool) -> Self {
         let bar = (show_bar && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            bar.set_style(bar_style(units));
             bar.set_prefix(what);
             bar.set_message(format!("0 {}", units.also));
+            bar.set_style(bar_style(units));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
