@@ -623,6 +623,74 @@ async fn an_interrupted_run_ends_its_file_interrupted_and_keeps_the_last_success
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_belongs_to_the_lock_holder_and_a_failed_write_does_not_stop_the_run() {
+    let db = TestDb::new("obs_owner").await;
+    db.generate(2000);
+    let dir = scratch("obs_owner");
+    let file = dir.join("relink-run.prom");
+    let child = db.spawn(&[
+        "run",
+        "--limit",
+        "1000",
+        "--chunk-size",
+        "20",
+        "--pause",
+        "100ms",
+        "--metrics-file",
+        path_str(&file),
+        "--metrics-interval",
+        "50ms",
+    ]);
+    let started = Instant::now();
+    let before = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no links in the metrics file"
+        );
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let metrics = Metrics::parse(&text, "run");
+            if metrics.value("relink_links_created_total", &[]) > 0.0 {
+                break metrics;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // A second relink (cron starting the next run too early) exits 4 and
+    // leaves the holder's file alone.
+    let second = db.run(&["run", "--metrics-file", path_str(&file)]);
+    assert_code(&second, 4);
+    let after = Metrics::parse(&std::fs::read_to_string(&file).expect("file"), "run");
+    assert_eq!(after.status(), "running");
+    assert_eq!(
+        after.value("relink_run_id", &[]),
+        before.value("relink_run_id", &[])
+    );
+    assert_eq!(
+        after.value("relink_start_time_seconds", &[]),
+        before.value("relink_start_time_seconds", &[])
+    );
+
+    // The directory goes away: writes fail, the run goes on to its end.
+    std::fs::remove_dir_all(&dir).expect("remove the directory");
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("cannot write the metrics file").count(),
+        1,
+        "{err}"
+    );
+    let status: String = db
+        .client
+        .query_one("SELECT status FROM relink.runs WHERE id = 1", &[])
+        .await
+        .expect("run 1")
+        .get(0);
+    assert_eq!(status, "partial");
+    assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 1000);
+}
+
 #[tokio::test]
 async fn a_failed_run_ends_its_file_failed() {
     let db = TestDb::new("obs_failed").await;
