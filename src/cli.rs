@@ -168,6 +168,28 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub gates: GateArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Monitoring a scheduled `run` or `purge` (SPEC §14).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Monitoring")]
+pub struct MetricsArgs {
+    /// Write metrics in the Prometheus text format to PATH: when the run
+    /// starts, every 10 seconds, and at the end (also after a failure or a
+    /// signal, with that status). The file is replaced atomically (written
+    /// beside it, then renamed), so point it into node_exporter's textfile
+    /// collector directory (which reads *.prom files) or push it to a
+    /// Pushgateway after the run. The directory must exist and be writable.
+    /// Not with --dry-run. Metric names: README, "Scheduling and monitoring".
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// How often the metrics file is replaced during the run (tests shorten it).
+    #[arg(long, default_value = "10s", value_name = "DURATION", hide = true)]
+    pub metrics_interval: String,
 }
 
 /// What holds `run` and `purge` before each chunk (besides `relink pause`).
@@ -239,6 +261,9 @@ pub struct PurgeArgs {
 
     #[command(flatten)]
     pub gates: GateArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]

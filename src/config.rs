@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{
-    GateArgs, GenerateArgs, GlobalArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs, TimeoutArgs,
-    VerifyArgs,
+    GateArgs, GenerateArgs, GlobalArgs, MetricsArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs,
+    TimeoutArgs, VerifyArgs,
 };
 use crate::db::conninfo::{ConnInfo, Env};
 use crate::throttle::Watched;
@@ -162,6 +162,37 @@ impl Timeouts {
     }
 }
 
+/// `--metrics-file` (SPEC §14), checked: its directory exists and takes
+/// files.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub path: PathBuf,
+    /// Between two writes during the run.
+    pub interval: Duration,
+}
+
+impl MetricsConfig {
+    /// `None` without `--metrics-file`.
+    fn from_args(args: &MetricsArgs, dry_run: bool) -> Result<Option<Self>> {
+        let interval =
+            parse_duration(&args.metrics_interval).context("invalid --metrics-interval")?;
+        if interval < Duration::from_millis(10) {
+            bail!("--metrics-interval must be at least 10ms");
+        }
+        let Some(path) = &args.metrics_file else {
+            return Ok(None);
+        };
+        if dry_run {
+            bail!("--metrics-file is for live runs and purges: a dry run records nothing (drop --dry-run or --metrics-file)");
+        }
+        crate::metrics::textfile::check(path)?;
+        Ok(Some(Self {
+            path: path.clone(),
+            interval,
+        }))
+    }
+}
+
 /// `relink run`, checked.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -176,6 +207,7 @@ pub struct RunConfig {
     pub writers: usize,
     pub timeouts: Timeouts,
     pub watched: Watched,
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// Largest chunk accepted: bigger chunks hold locks longer for no gain.
@@ -212,6 +244,7 @@ impl RunConfig {
             writers: args.writers,
             timeouts: Timeouts::from_args(&args.timeouts)?,
             watched: watched(&args.gates, common)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
         })
     }
 }
@@ -227,6 +260,7 @@ pub struct PurgeConfig {
     pub format: OutputFormat,
     pub timeouts: Timeouts,
     pub watched: Watched,
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl PurgeConfig {
@@ -246,6 +280,7 @@ impl PurgeConfig {
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
             watched: watched(&args.gates, common)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
         })
     }
 }

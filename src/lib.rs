@@ -5,7 +5,8 @@
 //! one transaction per chunk) or `report` (dry run). `throttle` is the seam
 //! every chunk passes before it begins; `checkpoint` tracks what committed;
 //! `removal` is purge's edge; `db` holds the mechanics every command shares
-//! (sessions, retry, pager, lock, preflight); `state` is relink's own schema.
+//! (sessions, retry, pager, lock, preflight); `state` is relink's own schema;
+//! `progress` and `metrics` (`--metrics-file`) show a run while it goes.
 
 pub mod checkpoint;
 pub mod chunk;
@@ -14,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod exit;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod removal;

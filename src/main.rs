@@ -1,6 +1,8 @@
 //! The `relink` binary: logging, command line, and the exit code. The work
 //! is in the library.
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,9 +19,15 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_env("RELINK_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("relink={level},warn")));
+    let colour = cli.global.log_format == LogFormat::Text
+        && colour_allowed(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     match cli.global.log_format {
         LogFormat::Json => builder.json().init(),
@@ -36,4 +44,26 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(relink::main(cli))
+}
+
+/// Colour codes in log lines only for a person at a terminal: never when
+/// stderr is a file or a pipe (cron mail, journald, log collectors), and
+/// never when `NO_COLOR` is set to anything but the empty string
+/// (https://no-color.org).
+fn colour_allowed(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stderr_is_terminal && no_color.map_or(true, |v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some(OsString::new())));
+        assert!(!colour_allowed(true, Some(OsString::from("1"))));
+        assert!(!colour_allowed(false, None));
+        assert!(!colour_allowed(false, Some(OsString::from("1"))));
+    }
 }

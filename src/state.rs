@@ -383,6 +383,29 @@ pub async fn finish_run(
     Ok(())
 }
 
+/// When the most recent `completed` run of `mode` finished, as Unix time
+/// (for the metrics' last success, SPEC §14).
+///
+/// # Errors
+/// On a database error.
+pub async fn last_success(
+    client: &impl GenericClient,
+    names: &Names,
+    mode: Mode,
+) -> Result<Option<f64>> {
+    let row = client
+        .query_one(
+            &names.sql(
+                "SELECT extract(epoch FROM max(finished_at))::float8 FROM {state}.runs
+                  WHERE mode = $1 AND status = $2",
+            ),
+            &[&mode.as_str(), &RunStatus::Completed.as_str()],
+        )
+        .await
+        .context("cannot read when the last completed run finished")?;
+    Ok(row.get(0))
+}
+
 /// Adds a chunk's counters to its run and moves the checkpoint forward (never
 /// back: parallel writers may commit out of order), inside the chunk's
 /// transaction. Counters are a flat JSON object of integers, summed

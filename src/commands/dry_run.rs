@@ -15,7 +15,7 @@ use crate::config::{Common, RunConfig};
 use crate::db::{self, preflight, Retry, Session};
 use crate::exit::Outcome;
 use crate::plan::Counters;
-use crate::progress::Progress;
+use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
 use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
@@ -49,7 +49,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let pool = db::pool(&common.database, &session, 1)?;
     let started = Instant::now();
     let total = source::count_with_legacy(&client, names, start_after.as_deref(), None).await?;
-    let progress = Progress::new("dry run", total, !common.quiet);
+    let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !common.quiet);
 
     let (sender, mut chunks) = mpsc::channel::<Chunk>(2);
     let filter = if with_ledger {

@@ -4,6 +4,7 @@
 //! throttle seam as `run`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -12,7 +13,8 @@ use serde_json::json;
 use crate::config::{Common, PurgeConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
-use crate::progress::Progress;
+use crate::metrics::{Metrics, Snapshot, Work};
+use crate::progress::{Progress, Units};
 use crate::removal::{self, PurgeCounters, Scope};
 use crate::report;
 use crate::shutdown::Shutdown;
@@ -58,8 +60,8 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     }
 
     let started = Instant::now();
-    let (lock, run_id, watch) = if cfg.dry_run {
-        (None, None, None)
+    let (lock, run_id, watch, last_success) = if cfg.dry_run {
+        (None, None, None, None)
     } else {
         // Checked before anything is written, as in `run`.
         let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
@@ -70,20 +72,37 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         let id =
             state::start_run(&control, names, Mode::Purge, &options, &Owner::current()).await?;
         tracing::info!("started purge {id} ({scope_text})");
+        let last_success = state::last_success(&*control, names, Mode::Purge).await?;
         drop(control);
-        (Some(lock), Some(id), Some(watch))
+        (Some(lock), Some(id), Some(watch), last_success)
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
     let pool = db::pool(&common.database, &session, 1)?;
-    let progress = Progress::new("purging", in_scope, !common.quiet);
-    let throttle = Throttle::new(Limits::default(), watch, shutdown.clone());
+    let progress = Progress::new("purging", PURGE_UNITS, in_scope, !common.quiet);
+    let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.clone()));
     if let Some(id) = run_id {
         throttle.show_on(id).await;
     }
     let retry = Retry::new(cfg.timeouts.attempts);
     let mut pages = removal::profiles(names, cfg.chunk_size);
-    let mut totals = PurgeCounters::default();
+    let totals = Arc::new(Mutex::new(PurgeCounters::default()));
+    // Metrics (SPEC §14): a live purge only (the configuration refuses them
+    // with --dry-run).
+    let metrics = Metrics::new(
+        cfg.metrics.as_ref().filter(|_| run_id.is_some()),
+        Mode::Purge,
+        run_id.unwrap_or_default(),
+        last_success,
+    );
+    let figures = {
+        let (totals, throttle) = (totals.clone(), throttle.clone());
+        move || Snapshot {
+            work: Work::Purge(totals.lock().map(|t| t.clone()).unwrap_or_default()),
+            throttled: throttle.throttled_seconds(),
+        }
+    };
+    let exporter = metrics.start(figures.clone()).await;
     let stdout = std::io::stdout();
     let result: Result<bool> = async {
         let mut after_chunk = false;
@@ -95,7 +114,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                 .run("purging a chunk", stopping, |_| {
                     // A failed chunk leaves the pager where it was.
                     let mut attempt = pages.clone();
-                    let (pool, scope, stdout) = (&pool, &scope, &stdout);
+                    let (pool, scope, stdout, metrics) = (&pool, &scope, &stdout, &metrics);
                     async move {
                         let mut client = db::checkout(pool).await?;
                         let mut profiles: Vec<String> = attempt
@@ -108,10 +127,12 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                         let counters = if profiles.is_empty() {
                             PurgeCounters::default()
                         } else if let Some(run_id) = run_id {
+                            let began = Instant::now();
                             let tx = client.transaction().await?;
                             let c =
                                 removal::purge_chunk(&*tx, names, &profiles, scope, run_id).await?;
                             tx.commit().await.context("cannot commit the purge chunk")?;
+                            metrics.observe_chunk(began.elapsed());
                             c
                         } else {
                             removal::preview_chunk(
@@ -139,7 +160,9 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                 counters.links_deleted + counters.kept_edited + counters.already_gone,
                 counters.links_deleted,
             );
-            totals.merge(&counters);
+            if let Ok(mut totals) = totals.lock() {
+                totals.merge(&counters);
+            }
             after_chunk = true;
         }
     }
@@ -157,11 +180,17 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         Ok(false) => RunStatus::Interrupted,
         Ok(true) => RunStatus::Completed,
     };
+    let mut last_success = last_success;
     if let (Some(id), Some(lock)) = (run_id, &lock) {
         let message = result.as_ref().err().map(|e| format!("{e:#}"));
         let control = lock.client().await?;
         state::finish_run(&control, names, id, status, message.as_deref()).await?;
+        last_success = state::last_success(&*control, names, Mode::Purge)
+            .await
+            .unwrap_or(last_success);
     }
+    exporter.finish(status, figures(), last_success).await;
+    let totals = totals.lock().map(|t| t.clone()).unwrap_or_default();
     report::print_purge_summary(
         &totals,
         cfg,
@@ -178,6 +207,13 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         Ok(true) => Ok(Outcome::Done),
     }
 }
+
+/// Purge's bar counts links (deleted, kept or already gone) against the
+/// links in scope.
+const PURGE_UNITS: Units = Units {
+    bar: "links",
+    also: "links deleted",
+};
 
 /// Asks on a terminal; refuses without one.
 fn confirm(question: &str) -> Result<()> {

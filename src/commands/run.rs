@@ -17,8 +17,9 @@ use crate::checkpoint::Watermark;
 use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
+use crate::metrics::{self, Metrics, Snapshot};
 use crate::plan::Counters;
-use crate::progress::Progress;
+use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
@@ -39,6 +40,7 @@ struct Shared {
     counters: Mutex<Counters>,
     failed: AtomicBool,
     shutdown: Shutdown,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -62,13 +64,15 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     // cannot reach, a failing --throttle-query).
     let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
     let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
-    let (run_id, start_after, total) = {
+    let (run_id, start_after, total, last_success) = {
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
         let (run_id, start_after) = begin(&control, names, cfg).await?;
         let total = pending_estimate(&control, names, start_after.as_deref()).await?;
-        (run_id, start_after, total)
+        let last_success = state::last_success(&*control, names, Mode::Run).await?;
+        (run_id, start_after, total, last_success)
     };
+    let metrics = Metrics::new(cfg.metrics.as_ref(), Mode::Run, run_id, last_success);
 
     // One connection reads while the writers write.
     let pool = db::pool(&common.database, &session, cfg.writers + 1)?;
@@ -79,7 +83,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         retry: Retry::new(cfg.timeouts.attempts),
         pool,
         lock,
-        progress: Progress::new("migrating", total, !common.quiet),
+        progress: Progress::new("migrating", PROFILES_AND_LINKS, total, !common.quiet),
         throttle: Throttle::new(
             Limits {
                 max_rate: cfg.max_rate,
@@ -92,7 +96,14 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         counters: Mutex::new(Counters::default()),
         failed: AtomicBool::new(false),
         shutdown,
+        metrics: metrics.clone(),
     });
+    let exporter = metrics
+        .start(RunFigures {
+            shared: shared.clone(),
+            scanned: metrics::Scanned::new(start_after.clone()),
+        })
+        .await;
 
     shared.throttle.show_on(run_id).await;
 
@@ -180,6 +191,9 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let checkpoint = state::load_run(&*control, names, run_id)
         .await?
         .and_then(|r| r.checkpoint);
+    let last_success = state::last_success(&*control, names, Mode::Run)
+        .await
+        .unwrap_or(last_success);
     // Everything up to the end committed only if nothing failed or stopped
     // (the reader may have reached the end with chunks still in flight).
     let all_committed = reached_end && error.is_none() && !stopped;
@@ -203,6 +217,9 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         started,
         shared.throttle.throttled_seconds(),
     );
+    exporter
+        .finish(status, Snapshot::of_summary(&summary), last_success)
+        .await;
     summary.print_to_stdout(cfg.format, false)?;
 
     if let Some(err) = error {
@@ -298,7 +315,8 @@ async fn write_chunks(
                     let (shared, chunk) = (&shared, &chunk);
                     async move {
                         let mut client = db::checkout(&shared.pool).await?;
-                        sink::commit_chunk(
+                        let began = Instant::now();
+                        let counters = sink::commit_chunk(
                             &mut client,
                             &shared.names,
                             shared.run_id,
@@ -312,7 +330,9 @@ async fn write_chunks(
                                     .and_then(|wm| wm.checkpoint_for(chunk.seq))
                             },
                         )
-                        .await
+                        .await?;
+                        shared.metrics.observe_chunk(began.elapsed());
+                        Ok(counters)
                     }
                 },
             )
@@ -361,4 +381,31 @@ async fn pending_estimate(client: &Client, names: &Names, after: Option<&str>) -
         .unwrap_or(0);
     let ledger = u64::try_from(ledger).unwrap_or(0);
     Ok(with_legacy.saturating_sub(ledger).max(1))
+}
+
+/// A run's figures for its metrics file (SPEC §14), gathered before each
+/// periodic write: the counters so far and the profiles covered up to the
+/// checkpoint (counted on the lock holder's connection, which is otherwise
+/// idle during the run).
+struct RunFigures {
+    shared: Arc<Shared>,
+    scanned: metrics::Scanned,
+}
+
+impl metrics::Gather for RunFigures {
+    async fn gather(&mut self) -> Snapshot {
+        let shared = &self.shared;
+        if let Ok(control) = shared.lock.client().await {
+            self.scanned
+                .refresh(&*control, &shared.names, shared.run_id)
+                .await;
+        }
+        let counters = shared
+            .counters
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        self.scanned
+            .snapshot(counters, shared.throttle.throttled_seconds())
+    }
 }

@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     fn progress() -> Progress {
-        Progress::new("test", 0, false)
+        Progress::new("test", crate::progress::PROFILES_AND_LINKS, 0, false)
     }
 
     #[tokio::test(start_paused = true)]

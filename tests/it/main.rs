@@ -9,6 +9,7 @@ mod dry_run;
 mod faults;
 mod harness;
 mod lock;
+mod observe;
 mod props;
 mod purge;
 mod replicas;
