@@ -97,13 +97,13 @@ impl Progress {
     }
 
     /// Shows what the work waits for (`None`: it carries on). On a
-    /// terminal the bar's message says it; off one, the throttle's log
+    /// terminal the bar's prefix says it; off one, the throttle's log
     /// lines already do.
     pub fn waiting(&self, reason: Option<&str>) {
         if let Some(bar) = &self.bar {
             match reason {
-                Some(reason) => bar.set_message(format!("{} (waiting: {reason})", self.what)),
-                None => bar.set_message(self.what),
+                Some(reason) => bar.set_prefix(format!("{} (waiting: {reason})", self.what)),
+                None => bar.set_prefix(self.what),
             }
         }
     }
