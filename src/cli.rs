@@ -132,10 +132,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
-    /// Profiles per chunk (one transaction each; about 2 links per profile).
-    /// 2000 measured fastest here (README, Performance).
-    #[arg(long, default_value_t = 2000, value_name = "N")]
-    pub chunk_size: usize,
+    /// Profiles per chunk (one transaction each), or `auto`: sized so each
+    /// chunk's transaction takes about --target-chunk-time, following the
+    /// server and the data, smaller at once after a lock or statement timeout.
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    pub chunk_size: String,
+
+    /// With --chunk-size auto: how long one chunk's transaction should take
+    /// (locks on the application's rows are held that long at most, about).
+    #[arg(long, default_value = "500ms", value_name = "DURATION")]
+    pub target_chunk_time: String,
 
     /// Migrate at most N profiles in this invocation (a canary).
     #[arg(long, value_name = "N")]

@@ -13,6 +13,7 @@ use crate::cli::{
     TimeoutArgs, VerifyArgs,
 };
 use crate::db::conninfo::{ConnInfo, Env};
+use crate::sizing::ChunkSize;
 use crate::throttle::Watched;
 
 /// Where to connect: libpq's parameters, environment and defaults,
@@ -198,7 +199,7 @@ impl MetricsConfig {
 pub struct RunConfig {
     pub dry_run: bool,
     pub report: Option<PathBuf>,
-    pub chunk_size: usize,
+    pub chunk_size: ChunkSize,
     pub limit: Option<u64>,
     pub max_rate: Option<u64>,
     pub pause: Option<Duration>,
@@ -217,7 +218,23 @@ impl RunConfig {
     /// # Errors
     /// On out-of-range sizes or unparsable durations.
     pub fn from_args(args: &RunArgs, common: &Common) -> Result<Self> {
-        check_chunk_size(args.chunk_size)?;
+        let chunk_size = match args.chunk_size.trim() {
+            "auto" => {
+                let target = parse_duration(&args.target_chunk_time)
+                    .context("invalid --target-chunk-time")?;
+                if target < Duration::from_millis(10) {
+                    bail!("--target-chunk-time must be at least 10ms");
+                }
+                ChunkSize::Auto { target }
+            }
+            n => {
+                let n = n
+                    .parse()
+                    .with_context(|| format!("--chunk-size takes a number or auto, got {n:?}"))?;
+                check_chunk_size(n)?;
+                ChunkSize::Fixed(n)
+            }
+        };
         if args.limit == Some(0) {
             bail!("--limit must be at least 1");
         }
@@ -230,7 +247,7 @@ impl RunConfig {
         Ok(Self {
             dry_run: args.dry_run,
             report: args.report.clone(),
-            chunk_size: args.chunk_size,
+            chunk_size,
             limit: args.limit,
             max_rate: args.max_rate,
             pause: args

@@ -22,6 +22,7 @@ pub mod removal;
 pub mod report;
 pub mod shutdown;
 pub mod sink;
+pub mod sizing;
 pub mod source;
 pub mod state;
 pub mod throttle;

@@ -12,6 +12,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{self, Attempted, Keyset, Pager, Retry};
+use crate::sizing::Sizer;
 
 /// One profile to plan.
 #[derive(Debug, Clone)]
@@ -87,6 +88,11 @@ impl Reader {
         self.pager.position()
     }
 
+    /// Profiles in the pages that follow.
+    pub fn set_page_size(&mut self, page_size: usize) {
+        self.pager.set_page_size(page_size);
+    }
+
     /// The next page; empty when there is no more.
     ///
     /// # Errors
@@ -132,9 +138,9 @@ pub enum FeedEnd {
 }
 
 /// Reads pages on pooled connections (a lost connection is retried like any
-/// unit) and sends them as chunks, at most `limit` profiles in all, until
-/// the end of the table or `stopping()`. Returns how it ended and the last
-/// profile id handed out.
+/// unit) and sends them as chunks of the size `sizer` gives, at most `limit`
+/// profiles in all, until the end of the table or `stopping()`. Returns how
+/// it ended and the last profile id handed out.
 ///
 /// # Errors
 /// When a page cannot be read after the retries.
@@ -143,6 +149,7 @@ pub async fn feed(
     pool: &Pool,
     retry: Retry,
     limit: Option<u64>,
+    sizer: &Sizer,
     stopping: impl Fn() -> bool,
     chunks: mpsc::Sender<Chunk>,
 ) -> Result<(FeedEnd, Option<String>)> {
@@ -156,6 +163,7 @@ pub async fn feed(
         if remaining == 0 {
             return Ok((FeedEnd::Limit, last));
         }
+        reader.set_page_size(sizer.next());
         let read = retry
             .run("reading profiles", &stopping, |_| {
                 // A failed read leaves the pager where it was: the retry

@@ -18,9 +18,13 @@ use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
+use crate::sizing::{ChunkSize, Sizer};
 use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle;
+
+/// Profiles per page of a dry run under `--chunk-size auto`.
+const DRY_RUN_PAGE: usize = 2000;
 
 /// Runs `relink run --dry-run`.
 ///
@@ -57,12 +61,26 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     } else {
         Filter::All
     };
-    let reader = Reader::new(names, filter, start_after.clone(), cfg.chunk_size);
+    // Pages of a dry run hold no transaction: a fixed size serves.
+    let sizer = Sizer::new(match cfg.chunk_size {
+        ChunkSize::Fixed(n) => ChunkSize::Fixed(n),
+        ChunkSize::Auto { .. } => ChunkSize::Fixed(DRY_RUN_PAGE),
+    });
+    let reader = Reader::new(names, filter, start_after.clone(), sizer.next());
     let feed = {
         let (shutdown, limit) = (shutdown.clone(), cfg.limit);
         let retry = Retry::new(cfg.timeouts.attempts);
         tokio::spawn(async move {
-            source::feed(reader, &pool, retry, limit, || shutdown.requested(), sender).await
+            source::feed(
+                reader,
+                &pool,
+                retry,
+                limit,
+                &sizer,
+                || shutdown.requested(),
+                sender,
+            )
+            .await
         })
     };
 

@@ -23,6 +23,7 @@ use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
+use crate::sizing::{ChunkSize, Sizer};
 use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle::{Limits, Throttle, Watch};
@@ -36,6 +37,7 @@ struct Shared {
     lock: LockGuard,
     progress: Progress,
     throttle: Throttle,
+    sizer: Sizer,
     watermark: Mutex<Watermark>,
     counters: Mutex<Counters>,
     failed: AtomicBool,
@@ -92,6 +94,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
             Some(watch),
             shutdown.clone(),
         ),
+        sizer: Sizer::new(cfg.chunk_size),
         watermark: Mutex::new(Watermark::default()),
         counters: Mutex::new(Counters::default()),
         failed: AtomicBool::new(false),
@@ -111,7 +114,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let reader = {
         let shared = shared.clone();
-        let reader = Reader::new(names, Filter::Pending, start_after.clone(), cfg.chunk_size);
+        let reader = Reader::new(names, Filter::Pending, start_after.clone(), 1);
         let limit = cfg.limit;
         tokio::spawn(async move {
             let fed = source::feed(
@@ -119,6 +122,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
                 &shared.pool,
                 shared.retry,
                 limit,
+                &shared.sizer,
                 || shared.stopping(),
                 sender,
             )
@@ -271,7 +275,11 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<(i64,
         return Ok((run.id, run.checkpoint));
     }
     let options = json!({
-        "chunk_size": cfg.chunk_size, "limit": cfg.limit, "max_rate": cfg.max_rate,
+        "chunk_size": match cfg.chunk_size {
+            ChunkSize::Fixed(n) => json!(n),
+            ChunkSize::Auto { target } => json!(format!("auto ({} ms)", target.as_millis())),
+        },
+        "limit": cfg.limit, "max_rate": cfg.max_rate,
         "pause_ms": cfg.pause.map(|d| d.as_millis()), "writers": cfg.writers,
         "restart": cfg.restart,
     });
@@ -330,8 +338,15 @@ async fn write_chunks(
                                     .and_then(|wm| wm.checkpoint_for(chunk.seq))
                             },
                         )
-                        .await?;
-                        shared.metrics.observe_chunk(began.elapsed());
+                        .await
+                        .inspect_err(|e| {
+                            if db::is_timeout(e) {
+                                shared.sizer.timed_out();
+                            }
+                        })?;
+                        let took = began.elapsed();
+                        shared.metrics.observe_chunk(took);
+                        shared.sizer.observed(chunk.profiles.len(), took);
                         Ok(counters)
                     }
                 },

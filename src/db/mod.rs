@@ -14,5 +14,5 @@ pub mod tls;
 
 pub use lock::{LockGuard, LockHeld};
 pub use pager::{Keyset, Pager};
-pub use retry::{is_permission_denied, is_retryable, Attempted, Retry};
+pub use retry::{is_permission_denied, is_retryable, is_timeout, Attempted, Retry};
 pub use session::{checkout, connect, pool, Owner, Session};

@@ -60,6 +60,11 @@ impl Pager {
         }
     }
 
+    /// Rows in the pages that follow.
+    pub fn set_page_size(&mut self, page_size: usize) {
+        self.page_size = i64::try_from(page_size).unwrap_or(i64::MAX);
+    }
+
     /// The last key returned (where the next page starts).
     pub fn position(&self) -> Option<&str> {
         self.after.as_deref()

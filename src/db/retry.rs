@@ -129,6 +129,17 @@ fn pg_retryable(err: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Whether an error is a lock or statement timeout (a chunk too big for the
+/// moment: chunk sizing shrinks).
+pub fn is_timeout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED)
+    })
+}
+
 /// Whether an error is a permission problem (for a clearer message).
 pub fn is_permission_denied(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

@@ -354,3 +354,53 @@ async fn limit_migrates_a_canary_then_the_next_run_continues() {
         .collect();
     assert_eq!(ids, BTreeSet::from(["completed".to_owned()]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
+    let mut db = TestDb::new("r_auto_shrink").await;
+    db.generate(30_000);
+    let clean = TestDb::clone_of(&mut db, "r_auto_shrink_clean").await;
+    assert_success(&clean.run(&["run"]));
+
+    let child = db.spawn(&["run", "--lock-timeout", "300ms", "--retries", "20"]);
+    // Let the sizes grow first.
+    let started = std::time::Instant::now();
+    while db
+        .count(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
+        )
+        .await
+        == 0
+        || db.count("SELECT count(*) FROM relink.ledger").await < 3000
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "too slow to start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The application holds a lock the next chunks need, past lock_timeout.
+    let app = crate::harness::connect(&db.url).await;
+    app.batch_execute("BEGIN; LOCK TABLE relink.ledger IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.batch_execute("COMMIT").await.expect("unlock");
+
+    let out = child.wait(std::time::Duration::from_secs(120)).await;
+    assert_success(&out);
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("a chunk timed out: chunks shrink from"))
+        .unwrap_or_else(|| panic!("no shrink logged:\n{err}"));
+    let sizes: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        matches!(sizes[..], [from, to] if to < from && from > 100),
+        "{line}"
+    );
+    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+}
