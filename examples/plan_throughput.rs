@@ -90,7 +90,11 @@ fn main() {
         .collect();
     let values: usize = data
         .iter()
-        .map(|(_, v)| legacy::candidates(&legacy::decode(v)).items.len())
+        .map(|(_, v)| {
+            legacy::candidates(legacy::decode(v.into()).json())
+                .items
+                .len()
+        })
         .sum();
 
     let started = Instant::now();

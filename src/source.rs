@@ -6,18 +6,17 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use serde_json::Value;
 use tokio_postgres::GenericClient;
 
 use crate::config::Names;
-use crate::plan::ExistingLink;
+use crate::plan::{legacy, ExistingLink};
 
 /// One profile to plan.
 #[derive(Debug, Clone)]
 pub struct SourceProfile {
     pub id: String,
     pub user_id: String,
-    pub social: Value,
+    pub social: legacy::Social,
     /// md5 of the legacy value's text; recorded in the ledger.
     pub fingerprint: String,
 }
@@ -113,7 +112,7 @@ impl Reader {
             .map(|r| SourceProfile {
                 id: r.get(0),
                 user_id: r.get(1),
-                social: parse_legacy(r.get(2)),
+                social: legacy::parse(r.get(2)),
                 fingerprint: r.get(3),
             })
             .collect();
@@ -125,13 +124,6 @@ impl Reader {
         }
         Ok(page)
     }
-}
-
-/// Parses a legacy value's text. JSON nested deeper than the parser allows
-/// (128 levels) stays text: the planner then rejects it as one unparseable
-/// value instead of the reader failing.
-pub fn parse_legacy(text: String) -> Value {
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 /// What a chunk's profiles are planned against.

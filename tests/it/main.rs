@@ -8,5 +8,6 @@ mod faults;
 mod harness;
 mod props;
 mod purge;
+mod real_world;
 mod run;
 mod verify;

@@ -85,8 +85,8 @@ proptest! {
         let plan = plan_profile("p", &value, ctx);
 
         // Every candidate value is accounted for: a link or a skip.
-        let decoded = legacy::decode(&value);
-        let candidates = legacy::candidates(&decoded).items.len();
+        let root = legacy::decode((&value).into());
+        let candidates = legacy::candidates(root.json()).items.len();
         prop_assert_eq!(plan.links.len() + plan.skipped.len(), candidates);
 
         // No two links share a comparison key, nor one of the existing rows'.
