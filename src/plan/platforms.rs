@@ -70,11 +70,15 @@ pub const HOSTS: [(&str, &str); 22] = [
 /// The platform of a well-known host: the host table's entry for the host
 /// or any domain it is a subdomain of (after dropping one leading `www.`).
 pub fn host_platform(host: &str) -> Option<&'static str> {
-    let host = host.strip_prefix("www.").unwrap_or(host);
-    HOSTS
-        .iter()
-        .find(|(domain, _)| is_within(host, domain))
-        .map(|(_, platform)| *platform)
+    // The host, then each domain it is a subdomain of: a few exact
+    // comparisons per table entry, not a suffix search.
+    let mut domain = host.strip_prefix("www.").unwrap_or(host);
+    loop {
+        if let Some((_, platform)) = HOSTS.iter().find(|(known, _)| *known == domain) {
+            return Some(platform);
+        }
+        domain = domain.split_once('.')?.1;
+    }
 }
 
 /// `host` is `domain` or a subdomain of it (`m.imdb.com` is within
