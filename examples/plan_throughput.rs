@@ -1,6 +1,7 @@
 //! Planning throughput on one core: builds N profiles of messy legacy values
 //! (the shapes and mix of `sql/generate.sql`, deterministic), then times the
-//! planning core alone over them. `make bench-plan` runs it:
+//! planning core alone over them, parsed and then from their JSON text as
+//! the reader hands it over. `make bench-plan` runs it:
 //!
 //!     cargo run --release --example plan_throughput -- [profiles]
 //!
@@ -90,7 +91,11 @@ fn main() {
         .collect();
     let values: usize = data
         .iter()
-        .map(|(_, v)| legacy::candidates(&legacy::decode(v)).items.len())
+        .map(|(_, v)| {
+            legacy::candidates(legacy::decode(v.into()).json())
+                .items
+                .len()
+        })
         .sum();
 
     let started = Instant::now();
@@ -101,6 +106,23 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "planned {profiles} profiles, {values} legacy values, {links} links in {secs:.2} s: {:.0} values/s on one core",
+        values as f64 / secs
+    );
+
+    // The reader's path: each value as the JSON text PostgreSQL hands over,
+    // read by the planner itself (`legacy::parse`).
+    let texts: Vec<String> = data.iter().map(|(_, v)| v.to_string()).collect();
+    let started = Instant::now();
+    let mut read = 0usize;
+    for ((id, _), text) in data.iter().zip(&texts) {
+        read += plan_profile(id, &legacy::parse(text), Context::default())
+            .links
+            .len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(read, links, "the text plans like the parsed value");
+    println!(
+        "from the values' JSON text (the reader's path): {secs:.2} s: {:.0} values/s",
         values as f64 / secs
     );
 }

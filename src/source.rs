@@ -6,12 +6,12 @@
 
 use anyhow::{Context as _, Result};
 use deadpool_postgres::Pool;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{self, Attempted, Keyset, Pager, Retry};
+use crate::plan::legacy;
 use crate::sizing::Sizer;
 
 /// One profile to plan.
@@ -19,7 +19,7 @@ use crate::sizing::Sizer;
 pub struct SourceProfile {
     pub id: String,
     pub user_id: String,
-    pub social: Value,
+    pub social: legacy::Social,
     /// md5 of the legacy value's text; recorded in the ledger.
     pub fingerprint: String,
 }
@@ -104,18 +104,11 @@ impl Reader {
             .map(|r| SourceProfile {
                 id: r.get(0),
                 user_id: r.get(1),
-                social: parse_legacy(r.get(2)),
+                social: legacy::parse(r.get(2)),
                 fingerprint: r.get(3),
             })
             .collect())
     }
-}
-
-/// Parses a legacy value's text. JSON nested deeper than the parser allows
-/// (128 levels) stays text: the planner then rejects it as one unparseable
-/// value instead of the reader failing.
-pub fn parse_legacy(text: String) -> Value {
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 /// A page of profiles handed out by [`feed`], numbered in key order.

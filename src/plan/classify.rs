@@ -2,13 +2,15 @@
 //! valid link (stored URL, comparison key, type, label) or a reject reason.
 //! Pure: no I/O, no clock. Rejects are values, never errors or panics.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
 use url::{Host, Url};
 
-use super::legacy::{normalize_key, Candidate};
+use super::legacy::{is_blank, normalize_key, Candidate, Json};
 pub use super::link_type::LinkType;
+use super::platforms;
 
 /// Longest stored URL accepted, in bytes (SPEC §3 `too_long`).
 pub const MAX_URL_BYTES: usize = 2048;
@@ -92,23 +94,24 @@ pub fn classify(candidate: &Candidate<'_>) -> Classified {
         expanded: false,
         repaired: false,
     };
-    let Some(serde_json::Value::String(raw)) = candidate.value else {
+    let Some(raw) = candidate.value.and_then(Json::as_str) else {
         return classified;
     };
-    let text = raw.trim();
-    if text.is_empty() {
+    if is_blank(&raw) {
         classified.outcome = Err(RejectReason::Empty);
         return classified;
     }
-    let norm_key = candidate.key.map(normalize_key);
-    let mut text = text.to_owned();
-    if let Some(url) = norm_key.as_deref().and_then(|k| expand_handle(k, &text)) {
-        text = url;
+    let norm_key = candidate.key.as_deref().map(normalize_key);
+    let trimmed = raw.trim();
+    let text = if let Some(url) = norm_key.as_deref().and_then(|k| expand_handle(k, trimmed)) {
         classified.expanded = true;
-    } else if let Some(url) = repair_scheme(&text) {
-        text = url;
+        Cow::Owned(url)
+    } else if let Some(url) = repair_scheme(trimmed) {
         classified.repaired = true;
-    }
+        Cow::Owned(url)
+    } else {
+        Cow::Borrowed(trimmed)
+    };
     classified.outcome = parse(&text).map(|url| {
         let key = comparison_key(&url);
         let link_type = link_type(candidate, norm_key.as_deref(), Some(&url));
@@ -129,18 +132,24 @@ pub fn order_type(candidate: &Candidate<'_>, classified: &Classified) -> LinkTyp
     match &classified.outcome {
         Ok(link) => link.link_type,
         Err(_) => {
-            let norm_key = candidate.key.map(normalize_key);
+            let norm_key = candidate.key.as_deref().map(normalize_key);
             link_type(candidate, norm_key.as_deref(), None)
         }
     }
 }
 
 /// The comparison key of a URL already stored in `profile_links` (a user's
-/// row). A value that is not a valid http(s) URL compares as its trimmed text.
+/// row, SPEC §5): trimmed and scheme-repaired like a legacy value, then
+/// parsed and keyed whatever its scheme or host (the row exists: the reject
+/// rules have nothing to say about it). A row that still does not parse
+/// compares as its trimmed text. So `www.example.com/x` and a legacy
+/// `https://example.com/x` are one link. Verify's duplicate check uses it too.
 pub fn stored_url_key(url: &str) -> String {
-    match parse(url.trim()) {
+    let text = url.trim();
+    let repaired = repair_scheme(text);
+    match Url::parse(repaired.as_deref().unwrap_or(text)) {
         Ok(parsed) => comparison_key(&parsed),
-        Err(_) => url.trim().to_owned(),
+        Err(_) => text.to_owned(),
     }
 }
 
@@ -152,39 +161,9 @@ pub fn with_https(url: &Url) -> Url {
     upgraded
 }
 
-/// Known keys (SPEC §4): normalized key → (label, type).
-fn known_key(norm_key: &str) -> Option<(&'static str, LinkType)> {
-    use LinkType::*;
-    Some(match norm_key {
-        "website" | "site" | "homepage" | "web" => ("Website", Website),
-        "portfolio" => ("Portfolio", Website),
-        "imdb" => ("IMDb Profile", Imdb),
-        "showreel" | "reel" | "demoreel" => ("Showreel", Showreel),
-        "linkedin" => ("LinkedIn", Other),
-        "instagram" => ("Instagram", Other),
-        "twitter" => ("Twitter", Other),
-        "x" => ("X", Other),
-        "facebook" => ("Facebook", Other),
-        "youtube" => ("YouTube", Other),
-        "tiktok" => ("TikTok", Other),
-        "vimeo" => ("Vimeo", Other),
-        "github" => ("GitHub", Other),
-        "soundcloud" => ("SoundCloud", Other),
-        "spotify" => ("Spotify", Other),
-        _ => return None,
-    })
-}
-
 /// SPEC §3 step 2: a bare handle under a social key becomes its profile URL.
 fn expand_handle(norm_key: &str, text: &str) -> Option<String> {
-    let (prefix, allow_dot) = match norm_key {
-        "instagram" => ("https://www.instagram.com/", true),
-        "twitter" => ("https://twitter.com/", false),
-        "x" => ("https://x.com/", false),
-        "tiktok" => ("https://www.tiktok.com/@", true),
-        "youtube" => ("https://www.youtube.com/@", true),
-        _ => return None,
-    };
+    let (prefix, allow_dot) = platforms::handle_url(norm_key)?;
     let handle = text.strip_prefix('@').unwrap_or(text);
     let valid = (1..=30).contains(&handle.len())
         && handle
@@ -302,11 +281,11 @@ fn link_type(candidate: &Candidate<'_>, norm_key: Option<&str>, url: Option<&Url
     if let Some(explicit) = candidate.link_type {
         return explicit;
     }
-    if let Some((_, known)) = norm_key.and_then(known_key) {
+    if let Some((_, known)) = norm_key.and_then(platforms::known_key) {
         return known;
     }
     let host = url.and_then(Url::host_str).unwrap_or_default();
-    if host == "imdb.com" || host.ends_with(".imdb.com") {
+    if platforms::is_within(host, "imdb.com") {
         LinkType::Imdb
     } else {
         LinkType::Other
@@ -314,20 +293,30 @@ fn link_type(candidate: &Candidate<'_>, norm_key: Option<&str>, url: Option<&Url
 }
 
 /// SPEC §4 label: explicit, else the label table, else the key as written
-/// (first letter uppercased), else from the type or the host.
+/// (first letter uppercased), else from the type, else the platform of a
+/// well-known host, else the host.
 fn label(
     candidate: &Candidate<'_>,
     norm_key: Option<&str>,
     link_type: LinkType,
     url: &Url,
 ) -> String {
-    if let Some(explicit) = candidate.label.map(clean_label).filter(|l| !l.is_empty()) {
+    if let Some(explicit) = candidate
+        .label
+        .as_deref()
+        .map(clean_label)
+        .filter(|l| !l.is_empty())
+    {
         return explicit;
     }
-    if let Some((known, _)) = norm_key.and_then(known_key) {
+    if let Some((known, _)) = norm_key.and_then(platforms::known_key) {
         return known.to_owned();
     }
-    let written = candidate.key.map(clean_label).unwrap_or_default();
+    let written = candidate
+        .key
+        .as_deref()
+        .map(clean_label)
+        .unwrap_or_default();
     let mut chars = written.chars();
     if let Some(first) = chars.next() {
         return clean_label(&format!("{}{}", first.to_uppercase(), chars.as_str()));
@@ -337,26 +326,47 @@ fn label(
         LinkType::Imdb => "IMDb Profile",
         LinkType::Showreel => "Showreel",
         LinkType::Other => {
+            // A reviewer should read `LinkedIn`, not `linkedin.com`; a
+            // personal site's host is its best name.
             let host = url.host_str().unwrap_or_default();
-            return clean_label(host.strip_prefix("www.").unwrap_or(host));
+            let platform = platforms::host_platform(host).and_then(platforms::known_key);
+            return match platform {
+                Some((known, _)) => known.to_owned(),
+                None => clean_label(host.strip_prefix("www.").unwrap_or(host)),
+            };
         }
     };
     from_type.to_owned()
 }
 
-/// Collapses whitespace runs, trims, and cuts to [`MAX_LABEL_CHARS`]
-/// characters on a character boundary. Control characters count as
-/// whitespace (PostgreSQL text cannot even hold NUL).
+/// SPEC §4: removes control characters but whitespace ones (PostgreSQL
+/// text cannot even hold NUL), collapses whitespace runs to one space,
+/// trims, and cuts to [`MAX_LABEL_CHARS`] characters on a character
+/// boundary (trimming again). Empty exactly when `text` is blank.
 fn clean_label(text: &str) -> String {
-    let collapsed = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    match collapsed.char_indices().nth(MAX_LABEL_CHARS) {
-        Some((cut, _)) => collapsed[..cut].trim_end().to_owned(),
-        None => collapsed,
+    let mut label = String::with_capacity(text.len().min(4 * MAX_LABEL_CHARS));
+    let (mut chars, mut space) = (0, false);
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = !label.is_empty();
+            continue;
+        }
+        if c.is_control() {
+            continue;
+        }
+        if space {
+            label.push(' ');
+            chars += 1;
+            space = false;
+        }
+        if chars >= MAX_LABEL_CHARS {
+            break;
+        }
+        label.push(c);
+        chars += 1;
     }
+    label.truncate(label.trim_end().len());
+    label
 }
 
 #[cfg(test)]
@@ -366,8 +376,8 @@ mod tests {
 
     fn run(key: Option<&str>, value: &Value) -> Classified {
         classify(&Candidate {
-            key,
-            value: Some(value),
+            key: key.map(Cow::Borrowed),
+            value: Some(value.into()),
             label: None,
             link_type: None,
         })
@@ -396,6 +406,7 @@ mod tests {
             (json!(["https://a.com"]), NotAString),
             (json!(""), Empty),
             (json!(" \t\u{3000}"), Empty),
+            (json!("\u{0}\u{7f} "), Empty),
             (json!("not a url"), Unparseable),
             (json!("http://exa mple.com"), Unparseable),
             (json!("javascript:alert(1)"), Scheme),
@@ -463,6 +474,7 @@ mod tests {
             ("www.example.com/path", "https://www.example.com/path"),
             ("//example.com/x", "https://example.com/x"),
             ("www.example.com:8080/x", "https://www.example.com:8080/x"),
+            ("example.com:8080/x", "https://example.com:8080/x"),
         ] {
             let c = run(None, &json!(input));
             assert!(c.repaired, "{input}");
@@ -554,6 +566,15 @@ mod tests {
             ("github", "GitHub", LinkType::Other),
             ("soundcloud", "SoundCloud", LinkType::Other),
             ("spotify", "Spotify", LinkType::Other),
+            ("behance", "Behance", LinkType::Other),
+            ("medium", "Medium", LinkType::Other),
+            ("dribbble", "Dribbble", LinkType::Other),
+            ("GitLab", "GitLab", LinkType::Other),
+            ("twitch", "Twitch", LinkType::Other),
+            ("pinterest", "Pinterest", LinkType::Other),
+            ("threads", "Threads", LinkType::Other),
+            ("Blue_Sky", "Bluesky", LinkType::Other),
+            ("MASTODON", "Mastodon", LinkType::Other),
         ] {
             let link = ok(Some(key), "https://example.com/a.b");
             assert_eq!((link.label.as_str(), link.link_type), (label, ty), "{key}");
@@ -582,17 +603,112 @@ mod tests {
             (link.label.as_str(), link.link_type),
             ("notimdb.com", LinkType::Other)
         );
-        let link = ok(None, "https://www.vimeo.com/1");
-        assert_eq!(link.label, "vimeo.com");
+        let link = ok(None, "https://www.example.org/1");
+        assert_eq!(link.label, "example.org");
+        // An unknown key is the label even for a well-known host.
+        let link = ok(Some("gh"), "https://github.com/octocat");
+        assert_eq!(link.label, "Gh");
+    }
+
+    #[test]
+    fn keyless_links_to_well_known_hosts_are_labelled_by_platform() {
+        for (url, label) in [
+            ("https://www.linkedin.com/in/jane", "LinkedIn"),
+            ("https://uk.linkedin.com/in/jane", "LinkedIn"),
+            ("https://gist.github.com/jane", "GitHub"),
+            ("https://twitter.com/jack", "Twitter"),
+            ("https://mobile.twitter.com/jack", "Twitter"),
+            ("https://x.com/jack", "X"),
+            ("https://www.instagram.com/jane/", "Instagram"),
+            ("https://m.facebook.com/jane", "Facebook"),
+            ("https://fb.com/jane", "Facebook"),
+            ("https://music.youtube.com/@jane", "YouTube"),
+            ("https://youtu.be/abc", "YouTube"),
+            ("https://www.tiktok.com/@jane", "TikTok"),
+            ("https://player.vimeo.com/video/1", "Vimeo"),
+            ("https://soundcloud.com/jane", "SoundCloud"),
+            ("https://open.spotify.com/artist/1", "Spotify"),
+            ("https://www.behance.net/jane", "Behance"),
+            ("https://jane.medium.com/", "Medium"),
+            ("https://dribbble.com/jane", "Dribbble"),
+            ("https://gitlab.com/jane", "GitLab"),
+            ("https://www.twitch.tv/jane", "Twitch"),
+            ("https://uk.pinterest.com/jane", "Pinterest"),
+            ("https://www.threads.net/@jane", "Threads"),
+            ("https://bsky.app/profile/jane", "Bluesky"),
+            ("https://jane.github.io/", "jane.github.io"),
+            ("https://notgithub.com/", "notgithub.com"),
+            ("https://github.com.example/", "github.com.example"),
+        ] {
+            let link = ok(None, url);
+            assert_eq!(
+                (link.label.as_str(), link.link_type),
+                (label, LinkType::Other),
+                "{url}"
+            );
+        }
+        // imdb.com is in the host table too, but its type names it first.
+        assert_eq!(
+            ok(None, "https://www.imdb.com/name/nm1/").label,
+            "IMDb Profile"
+        );
+    }
+
+    #[test]
+    fn label_precedence() {
+        let value = json!("https://github.com/octocat");
+        let label = |key: Option<&str>, label: Option<&str>, link_type| {
+            let c = Candidate {
+                key: key.map(Cow::Borrowed),
+                value: Some((&value).into()),
+                label: label.map(Cow::Borrowed),
+                link_type,
+            };
+            classify(&c).outcome.expect("valid").label
+        };
+        // Explicit, then label table, then the key, then type, then host.
+        assert_eq!(label(Some("twitter"), Some("Mine"), None), "Mine");
+        assert_eq!(label(Some("twitter"), None, None), "Twitter");
+        assert_eq!(label(Some("code"), None, None), "Code");
+        assert_eq!(label(None, None, Some(LinkType::Showreel)), "Showreel");
+        assert_eq!(label(None, None, Some(LinkType::Website)), "Website");
+        assert_eq!(label(None, None, Some(LinkType::Other)), "GitHub");
+        assert_eq!(label(None, None, None), "GitHub");
+        assert_eq!(label(None, Some("\u{0} \t"), None), "GitHub");
+    }
+
+    #[test]
+    fn labels_drop_control_characters_but_whitespace() {
+        for (text, label) in [
+            ("IMDb\u{0}Label", "IMDbLabel"),
+            ("a\u{7}\u{1b}[1mb", "a[1mb"),
+            ("a\tb\nc\u{b}d\u{c}e\rf\u{85}g", "a b c d e f g"),
+            ("  a \u{0} b  ", "a b"),
+            ("\u{a0}a\u{3000}\u{3000}b\u{2028}", "a b"),
+        ] {
+            assert_eq!(clean_label(text), label, "{text:?}");
+        }
+        assert_eq!(
+            clean_label(&format!("{}\u{0}bc", "a".repeat(39))),
+            format!("{}b", "a".repeat(39))
+        );
+        assert_eq!(
+            clean_label(&format!("{} bc", "a".repeat(39))),
+            "a".repeat(39)
+        );
+        assert_eq!(
+            clean_label(&format!("{} bc", "a".repeat(40))),
+            "a".repeat(40)
+        );
     }
 
     #[test]
     fn explicit_type_and_label_win() {
         let value = json!("https://example.com/");
         let c = Candidate {
-            key: Some("imdb"),
-            value: Some(&value),
-            label: Some("  My   reel  "),
+            key: Some("imdb".into()),
+            value: Some((&value).into()),
+            label: Some("  My   reel  ".into()),
             link_type: Some(LinkType::Showreel),
         };
         let link = classify(&c).outcome.expect("valid");
@@ -603,7 +719,7 @@ mod tests {
         // An empty explicit label falls back; explicit type sets the label.
         let c = Candidate {
             key: None,
-            label: Some("   "),
+            label: Some("   ".into()),
             ..c
         };
         let link = classify(&c).outcome.expect("valid");
@@ -621,8 +737,8 @@ mod tests {
         ] {
             let c = Candidate {
                 key: None,
-                value: Some(&value),
-                label: Some(&text),
+                value: Some((&value).into()),
+                label: Some(text.as_str().into()),
                 link_type: None,
             };
             let label = classify(&c).outcome.expect("valid").label;
@@ -633,12 +749,30 @@ mod tests {
     }
 
     #[test]
-    fn stored_url_keys_fall_back_to_text() {
+    fn stored_url_keys_are_legacy_keys_with_any_scheme() {
+        for (stored, key) in [
+            ("https://WWW.example.com/a/", "example.com/a"),
+            ("www.example.com/x", "example.com/x"),
+            (" example.com/x/ ", "example.com/x"),
+            ("//example.com/x", "example.com/x"),
+            ("example.com:8080/x", "example.com:8080/x"),
+            ("http://example.com/x?utm_source=a", "example.com/x"),
+            // Reject rules do not apply to a row that exists.
+            ("ftp://example.com/x", "example.com/x"),
+            ("http://localhost:3000/x", "localhost:3000/x"),
+            ("https://user@example.com/x", "example.com/x"),
+            // Still not parseable: the trimmed text.
+            (" not a url ", "not a url"),
+            ("exa mple.com/x", "exa mple.com/x"),
+            ("example.com:99999/x", "example.com:99999/x"),
+        ] {
+            assert_eq!(stored_url_key(stored), key, "{stored}");
+        }
+        // A user's scheme-less row and a legacy https link are one link.
         assert_eq!(
-            stored_url_key("https://WWW.example.com/a/"),
-            "example.com/a"
+            stored_url_key("www.example.com/x"),
+            ok(None, "https://example.com/x").key
         );
-        assert_eq!(stored_url_key(" not a url "), "not a url");
     }
 
     #[test]

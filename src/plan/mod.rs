@@ -3,11 +3,14 @@
 //! async, no clock. Dry run, live run and verify all call this one copy.
 //!
 //! `legacy` (JSON shapes → candidates) → `classify` (URL rules, type,
-//! label) → `profile` (order, dedupe, positions, ids) → `tally` (figures).
+//! label) → `profile` (order, dedupe, positions, ids) → `tally` (figures);
+//! `platforms` (label table, host table, handles) and `link_type` are the
+//! data both ends share.
 
 pub mod classify;
 pub mod legacy;
 pub mod link_type;
+pub mod platforms;
 pub mod profile;
 pub mod tally;
 

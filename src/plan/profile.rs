@@ -6,12 +6,11 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
-use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
 use super::classify::{self, RejectReason, MAX_URL_BYTES};
-use super::legacy::{self, Candidate};
+use super::legacy::{self, Candidate, Json};
 use super::link_type::LinkType;
 
 /// Namespace of link ids (SPEC §5).
@@ -121,10 +120,16 @@ pub fn link_id(profile_id: &str, key: &str) -> String {
         .to_string()
 }
 
-/// Plans one profile: the rows to insert and every value that yields none.
-pub fn plan_profile(profile_id: &str, social: &Value, ctx: Context<'_>) -> ProfilePlan {
-    let decoded = legacy::decode(social);
-    let candidates = legacy::candidates(&decoded);
+/// Plans one profile's legacy value (the reader's [`legacy::Social`], or a
+/// parsed `serde_json::Value`): the rows to insert and every value that
+/// yields none.
+pub fn plan_profile<'a>(
+    profile_id: &str,
+    social: impl Into<Json<'a>>,
+    ctx: Context<'_>,
+) -> ProfilePlan {
+    let root = legacy::decode(social.into());
+    let candidates = legacy::candidates(root.json());
     let mut classified: Vec<(Candidate<'_>, classify::Classified)> = candidates
         .items
         .into_iter()
@@ -137,8 +142,14 @@ pub fn plan_profile(profile_id: &str, social: &Value, ctx: Context<'_>) -> Profi
         // JSONB objects keep no key order: by type, then key bytes (SPEC §2).
         // The sort is stable and keys in one object are unique.
         classified.sort_by(|(a, ca), (b, cb)| {
-            (classify::order_type(a, ca), a.key.map(str::as_bytes))
-                .cmp(&(classify::order_type(b, cb), b.key.map(str::as_bytes)))
+            (
+                classify::order_type(a, ca),
+                a.key.as_deref().map(str::as_bytes),
+            )
+                .cmp(&(
+                    classify::order_type(b, cb),
+                    b.key.as_deref().map(str::as_bytes),
+                ))
         });
     }
 
@@ -163,9 +174,9 @@ pub fn plan_profile(profile_id: &str, social: &Value, ctx: Context<'_>) -> Profi
         plan.expanded += u32::from(result.expanded);
         plan.repaired += u32::from(result.repaired);
         let skip = |reason, link_key: Option<&str>| Skipped {
-            key: candidate.key.map(str::to_owned),
+            key: candidate.key.as_deref().map(str::to_owned),
             link_key: link_key.map(str::to_owned),
-            raw: raw_text(candidate.value),
+            raw: candidate.value.map_or_else(|| "null".to_owned(), Json::raw),
             reason,
         };
         let link = match result.outcome {
@@ -196,7 +207,7 @@ pub fn plan_profile(profile_id: &str, social: &Value, ctx: Context<'_>) -> Profi
                 url: link.url.into(),
                 position: next_position,
                 key: link.key,
-                source_key: candidate.key.map(str::to_owned),
+                source_key: candidate.key.as_deref().map(str::to_owned),
             });
             next_position = next_position.saturating_add(1);
         }
@@ -217,18 +228,10 @@ fn prefer_https(kept: &mut PlannedLink) {
     }
 }
 
-fn raw_text(value: Option<&Value>) -> String {
-    match value {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => "null".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn plan(social: Value) -> ProfilePlan {
         plan_profile("p1", &social, Context::default())

@@ -1,7 +1,7 @@
 //! The hand-written corpus (fixtures/corpus.json) checked literally against
 //! the planning core: every link, every skipped value, every counter.
 
-use relink::plan::{self, Context, ExistingLink};
+use relink::plan::{self, legacy, Context, ExistingLink};
 use serde_json::Value;
 
 pub const CORPUS: &str = include_str!("../../fixtures/corpus.json");
@@ -36,19 +36,59 @@ pub fn migrated(entry: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The plan for an entry, as JSON comparable with its `expect`.
+/// A text of the corpus: a string, or a list of parts (strings and
+/// `{"repeat": s, "times": n}`) for long ones (fixtures/README.md).
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.as_str() {
+                Some(text) => text.to_owned(),
+                None => {
+                    let times = part["times"].as_u64().expect("times");
+                    let times = usize::try_from(times).expect("a usize");
+                    part["repeat"].as_str().expect("repeat").repeat(times)
+                }
+            })
+            .collect(),
+        other => panic!("a text is a string or a list of parts, not {other}"),
+    }
+}
+
+/// The entry's legacy value as JSON text, as PostgreSQL hands it over:
+/// `socialLinksText` (for values a parsed JSON value cannot hold), else
+/// `socialLinks` written out.
+pub fn social_text(entry: &Value) -> String {
+    entry
+        .get("socialLinksText")
+        .map_or_else(|| entry["socialLinks"].to_string(), text)
+}
+
+/// The entry's `expect`, with long raw texts written out.
+pub fn expected(entry: &Value) -> Value {
+    let mut expect = entry["expect"].clone();
+    for skipped in expect["skipped"].as_array_mut().into_iter().flatten() {
+        skipped["raw"] = Value::String(text(&skipped["raw"]));
+    }
+    expect
+}
+
+/// The plan for an entry, as JSON comparable with [`expected`]: from its
+/// text through the reader's parser for `socialLinksText`, else from the
+/// parsed `socialLinks`.
 pub fn actual(entry: &Value) -> Value {
     let existing = existing(entry);
     let migrated = migrated(entry);
     let profile_id = entry["profileId"].as_str().expect("profileId");
-    let p = plan::plan_profile(
-        profile_id,
-        &entry["socialLinks"],
-        Context {
-            existing: &existing,
-            migrated: &migrated,
-        },
-    );
+    let ctx = Context {
+        existing: &existing,
+        migrated: &migrated,
+    };
+    let p = match entry.get("socialLinksText") {
+        Some(social) => plan::plan_profile(profile_id, &legacy::parse(&text(social)), ctx),
+        None => plan::plan_profile(profile_id, &entry["socialLinks"], ctx),
+    };
     serde_json::json!({
         "links": p.links.iter().map(|l| serde_json::json!({
             "label": l.label, "type": l.link_type, "url": l.url, "position": l.position, "key": l.key, "id": l.id,
@@ -70,10 +110,14 @@ fn every_corpus_entry_plans_exactly_as_written() {
     let mut failures = Vec::new();
     for entry in &entries {
         let got = actual(entry);
-        if got != entry["expect"] {
+        if got != expected(entry) {
+            // Cut: some entries hold megabytes.
             failures.push(format!(
-                "{} ({})\n  expected: {}\n  actual:   {}",
-                entry["name"], entry["note"], entry["expect"], got
+                "{} ({})\n  expected: {:.3000}\n  actual:   {:.3000}",
+                entry["name"],
+                entry["note"],
+                expected(entry).to_string(),
+                got.to_string()
             ));
         }
     }
