@@ -1,6 +1,6 @@
-//! One chunk from source rows to plans: load what the chunk's profiles are
-//! planned against (the users' current rows, the ledger's keys) in two
-//! queries, then plan every profile with the planning core. Live run, dry
+//! One chunk from source rows to plans: load the users' current rows (in
+//! one query; the ledger's keys came with the profiles from the reader),
+//! then plan every profile with the planning core. Live run, dry
 //! run and verify all plan through here, so there is one path from legacy
 //! value to rows.
 
@@ -18,9 +18,14 @@ use crate::source::SourceProfile;
 pub struct Planned<'a> {
     pub profile: &'a SourceProfile,
     pub plan: ProfilePlan,
-    /// The ledger already had a row for this profile (it changed since, or
+}
+
+impl Planned<'_> {
+    /// The ledger already had rows for this profile (it changed since, or
     /// was purged): its earlier rejects are to be replaced.
-    pub replanned: bool,
+    pub fn replanned(&self) -> bool {
+        self.profile.ledger.is_some()
+    }
 }
 
 /// The figures of a chunk's plans.
@@ -28,30 +33,18 @@ pub fn counters(planned: &[Planned<'_>]) -> Counters {
     Counters::of_plans(planned.iter().map(|p| &p.plan))
 }
 
-/// What a chunk's profiles are planned against.
-#[derive(Debug, Default)]
-struct ChunkContext {
-    /// The users' current `profile_links` rows, by user id.
-    existing: HashMap<String, Vec<ExistingLink>>,
-    /// Comparison keys relink created before, or found the user already had,
-    /// by profile id; every profile with a ledger row has an entry, possibly
-    /// empty. None of them is created (again).
-    migrated: HashMap<String, Vec<String>>,
-}
-
-/// Plans a chunk of profiles against the database's current state, read
-/// through `client` (inside the chunk's transaction for a live run).
-/// `with_ledger`: whether the state schema exists to be read.
+/// Plans a chunk of profiles against the users' current rows, read
+/// through `client` (inside the chunk's transaction for a live run), and
+/// the ledger's keys the reader brought.
 ///
 /// # Errors
-/// On a database error while loading the context.
+/// On a database error while reading the users' rows.
 pub async fn plan_chunk<'a>(
     client: &impl GenericClient,
     names: &Names,
-    with_ledger: bool,
     profiles: &'a [SourceProfile],
 ) -> Result<Vec<Planned<'a>>> {
-    let ctx = load_context(client, names, with_ledger, profiles).await?;
+    let existing = users_rows(client, names, profiles).await?;
     Ok(profiles
         .iter()
         .map(|profile| {
@@ -59,32 +52,22 @@ pub async fn plan_chunk<'a>(
                 &profile.id,
                 &profile.social,
                 Context {
-                    existing: ctx
-                        .existing
-                        .get(&profile.user_id)
-                        .map_or(&[], Vec::as_slice),
-                    migrated: ctx.migrated.get(&profile.id).map_or(&[], Vec::as_slice),
+                    existing: existing.get(&profile.user_id).map_or(&[], Vec::as_slice),
+                    migrated: profile.ledger.as_ref().map_or(&[], |l| l.keys.as_slice()),
                 },
             );
-            let replanned = ctx.migrated.contains_key(&profile.id);
-            Planned {
-                profile,
-                plan,
-                replanned,
-            }
+            Planned { profile, plan }
         })
         .collect())
 }
 
-/// Loads the context of a chunk in two queries (never one per profile).
-async fn load_context(
+/// The users' current `profile_links` rows, by user id, in one query.
+async fn users_rows(
     client: &impl GenericClient,
     names: &Names,
-    with_ledger: bool,
     profiles: &[SourceProfile],
-) -> Result<ChunkContext> {
+) -> Result<HashMap<String, Vec<ExistingLink>>> {
     let users: Vec<&str> = profiles.iter().map(|p| p.user_id.as_str()).collect();
-    let mut ctx = ChunkContext::default();
     let rows = client
         .query(
             &names.sql("SELECT \"userId\", url, position FROM {app}.profile_links WHERE \"userId\" = ANY($1)"),
@@ -92,30 +75,12 @@ async fn load_context(
         )
         .await
         .context("cannot read the users' current profile links")?;
+    let mut existing: HashMap<String, Vec<ExistingLink>> = HashMap::new();
     for row in rows {
-        ctx.existing
-            .entry(row.get(0))
-            .or_default()
-            .push(ExistingLink {
-                url: row.get(1),
-                position: row.get(2),
-            });
+        existing.entry(row.get(0)).or_default().push(ExistingLink {
+            url: row.get(1),
+            position: row.get(2),
+        });
     }
-    if with_ledger {
-        let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
-        let rows = client
-            .query(
-                &names.sql(
-                    "SELECT profile_id, link_keys || existing_keys FROM {state}.ledger WHERE profile_id = ANY($1)",
-                ),
-                &[&ids],
-            )
-            .await
-            .context("cannot read the ledger")?;
-        for row in rows {
-            let keys: Vec<String> = row.get(1);
-            ctx.migrated.entry(row.get(0)).or_default().extend(keys);
-        }
-    }
-    Ok(ctx)
+    Ok(existing)
 }

@@ -2,13 +2,17 @@
 //! it, deleted chunk by chunk together with the ledger's bookkeeping; and
 //! the preview of the same for `purge --dry-run`.
 //!
-//! Ledger bookkeeping per purged profile: deleted ids leave their ledger row
-//! (a row left empty is deleted); ids of rows kept because edited, or
-//! already deleted by the user, stay, so `run` never re-creates them; and
-//! every remaining ledger row of the profile gets a blank fingerprint, so
-//! the profile is pending again.
+//! The ledger records comparison keys; a row's id is UUID v5 of its
+//! profile id and key (SPEC §5), computed here with the planner's own
+//! `link_id`. Ledger bookkeeping per purged profile: deleted keys leave
+//! their ledger row (a row left without keys is deleted); keys of rows kept
+//! because edited, or already deleted by the user, stay, so `run` never
+//! re-creates them; and the profile's remaining rows lose their
+//! fingerprint, so the profile is pending again.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -16,6 +20,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{Keyset, Pager};
+use crate::plan::link_id;
 use crate::state;
 
 /// What a purge removes: the links of one run or of all, with or without
@@ -25,12 +30,6 @@ pub struct Scope {
     pub run: Option<i64>,
     pub include_edited: bool,
 }
-
-/// Scope of a purge: `$1` the chunk's profile ids, `$2` the run id or NULL.
-/// `x` is each link id the ledger row records.
-const SCOPE: &str = "SELECT l.profile_id, l.run_id, x.id, l.migrated_at
-                       FROM {state}.ledger l CROSS JOIN LATERAL unnest(l.link_ids) AS x(id)
-                      WHERE l.profile_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)";
 
 /// Figures of a purge.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,7 +82,7 @@ pub async fn links_in_scope(
     let n: i64 = client
         .query_one(
             &names.sql(
-                "SELECT coalesce(sum(cardinality(link_ids)), 0)::bigint FROM {state}.ledger
+                "SELECT coalesce(sum(cardinality(link_keys)), 0)::bigint FROM {state}.ledger
                   WHERE ($1::bigint IS NULL OR run_id = $1)",
             ),
             &[&scope.run],
@@ -92,6 +91,51 @@ pub async fn links_in_scope(
         .context("cannot count the links in the ledger")?
         .get(0);
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A link relink created, as the ledger records it, in a purge's scope.
+#[derive(Debug)]
+struct Recorded {
+    profile_id: String,
+    run_id: i64,
+    key: String,
+    id: String,
+    migrated_at: SystemTime,
+}
+
+/// The links the ledger records for a chunk's profiles, in scope. One query
+/// with the ids passed as an array: every lookup an index probe.
+async fn recorded(
+    client: &impl GenericClient,
+    names: &Names,
+    profiles: &[String],
+    scope: &Scope,
+) -> Result<Vec<Recorded>> {
+    let rows = client
+        .query(
+            &names.sql(
+                "SELECT l.profile_id, l.run_id, k.key, l.migrated_at
+                   FROM {state}.ledger l CROSS JOIN LATERAL unnest(l.link_keys) AS k(key)
+                  WHERE l.profile_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)
+                  ORDER BY l.profile_id, l.run_id",
+            ),
+            &[&profiles, &scope.run],
+        )
+        .await
+        .context("cannot read the ledger")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (profile_id, key): (String, String) = (r.get(0), r.get(2));
+            Recorded {
+                id: link_id(&profile_id, &key),
+                profile_id,
+                run_id: r.get(1),
+                key,
+                migrated_at: r.get(3),
+            }
+        })
+        .collect())
 }
 
 /// Deletes a chunk's unedited migrated rows and updates the ledger, in the
@@ -106,23 +150,10 @@ pub async fn purge_chunk(
     scope: &Scope,
     run_id: i64,
 ) -> Result<PurgeCounters> {
-    // The chunk's recorded links, then one statement over them passed as
-    // arrays: its row estimate is small, so every lookup is an index probe
-    // (a join against the ledger could be planned as a scan of the table).
-    let rows = tx
-        .query(
-            &names.sql(
-                "SELECT x.id, l.profile_id, l.migrated_at
-                   FROM {state}.ledger l CROSS JOIN LATERAL unnest(l.link_ids) AS x(id)
-                  WHERE l.profile_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)",
-            ),
-            &[&profiles, &scope.run],
-        )
-        .await
-        .context("cannot read the ledger")?;
-    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let owners: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-    let times: Vec<std::time::SystemTime> = rows.iter().map(|r| r.get(2)).collect();
+    let links = recorded(tx, names, profiles, scope).await?;
+    let ids: Vec<&str> = links.iter().map(|l| l.id.as_str()).collect();
+    let owners: Vec<&str> = links.iter().map(|l| l.profile_id.as_str()).collect();
+    let times: Vec<SystemTime> = links.iter().map(|l| l.migrated_at).collect();
     // One statement, one snapshot: what is kept because edited (compared at
     // the column's millisecond precision: both are TIMESTAMP(3)), and the
     // delete itself.
@@ -145,28 +176,31 @@ pub async fn purge_chunk(
         .context("cannot delete migrated rows")?;
     let in_scope = i64::try_from(ids.len()).unwrap_or(i64::MAX);
     let edited: i64 = row.get(0);
-    let deleted: Vec<String> = row.get(1);
+    let deleted: HashSet<String> = row.get::<_, Vec<String>>(1).into_iter().collect();
+    // The deleted links' keys leave their ledger rows.
+    let gone: Vec<&Recorded> = links.iter().filter(|l| deleted.contains(&l.id)).collect();
+    let gone_profiles: Vec<&str> = gone.iter().map(|l| l.profile_id.as_str()).collect();
+    let gone_runs: Vec<i64> = gone.iter().map(|l| l.run_id).collect();
+    let gone_keys: Vec<&str> = gone.iter().map(|l| l.key.as_str()).collect();
     tx.execute(
         &names.sql(
-            "UPDATE {state}.ledger l
-                SET link_ids = k.ids, link_keys = k.keys
-               FROM (SELECT l.profile_id, l.run_id,
-                            coalesce(array_agg(x.id ORDER BY x.n) FILTER (WHERE x.id <> ALL($3)), '{}') AS ids,
-                            coalesce(array_agg(x.key ORDER BY x.n) FILTER (WHERE x.id <> ALL($3)), '{}') AS keys
-                       FROM {state}.ledger l
-                       LEFT JOIN LATERAL unnest(l.link_ids, l.link_keys) WITH ORDINALITY AS x(id, key, n) ON true
-                      WHERE l.profile_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)
-                      GROUP BY l.profile_id, l.run_id) k
-              WHERE l.profile_id = k.profile_id AND l.run_id = k.run_id",
+            "WITH gone AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) AS g(profile_id, run_id, key))
+             UPDATE {state}.ledger l
+                SET link_keys = coalesce((SELECT array_agg(k ORDER BY n)
+                                            FROM unnest(l.link_keys) WITH ORDINALITY AS u(k, n)
+                                           WHERE NOT EXISTS (SELECT 1 FROM gone g
+                                                              WHERE g.profile_id = l.profile_id
+                                                                AND g.run_id = l.run_id AND g.key = u.k)), '{}')
+              WHERE (l.profile_id, l.run_id) IN (SELECT profile_id, run_id FROM gone)",
         ),
-        &[&profiles, &scope.run, &deleted],
+        &[&gone_profiles, &gone_runs, &gone_keys],
     )
     .await
     .context("cannot update the ledger")?;
     tx.execute(
         &names.sql(
             "DELETE FROM {state}.ledger
-              WHERE profile_id = ANY($1) AND ($2::bigint IS NULL OR run_id = $2) AND cardinality(link_ids) = 0",
+              WHERE profile_id = ANY($1) AND ($2::bigint IS NULL OR run_id = $2) AND cardinality(link_keys) = 0",
         ),
         &[&profiles, &scope.run],
     )
@@ -180,7 +214,10 @@ pub async fn purge_chunk(
     .await
     .context("cannot clear the rejects of purged profiles")?;
     tx.execute(
-        &names.sql("UPDATE {state}.ledger SET fingerprint = '' WHERE profile_id = ANY($1) AND fingerprint <> ''"),
+        &names.sql(
+            "UPDATE {state}.ledger SET fingerprint = NULL
+              WHERE profile_id = ANY($1) AND fingerprint IS NOT NULL",
+        ),
         &[&profiles],
     )
     .await
@@ -211,44 +248,49 @@ pub async fn preview_chunk(
     out: &mut impl Write,
     quiet: bool,
 ) -> Result<PurgeCounters> {
+    let links = recorded(client, names, profiles, scope).await?;
+    let ids: Vec<&str> = links.iter().map(|l| l.id.as_str()).collect();
     let rows = client
         .query(
-            &names.sql(&format!(
-                "WITH scope AS ({SCOPE})
-                 SELECT s.id, s.run_id, pl.\"userId\", pl.label, pl.type, pl.url,
-                        pl.id IS NOT NULL AS present, coalesce(pl.\"updatedAt\" > s.migrated_at, false) AS edited
-                   FROM scope s LEFT JOIN {{app}}.profile_links pl ON pl.id = s.id AND pl.\"profileId\" = s.profile_id
-                  ORDER BY s.profile_id, s.run_id"
-            )),
-            &[&profiles, &scope.run],
+            &names.sql(
+                "SELECT pl.id, pl.\"profileId\", pl.\"userId\", pl.label, pl.type, pl.url, pl.\"updatedAt\"
+                   FROM {app}.profile_links pl WHERE pl.id = ANY($1)",
+            ),
+            &[&ids],
         )
         .await
         .context("cannot read the rows a purge would delete")?;
+    let present: HashMap<String, &tokio_postgres::Row> =
+        rows.iter().map(|r| (r.get::<_, String>(0), r)).collect();
     let mut c = PurgeCounters {
         profiles: profiles.len() as u64,
         ..PurgeCounters::default()
     };
-    for r in &rows {
-        let present: bool = r.get(6);
-        let edited: bool = r.get(7);
-        if !present {
+    for link in &links {
+        let row = present
+            .get(&link.id)
+            .filter(|r| r.get::<_, String>(1) == link.profile_id);
+        let Some(row) = row else {
             c.already_gone += 1;
-        } else if edited && !scope.include_edited {
+            continue;
+        };
+        let edited = row.get::<_, SystemTime>(6) > link.migrated_at;
+        if edited && !scope.include_edited {
             c.kept_edited += 1;
-        } else {
-            c.links_deleted += 1;
-            if !quiet {
-                writeln!(
-                    out,
-                    "[DRY RUN] Would delete {} (run {}) of user {}: {} ({}): {}",
-                    r.get::<_, String>(0),
-                    r.get::<_, i64>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, String>(3),
-                    r.get::<_, String>(4),
-                    r.get::<_, String>(5)
-                )?;
-            }
+            continue;
+        }
+        c.links_deleted += 1;
+        if !quiet {
+            writeln!(
+                out,
+                "[DRY RUN] Would delete {} (run {}) of user {}: {} ({}): {}",
+                link.id,
+                link.run_id,
+                row.get::<_, String>(2),
+                row.get::<_, String>(3),
+                row.get::<_, String>(4),
+                row.get::<_, String>(5)
+            )?;
         }
     }
     Ok(c)

@@ -25,9 +25,10 @@ const MAX_RAW_BYTES: usize = 4096;
 
 /// Plans and writes one chunk in one transaction on `client`: the rows, the
 /// ledger, the rejects, the run's counters and the checkpoint that
-/// `checkpoint()` gives at commit time. `retry`: an earlier attempt may
-/// have committed before its connection was lost, so profiles this run
-/// already recorded are left out.
+/// `checkpoint()` gives at commit time. `retry`: an earlier attempt failed,
+/// perhaps because the application deleted a profile of the chunk since it
+/// was read (a foreign-key violation), or after its COMMIT went through
+/// (a lost connection); those profiles are left out this time.
 ///
 /// # Errors
 /// On a database error (rolled back; the caller may retry).
@@ -51,12 +52,27 @@ pub async fn commit_chunk(
         .await
         .context("cannot set up the chunk transaction")?;
     let now = transaction_time(&tx).await?;
-    let mut profiles = still_there(&tx, names, profiles).await?;
+    // A profile this very run recorded before (a resumed run meets a profile
+    // that changed after an earlier attempt committed it out of order) is
+    // left for the next run: its ledger row is this run's, and a second one
+    // cannot be told apart.
+    let mut profiles: Cow<'_, [SourceProfile]> = if profiles.iter().any(|p| recorded_by(p, run_id))
+    {
+        Cow::Owned(
+            profiles
+                .iter()
+                .filter(|p| !recorded_by(p, run_id))
+                .cloned()
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(profiles)
+    };
     if retry {
-        profiles = Cow::Owned(drop_committed(&tx, names, run_id, &profiles).await?);
+        profiles = Cow::Owned(still_there(&tx, names, &profiles).await?);
+        profiles = Cow::Owned(not_recorded(&tx, names, &profiles).await?);
     }
-    let profiles = &profiles[..];
-    let planned = chunk::plan_chunk(&tx, names, true, profiles).await?;
+    let planned = chunk::plan_chunk(&tx, names, &profiles).await?;
     write_chunk(&tx, names, run_id, now, &planned).await?;
     let counters = chunk::counters(&planned);
     state::record_chunk(
@@ -71,51 +87,54 @@ pub async fn commit_chunk(
     Ok(counters)
 }
 
-/// The chunk's profiles that still exist, locked against deletion until the
-/// chunk commits (`FOR KEY SHARE`, the lock the rows' foreign keys take
-/// anyway). A profile the application deleted since the feed read it is
-/// left out, instead of failing the chunk on its foreign key; it is not in
-/// the ledger, so nothing about it is recorded.
-async fn still_there<'p>(
-    tx: &impl GenericClient,
-    names: &Names,
-    profiles: &'p [SourceProfile],
-) -> Result<Cow<'p, [SourceProfile]>> {
-    let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
-    let rows = tx
-        .query(
-            &names.sql("SELECT id FROM {app}.profiles WHERE id = ANY($1) FOR KEY SHARE"),
-            &[&ids],
-        )
-        .await
-        .context("cannot lock the chunk's profiles")?;
-    if rows.len() == profiles.len() {
-        return Ok(Cow::Borrowed(profiles));
-    }
-    let present: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(Cow::Owned(
-        profiles
-            .iter()
-            .filter(|p| present.contains(&p.id))
-            .cloned()
-            .collect(),
-    ))
+fn recorded_by(profile: &SourceProfile, run_id: i64) -> bool {
+    profile
+        .ledger
+        .as_ref()
+        .is_some_and(|l| l.latest_run == run_id)
 }
 
-/// The chunk's profiles this run has not recorded in the ledger yet.
-async fn drop_committed(
+/// The chunk's profiles that still exist. One the application deleted since
+/// the feed read it is left out (its links would break their foreign key);
+/// nothing about it is recorded.
+async fn still_there(
     tx: &impl GenericClient,
     names: &Names,
-    run_id: i64,
     profiles: &[SourceProfile],
 ) -> Result<Vec<SourceProfile>> {
     let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
     let rows = tx
         .query(
+            &names.sql("SELECT id FROM {app}.profiles WHERE id = ANY($1)"),
+            &[&ids],
+        )
+        .await
+        .context("cannot check the chunk's profiles")?;
+    let present: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(profiles
+        .iter()
+        .filter(|p| present.contains(&p.id))
+        .cloned()
+        .collect())
+}
+
+/// The chunk's profiles whose fingerprint the ledger does not hold yet (an
+/// attempt whose COMMIT went through recorded them).
+async fn not_recorded(
+    tx: &impl GenericClient,
+    names: &Names,
+    profiles: &[SourceProfile],
+) -> Result<Vec<SourceProfile>> {
+    let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
+    let fingerprints: Vec<&[u8]> = profiles.iter().map(|p| p.fingerprint.as_slice()).collect();
+    let rows = tx
+        .query(
             &names.sql(
-                "SELECT profile_id FROM {state}.ledger WHERE run_id = $1 AND profile_id = ANY($2)",
+                "SELECT l.profile_id FROM {state}.ledger l
+                   JOIN unnest($1::text[], $2::bytea[]) AS u(id, fingerprint)
+                     ON l.profile_id = u.id AND l.fingerprint = u.fingerprint",
             ),
-            &[&run_id, &ids],
+            &[&ids, &fingerprints],
         )
         .await
         .context("cannot check which profiles of the chunk already committed")?;
@@ -153,7 +172,7 @@ pub async fn write_chunk(
     chunk: &[Planned<'_>],
 ) -> Result<()> {
     copy_links(tx, names, now, chunk).await?;
-    copy_ledger(tx, names, run_id, now, chunk).await?;
+    record_ledger(tx, names, run_id, now, chunk).await?;
     replace_rejects(tx, names, run_id, chunk).await
 }
 
@@ -217,46 +236,86 @@ fn type_value(link_type: LinkType) -> &'static (dyn ToSql + Sync) {
     &TEXTS[link_type as usize]
 }
 
-/// A ledger row's arrays, gathered before the COPY borrows them.
-struct LedgerArrays<'a> {
-    ids: Vec<&'a str>,
+/// A new ledger row's arrays, gathered before the COPY borrows them.
+struct LedgerRow<'a> {
+    planned: &'a Planned<'a>,
     keys: Vec<&'a str>,
-    existing: Vec<&'a str>,
+    /// NULL when empty: most profiles have none.
+    kept: Option<Vec<&'a str>>,
 }
 
-async fn copy_ledger(
+/// The ledger (see `sql/state/upgrade/003_compact_ledger.sql`): a new row
+/// for a profile never recorded, or that now created links or found some
+/// among the user's rows; otherwise the latest row takes the new
+/// fingerprint. A new row of a replanned profile supersedes the older
+/// rows' fingerprints.
+async fn record_ledger(
     tx: &Transaction<'_>,
     names: &Names,
     run_id: i64,
     now: SystemTime,
     chunk: &[Planned<'_>],
 ) -> Result<()> {
-    let arrays: Vec<LedgerArrays<'_>> = chunk
+    let mut rows = Vec::new();
+    let mut superseded = Vec::new();
+    let mut refreshed: (Vec<&str>, Vec<i64>, Vec<&[u8]>) = Default::default();
+    for planned in chunk {
+        let keys: Vec<&str> = planned.plan.links.iter().map(|l| l.key.as_str()).collect();
+        let kept: Vec<&str> = planned
+            .plan
+            .skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::Existing)
+            .filter_map(|s| s.link_key.as_deref())
+            .collect();
+        match &planned.profile.ledger {
+            Some(ledger) if keys.is_empty() && kept.is_empty() => {
+                refreshed.0.push(&planned.profile.id);
+                refreshed.1.push(ledger.latest_run);
+                refreshed.2.push(&planned.profile.fingerprint);
+                continue;
+            }
+            Some(_) => superseded.push(planned.profile.id.as_str()),
+            None => {}
+        }
+        rows.push(LedgerRow {
+            planned,
+            keys,
+            kept: (!kept.is_empty()).then_some(kept),
+        });
+    }
+    if !superseded.is_empty() {
+        tx.execute(
+            &names.sql(
+                "UPDATE {state}.ledger SET fingerprint = NULL
+                  WHERE profile_id = ANY($1) AND fingerprint IS NOT NULL",
+            ),
+            &[&superseded],
+        )
+        .await
+        .context("cannot update the ledger")?;
+    }
+    if !refreshed.0.is_empty() {
+        tx.execute(
+            &names.sql(
+                "UPDATE {state}.ledger l SET fingerprint = u.fingerprint
+                   FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS u(id, run_id, fingerprint)
+                  WHERE l.profile_id = u.id AND l.run_id = u.run_id",
+            ),
+            &[&refreshed.0, &refreshed.1, &refreshed.2],
+        )
+        .await
+        .context("cannot update the ledger")?;
+    }
+    let rows: Vec<_> = rows
         .iter()
-        .map(|planned| LedgerArrays {
-            ids: planned.plan.links.iter().map(|l| l.id.as_str()).collect(),
-            keys: planned.plan.links.iter().map(|l| l.key.as_str()).collect(),
-            existing: planned
-                .plan
-                .skipped
-                .iter()
-                .filter(|s| s.reason == SkipReason::Existing)
-                .filter_map(|s| s.link_key.as_deref())
-                .collect(),
-        })
-        .collect();
-    let rows: Vec<_> = chunk
-        .iter()
-        .zip(&arrays)
-        .map(|(planned, a)| -> [&(dyn ToSql + Sync); 8] {
+        .map(|r| -> [&(dyn ToSql + Sync); 6] {
             [
-                &planned.profile.id,
+                &r.planned.profile.id,
                 &run_id,
-                &planned.profile.user_id,
-                &planned.profile.fingerprint,
-                &a.ids,
-                &a.keys,
-                &a.existing,
+                &r.planned.profile.fingerprint,
+                &r.keys,
+                &r.kept,
                 &now,
             ]
         })
@@ -264,13 +323,11 @@ async fn copy_ledger(
     copy_rows(
         tx,
         names,
-        "{state}.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, existing_keys, migrated_at)",
+        "{state}.ledger (profile_id, run_id, fingerprint, link_keys, kept_keys, migrated_at)",
         &[
             Type::TEXT,
             Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT_ARRAY,
+            Type::BYTEA,
             Type::TEXT_ARRAY,
             Type::TEXT_ARRAY,
             Type::TIMESTAMP,
@@ -299,7 +356,7 @@ async fn replace_rejects(
 ) -> Result<()> {
     let replanned: Vec<&str> = chunk
         .iter()
-        .filter(|p| p.replanned)
+        .filter(|p| p.replanned())
         .map(|p| p.profile.id.as_str())
         .collect();
     if !replanned.is_empty() {

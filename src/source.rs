@@ -20,15 +20,28 @@ pub struct SourceProfile {
     pub id: String,
     pub user_id: String,
     pub social: legacy::Social,
-    /// md5 of the legacy value's text; recorded in the ledger.
-    pub fingerprint: String,
+    /// md5 of the legacy value's text (16 bytes); recorded in the ledger.
+    pub fingerprint: Vec<u8>,
+    /// What the ledger holds for the profile, if it has rows.
+    pub ledger: Option<LedgerEntry>,
+}
+
+/// A profile's ledger rows, as the planner and the sink need them.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerEntry {
+    /// The run of its latest row (which holds the fingerprint).
+    pub latest_run: i64,
+    /// Comparison keys relink created, or found the user already had: none
+    /// of them is created (again).
+    pub keys: Vec<String>,
 }
 
 /// Profiles with a legacy value that the ledger does not already cover with
 /// the same fingerprint: the one definition of "pending" (run, dry run and
 /// verify share it). `p` is the profiles alias.
 pub const PENDING: &str = "NOT EXISTS (SELECT 1 FROM {state}.ledger l
-                         WHERE l.profile_id = p.id AND l.fingerprint = md5(p.\"socialLinks\"::text) {bound})";
+                         WHERE l.profile_id = p.id
+                           AND l.fingerprint = decode(md5(p.\"socialLinks\"::text), 'hex') {bound})";
 
 /// [`PENDING`] for a whole-table count.
 pub fn pending() -> String {
@@ -38,15 +51,16 @@ pub fn pending() -> String {
 /// Which profiles with a legacy value a [`Reader`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
-    /// All of them (no state schema yet).
-    All,
+    /// All of them: before the state schema exists (no ledger to read), or
+    /// `run --replan` (the ledger is read, but every profile is planned).
+    All { ledger: bool },
     /// Those the ledger does not cover with the same fingerprint.
     Pending,
     /// Those it does (verify re-plans them to find lost links).
     Settled,
 }
 
-/// Keyset pages of profiles with a legacy value.
+/// Keyset pages of profiles with a legacy value, each with its ledger rows.
 #[derive(Debug, Clone)]
 pub struct Reader {
     pager: Pager,
@@ -64,17 +78,32 @@ impl Reader {
                 Keyset::After => "AND l.profile_id > $1".to_owned(),
             };
             let pending = PENDING.replace("{bound}", &bound);
-            let pending = match filter {
-                Filter::All => String::new(),
-                Filter::Pending => format!("AND {pending}"),
-                Filter::Settled => format!("AND NOT {pending}"),
+            let (pending, ledger) = match filter {
+                Filter::All { ledger } => (String::new(), ledger),
+                Filter::Pending => (format!("AND {pending}"), true),
+                Filter::Settled => (format!("AND NOT {pending}"), true),
+            };
+            // The ledger's rows are read here, by the reader, for the page's
+            // profiles only (after the filter and the LIMIT), one index probe
+            // each, so the writers' chunk transactions need not read them.
+            // They cannot change meanwhile: only this run writes them, and
+            // each profile in one chunk only.
+            let ledger = if ledger {
+                "(SELECT max(l.run_id) FROM {state}.ledger l WHERE l.profile_id = p.id),
+                 (SELECT coalesce(array_agg(k), '{}') FROM {state}.ledger l,
+                         unnest(l.link_keys || coalesce(l.kept_keys, '{}')) k
+                   WHERE l.profile_id = p.id)"
+            } else {
+                "NULL::bigint, NULL::text[]"
             };
             names.sql(&format!(
-                "SELECT p.id, p.\"userId\", p.\"socialLinks\"::text, md5(p.\"socialLinks\"::text)
-                   FROM {{app}}.profiles p
-                  WHERE p.\"socialLinks\" IS NOT NULL AND {} {pending}
-                  ORDER BY p.id
-                  LIMIT $2",
+                "SELECT p.id, p.\"userId\", p.legacy, decode(md5(p.legacy), 'hex'), {ledger}
+                   FROM (SELECT p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy
+                           FROM {{app}}.profiles p
+                          WHERE p.\"socialLinks\" IS NOT NULL AND {} {pending}
+                          ORDER BY p.id
+                          LIMIT $2) p
+                  ORDER BY p.id",
                 keyset.condition("p.id")
             ))
         };
@@ -106,6 +135,10 @@ impl Reader {
                 user_id: r.get(1),
                 social: legacy::parse(r.get(2)),
                 fingerprint: r.get(3),
+                ledger: r.get::<_, Option<i64>>(4).map(|latest_run| LedgerEntry {
+                    latest_run,
+                    keys: r.get(5),
+                }),
             })
             .collect())
     }

@@ -96,11 +96,17 @@ fn unfinished_texts() -> Vec<&'static str> {
 }
 
 /// The state schema version this release writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Version 1, created idempotently.
 const SCHEMA_SQL: &str = include_str!("../sql/state/schema.sql");
 /// Numbered upgrades from version 1, applied in order, each once.
-const UPGRADES: &[(i64, &str)] = &[(2, include_str!("../sql/state/upgrade/002_control.sql"))];
+const UPGRADES: &[(i64, &str)] = &[
+    (2, include_str!("../sql/state/upgrade/002_control.sql")),
+    (
+        3,
+        include_str!("../sql/state/upgrade/003_compact_ledger.sql"),
+    ),
+];
 /// Key of the transaction-level advisory lock that serializes schema
 /// creation and upgrades ("RLNS"), so `pause` (which runs beside a live
 /// run) and a starting run never create or upgrade at the same time.

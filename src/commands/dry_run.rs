@@ -59,7 +59,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let filter = if with_ledger {
         Filter::Pending
     } else {
-        Filter::All
+        Filter::All { ledger: false }
     };
     // Pages of a dry run hold no transaction: a fixed size serves.
     let sizer = Sizer::new(match cfg.chunk_size {
@@ -94,7 +94,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         if shutdown.requested() {
             break;
         }
-        let planned = chunk::plan_chunk(&client, names, with_ledger, &chunk.profiles).await?;
+        let planned = chunk::plan_chunk(&client, names, &chunk.profiles).await?;
         let mut out = std::io::BufWriter::new(stdout.lock());
         for p in &planned {
             if print_profiles {

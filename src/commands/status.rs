@@ -100,7 +100,7 @@ pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
         let row = client
             .query_one(
                 &names.sql(
-                    "SELECT count(DISTINCT profile_id), count(*), coalesce(sum(cardinality(link_ids)), 0)::bigint FROM {state}.ledger",
+                    "SELECT count(DISTINCT profile_id), count(*), coalesce(sum(cardinality(link_keys)), 0)::bigint FROM {state}.ledger",
                 ),
                 &[],
             )

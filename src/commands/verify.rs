@@ -15,6 +15,7 @@ use crate::config::{Common, Names, VerifyConfig};
 use crate::db::{self, preflight, Keyset, Pager, Session};
 use crate::exit::Outcome;
 use crate::plan::classify::stored_url_key;
+use crate::plan::link_id;
 use crate::shutdown::Shutdown;
 use crate::source::{self, Filter, Reader};
 use crate::state;
@@ -137,20 +138,12 @@ pub async fn verify(common: &Common, args: &VerifyConfig, shutdown: Shutdown) ->
     });
 
     if with_ledger {
-        let missing: i64 = client
-            .query_one(
-                &names.sql(
-                    "SELECT count(*) FROM {state}.ledger l CROSS JOIN LATERAL unnest(l.link_ids) AS x(id)
-                      WHERE NOT EXISTS (SELECT 1 FROM {app}.profile_links pl WHERE pl.id = x.id)",
-                ),
-                &[],
-            )
-            .await
-            .context("cannot compare the ledger with profile_links")?
-            .get(0);
+        let Some(missing) = missing_links(&client, names, page, &shutdown).await? else {
+            return Ok(Outcome::Interrupted);
+        };
         checks.push(info(
             "ledger links missing from the table",
-            to_u64(missing),
+            missing,
             "created by relink, deleted by users since; never re-created",
         ));
     }
@@ -278,6 +271,61 @@ async fn duplicate_keys(
     }
 }
 
+/// Links the ledger says relink created whose rows are gone, a page of
+/// ledger rows at a time; a row's id is UUID v5 of its profile and key.
+/// `None` if interrupted.
+async fn missing_links(
+    client: &Client,
+    names: &Names,
+    page: usize,
+    shutdown: &Shutdown,
+) -> Result<Option<u64>> {
+    let mut pages = Pager::new(
+        "the ledger",
+        |keyset: Keyset| {
+            names.sql(&format!(
+                "SELECT profile_id, link_keys FROM {{state}}.ledger
+                  WHERE {} ORDER BY profile_id LIMIT $2",
+                keyset.condition("profile_id")
+            ))
+        },
+        None,
+        page,
+    );
+    let mut missing = 0u64;
+    loop {
+        if shutdown.requested() {
+            return Ok(None);
+        }
+        let rows = pages.next(client, &[]).await?;
+        if rows.is_empty() {
+            return Ok(Some(missing));
+        }
+        let ids: Vec<String> = rows
+            .iter()
+            .flat_map(|r| {
+                let profile: String = r.get(0);
+                let keys: Vec<String> = r.get(1);
+                keys.into_iter()
+                    .map(move |k| link_id(&profile, &k))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let n: i64 = client
+            .query_one(
+                &names.sql(
+                    "SELECT count(*) FROM unnest($1::text[]) AS x(id)
+                      WHERE NOT EXISTS (SELECT 1 FROM {app}.profile_links pl WHERE pl.id = x.id)",
+                ),
+                &[&ids],
+            )
+            .await
+            .context("cannot compare the ledger with profile_links")?
+            .get(0);
+        missing += to_u64(n);
+    }
+}
+
 /// Settled profiles re-planned against the current rows and the ledger:
 /// any link the plan would still create was lost. `None` if interrupted.
 async fn unaccounted(
@@ -301,7 +349,7 @@ async fn unaccounted(
         if profiles.is_empty() {
             return Ok(Some((count, examples)));
         }
-        for planned in chunk::plan_chunk(client, names, true, &profiles).await? {
+        for planned in chunk::plan_chunk(client, names, &profiles).await? {
             for link in &planned.plan.links {
                 count += 1;
                 if examples.len() < EXAMPLES {

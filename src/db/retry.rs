@@ -83,8 +83,9 @@ impl Retry {
 }
 
 /// Whether a failed unit is worth another try: lost connections, lock
-/// timeouts, statement timeouts, serialization failures and deadlocks, and
-/// a server that is restarting. Everything else (permissions, constraint
+/// timeouts, statement timeouts, serialization failures and deadlocks, a
+/// server that is restarting, and a row the application deleted under a
+/// chunk. Everything else (permissions, constraint
 /// violations, bad SQL) fails at once.
 pub fn is_retryable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -120,6 +121,10 @@ fn pg_retryable(err: &tokio_postgres::Error) -> bool {
                 SqlState::CRASH_SHUTDOWN,
                 SqlState::CANNOT_CONNECT_NOW,
                 SqlState::TOO_MANY_CONNECTIONS,
+                // A chunk's profile or user deleted by the application since
+                // the chunk was read: its rows' foreign key fails, and the
+                // retry leaves that profile out (`sink::commit_chunk`).
+                SqlState::FOREIGN_KEY_VIOLATION,
             ]
             .contains(code)
                 || code.code().starts_with("08")

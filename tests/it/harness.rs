@@ -322,6 +322,22 @@ pub fn spawn_command(mut cmd: Command) -> Spawned {
     }
 }
 
+/// Every link id the ledger records (optionally of one run): UUID v5 of the
+/// profile id and each recorded key, as relink computes it.
+pub async fn ledger_ids(client: &Client, run: Option<i64>) -> std::collections::BTreeSet<String> {
+    client
+        .query(
+            "SELECT profile_id, unnest(link_keys) FROM relink.ledger
+              WHERE $1::bigint IS NULL OR run_id = $1",
+            &[&run],
+        )
+        .await
+        .expect("ledger")
+        .iter()
+        .map(|r| relink::plan::link_id(r.get(0), r.get(1)))
+        .collect()
+}
+
 /// Checksum of a database's `profile_links` without the timestamps (which
 /// differ between two runs over the same data): the end state of a migration.
 pub async fn links_checksum_of(client: &Client) -> String {

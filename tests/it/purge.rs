@@ -47,16 +47,7 @@ async fn links(db: &TestDb) -> BTreeMap<String, Link> {
 
 /// Every link id the ledger records (optionally of one run).
 async fn ledger_ids(db: &TestDb, run: Option<i64>) -> BTreeSet<String> {
-    db.client
-        .query(
-            "SELECT unnest(link_ids) FROM relink.ledger WHERE $1::bigint IS NULL OR run_id = $1",
-            &[&run],
-        )
-        .await
-        .expect("ledger")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    crate::harness::ledger_ids(&db.client, run).await
 }
 
 /// Users (with their profile and highest position) whose rows relink all

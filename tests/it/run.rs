@@ -52,9 +52,9 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
         if !migrated.is_empty() {
             db.client
                 .execute(
-                    "INSERT INTO relink.ledger (profile_id, run_id, user_id, fingerprint, link_ids, link_keys, migrated_at)
-                     VALUES ($1, 1, $2, '', '{}', $3, now())",
-                    &[&profile, &user, &migrated],
+                    "INSERT INTO relink.ledger (profile_id, run_id, fingerprint, link_keys, migrated_at)
+                     VALUES ($1, 1, NULL, $2, now())",
+                    &[&profile, &migrated],
                 )
                 .await
                 .expect("ledger row");

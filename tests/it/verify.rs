@@ -23,13 +23,17 @@ const UNACCOUNTED: &str = "legacy links unaccounted for";
 async fn migrated_row(db: &TestDb, extra: &str) -> (String, String, String, String) {
     let sql = format!(
         "SELECT pl.id, pl.\"userId\", pl.\"profileId\", pl.url FROM profile_links pl
-          WHERE pl.id IN (SELECT unnest(link_ids) FROM relink.ledger)
+          WHERE pl.id = ANY($1)
             AND pl.url !~ '[?#]' AND pl.url !~ '/$' AND {extra}
           ORDER BY pl.id LIMIT 1"
     );
+    let ids: Vec<String> = crate::harness::ledger_ids(&db.client, None)
+        .await
+        .into_iter()
+        .collect();
     let row = db
         .client
-        .query_one(&sql, &[])
+        .query_one(&sql, &[&ids])
         .await
         .unwrap_or_else(|e| panic!("no migrated row matching {extra}: {e}"));
     (row.get(0), row.get(1), row.get(2), row.get(3))
@@ -273,20 +277,21 @@ async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
     let row = db
         .client
         .query_one(
-            "SELECT profile_id, link_ids[1] FROM relink.ledger
-              WHERE cardinality(link_ids) = 1 AND profile_id <> $1 ORDER BY profile_id LIMIT 1",
+            "SELECT profile_id, link_keys[1] FROM relink.ledger
+              WHERE cardinality(link_keys) = 1 AND profile_id <> $1 ORDER BY profile_id LIMIT 1",
             &[&kept_profile],
         )
         .await
         .expect("a profile with one migrated link");
-    let (profile, link): (String, String) = (row.get(0), row.get(1));
+    let profile: String = row.get(0);
+    let link = relink::plan::link_id(&profile, row.get(1));
     db.client
         .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
         .await
         .expect("delete");
     db.client
         .execute(
-            "UPDATE relink.ledger SET link_keys = '{}', link_ids = '{}' WHERE profile_id = $1",
+            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
             &[&profile],
         )
         .await
