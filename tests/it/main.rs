@@ -17,5 +17,6 @@ mod real_world;
 mod replicas;
 mod run;
 mod servers;
+mod upgrade;
 mod users_rows;
 mod verify;

@@ -1,0 +1,111 @@
+//! State schema upgrades (SPEC §1 "versioned so later releases can upgrade
+//! it"): a ledger written by the previous release (state schema version 1,
+//! `fixtures/state_v1.sql`, made by `fixtures/tools/state_v1.sh` with that
+//! release's binary) is upgraded by the next live run and keeps working.
+
+use std::collections::BTreeSet;
+
+use crate::harness::{assert_success, json_summary, ledger_ids, stderr, TestDb};
+
+const STATE_V1: &str = include_str!("../../fixtures/state_v1.sql");
+
+async fn ids(db: &TestDb, sql: &str) -> BTreeSet<String> {
+    db.client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn schema_version(db: &TestDb) -> String {
+    db.client
+        .query_one(
+            "SELECT value FROM relink.meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .expect("version")
+        .get(0)
+}
+
+async fn relink_rows(db: &TestDb) -> BTreeSet<String> {
+    ids(db, "SELECT id FROM profile_links WHERE id NOT LIKE 'ul%'").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
+    let db = TestDb::new("u_v1").await;
+    // The same generated data the fixture was made over, then what the
+    // previous release left: its rows and its state schema.
+    db.generate(200);
+    db.client
+        .batch_execute(STATE_V1)
+        .await
+        .expect("load the v1 state");
+    assert_eq!(schema_version(&db).await, "1");
+    // What the previous release recorded, in its own words.
+    let v1_all = ids(&db, "SELECT unnest(link_ids) FROM relink.ledger").await;
+    let v1_run2 = ids(
+        &db,
+        "SELECT unnest(link_ids) FROM relink.ledger WHERE run_id = 2",
+    )
+    .await;
+    assert!(
+        v1_all.len() > 300 && !v1_run2.is_empty(),
+        "{} / {}",
+        v1_all.len(),
+        v1_run2.len()
+    );
+    let v1_rows = db.count("SELECT count(*) FROM relink.ledger").await;
+    let table = db.links_checksum().await;
+    let present = relink_rows(&db).await;
+
+    // The next live run upgrades, finds nothing pending, writes nothing.
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("upgraded relink's state schema \"relink\" to version 3"),
+        "{}",
+        stderr(&out)
+    );
+    let summary = json_summary(&out);
+    assert_eq!(summary["profiles_planned"], 0, "{summary}");
+    assert_eq!(summary["links_created"], 0, "{summary}");
+    assert_eq!(db.links_checksum().await, table);
+    assert_eq!(schema_version(&db).await, "3");
+    // Every link the old ledger recorded is still known, in fewer rows (the
+    // second run's replans of unchanged profiles are gone).
+    assert_eq!(ledger_ids(&db.client, None).await, v1_all);
+    assert_eq!(ledger_ids(&db.client, Some(2)).await, v1_run2);
+    assert!(db.count("SELECT count(*) FROM relink.ledger").await <= v1_rows);
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(json_summary(&again)["profiles_planned"], 0);
+
+    // Purge of run 2 removes exactly what run 2 created.
+    assert_success(&db.run(&["purge", "--yes", "--run", "2"]));
+    let after = relink_rows(&db).await;
+    let removed: BTreeSet<String> = present.difference(&after).cloned().collect();
+    let expected: BTreeSet<String> = v1_run2.intersection(&present).cloned().collect();
+    assert_eq!(removed, expected);
+
+    // Purge of everything: only the row the user edited stays (the one the
+    // user deleted was already gone).
+    let out = db.run(&["purge", "--yes", "--format", "json"]);
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(summary["kept_edited"], 1, "{summary}");
+    assert_eq!(summary["already_gone"], 1, "{summary}");
+    let left = relink_rows(&db).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM profile_links WHERE label = 'Edited by user'")
+            .await,
+        1
+    );
+    // And the profiles migrate again.
+    assert_success(&db.run(&["run"]));
+    assert_success(&db.run(&["verify"]));
+}
