@@ -161,6 +161,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub restart: bool,
 
+    /// Plan every profile again, changed or not, against this release's
+    /// rules (after upgrading relink, when `relink verify` reports legacy
+    /// links unaccounted for): adds only links that are missing, never
+    /// edits or removes a row. Starts a new run, as --restart does; if it
+    /// is interrupted, the next `relink run` resumes it as a replan.
+    #[arg(long)]
+    pub replan: bool,
+
     /// Summary format on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,

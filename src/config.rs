@@ -204,6 +204,7 @@ pub struct RunConfig {
     pub max_rate: Option<u64>,
     pub pause: Option<Duration>,
     pub restart: bool,
+    pub replan: bool,
     pub format: OutputFormat,
     pub writers: usize,
     pub timeouts: Timeouts,
@@ -257,6 +258,7 @@ impl RunConfig {
                 .transpose()
                 .context("invalid --pause")?,
             restart: args.restart,
+            replan: args.replan,
             format: args.format,
             writers: args.writers,
             timeouts: Timeouts::from_args(&args.timeouts)?,

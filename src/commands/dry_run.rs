@@ -39,8 +39,10 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     // Plan what the next live run would do: it resumes an unfinished run
     // after its checkpoint (unless --restart), so the dry run does too.
     let mut start_after = None;
-    if with_ledger && !cfg.restart {
+    let mut replan = cfg.replan;
+    if with_ledger && !cfg.restart && !cfg.replan {
         if let Some(run) = state::resumable(&client, names, Mode::Run).await? {
+            replan = run.options["replan"].as_bool().unwrap_or(false);
             if let Some(checkpoint) = run.checkpoint {
                 tracing::info!(
                     "the next run would resume run {} after profile {checkpoint}; planning from there",
@@ -56,10 +58,11 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !common.quiet);
 
     let (sender, mut chunks) = mpsc::channel::<Chunk>(2);
-    let filter = if with_ledger {
-        Filter::Pending
-    } else {
-        Filter::All { ledger: false }
+    let filter = match (with_ledger, replan) {
+        (true, false) => Filter::Pending,
+        (with_ledger, _) => Filter::All {
+            ledger: with_ledger,
+        },
     };
     // Pages of a dry run hold no transaction: a fixed size serves.
     let sizer = Sizer::new(match cfg.chunk_size {

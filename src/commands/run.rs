@@ -66,13 +66,21 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     // cannot reach, a failing --throttle-query).
     let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
     let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
-    let (run_id, start_after, total, last_success) = {
+    let (run_id, start_after, replan, total, last_success) = {
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
-        let (run_id, start_after) = begin(&control, names, cfg).await?;
-        let total = pending_estimate(&control, names, start_after.as_deref()).await?;
+        let Begun {
+            run_id,
+            start_after,
+            replan,
+        } = begin(&control, names, cfg).await?;
+        let total = if replan {
+            source::count_with_legacy(&*control, names, start_after.as_deref(), None).await?
+        } else {
+            pending_estimate(&control, names, start_after.as_deref()).await?
+        };
         let last_success = state::last_success(&*control, names, Mode::Run).await?;
-        (run_id, start_after, total, last_success)
+        (run_id, start_after, replan, total, last_success)
     };
     let metrics = Metrics::new(cfg.metrics.as_ref(), Mode::Run, run_id, last_success);
 
@@ -114,7 +122,12 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let reader = {
         let shared = shared.clone();
-        let reader = Reader::new(names, Filter::Pending, start_after.clone(), 1);
+        let filter = if replan {
+            Filter::All { ledger: true }
+        } else {
+            Filter::Pending
+        };
+        let reader = Reader::new(names, filter, start_after.clone(), 1);
         let limit = cfg.limit;
         tokio::spawn(async move {
             let fed = source::feed(
@@ -253,26 +266,41 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     }
 }
 
+/// A run record to work on.
+struct Begun {
+    run_id: i64,
+    /// The checkpoint to resume after.
+    start_after: Option<String>,
+    /// Plan every profile, not only the pending ones (`--replan`).
+    replan: bool,
+}
+
 /// Starts a run record, or takes over the unfinished one (unless
-/// `--restart`): its id and the checkpoint to resume after.
-async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<(i64, Option<String>)> {
+/// `--restart` or `--replan`).
+async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<Begun> {
     let owner = Owner::current();
-    if cfg.restart {
+    if cfg.restart || cfg.replan {
         let n = state::abandon_unfinished(control, names, Mode::Run).await?;
         if n > 0 {
-            tracing::info!("--restart: abandoned {n} unfinished run(s); rescanning from the start");
+            tracing::info!("abandoned {n} unfinished run(s); rescanning from the start");
         }
     } else if let Some(run) = state::resumable(control, names, Mode::Run).await? {
         state::resume_run(control, names, run.id, &owner).await?;
         let done = Counters::from_flat(&run.counters).profiles_planned;
+        let replan = run.options["replan"].as_bool().unwrap_or(false);
         tracing::info!(
-            "resuming run {} after profile {}, {done} profiles done",
+            "resuming {} {} after profile {}, {done} profiles done",
+            if replan { "replan run" } else { "run" },
             run.id,
             run.checkpoint
                 .as_deref()
                 .unwrap_or("(none: from the start)")
         );
-        return Ok((run.id, run.checkpoint));
+        return Ok(Begun {
+            run_id: run.id,
+            start_after: run.checkpoint,
+            replan,
+        });
     }
     let options = json!({
         "chunk_size": match cfg.chunk_size {
@@ -281,11 +309,18 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<(i64,
         },
         "limit": cfg.limit, "max_rate": cfg.max_rate,
         "pause_ms": cfg.pause.map(|d| d.as_millis()), "writers": cfg.writers,
-        "restart": cfg.restart,
+        "restart": cfg.restart, "replan": cfg.replan,
     });
     let id = state::start_run(control, names, Mode::Run, &options, &owner).await?;
-    tracing::info!("started run {id}");
-    Ok((id, None))
+    tracing::info!(
+        "started {} {id}",
+        if cfg.replan { "replan run" } else { "run" }
+    );
+    Ok(Begun {
+        run_id: id,
+        start_after: None,
+        replan: cfg.replan,
+    })
 }
 
 /// A writer: waits for the throttle, takes the next chunk and commits it in

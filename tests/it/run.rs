@@ -404,3 +404,55 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
     );
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replan_adds_the_links_an_earlier_planning_missed_and_nothing_else() {
+    let db = TestDb::new("r_replan").await;
+    db.generate(2000);
+    assert_success(&db.run(&["run"]));
+    let table = db.links_checksum().await;
+    // As if an older release had never created one link: its row and its
+    // key are gone, while the legacy value still holds it.
+    let row = db
+        .client
+        .query_one(
+            "SELECT profile_id, link_keys[1] FROM relink.ledger
+              WHERE cardinality(link_keys) = 1 ORDER BY profile_id LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a profile with one migrated link");
+    let profile: String = row.get(0);
+    let link = relink::plan::link_id(&profile, row.get(1));
+    db.client
+        .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
+        .await
+        .expect("delete");
+    db.client
+        .execute(
+            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
+            &[&profile],
+        )
+        .await
+        .expect("forget");
+    assert_code(&db.run(&["verify"]), 3);
+    // A plain rerun skips the unchanged profile.
+    let out = db.run(&["run", "--format", "json"]);
+    assert_eq!(json_summary(&out)["links_created"], 0);
+
+    let dry = db.run(&["run", "--dry-run", "--replan", "--format", "json"]);
+    assert_success(&dry);
+    assert_eq!(json_summary(&dry)["links_created"], 1);
+    let out = db.run(&["run", "--replan", "--format", "json"]);
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(summary["links_created"], 1, "{summary}");
+    assert!(
+        summary["profiles_planned"].as_u64().unwrap_or(0) > 1500,
+        "{summary}"
+    );
+    assert_eq!(db.links_checksum().await, table);
+    assert_success(&db.run(&["verify", "--strict"]));
+    let out = db.run(&["run", "--format", "json"]);
+    assert_eq!(json_summary(&out)["profiles_planned"], 0);
+}
