@@ -529,7 +529,8 @@ impl Scanned {
 mod tests {
     use super::*;
 
-    fn rendered(mode: Mode, snapshot: Snapshot, status: RunStatus) -> String {
+    /// Metrics of run record 42 that are never written to their file.
+    fn enabled(mode: Mode) -> (Metrics, Arc<Inner>) {
         let metrics = Metrics::new(
             Some(&MetricsConfig {
                 path: PathBuf::from("unused.prom"),
@@ -540,6 +541,11 @@ mod tests {
             Some(1_700_000_000.5),
         );
         let inner = metrics.inner.clone().expect("enabled");
+        (metrics, inner)
+    }
+
+    fn rendered(mode: Mode, snapshot: Snapshot, status: RunStatus) -> String {
+        let (metrics, inner) = enabled(mode);
         let mut state = inner.state.lock().expect("state");
         state.snapshot = snapshot;
         state.status = status;
@@ -747,16 +753,7 @@ mod tests {
 
     #[test]
     fn the_longest_chunk_is_the_maximum_of_every_observation() {
-        let metrics = Metrics::new(
-            Some(&MetricsConfig {
-                path: PathBuf::from("unused.prom"),
-                interval: Duration::from_secs(10),
-            }),
-            Mode::Run,
-            1,
-            None,
-        );
-        let inner = metrics.inner.clone().expect("enabled");
+        let (metrics, inner) = enabled(Mode::Run);
         let longest = || {
             let state = inner.state.lock().expect("state");
             value_of(
