@@ -133,13 +133,14 @@
 --   to case, scheme, www, default port, trailing slash, query and fragment;
 --   12.3% of all values duplicate another value of their profile, a third
 --   of them in the heavy profiles]
---   users: as in the default mix [4,158 rows for 3,081 users].
+--   users: as in the default mix [with ordered ids, 4,158 rows for 3,081
+--   users; the other figures do not depend on the ids].
 --
 -- Ids.  'ordered' (the default): cuid-like, see the INSERT INTO users below.
 -- 'uuid': random version-4 UUIDs (Prisma's @default(uuid())), so that keyset
 -- order by profile id is unrelated to insertion order and to the user's id:
--- an index on "userId" (profile_links has three) is written all over instead
--- of at its right end.  User-created links get UUIDs too.
+-- the "userId" and "profileId" indexes of profile_links are written all
+-- over instead of near their right ends.  User-created links get UUIDs too.
 --
 -- Speed: one INSERT … SELECT … FROM generate_series per table, JSON built
 -- with aggregates, constant arrays and format(), no per-row SQL functions or
@@ -198,8 +199,9 @@ SELECT
     END,
     CASE p.shape
         WHEN 0 THEN NULL
-        -- Double-encoded: the JSON text of a shape 1 or 3 value, stored as a
-        -- JSON string (what an ORM writing JSON.stringify(links) produced).
+        -- Double-encoded: the JSON text of a shape 1 or 3 value (entries mix:
+        -- or 4), stored as a JSON string (what an ORM writing
+        -- JSON.stringify(links) produced).
         WHEN 5 THEN to_jsonb(coalesce(v.objects, v.arrays)::text)
         WHEN 6 THEN format((ARRAY[
             '{}', '{}', '[]', '[]', '""', '""', '"   "',
@@ -262,10 +264,10 @@ FROM (
         -- CASE on the constant '{{MIX}}' is folded away when planning.
         SELECT
             i,
-            -- Default: 8% NULL, then shapes 1-6 take 45/15/15/12/5/8% of
-            -- the rest.  Entries: 5% NULL, then 10/8/18/56/4/4%.
+            -- 0 is NULL, k is shape k.  Default: 8% NULL, then shapes 1-6
+            -- take 45/15/15/12/5/8% of the rest.  Entries: 5% NULL, then
+            -- 10/8/18/56/4/4%.
             width_bucket(r_shape, CASE '{{MIX}}'
-                --                   NULL  shape 1 2      3      4       5
                 WHEN 'entries' THEN ARRAY[0.05, 0.145, 0.221, 0.392, 0.924, 0.962]
                 ELSE                ARRAY[0.08, 0.494, 0.632, 0.770, 0.8804, 0.9264]
             END::float8[]) AS shape,
