@@ -3,12 +3,22 @@
 -- Fills an EMPTY database that already has the application's schema
 -- (sql/app/up.sql) with {{PROFILES}} users, one profile each, and the messy
 -- legacy "socialLinks" JSON that relink has to cope with (SPEC §2, §3).
--- The caller replaces {{PROFILES}} (a positive integer) and {{SEED}} (a float
--- in [-1, 1]) textually and sends the whole file as ONE simple-query batch:
--- no psql meta-commands or variables, and every statement runs in the one
--- implicit transaction of that batch (which is what makes SET LOCAL work).
+-- The caller replaces {{PROFILES}} (a positive integer), {{SEED}} (a float
+-- in [-1, 1]), {{MIX}} ('default' or 'entries': the mixes below) and {{IDS}}
+-- ('ordered' or 'uuid': see "Ids" below) textually and sends the whole file
+-- as ONE simple-query batch: no psql meta-commands or variables, and every
+-- statement runs in the one implicit transaction of that batch (which is
+-- what makes SET LOCAL work).  {{MIX}} and {{IDS}} only ever stand in
+-- comparisons of constants ('entries' = 'entries'), which the planner folds
+-- away: each mix runs the plan it would have had alone, and the default mix
+-- with ordered ids gives exactly the tables it gave before the others
+-- existed.
 --
--- Determinism: the same {{PROFILES}} and {{SEED}} give byte-identical tables.
+-- Determinism: the same {{PROFILES}}, {{SEED}}, {{MIX}} and {{IDS}} give
+-- byte-identical tables.  The mixes draw the same random() calls in the same
+-- order and differ only in how the draws are read, and the ids draw none,
+-- so the ids do not change "socialLinks" (only which users the hashed pass
+-- picks).
 -- random() is one per-backend generator, so it is deterministic only if it is
 -- called in the same order every time: one process (no parallel workers) and
 -- plans whose evaluation order is fixed by construction (function scans over
@@ -18,9 +28,10 @@
 -- does not promise an order (synchronized seq scans may start mid-table), so
 -- that pass uses no random(): its choices hash (profile id, seed) instead.
 --
--- The mix.  Percentages are as drawn; [brackets] are what seed 0.42 gave for
--- 1,000,000 profiles, counted back in SQL (shapes classified from the JSON,
--- so garbage that happens to look like a shape counts as that shape).
+-- The default mix.  Percentages are as drawn; [brackets] are what seed 0.42
+-- gave for 1,000,000 profiles, counted back in SQL (shapes classified from
+-- the JSON, so garbage that happens to look like a shape counts as that
+-- shape).
 --
 --   profiles                                          of all / of non-null
 --     8%    "socialLinks" SQL NULL                    [8.02%]
@@ -85,11 +96,60 @@
 --   legacy value of the same profile up to scheme, www, case and trailing
 --   slash]
 --
+-- The entries mix ({{MIX}} = 'entries'): what a link-in-bio editor leaves,
+-- arrays of entry objects with every field name real data uses (SPEC §2),
+-- about 4 values per profile, the same link spelled twice in a quarter of
+-- the profiles, and a few long lists, so that sizing chunks by time matters.
+-- Values are drawn as in the default mix (same kinds, keys, templates,
+-- labels); what differs, as drawn [and as counted by sql/bench/mix.sql for
+-- seed 0.42 at 100,000 profiles, NOT 1,000,000 (a generator run at 1M was
+-- not affordable on the shared machine these figures were taken on)]:
+--
+--   profiles                                          of all / of non-null
+--     5%    "socialLinks" SQL NULL                    [5.1%]
+--    10%    shape 1  object key -> URL string         [10.1%]
+--     8%    shape 2  object key -> entry              [7.8%]
+--    18%    shape 3  array of strings                 [17.9%]
+--    56%    shape 4  array of entries                 [56.5%]
+--     4%    shape 5  double-encoded: an object, an array of strings or an
+--                    array of entries (20/20/60%)     [4.0%]
+--     4%    shape 6  garbage, as in the default mix   [3.6%]
+--   so arrays are 74% of the non-null profiles, entry objects (shapes 2 and
+--   4) 64% [71.7% of all values are entry objects].
+--   1 to 6 values per profile (12/22/27/20/11/7%), and 1% of the profiles
+--   of shapes 1-5 heavy: 50 to 150 values, always an array (a heavy draw of
+--   shape 1 or 2 becomes shape 4).  [367,531 values: 3.68 per profile, 3.87
+--   per non-null profile, 4.02 per profile with values; 853 heavy profiles
+--   (0.85%) holding 84,809 of them (23%), 50 to 150 each]
+--   Entry fields: URL url 50%, href 20%, link 15%, URL, Url, value 5% each
+--   (shape 2: as in the default mix); label (when there is one, 60%) under
+--   label 50%, title 30%, name 15%, text 5%; key (shape 4) platform 30%,
+--   network 15%, key, service, provider, Platform 5% each, none 35%; type
+--   as in the default mix, plus 5% naming the platform ("type":
+--   "instagram").
+--   27% of the profiles with two values or more list their own site twice
+--   (the default's 'dup' spellings: scheme, www, host case, trailing slash,
+--   utm, fragment, port).  [24,934 profiles (24.9%) hold two values equal up
+--   to case, scheme, www, default port, trailing slash, query and fragment;
+--   12.3% of all values duplicate another value of their profile, a third
+--   of them in the heavy profiles]
+--   users: as in the default mix [with ordered ids, 4,158 rows for 3,081
+--   users; the other figures do not depend on the ids].
+--
+-- Ids.  'ordered' (the default): cuid-like, see the INSERT INTO users below.
+-- 'uuid': random version-4 UUIDs (Prisma's @default(uuid())), so that keyset
+-- order by profile id is unrelated to insertion order and to the user's id:
+-- the "userId" and "profileId" indexes of profile_links are written all
+-- over instead of near their right ends.  User-created links get UUIDs too.
+--
 -- Speed: one INSERT … SELECT … FROM generate_series per table, JSON built
 -- with aggregates, constant arrays and format(), no per-row SQL functions or
 -- subqueries.  1,000,000 profiles on this project's 2-core machine: 21.6 s
 -- with the server otherwise idle (users 3.2 s, profiles 15.8 s, links
 -- 2.2 s, ANALYZE 0.4 s), 22-35 s with other work running; 100,000: 2.3 s.
+-- The entries mix builds about 1.8 times as many values: 100,000 profiles
+-- took 8.2 s against the default's 5.2 s on the same busy machine, uuid ids
+-- another 10%.
 
 -- Parallel workers would each run their own random() sequence in whatever
 -- order they get pages: never reproducible.
@@ -109,22 +169,39 @@ SELECT set_config('session_replication_role', 'replica', true)
 WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
 SELECT setseed({{SEED}});
 
--- Ids look like the application's cuids: 'c', a prefix letter, the row
--- number in fixed-width hex (so keyset order by id is insertion order, as a
--- cuid's leading timestamp makes it in production), then md5 noise.  25
--- characters like a cuid.  Profile i belongs to user i.
+-- Ids ({{IDS}} = 'ordered') look like the application's cuids: 'c', a
+-- prefix letter, the row number in fixed-width hex (so keyset order by id is
+-- insertion order, as a cuid's leading timestamp makes it in production),
+-- then md5 noise.  25 characters like a cuid.  With 'uuid' they are what
+-- Prisma's @default(uuid()) gives, random version-4 UUIDs, here an md5 of
+-- (prefix, row number, seed) with the version and variant digits set: no
+-- order at all, neither by insertion nor between a profile and its user.
+-- Profile i belongs to user i either way.
 INSERT INTO users (id)
-SELECT 'cu' || lpad(to_hex(i), 10, '0') || substr(md5('u' || i), 1, 13)
+SELECT CASE '{{IDS}}'
+    WHEN 'uuid' THEN overlay(overlay(md5('u' || i || '/' || ({{SEED}})::text)
+                                     PLACING '4' FROM 13) PLACING '8' FROM 17)::uuid::text
+    ELSE 'cu' || lpad(to_hex(i), 10, '0') || substr(md5('u' || i), 1, 13)
+END
 FROM generate_series(1, {{PROFILES}}) AS g(i);
 
 INSERT INTO profiles (id, "userId", "socialLinks")
 SELECT
-    'cp' || lpad(to_hex(p.i), 10, '0') || substr(md5('p' || p.i), 1, 13),
-    'cu' || lpad(to_hex(p.i), 10, '0') || substr(md5('u' || p.i), 1, 13),
+    CASE '{{IDS}}'
+        WHEN 'uuid' THEN overlay(overlay(md5('p' || p.i || '/' || ({{SEED}})::text)
+                                         PLACING '4' FROM 13) PLACING '8' FROM 17)::uuid::text
+        ELSE 'cp' || lpad(to_hex(p.i), 10, '0') || substr(md5('p' || p.i), 1, 13)
+    END,
+    CASE '{{IDS}}'
+        WHEN 'uuid' THEN overlay(overlay(md5('u' || p.i || '/' || ({{SEED}})::text)
+                                         PLACING '4' FROM 13) PLACING '8' FROM 17)::uuid::text
+        ELSE 'cu' || lpad(to_hex(p.i), 10, '0') || substr(md5('u' || p.i), 1, 13)
+    END,
     CASE p.shape
         WHEN 0 THEN NULL
-        -- Double-encoded: the JSON text of a shape 1 or 3 value, stored as a
-        -- JSON string (what an ORM writing JSON.stringify(links) produced).
+        -- Double-encoded: the JSON text of a shape 1 or 3 value (entries mix:
+        -- or 4), stored as a JSON string (what an ORM writing
+        -- JSON.stringify(links) produced).
         WHEN 5 THEN to_jsonb(coalesce(v.objects, v.arrays)::text)
         WHEN 6 THEN format((ARRAY[
             '{}', '{}', '[]', '[]', '""', '""', '"   "',
@@ -151,43 +228,57 @@ FROM (
         i,
         shape,
         -- The JSON structure the values are assembled into; a double-encoded
-        -- profile (shape 5) wraps an object (60%) or an array of strings.
+        -- profile (shape 5) wraps an object (60%) or an array of strings
+        -- (entries mix: an object, an array of strings or of entries,
+        -- 20/20/60%).  Long lists are arrays: a heavy profile (entries mix)
+        -- drawn as an object becomes an array of entries.
         CASE
+            WHEN shape BETWEEN 1 AND 5 AND count_bucket = 6 THEN
+                CASE WHEN shape = 3 THEN 3 ELSE 4 END
             WHEN shape BETWEEN 1 AND 4 THEN shape
+            WHEN shape = 5 AND '{{MIX}}' = 'entries' THEN
+                CASE WHEN r_pick < 0.2 THEN 1 WHEN r_pick < 0.4 THEN 3 ELSE 4 END
             WHEN shape = 5 THEN CASE WHEN r_pick < 0.6 THEN 1 ELSE 3 END
             ELSE 0
         END AS form,
         CASE
             WHEN shape NOT BETWEEN 1 AND 5 THEN 0
-            WHEN r_count < 0.25 THEN 1
-            WHEN r_count < 0.58 THEN 2
-            WHEN r_count < 0.82 THEN 3
-            WHEN r_count < 0.94 THEN 4
-            ELSE 5
+            -- Heavy: 50 to 150 values, drawn from the low digits of r_count
+            -- (its bucket only says that it is at least 0.99).
+            WHEN count_bucket = 6 THEN 50 + floor(r_count * 1e7)::int % 101
+            ELSE count_bucket + 1
         END AS n_values,
         site,
         r_pick,
-        -- About 6.7% of the profiles with two values or more list their own
-        -- site twice, spelled differently (see the 'dup' kind below): with
-        -- the coincidences of independent draws, about 3% of all values
-        -- duplicate another value of their profile.
-        r_dup < 0.067 AND shape BETWEEN 1 AND 5 AND r_count >= 0.25 AS has_dup
+        -- About 6.7% (entries mix: 27%) of the profiles with two values or
+        -- more list their own site twice, spelled differently (see the 'dup'
+        -- kind below): with the coincidences of independent draws, about 3%
+        -- of all values duplicate another value of their profile.
+        r_dup < CASE '{{MIX}}' WHEN 'entries' THEN 0.27 ELSE 0.067 END
+            AND shape BETWEEN 1 AND 5 AND count_bucket >= 1 AS has_dup
     FROM (
         -- Every random() of a profile, in one fixed order.  A target list
         -- with volatile functions is never flattened into the outer query.
+        -- The mix only moves the bounds that the draws are bucketed by
+        -- (width_bucket: 0 below the first bound, k from the k-th on); a
+        -- CASE on the constant '{{MIX}}' is folded away when planning.
         SELECT
             i,
-            -- 8% NULL, then shapes 1-6 take 45/15/15/12/5/8% of the rest.
-            CASE
-                WHEN r_shape < 0.08 THEN 0
-                WHEN r_shape < 0.494 THEN 1
-                WHEN r_shape < 0.632 THEN 2
-                WHEN r_shape < 0.770 THEN 3
-                WHEN r_shape < 0.8804 THEN 4
-                WHEN r_shape < 0.9264 THEN 5
-                ELSE 6
-            END AS shape,
+            -- 0 is NULL, k is shape k.  Default: 8% NULL, then shapes 1-6
+            -- take 45/15/15/12/5/8% of the rest.  Entries: 5% NULL, then
+            -- 10/8/18/56/4/4%.
+            width_bucket(r_shape, CASE '{{MIX}}'
+                WHEN 'entries' THEN ARRAY[0.05, 0.145, 0.221, 0.392, 0.924, 0.962]
+                ELSE                ARRAY[0.08, 0.494, 0.632, 0.770, 0.8804, 0.9264]
+            END::float8[]) AS shape,
             r_count,
+            -- Values per profile: one more than the bucket.  Default: 1 to
+            -- 5 values, 25/33/24/12/6%.  Entries: 1 to 6, 12/22/27/20/11/7%,
+            -- and from the last bound on (1%) a heavy profile.
+            width_bucket(r_count, CASE '{{MIX}}'
+                WHEN 'entries' THEN ARRAY[0.12, 0.34, 0.61, 0.81, 0.92, 0.99]
+                ELSE                ARRAY[0.25, 0.58, 0.82, 0.94]
+            END::float8[]) AS count_bucket,
             -- The profile's own website: example-<site>.com.
             floor(r_site * 100000)::int AS site,
             r_pick,
@@ -220,39 +311,31 @@ CROSS JOIN LATERAL (
                              CASE WHEN s.r_field < 0.15 THEN 'link' ELSE 'url' END,
                              s.val)
                          || CASE WHEN s.label IS NULL THEN '{}'::jsonb
-                                 ELSE jsonb_build_object('label', s.label) END
+                                 ELSE jsonb_build_object(s.label_field, s.label) END
                 END
             ) FILTER (WHERE p.form = 2)
         ) AS objects,
         coalesce(
             jsonb_agg(s.val) FILTER (WHERE p.form = 3),
             jsonb_agg(
-                -- URL field: url 85%, href 5%, link 5%, URL 5%.
-                jsonb_build_object(
-                    CASE
-                        WHEN s.f_url < 17 THEN 'url'
-                        WHEN s.f_url = 17 THEN 'href'
-                        WHEN s.f_url = 18 THEN 'link'
-                        ELSE 'URL'
-                    END,
-                    s.val)
+                -- Field names: see url_field, label_field and key_field.
+                jsonb_build_object(s.url_field, s.val)
                 || CASE WHEN s.label IS NULL THEN '{}'::jsonb
-                        ELSE jsonb_build_object('label', s.label) END
-                -- Key field: platform 30%, key 10%, Platform 5%, none 55%.
-                || CASE
-                       WHEN s.f_key < 6 THEN jsonb_build_object('platform', s.key)
-                       WHEN s.f_key < 8 THEN jsonb_build_object('key', s.key)
-                       WHEN s.f_key = 8 THEN jsonb_build_object('Platform', s.key)
-                       ELSE '{}'::jsonb
-                   END
+                        ELSE jsonb_build_object(s.label_field, s.label) END
+                || CASE WHEN s.key_field IS NULL THEN '{}'::jsonb
+                        ELSE jsonb_build_object(s.key_field, s.key) END
                 -- Explicit type 50%: mostly right, sometimes capitalised,
-                -- sometimes not one of the four, sometimes plainly wrong.
+                -- sometimes not one of the four, sometimes plainly wrong;
+                -- entries mix: another 5% name the platform ("type":
+                -- "instagram"), as link-in-bio tools write it.
                 || CASE
                        WHEN s.f_type < 6 THEN jsonb_build_object('type', s.type)
                        WHEN s.f_type = 6 THEN jsonb_build_object('type', initcap(s.type))
                        WHEN s.f_type = 7 THEN jsonb_build_object('type', 'social')
                        WHEN s.f_type = 8 THEN jsonb_build_object('type', 'link')
                        WHEN s.f_type = 9 THEN jsonb_build_object('type', 'WEBSITE')
+                       WHEN s.f_type = 10 AND '{{MIX}}' = 'entries' THEN
+                           jsonb_build_object('type', s.key)
                        ELSE '{}'::jsonb
                    END
             ) FILTER (WHERE p.form = 4)
@@ -308,8 +391,44 @@ CROSS JOIN LATERAL (
                 END
             END AS label,
             t.r_field,
-            floor(t.r_field * 20)::int AS f_url,
-            floor(t.r_field * 400)::int % 20 AS f_key,
+            -- Entry field names (shape 4; the label's also in shape 2), one
+            -- array entry = 5%, drawn from successive digits of r_field (and
+            -- of r_label for the label's).  URL: url 85%, href, link, URL
+            -- 5% each; entries mix: url 50%, href 20%, link 15%, URL, Url,
+            -- value 5% each.
+            (CASE '{{MIX}}'
+                WHEN 'entries' THEN ARRAY[
+                    'url', 'url', 'url', 'url', 'url', 'url', 'url', 'url',
+                    'url', 'url', 'href', 'href', 'href', 'href', 'link',
+                    'link', 'link', 'URL', 'Url', 'value']
+                ELSE ARRAY[
+                    'url', 'url', 'url', 'url', 'url', 'url', 'url', 'url',
+                    'url', 'url', 'url', 'url', 'url', 'url', 'url', 'url',
+                    'url', 'href', 'link', 'URL']
+            END)[1 + floor(t.r_field * 20)::int] AS url_field,
+            -- Label: label; entries mix: label 50%, title 30%, name 15%,
+            -- text 5%.
+            CASE WHEN '{{MIX}}' <> 'entries' THEN 'label'
+                ELSE (ARRAY[
+                    'label', 'label', 'label', 'label', 'label', 'label',
+                    'label', 'label', 'label', 'label', 'title', 'title',
+                    'title', 'title', 'title', 'title', 'name', 'name', 'name',
+                    'text'])[1 + floor(t.r_label * 400)::int % 20]
+            END AS label_field,
+            -- Key: platform 30%, key 10%, Platform 5%, none 55%; entries
+            -- mix: platform 30%, network 15%, key, service, provider,
+            -- Platform 5% each, none 35%.
+            (CASE '{{MIX}}'
+                WHEN 'entries' THEN ARRAY[
+                    'platform', 'platform', 'platform', 'platform', 'platform',
+                    'platform', 'network', 'network', 'network', 'key',
+                    'service', 'provider', 'Platform', NULL, NULL, NULL, NULL,
+                    NULL, NULL, NULL]
+                ELSE ARRAY[
+                    'platform', 'platform', 'platform', 'platform', 'platform',
+                    'platform', 'key', 'key', 'Platform', NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL]
+            END)[1 + floor(t.r_field * 400)::int % 20] AS key_field,
             floor(t.r_field * 8000)::int % 20 AS f_type
         FROM (
             -- Key, URL template and usual label, by kind.  The constant
@@ -672,7 +791,11 @@ CROSS JOIN LATERAL (
 INSERT INTO profile_links
     (id, "userId", "profileId", label, url, type, position, "createdAt", "updatedAt")
 SELECT
-    'ul' || substr(u.id, 3) || '-' || k.position,
+    CASE '{{IDS}}'
+        WHEN 'uuid' THEN overlay(overlay(md5('l' || u.id || '-' || k.position)
+                                         PLACING '4' FROM 13) PLACING '8' FROM 17)::uuid::text
+        ELSE 'ul' || substr(u.id, 3) || '-' || k.position
+    END,
     u."userId",
     u.id,
     k.label,

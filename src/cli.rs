@@ -322,4 +322,32 @@ pub struct GenerateArgs {
     /// Seed in [-1, 1] for reproducible data.
     #[arg(long, default_value_t = 0.42, allow_negative_numbers = true)]
     pub seed: f64,
+
+    /// The legacy data's profile (sql/generate.sql describes both).
+    #[arg(long, value_enum, default_value_t = Mix::Default)]
+    pub mix: Mix,
+
+    /// How users and profiles are identified.
+    #[arg(long, value_enum, default_value_t = Ids::Ordered)]
+    pub ids: Ids,
+}
+
+/// `relink generate --mix`: which mix of legacy shapes to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mix {
+    /// Mostly objects of key -> URL, 2.4 values per profile, few duplicates.
+    Default,
+    /// Mostly arrays of entry objects ({url|href|link, label|title|name,
+    /// platform|network, type}), about 4 values per profile, a quarter of
+    /// the profiles with the same link spelled twice, 1% with 50-150 values.
+    Entries,
+}
+
+/// `relink generate --ids`: the shape of user and profile ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ids {
+    /// cuid-like, in insertion order, a profile's id next to its user's.
+    Ordered,
+    /// Random version-4 UUIDs (Prisma's `@default(uuid())`): no locality.
+    Uuid,
 }

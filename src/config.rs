@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{
-    GateArgs, GenerateArgs, GlobalArgs, MetricsArgs, OutputFormat, PurgeArgs, RunArgs, StatusArgs,
-    TimeoutArgs, VerifyArgs,
+    GateArgs, GenerateArgs, GlobalArgs, Ids, MetricsArgs, Mix, OutputFormat, PurgeArgs, RunArgs,
+    StatusArgs, TimeoutArgs, VerifyArgs,
 };
 use crate::db::conninfo::{ConnInfo, Env};
 use crate::sizing::ChunkSize;
@@ -395,6 +395,8 @@ impl StatusConfig {
 pub struct GenerateConfig {
     pub profiles: u64,
     pub seed: f64,
+    pub mix: Mix,
+    pub ids: Ids,
 }
 
 impl GenerateConfig {
@@ -410,6 +412,8 @@ impl GenerateConfig {
         Ok(Self {
             profiles: args.profiles,
             seed: args.seed,
+            mix: args.mix,
+            ids: args.ids,
         })
     }
 }

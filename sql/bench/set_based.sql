@@ -1,7 +1,7 @@
 -- The performance yardstick of SPEC §11: the one statement an operator would
 -- hand-write instead of running relink.  The benchmark times it on the same
--- data, server and run as relink, and relink's live run must be at least as
--- fast (stretch: 1.5x).
+-- data, server and run as relink, and relink's live run must reach 1.5x its
+-- throughput in links per second.
 --
 -- It is deliberately naive, so it measures little more than what the server
 -- must pay anyway: reading "socialLinks", one sort for the duplicates, one
@@ -13,6 +13,15 @@
 -- against rows users created, and numbers positions from 0 regardless of
 -- them.  relink does all of that and more, so matching this statement's
 -- throughput is the honest bar.
+--
+-- On data other than the default mix, read its throughput with care: on
+-- `relink generate --mix entries` (arrays of entry objects) under a fifth
+-- of the profiles are objects, so it inserts a sixth as many rows as relink
+-- while still reading every profile; its fixed costs weigh more per row and
+-- its links/s can drop, which flatters relink.  scripts/bench therefore
+-- also gives relink's rate against the statement's best rate at that size,
+-- and how many rows the statement inserted per link relink created.  The
+-- statement itself stays as SPEC §11 defines it.
 --
 -- The one concession to reality: JSON null values are skipped, because
 -- jsonb_each_text turns them into SQL NULL and url is NOT NULL, so without

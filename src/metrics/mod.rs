@@ -132,6 +132,9 @@ struct State {
     status: RunStatus,
     last_success: Option<f64>,
     chunks: Histogram,
+    /// The longest chunk transaction so far, in seconds: the histogram's
+    /// buckets only bound it, and SPEC §11 sets a limit on it.
+    longest_chunk: f64,
     snapshot: Snapshot,
 }
 
@@ -155,6 +158,7 @@ impl Metrics {
                     status: RunStatus::Running,
                     last_success,
                     chunks: Histogram::new(&CHUNK_BOUNDS),
+                    longest_chunk: 0.0,
                     snapshot: Snapshot::empty(mode),
                 }),
                 file: Mutex::new(()),
@@ -168,7 +172,9 @@ impl Metrics {
     pub fn observe_chunk(&self, duration: Duration) {
         if let Some(inner) = &self.inner {
             if let Ok(mut state) = inner.state.lock() {
-                state.chunks.observe(duration.as_secs_f64());
+                let seconds = duration.as_secs_f64();
+                state.chunks.observe(seconds);
+                state.longest_chunk = state.longest_chunk.max(seconds);
             }
         }
     }
@@ -357,6 +363,12 @@ fn families(inner: &Inner, state: &State) -> Vec<Family> {
             samples: state.chunks.samples(&mode()),
         },
         Family {
+            name: "relink_chunk_duration_max_seconds",
+            help: "Duration of the longest committed chunk transaction of this invocation (0: none yet).",
+            kind: Kind::Gauge,
+            samples: one(state.longest_chunk.into()),
+        },
+        Family {
             name: "relink_throttled_seconds_total",
             help: "Seconds this invocation waited before chunks, by cause (replica_lag, throttle_query, pause, max_rate).",
             kind: Kind::Counter,
@@ -517,7 +529,8 @@ impl Scanned {
 mod tests {
     use super::*;
 
-    fn rendered(mode: Mode, snapshot: Snapshot, status: RunStatus) -> String {
+    /// Metrics of run record 42 that are never written to their file.
+    fn enabled(mode: Mode) -> (Metrics, Arc<Inner>) {
         let metrics = Metrics::new(
             Some(&MetricsConfig {
                 path: PathBuf::from("unused.prom"),
@@ -527,11 +540,18 @@ mod tests {
             42,
             Some(1_700_000_000.5),
         );
-        let inner = metrics.inner.expect("enabled");
+        let inner = metrics.inner.clone().expect("enabled");
+        (metrics, inner)
+    }
+
+    fn rendered(mode: Mode, snapshot: Snapshot, status: RunStatus) -> String {
+        let (metrics, inner) = enabled(mode);
         let mut state = inner.state.lock().expect("state");
         state.snapshot = snapshot;
         state.status = status;
-        state.chunks.observe(0.3);
+        drop(state);
+        metrics.observe_chunk(Duration::from_millis(300));
+        let state = inner.state.lock().expect("state");
         inner.render(&state)
     }
 
@@ -635,6 +655,10 @@ mod tests {
             value_of(&text, "relink_chunk_duration_seconds_count{mode=\"run\"}"),
             "1"
         );
+        assert_eq!(
+            value_of(&text, "relink_chunk_duration_max_seconds{mode=\"run\"}"),
+            "0.3"
+        );
         let statuses = text
             .lines()
             .filter(|l| l.starts_with("relink_run_status{"))
@@ -725,6 +749,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_longest_chunk_is_the_maximum_of_every_observation() {
+        let (metrics, inner) = enabled(Mode::Run);
+        let longest = || {
+            let state = inner.state.lock().expect("state");
+            value_of(
+                &inner.render(&state),
+                "relink_chunk_duration_max_seconds{mode=\"run\"}",
+            )
+            .to_owned()
+        };
+        assert_eq!(longest(), "0", "no chunk yet");
+        for ms in [120, 1750, 40, 900] {
+            metrics.observe_chunk(Duration::from_millis(ms));
+        }
+        assert_eq!(longest(), "1.75");
     }
 
     #[tokio::test]

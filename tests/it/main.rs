@@ -7,6 +7,7 @@ mod control;
 mod corpus;
 mod dry_run;
 mod faults;
+mod generate;
 mod harness;
 mod hostile;
 mod lock;

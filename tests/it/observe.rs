@@ -22,12 +22,13 @@ use crate::harness::{
 const BIN: &str = env!("CARGO_BIN_EXE_relink");
 
 /// Families every file has, whatever the mode.
-const COMMON: [&str; 6] = [
+const COMMON: [&str; 7] = [
     "relink_run_id",
     "relink_run_status",
     "relink_start_time_seconds",
     "relink_last_success_timestamp_seconds",
     "relink_chunk_duration_seconds",
+    "relink_chunk_duration_max_seconds",
     "relink_throttled_seconds_total",
 ];
 
@@ -464,7 +465,14 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
         chunks >= planned.div_ceil(50) as f64 && chunks <= planned as f64,
         "{chunks} chunks"
     );
-    assert!(last.value("relink_chunk_duration_seconds_sum", &[]) > 0.0);
+    let sum = last.value("relink_chunk_duration_seconds_sum", &[]);
+    assert!(sum > 0.0);
+    // The longest chunk: at least the mean, at most the total.
+    let longest = last.value("relink_chunk_duration_max_seconds", &[]);
+    assert!(
+        longest >= sum / chunks - 1e-9 && longest <= sum + 1e-9,
+        "longest {longest}, sum {sum}, chunks {chunks}"
+    );
     last.chunk_buckets();
     let start = last.value("relink_start_time_seconds", &[]);
     assert!(start >= started - 1.0 && start <= unix_now(), "{start}");
