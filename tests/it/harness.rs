@@ -132,14 +132,7 @@ impl TestDb {
 
     /// md5 of a query's rows in a stable order: a table's checksum.
     pub async fn checksum(&self, table: &str) -> String {
-        let sql = format!(
-            "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-        );
-        self.client
-            .query_one(&sql, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .get(0)
+        checksum(&self.client, table).await
     }
 
     /// Checksums of every table in every non-system schema.
@@ -175,6 +168,23 @@ impl Drop for TestDb {
         )]);
     }
 }
+
+/// md5 of a query's rows in a stable order, on any connection.
+pub async fn checksum(client: &Client, table: &str) -> String {
+    let sql = format!(
+        "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+    );
+    client
+        .query_one(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// `profile_links` without the timestamps (which differ between two runs
+/// over the same data): the end state of a migration, for [`checksum`].
+pub const LINKS_WITHOUT_TIMES: &str =
+    "(SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links)";
 
 /// Runs cleanup SQL (url, statement) in order from a `Drop`: on a thread and
 /// runtime of its own, since `Drop` may run inside a runtime it must not
@@ -302,36 +312,15 @@ impl Drop for Spawned {
 impl TestDb {
     /// Starts relink with `args` in the background (stdin closed, output piped).
     pub fn spawn(&self, args: &[&str]) -> Spawned {
-        let child = self
-            .relink()
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn relink");
-        let pid = child.id();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            if let Ok(out) = child.wait_with_output() {
-                let _ = sender.send(out);
-            }
-        });
-        Spawned {
-            pid,
-            receiver,
-            output: None,
-            exited: false,
-        }
+        let mut cmd = self.relink();
+        cmd.args(args);
+        spawn(cmd)
     }
 
     /// Checksum of `profile_links` without the timestamps (which differ
     /// between two runs over the same data): the end state of a migration.
     pub async fn links_checksum(&self) -> String {
-        self.checksum(
-            "(SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links)",
-        )
-        .await
+        self.checksum(LINKS_WITHOUT_TIMES).await
     }
 
     /// `relink [global…] status --format json`, parsed (the command must
@@ -359,6 +348,30 @@ impl TestDb {
             )
         });
         (out, report)
+    }
+}
+
+/// Starts `cmd` in the background (stdin closed, output piped; see
+/// [`Spawned`]).
+pub fn spawn(mut cmd: Command) -> Spawned {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn relink");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(out) = child.wait_with_output() {
+            let _ = sender.send(out);
+        }
+    });
+    Spawned {
+        pid,
+        receiver,
+        output: None,
+        exited: false,
     }
 }
 
@@ -555,7 +568,7 @@ pub fn replica_set() -> &'static ReplicaSet {
 
 /// Percent-encodes `s` for a URL's user, password or query value (`/` is
 /// kept: paths stay readable).
-fn url_encode(s: &str) -> String {
+pub fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for byte in s.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
@@ -698,13 +711,28 @@ impl TlsTestDb {
         self.server.cert_url(&self.name)
     }
 
-    /// The relink binary with `DATABASE_URL` = `url` (e.g. [`Self::pw_url`]).
-    // For the TLS connection tests (SPEC §12): relink has no TLS yet.
+    /// The relink binary with `DATABASE_URL` = `url` (e.g. [`Self::pw_url`]),
+    /// in the test process's environment (`tls.rs` gives relink a `HOME`
+    /// and environment of its own instead).
     #[allow(dead_code)]
     pub fn relink(&self, url: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
         cmd.env("DATABASE_URL", url).env_remove("RELINK_LOG");
         cmd
+    }
+
+    /// A count (or any bigint) from the admin session.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// See [`TestDb::links_checksum`].
+    pub async fn links_checksum(&self) -> String {
+        checksum(&self.client, LINKS_WITHOUT_TIMES).await
     }
 }
 

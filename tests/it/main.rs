@@ -13,4 +13,5 @@ mod props;
 mod purge;
 mod run;
 mod servers;
+mod tls;
 mod verify;

@@ -136,7 +136,9 @@ impl ConnectError {
                 (
                     Problem::Unreachable { .. }
                     | Problem::Timeout { .. }
-                    | Problem::WrongSessionKind { .. },
+                    | Problem::WrongSessionKind { .. }
+                    // A failover in progress: the standby may be promoted.
+                    | Problem::StandbyForWrites,
                     _,
                 ) => true,
                 (_, Some(err)) => diagnose::next_host(err),
@@ -290,8 +292,17 @@ impl Connector {
                 Attempt::Connected(client, task) => {
                     return match check_session(&client, wanted, self.inner.session.read_only).await
                     {
-                        Ok(true) => Ok((client, task)),
-                        Ok(false) => Err(fail(Problem::WrongSessionKind { wanted }, None, true)),
+                        Ok(Verdict::Suits) => Ok((client, task)),
+                        Ok(Verdict::WrongKind) => {
+                            Err(fail(Problem::WrongSessionKind { wanted }, None, true))
+                        }
+                        // libpq would hand the standby out under
+                        // target_session_attrs=any (it is the first host
+                        // that answered), so the next host is not tried;
+                        // the message names the fix.
+                        Ok(Verdict::StandbyForWrites) => {
+                            Err(fail(Problem::StandbyForWrites, None, false))
+                        }
                         Err(err) => {
                             let problem = diagnose::diagnose(&err, info, target, None);
                             Err(fail(problem, Some(err), true))
@@ -448,15 +459,33 @@ impl deadpool_postgres::Connect for PoolConnect {
     }
 }
 
+/// What [`check_session`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Suits,
+    /// Not the kind `target_session_attrs` asks for: try the next host.
+    WrongKind,
+    /// A standby (in recovery), and relink means to write on this session.
+    StandbyForWrites,
+}
+
 /// Whether the session suits `wanted` (libpq's checks; PostgreSQL 14+
-/// libpq reads the same two facts from the server's startup report).
+/// libpq reads the same two facts from the server's startup report), and
+/// for a session relink writes on, that the server is not a standby.
+///
+/// The second check is relink's own: a writing command (run, purge, pause)
+/// connected to a hot standby — the first host of a list under
+/// `target_session_attrs=any`, or a replica's address — would otherwise
+/// fail at its first write with a misleading "permission denied … read-only
+/// transaction". One query per writing session; read-only sessions (dry
+/// run, verify, status) under `any` skip it, as libpq does.
 async fn check_session(
     client: &Client,
     wanted: TargetSessionAttrs,
     relink_read_only: bool,
-) -> Result<bool, tokio_postgres::Error> {
-    if wanted == TargetSessionAttrs::Any {
-        return Ok(true);
+) -> Result<Verdict, tokio_postgres::Error> {
+    if wanted == TargetSessionAttrs::Any && relink_read_only {
+        return Ok(Verdict::Suits);
     }
     let row = client
         .query_one(
@@ -470,12 +499,19 @@ async fn check_session(
     // A read-only session that relink asked for says nothing about the
     // server: judge read-write by recovery alone then.
     let refuses_writes = in_recovery || (read_only && !relink_read_only);
-    Ok(match wanted {
+    let suits = match wanted {
         TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => true,
         TargetSessionAttrs::ReadWrite => !refuses_writes,
         TargetSessionAttrs::ReadOnly => in_recovery || read_only,
         TargetSessionAttrs::Primary => !in_recovery,
         TargetSessionAttrs::Standby => in_recovery,
+    };
+    Ok(if !suits {
+        Verdict::WrongKind
+    } else if in_recovery && !relink_read_only {
+        Verdict::StandbyForWrites
+    } else {
+        Verdict::Suits
     })
 }
 
