@@ -342,6 +342,48 @@ async fn libpq_environment_variables_alone_run_every_command() {
     cmd.env("PGPORT", "1");
     let out = output(cmd, &["status"]);
     assert_one_line_error(&out, 1, &["localhost:1", "cannot reach the server"]);
+
+    // PGHOSTADDR: the address connected to, PGHOST only the name the
+    // certificate must carry (a name that does not resolve is never looked
+    // up).
+    let mut cmd = relink();
+    cmd.env("PGHOSTADDR", "127.0.0.1");
+    assert_success(&output(cmd, &["status"]));
+    let mut cmd = relink();
+    cmd.env("PGHOST", "db.invalid")
+        .env("PGHOSTADDR", "127.0.0.1")
+        .env("PGSSLMODE", "require")
+        .env_remove("PGSSLROOTCERT");
+    assert_success(&output(cmd, &["status"]));
+    let mut cmd = relink();
+    cmd.env("PGHOST", "db.invalid")
+        .env("PGHOSTADDR", "127.0.0.1");
+    let out = output(cmd, &["status"]);
+    assert_one_line_error(
+        &out,
+        1,
+        &["the server's certificate is not valid for host \"db.invalid\""],
+    );
+
+    // PGCONNECT_TIMEOUT (over --connect-timeout's 10 s): a server that
+    // accepts and never answers is given up on after it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut cmd = relink();
+    cmd.env("PGHOST", "127.0.0.1")
+        .env(
+            "PGPORT",
+            silent.local_addr().expect("addr").port().to_string(),
+        )
+        .env("PGCONNECT_TIMEOUT", "2");
+    let started = Instant::now();
+    let out = output(cmd, &["status"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_one_line_error(&out, 1, &["no answer within 2s", "raise connect_timeout"]);
+    drop(silent);
 }
 
 // ---------------------------------------------------------------------------
@@ -1115,6 +1157,66 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_completes() {
+    let db = TlsTestDb::new("tls_lost").await;
+    let home = Home::new("tls_lost");
+    let tls = db.server;
+    let plain = plain().await;
+    home.write(
+        ".pgpass",
+        &format!("localhost:{}:*:{}:{}\n", tls.port, tls.pw_user, tls.pw),
+        0o600,
+    );
+    let relink = || {
+        let mut cmd = home.relink();
+        cmd.env("PGHOST", &tls.host)
+            .env("PGPORT", tls.port.to_string())
+            .env("PGUSER", &tls.pw_user)
+            .env("PGDATABASE", &db.name)
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", &tls.ca);
+        cmd
+    };
+    assert_success(&output(
+        relink(),
+        &["generate", "--profiles", &PROFILES.to_string()],
+    ));
+    let before = db.count("SELECT count(*) FROM profile_links").await;
+
+    let mut cmd = relink();
+    cmd.args(["run", "--chunk-size", "20", "--pause", "300ms"]);
+    let child = spawn(cmd);
+    let started = Instant::now();
+    while db.count("SELECT count(*) FROM profile_links").await == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no chunk committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Twice, every relink session (the lock holder's too), as a failover
+    // would: each is reopened over verified TLS, with SCRAM and the
+    // password from ~/.pgpass.
+    for _ in 0..2 {
+        let killed = db
+            .count(&format!(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE datname = '{}' AND application_name LIKE 'relink run%') t",
+                db.name
+            ))
+            .await;
+        assert!(killed >= 2, "terminated {killed} session(s)");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_eq!(db.links_checksum().await, plain.links_checksum);
+    assert_success(&output(relink(), &["verify", "--strict"]));
+}
+
 // ---------------------------------------------------------------------------
 // Session guards
 
@@ -1230,19 +1332,36 @@ async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
         home.relink_url(&url),
         &["pause", "--reason", "test"],
     ));
+    // PGAPPNAME names the sessions in pg_stat_activity instead of relink's
+    // own `relink run host=… pid=…`, as libpq's application_name does.
     let mut cmd = home.relink_url(&url);
-    cmd.args(["run", "--writers", "2"]);
+    cmd.env("PGAPPNAME", "nightly-relink")
+        .args(["run", "--writers", "2"]);
     let mut child = spawn(cmd);
+    let named = || async {
+        db.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = '{}' AND application_name = 'nightly-relink'",
+            db.name
+        ))
+        .await
+    };
     let started = Instant::now();
+    // Until the run's connections are all open, idle, and named.
     let timers = loop {
         assert!(!child.finished(), "the run ended while paused");
         let timers = tcp_timers(child.pid, db.server.port);
-        if timers.len() >= 2 && timers.iter().all(|(kind, _)| kind == "keepalive") {
+        let named = usize::try_from(named().await).unwrap_or(0);
+        if timers.len() >= 2
+            && named >= timers.len()
+            && timers.iter().all(|(kind, _)| kind == "keepalive")
+        {
             break timers;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "no idle connections with keepalive timers: {timers:?}"
+            "not every connection idle with a keepalive timer and named by PGAPPNAME: \
+             {timers:?}, {named} named"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
