@@ -182,7 +182,8 @@ impl fmt::Debug for Connector {
 
 /// How one attempt ended, short of a session.
 enum Attempt {
-    Connected(Client, JoinHandle<()>),
+    /// With the server's `in_hot_standby` report, if it made one.
+    Connected(Client, JoinHandle<()>, Option<bool>),
     Failed(tokio_postgres::Error),
     TimedOut(Duration),
 }
@@ -289,9 +290,22 @@ impl Connector {
                 .attempt(target, mode, password.as_ref().map(|p| &p.0))
                 .await
             {
-                Attempt::Connected(client, task) => {
-                    return match check_session(&client, wanted, self.inner.session.read_only).await
-                    {
+                Attempt::Connected(client, task, standby) => {
+                    let checking =
+                        check_session(&client, wanted, self.inner.session.read_only, standby);
+                    // The check is part of the attempt, which libpq's
+                    // connect_timeout bounds as a whole: a server that lets
+                    // us in and then never answers must not hang us.
+                    let checked = match info.connect_timeout {
+                        Some(limit) => match tokio::time::timeout(limit, checking).await {
+                            Ok(checked) => checked,
+                            Err(_) => {
+                                return Err(fail(Problem::Timeout { after: limit }, None, true))
+                            }
+                        },
+                        None => checking.await,
+                    };
+                    return match checked {
                         Ok(Verdict::Suits) => Ok((client, task)),
                         Ok(Verdict::WrongKind) => {
                             Err(fail(Problem::WrongSessionKind { wanted }, None, true))
@@ -388,12 +402,15 @@ impl Connector {
         };
         match result {
             Ok((client, connection)) => {
+                // PostgreSQL 14+ reports it at startup (libpq 14+ reads it
+                // too); older servers do not.
+                let standby = connection.parameter("in_hot_standby").map(|v| v == "on");
                 let task = tokio::spawn(async move {
                     if let Err(err) = connection.await {
                         tracing::debug!("connection closed: {err}");
                     }
                 });
-                Attempt::Connected(client, task)
+                Attempt::Connected(client, task, standby)
             }
             Err(err) => Attempt::Failed(err),
         }
@@ -477,15 +494,21 @@ enum Verdict {
 /// connected to a hot standby — the first host of a list under
 /// `target_session_attrs=any`, or a replica's address — would otherwise
 /// fail at its first write with a misleading "permission denied … read-only
-/// transaction". One query per writing session; read-only sessions (dry
-/// run, verify, status) under `any` skip it, as libpq does.
+/// transaction". Under `any` it costs nothing: it reads the server's
+/// startup report `in_hot_standby` (`standby`; PostgreSQL 14+), and is
+/// skipped when a server does not send one.
 async fn check_session(
     client: &Client,
     wanted: TargetSessionAttrs,
     relink_read_only: bool,
+    standby: Option<bool>,
 ) -> Result<Verdict, tokio_postgres::Error> {
-    if wanted == TargetSessionAttrs::Any && relink_read_only {
-        return Ok(Verdict::Suits);
+    if wanted == TargetSessionAttrs::Any {
+        return Ok(if standby == Some(true) && !relink_read_only {
+            Verdict::StandbyForWrites
+        } else {
+            Verdict::Suits
+        });
     }
     let row = client
         .query_one(
