@@ -338,6 +338,13 @@ async fn libpq_environment_variables_alone_run_every_command() {
         let code = if unset == "PGSSLROOTCERT" { 2 } else { 1 };
         assert_one_line_error(&out, code, &[needle]);
     }
+    // Without PGUSER, the operating-system user (as libpq), here refused.
+    let me = Command::new("id").arg("-un").output().expect("id -un");
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_owned();
+    let mut cmd = relink();
+    cmd.env_remove("PGUSER");
+    let out = output(cmd, &["status"]);
+    assert_one_line_error(&out, 1, &[&format!("for user \"{me}\"")]);
     let mut cmd = relink();
     cmd.env("PGPORT", "1");
     let out = output(cmd, &["status"]);
@@ -540,8 +547,20 @@ fn unusable_tls_settings_are_a_bad_command_line() {
             ],
         ),
         (
-            base(&[("sslmode", "require"), ("sslcompression", "1")]),
-            vec!["\"sslcompression\""],
+            base(&[("sslmode", "require"), ("sslpassword", "x")]),
+            vec![
+                "connection parameter \"sslpassword\" is accepted by libpq but not supported by relink",
+            ],
+        ),
+        (
+            base(&[("service", "prod")]),
+            vec![
+                "connection parameter \"service\" is accepted by libpq but not supported by relink",
+            ],
+        ),
+        (
+            base(&[("sslmod", "require")]),
+            vec!["unknown connection parameter \"sslmod\""],
         ),
     ];
     for (url, needles) in cases {
