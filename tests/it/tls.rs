@@ -782,6 +782,23 @@ async fn root_and_client_certificates_come_from_the_environment_and_the_default_
     let out = output(env(&dotted), &["status", "--format", "json"]);
     assert_success(&out);
 
+    // A certificate with a key it was not issued for: named, with the fix.
+    let mut cmd = env(&dotted);
+    cmd.env("PGSSLCERT", &tls.ca);
+    let out = output(cmd, &["status"]);
+    assert_one_line_error(
+        &out,
+        1,
+        &[
+            &format!(
+                "client certificate {} and private key {} do not belong together",
+                tls.ca,
+                key.display()
+            ),
+            "set sslcert and sslkey to a certificate and the private key it was issued for",
+        ],
+    );
+
     // A private key others may read is refused, naming it and the fix.
     chmod(&key, 0o644);
     let out = output(env(&dotted), &["run"]);
@@ -1216,6 +1233,18 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
     ] {
         assert_success(&output(home.relink_url(&read_write), args));
     }
+
+    // These two servers have no TLS: sslmode=require says so, and the fix.
+    let require = format!("{read_write}&sslmode=require");
+    let out = output(home.relink_url(&require), &["status"]);
+    assert_one_line_error(
+        &out,
+        1,
+        &[
+            "the server does not support TLS, but sslmode=require requires it",
+            "enable ssl on the server",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
