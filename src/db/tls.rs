@@ -57,12 +57,13 @@ pub enum TlsError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("private key file {} holds no PEM or DER private key (PKCS#8, PKCS#1 RSA or SEC1 EC)", .path.display())]
     NoKey { path: PathBuf },
-    #[error("client certificate {} and private key {} cannot be used together: {source}", .cert.display(), .key.display())]
+    // `problem` is not a `#[source]`: shown once, inside the message, so
+    // that the fix stays at the end of the one-line error.
+    #[error("client certificate {} and private key {} do not belong together ({problem}): set sslcert and sslkey to a certificate and the private key it was issued for", .cert.display(), .key.display())]
     ClientCert {
         cert: PathBuf,
         key: PathBuf,
-        #[source]
-        source: rustls::Error,
+        problem: rustls::Error,
     },
     #[error("cannot set up TLS: {0}")]
     Config(#[from] rustls::Error),
@@ -128,10 +129,10 @@ pub fn client_config(info: &ConnInfo) -> Result<ClientConfig, TlsError> {
             let key = load_key(&client.key)?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|source| TlsError::ClientCert {
+                .map_err(|problem| TlsError::ClientCert {
                     cert: client.cert.clone(),
                     key: client.key.clone(),
-                    source,
+                    problem,
                 })?
         }
         None => builder.with_no_client_auth(),

@@ -56,6 +56,10 @@ async fn preflight_names_a_missing_table() {
     );
 }
 
+/// Over an unencrypted connection to a server that trusts everyone; the
+/// paths where a password is really used (wrong password, `PGPASSWORD`,
+/// the password file, failed TLS handshakes, md5 and SCRAM) are covered
+/// against the TLS server by `tls::the_password_never_appears_in_any_output_over_tls`.
 #[tokio::test]
 async fn the_password_never_appears_in_any_output() {
     let db = TestDb::new("secret").await;

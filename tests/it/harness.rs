@@ -132,14 +132,7 @@ impl TestDb {
 
     /// md5 of a query's rows in a stable order: a table's checksum.
     pub async fn checksum(&self, table: &str) -> String {
-        let sql = format!(
-            "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-        );
-        self.client
-            .query_one(&sql, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .get(0)
+        checksum(&self.client, table).await
     }
 
     /// Checksums of every table in every non-system schema.
@@ -175,6 +168,23 @@ impl Drop for TestDb {
         )]);
     }
 }
+
+/// md5 of a query's rows in a stable order, on any connection.
+pub async fn checksum(client: &Client, table: &str) -> String {
+    let sql = format!(
+        "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+    );
+    client
+        .query_one(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// `profile_links` without the timestamps (which differ between two runs
+/// over the same data): the end state of a migration, for [`checksum`].
+pub const LINKS_WITHOUT_TIMES: &str =
+    "(SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links)";
 
 /// Runs cleanup SQL (url, statement) in order from a `Drop`: on a thread and
 /// runtime of its own, since `Drop` may run inside a runtime it must not
@@ -299,29 +309,6 @@ impl Drop for Spawned {
     }
 }
 
-/// Starts `cmd` in the background (stdin closed, output piped).
-pub fn spawn_command(mut cmd: Command) -> Spawned {
-    let child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn relink");
-    let pid = child.id();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if let Ok(out) = child.wait_with_output() {
-            let _ = sender.send(out);
-        }
-    });
-    Spawned {
-        pid,
-        receiver,
-        output: None,
-        exited: false,
-    }
-}
-
 /// Every link id the ledger records (optionally of one run): UUID v5 of the
 /// profile id and each recorded key, as relink computes it.
 pub async fn ledger_ids(client: &Client, run: Option<i64>) -> std::collections::BTreeSet<String> {
@@ -338,18 +325,10 @@ pub async fn ledger_ids(client: &Client, run: Option<i64>) -> std::collections::
         .collect()
 }
 
-/// Checksum of a database's `profile_links` without the timestamps (which
-/// differ between two runs over the same data): the end state of a migration.
+/// Checksum of a database's `profile_links` without the timestamps: the
+/// end state of a migration (see [`LINKS_WITHOUT_TIMES`]).
 pub async fn links_checksum_of(client: &Client) -> String {
-    client
-        .query_one(
-            "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')
-               FROM (SELECT id, \"userId\", \"profileId\", label, url, type, position FROM profile_links) t",
-            &[],
-        )
-        .await
-        .expect("links checksum")
-        .get(0)
+    checksum(client, LINKS_WITHOUT_TIMES).await
 }
 
 impl TestDb {
@@ -357,13 +336,13 @@ impl TestDb {
     pub fn spawn(&self, args: &[&str]) -> Spawned {
         let mut cmd = self.relink();
         cmd.args(args);
-        spawn_command(cmd)
+        spawn(cmd)
     }
 
     /// Checksum of `profile_links` without the timestamps: see
-    /// [`links_checksum_of`].
+    /// [`LINKS_WITHOUT_TIMES`].
     pub async fn links_checksum(&self) -> String {
-        links_checksum_of(&self.client).await
+        self.checksum(LINKS_WITHOUT_TIMES).await
     }
 
     /// `relink [global…] status --format json`, parsed (the command must
@@ -391,6 +370,30 @@ impl TestDb {
             )
         });
         (out, report)
+    }
+}
+
+/// Starts `cmd` in the background (stdin closed, output piped; see
+/// [`Spawned`]).
+pub fn spawn(mut cmd: Command) -> Spawned {
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn relink");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(out) = child.wait_with_output() {
+            let _ = sender.send(out);
+        }
+    });
+    Spawned {
+        pid,
+        receiver,
+        output: None,
+        exited: false,
     }
 }
 
@@ -587,7 +590,7 @@ pub fn replica_set() -> &'static ReplicaSet {
 
 /// Percent-encodes `s` for a URL's user, password or query value (`/` is
 /// kept: paths stay readable).
-fn url_encode(s: &str) -> String {
+pub fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for byte in s.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
@@ -730,13 +733,28 @@ impl TlsTestDb {
         self.server.cert_url(&self.name)
     }
 
-    /// The relink binary with `DATABASE_URL` = `url` (e.g. [`Self::pw_url`]).
-    // For the TLS connection tests (SPEC §12): relink has no TLS yet.
+    /// The relink binary with `DATABASE_URL` = `url` (e.g. [`Self::pw_url`]),
+    /// in the test process's environment (`tls.rs` gives relink a `HOME`
+    /// and environment of its own instead).
     #[allow(dead_code)]
     pub fn relink(&self, url: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
         cmd.env("DATABASE_URL", url).env_remove("RELINK_LOG");
         cmd
+    }
+
+    /// A count (or any bigint) from the admin session.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// See [`TestDb::links_checksum`].
+    pub async fn links_checksum(&self) -> String {
+        checksum(&self.client, LINKS_WITHOUT_TIMES).await
     }
 }
 

@@ -18,6 +18,7 @@ mod real_world;
 mod replicas;
 mod run;
 mod servers;
+mod tls;
 mod upgrade;
 mod users_rows;
 mod verify;

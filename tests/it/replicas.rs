@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_success, connect, json_summary, links_checksum_of,
-    spawn_command, stderr, stdout, ReplicaTestDb, TestDb,
+    spawn, stderr, stdout, ReplicaTestDb, TestDb,
 };
 
 /// The end state of a clean plain run over the same generated data.
@@ -84,7 +84,7 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
         "json",
     ])
     .args(extra);
-    let child = spawn_command(cmd);
+    let child = spawn(cmd);
 
     // The run waits, and the record says for which replica.
     let started = Instant::now();
@@ -339,7 +339,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
     );
     let mut cmd = db.relink(&db.url);
     cmd.args(["run", "--chunk-size", "200", "--replica", &via_proxy]);
-    let child = spawn_command(cmd);
+    let child = spawn(cmd);
     let started = Instant::now();
     while ledger_rows(&db).await == 0 {
         assert!(

@@ -136,7 +136,9 @@ impl ConnectError {
                 (
                     Problem::Unreachable { .. }
                     | Problem::Timeout { .. }
-                    | Problem::WrongSessionKind { .. },
+                    | Problem::WrongSessionKind { .. }
+                    // A failover in progress: the standby may be promoted.
+                    | Problem::StandbyForWrites,
                     _,
                 ) => true,
                 (_, Some(err)) => diagnose::next_host(err),
@@ -180,7 +182,8 @@ impl fmt::Debug for Connector {
 
 /// How one attempt ended, short of a session.
 enum Attempt {
-    Connected(Client, JoinHandle<()>),
+    /// With the server's `in_hot_standby` report, if it made one.
+    Connected(Client, JoinHandle<()>, Option<bool>),
     Failed(tokio_postgres::Error),
     TimedOut(Duration),
 }
@@ -287,11 +290,33 @@ impl Connector {
                 .attempt(target, mode, password.as_ref().map(|p| &p.0))
                 .await
             {
-                Attempt::Connected(client, task) => {
-                    return match check_session(&client, wanted, self.inner.session.read_only).await
-                    {
-                        Ok(true) => Ok((client, task)),
-                        Ok(false) => Err(fail(Problem::WrongSessionKind { wanted }, None, true)),
+                Attempt::Connected(client, task, standby) => {
+                    let checking =
+                        check_session(&client, wanted, self.inner.session.read_only, standby);
+                    // The check is part of the attempt, which libpq's
+                    // connect_timeout bounds as a whole: a server that lets
+                    // us in and then never answers must not hang us.
+                    let checked = match info.connect_timeout {
+                        Some(limit) => match tokio::time::timeout(limit, checking).await {
+                            Ok(checked) => checked,
+                            Err(_) => {
+                                return Err(fail(Problem::Timeout { after: limit }, None, true))
+                            }
+                        },
+                        None => checking.await,
+                    };
+                    return match checked {
+                        Ok(Verdict::Suits) => Ok((client, task)),
+                        Ok(Verdict::WrongKind) => {
+                            Err(fail(Problem::WrongSessionKind { wanted }, None, true))
+                        }
+                        // libpq would hand the standby out under
+                        // target_session_attrs=any (it is the first host
+                        // that answered), so the next host is not tried;
+                        // the message names the fix.
+                        Ok(Verdict::StandbyForWrites) => {
+                            Err(fail(Problem::StandbyForWrites, None, false))
+                        }
                         Err(err) => {
                             let problem = diagnose::diagnose(&err, info, target, None);
                             Err(fail(problem, Some(err), true))
@@ -377,12 +402,15 @@ impl Connector {
         };
         match result {
             Ok((client, connection)) => {
+                // PostgreSQL 14+ reports it at startup (libpq 14+ reads it
+                // too); older servers do not.
+                let standby = connection.parameter("in_hot_standby").map(|v| v == "on");
                 let task = tokio::spawn(async move {
                     if let Err(err) = connection.await {
                         tracing::debug!("connection closed: {err}");
                     }
                 });
-                Attempt::Connected(client, task)
+                Attempt::Connected(client, task, standby)
             }
             Err(err) => Attempt::Failed(err),
         }
@@ -448,15 +476,39 @@ impl deadpool_postgres::Connect for PoolConnect {
     }
 }
 
+/// What [`check_session`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Suits,
+    /// Not the kind `target_session_attrs` asks for: try the next host.
+    WrongKind,
+    /// A standby (in recovery), and relink means to write on this session.
+    StandbyForWrites,
+}
+
 /// Whether the session suits `wanted` (libpq's checks; PostgreSQL 14+
-/// libpq reads the same two facts from the server's startup report).
+/// libpq reads the same two facts from the server's startup report), and
+/// for a session relink writes on, that the server is not a standby.
+///
+/// The second check is relink's own: a writing command (run, purge, pause)
+/// connected to a hot standby — the first host of a list under
+/// `target_session_attrs=any`, or a replica's address — would otherwise
+/// fail at its first write with a misleading "permission denied … read-only
+/// transaction". Under `any` it costs nothing: it reads the server's
+/// startup report `in_hot_standby` (`standby`; PostgreSQL 14+), and is
+/// skipped when a server does not send one.
 async fn check_session(
     client: &Client,
     wanted: TargetSessionAttrs,
     relink_read_only: bool,
-) -> Result<bool, tokio_postgres::Error> {
+    standby: Option<bool>,
+) -> Result<Verdict, tokio_postgres::Error> {
     if wanted == TargetSessionAttrs::Any {
-        return Ok(true);
+        return Ok(if standby == Some(true) && !relink_read_only {
+            Verdict::StandbyForWrites
+        } else {
+            Verdict::Suits
+        });
     }
     let row = client
         .query_one(
@@ -470,12 +522,19 @@ async fn check_session(
     // A read-only session that relink asked for says nothing about the
     // server: judge read-write by recovery alone then.
     let refuses_writes = in_recovery || (read_only && !relink_read_only);
-    Ok(match wanted {
+    let suits = match wanted {
         TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => true,
         TargetSessionAttrs::ReadWrite => !refuses_writes,
         TargetSessionAttrs::ReadOnly => in_recovery || read_only,
         TargetSessionAttrs::Primary => !in_recovery,
         TargetSessionAttrs::Standby => in_recovery,
+    };
+    Ok(if !suits {
+        Verdict::WrongKind
+    } else if in_recovery && !relink_read_only {
+        Verdict::StandbyForWrites
+    } else {
+        Verdict::Suits
     })
 }
 

@@ -51,7 +51,14 @@ pub enum Problem {
     /// The password file could not be used (e.g. open to others).
     PasswordFile { message: String },
     /// `channel_binding=require` could not be honoured.
-    ChannelBinding { detail: String },
+    ChannelBinding {
+        detail: String,
+        /// `sslmode` is `require` or stronger, so the session was
+        /// encrypted and the server chose an authentication method without
+        /// channel binding (md5, password); under `allow`/`prefer` it may
+        /// also have fallen back to plaintext.
+        tls_certain: bool,
+    },
     /// pg_hba.conf wants a (valid) client certificate for this user.
     ClientCertRequired { detail: String },
     /// Refused by pg_hba.conf or a role setting.
@@ -64,6 +71,8 @@ pub enum Problem {
     Timeout { after: Duration },
     /// Connected, but not the kind of server `target_session_attrs` wants.
     WrongSessionKind { wanted: TargetSessionAttrs },
+    /// A session relink writes on reached a standby (in recovery).
+    StandbyForWrites,
     /// Any other error the server reported.
     Server { detail: String },
 }
@@ -133,12 +142,31 @@ impl fmt::Display for Problem {
                 }
             }
             Self::PasswordFile { message } => f.write_str(message),
-            Self::ChannelBinding { detail } => write!(
-                f,
-                "channel_binding=require could not be honoured ({detail}): it needs SCRAM-SHA-256 \
-                 password authentication over TLS; use sslmode=require or stronger, or \
-                 channel_binding=prefer"
-            ),
+            Self::ChannelBinding {
+                detail,
+                tls_certain,
+            } => {
+                let server_fix = "have the administrator store this role's password as \
+                                  SCRAM-SHA-256 (password_encryption=scram-sha-256, then set the \
+                                  password again) with scram-sha-256 in pg_hba.conf";
+                if *tls_certain {
+                    write!(
+                        f,
+                        "channel_binding=require could not be honoured ({detail}): the session \
+                         is encrypted, but the server asked for an authentication method without \
+                         channel binding (md5 or password) instead of SCRAM-SHA-256: \
+                         {server_fix}, or use channel_binding=prefer"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "channel_binding=require could not be honoured ({detail}): it needs \
+                         SCRAM-SHA-256 authentication over TLS, and sslmode allows an unencrypted \
+                         session: use sslmode=require or stronger; if the server asks for md5 or \
+                         password authentication, {server_fix}, or use channel_binding=prefer"
+                    )
+                }
+            }
             Self::ClientCertRequired { detail } => write!(
                 f,
                 "the server wants a client certificate for this user ({detail}): set sslcert \
@@ -176,6 +204,11 @@ impl fmt::Display for Problem {
                     TargetSessionAttrs::Any => "acceptable",
                 },
                 wanted.as_str()
+            ),
+            Self::StandbyForWrites => f.write_str(
+                "the server is a standby (in recovery) and accepts no writes, which this command \
+                 needs: connect to the primary, or list the primary and its standbys as hosts \
+                 with target_session_attrs=read-write so relink finds whichever is the primary",
             ),
             Self::Server { detail } => f.write_str(detail),
         }
@@ -254,6 +287,10 @@ pub fn diagnose(
     {
         return Problem::ChannelBinding {
             detail: chain_text(err),
+            tls_certain: matches!(
+                info.sslmode,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            ),
         };
     }
     let text = err.to_string();

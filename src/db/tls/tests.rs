@@ -390,6 +390,8 @@ struct Fake {
     silent: bool,
     /// Answers the startup packet with this error (SQLSTATE, message).
     refuse: Option<(&'static str, &'static str)>,
+    /// Reports `in_hot_standby=on` at startup, as a PostgreSQL 14+ standby.
+    hot_standby: bool,
 }
 
 struct Running {
@@ -498,6 +500,13 @@ impl Fake {
             }
         }
         s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await?;
+        if self.hot_standby {
+            let body = b"in_hot_standby\0on\0";
+            let len = u32::try_from(body.len() + 4).expect("len");
+            s.write_all(b"S").await?;
+            s.write_all(&len.to_be_bytes()).await?;
+            s.write_all(body).await?;
+        }
         s.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await?;
         s.flush().await?;
         let mut buf = [0u8; 256];
@@ -848,6 +857,69 @@ async fn hosts_are_tried_in_order_like_libpq() {
         "{err}"
     );
     assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn a_writing_session_on_a_standby_is_refused_naming_the_fix() {
+    let env = env_with_home(&TempDir::new("fake-standby"));
+    let standby = Fake {
+        hot_standby: true,
+        ..Fake::default()
+    }
+    .start()
+    .await;
+    let primary = Fake::default().start().await;
+    // Under target_session_attrs=any the first host that answers is the
+    // one (libpq's rule): a writing session stops there, saying why.
+    let text = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=u sslmode=disable",
+        standby.addr.port(),
+        primary.addr.port()
+    );
+    let err = connector(&text, &env)
+        .connect()
+        .await
+        .expect_err("a standby takes no writes");
+    assert!(
+        matches!(&err, ConnectError::Failed { failures, .. } if failures.len() == 1),
+        "{err}"
+    );
+    assert_eq!(problem(&err), &Problem::StandbyForWrites);
+    assert!(
+        err.to_string().contains("target_session_attrs=read-write"),
+        "{err}"
+    );
+    // A failover may be promoting it: worth retrying mid-run.
+    assert!(err.is_transient());
+    // A read-only session (dry run, verify, status) may read there.
+    let reader = Connector::new(
+        info(&text, &env),
+        SessionOptions {
+            read_only: true,
+            ..SessionOptions::default()
+        },
+    )
+    .expect("connector");
+    reader.connect().await.expect("reads on the standby");
+}
+
+#[tokio::test]
+async fn the_session_check_is_bounded_by_connect_timeout() {
+    let env = env_with_home(&TempDir::new("fake-check"));
+    // Lets the client in, then never answers a query.
+    let mute = Fake::default().start().await;
+    let text = format!(
+        "host=127.0.0.1 port={} user=u sslmode=disable connect_timeout=2 \
+         target_session_attrs=read-write",
+        mute.addr.port()
+    );
+    let started = std::time::Instant::now();
+    let err = connector(&text, &env)
+        .connect()
+        .await
+        .expect_err("no answer to the check");
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    assert!(matches!(problem(&err), Problem::Timeout { .. }), "{err}");
 }
 
 #[tokio::test]
