@@ -183,26 +183,28 @@ async fn copy_links(
     chunk: &[Planned<'_>],
 ) -> Result<()> {
     let now = &now;
-    let rows: Vec<_> = chunk
+    // In id order: consecutive inserts then land on neighbouring pages of
+    // the primary key's index (ids are UUIDs, scattered over the whole
+    // index), which the server finds in its cache more often.
+    let mut links: Vec<_> = chunk
         .iter()
-        .flat_map(|planned| {
-            planned
-                .plan
-                .links
-                .iter()
-                .map(move |link| -> [&(dyn ToSql + Sync); 9] {
-                    [
-                        &link.id,
-                        &planned.profile.user_id,
-                        &planned.profile.id,
-                        &link.label,
-                        &link.url,
-                        type_value(link.link_type),
-                        &link.position,
-                        now,
-                        now,
-                    ]
-                })
+        .flat_map(|planned| planned.plan.links.iter().map(move |link| (planned, link)))
+        .collect();
+    links.sort_unstable_by(|a, b| a.1.id.cmp(&b.1.id));
+    let rows: Vec<_> = links
+        .iter()
+        .map(|(planned, link)| -> [&(dyn ToSql + Sync); 9] {
+            [
+                &link.id,
+                &planned.profile.user_id,
+                &planned.profile.id,
+                &link.label,
+                &link.url,
+                type_value(link.link_type),
+                &link.position,
+                now,
+                now,
+            ]
         })
         .collect();
     copy_rows(

@@ -86,23 +86,26 @@ impl Reader {
             // The ledger's rows are read here, by the reader, for the page's
             // profiles only (after the filter and the LIMIT), one index probe
             // each, so the writers' chunk transactions need not read them.
+            // A profile without rows gets NULLs (max over none).
             // They cannot change meanwhile: only this run writes them, and
             // each profile in one chunk only.
             let ledger = if ledger {
-                "(SELECT max(l.run_id) FROM {state}.ledger l WHERE l.profile_id = p.id),
-                 (SELECT coalesce(array_agg(k), '{}') FROM {state}.ledger l,
-                         unnest(l.link_keys || coalesce(l.kept_keys, '{}')) k
-                   WHERE l.profile_id = p.id)"
+                "LEFT JOIN LATERAL (SELECT max(l.run_id) AS latest_run,
+                                           coalesce(array_agg(k) FILTER (WHERE k IS NOT NULL), '{}') AS keys
+                                      FROM {state}.ledger l
+                                      LEFT JOIN LATERAL unnest(l.link_keys || coalesce(l.kept_keys, '{}')) k ON true
+                                     WHERE l.profile_id = p.id) l ON true"
             } else {
-                "NULL::bigint, NULL::text[]"
+                "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l"
             };
             names.sql(&format!(
-                "SELECT p.id, p.\"userId\", p.legacy, decode(md5(p.legacy), 'hex'), {ledger}
+                "SELECT p.id, p.\"userId\", p.legacy, decode(md5(p.legacy), 'hex'), l.latest_run, l.keys
                    FROM (SELECT p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy
                            FROM {{app}}.profiles p
                           WHERE p.\"socialLinks\" IS NOT NULL AND {} {pending}
                           ORDER BY p.id
                           LIMIT $2) p
+                  {ledger}
                   ORDER BY p.id",
                 keyset.condition("p.id")
             ))
