@@ -177,32 +177,63 @@ pub async fn purge_chunk(
     let in_scope = i64::try_from(ids.len()).unwrap_or(i64::MAX);
     let edited: i64 = row.get(0);
     let deleted: HashSet<String> = row.get::<_, Vec<String>>(1).into_iter().collect();
-    // The deleted links' keys leave their ledger rows.
-    let gone: Vec<&Recorded> = links.iter().filter(|l| deleted.contains(&l.id)).collect();
-    let gone_profiles: Vec<&str> = gone.iter().map(|l| l.profile_id.as_str()).collect();
-    let gone_runs: Vec<i64> = gone.iter().map(|l| l.run_id).collect();
-    let gone_keys: Vec<&str> = gone.iter().map(|l| l.key.as_str()).collect();
-    tx.execute(
-        &names.sql(
-            "WITH gone AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) AS g(profile_id, run_id, key))
-             UPDATE {state}.ledger l
-                SET link_keys = coalesce((SELECT array_agg(k ORDER BY n)
-                                            FROM unnest(l.link_keys) WITH ORDINALITY AS u(k, n)
-                                           WHERE NOT EXISTS (SELECT 1 FROM gone g
-                                                              WHERE g.profile_id = l.profile_id
-                                                                AND g.run_id = l.run_id AND g.key = u.k)), '{}')
-              WHERE (l.profile_id, l.run_id) IN (SELECT profile_id, run_id FROM gone)",
-        ),
-        &[&gone_profiles, &gone_runs, &gone_keys],
-    )
-    .await
-    .context("cannot update the ledger")?;
+    // The deleted links' keys leave their ledger rows: a row left without
+    // keys goes (with any row that had none), a row that keeps some (edited
+    // or already gone) is rewritten, one statement each: rare. Worked out
+    // here rather than in SQL, where filtering every row's keys against the
+    // chunk's deleted ones was quadratic in the chunk.
+    let mut rows: Vec<(&str, i64, Vec<&str>, bool)> = Vec::new();
+    for link in &links {
+        let gone = deleted.contains(&link.id);
+        match rows.last_mut() {
+            Some((profile, run, kept, changed))
+                if *profile == link.profile_id && *run == link.run_id =>
+            {
+                if gone {
+                    *changed = true;
+                } else {
+                    kept.push(&link.key);
+                }
+            }
+            _ => rows.push((
+                &link.profile_id,
+                link.run_id,
+                if gone {
+                    Vec::new()
+                } else {
+                    vec![link.key.as_str()]
+                },
+                gone,
+            )),
+        }
+    }
+    let (mut emptied_profiles, mut emptied_runs) = (Vec::new(), Vec::new());
+    for (profile, run, kept, changed) in &rows {
+        if !changed {
+            continue;
+        }
+        if kept.is_empty() {
+            emptied_profiles.push(*profile);
+            emptied_runs.push(*run);
+        } else {
+            tx.execute(
+                &names.sql(
+                    "UPDATE {state}.ledger SET link_keys = $3 WHERE profile_id = $1 AND run_id = $2",
+                ),
+                &[profile, run, kept],
+            )
+            .await
+            .context("cannot update the ledger")?;
+        }
+    }
     tx.execute(
         &names.sql(
             "DELETE FROM {state}.ledger
-              WHERE profile_id = ANY($1) AND ($2::bigint IS NULL OR run_id = $2) AND cardinality(link_keys) = 0",
+              WHERE profile_id = ANY($1) AND ($2::bigint IS NULL OR run_id = $2)
+                AND (cardinality(link_keys) = 0
+                     OR (profile_id, run_id) IN (SELECT * FROM unnest($3::text[], $4::bigint[])))",
         ),
-        &[&profiles, &scope.run],
+        &[&profiles, &scope.run, &emptied_profiles, &emptied_runs],
     )
     .await
     .context("cannot delete ledger rows")?;

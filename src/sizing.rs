@@ -29,6 +29,11 @@ const AUTO_MIN: usize = 10;
 const AUTO_MAX: usize = crate::config::MAX_CHUNK_SIZE;
 /// Weight of the newest chunk in the moving average of seconds per profile.
 const WEIGHT: f64 = 0.3;
+/// Chunks are sized for this share of the target: the average chunk then
+/// leaves room for the one that runs long (a server checkpoint, a cluster
+/// of heavy profiles, the other writer's commit) before the next
+/// measurement shrinks the size.
+const AIM: f64 = 2.0 / 3.0;
 
 #[derive(Debug)]
 struct State {
@@ -84,7 +89,7 @@ impl Sizer {
             Some(avg) => avg + WEIGHT * (sample - avg),
         };
         state.per_profile = Some(per_profile);
-        let ideal = target.as_secs_f64() / per_profile.max(1e-9);
+        let ideal = AIM * target.as_secs_f64() / per_profile.max(1e-9);
         let grown = state.size.saturating_mul(2);
         state.size = clamp(ideal).min(grown);
     }
@@ -141,14 +146,14 @@ mod tests {
     fn auto_grows_at_most_twofold_towards_the_target() {
         let sizer = auto();
         assert_eq!(sizer.next(), 100);
-        // 0.1 ms per profile: the target allows 5,000.
+        // 0.1 ms per profile: two thirds of the target allow 3,333.
         let mut sizes = Vec::new();
         for _ in 0..8 {
             let n = sizer.next();
             sizer.observed(n, Duration::from_micros(100 * n as u64));
             sizes.push(sizer.next());
         }
-        assert_eq!(sizes, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(sizes, [200, 400, 800, 1600, 3200, 3333, 3333, 3333]);
     }
 
     #[test]
@@ -158,10 +163,10 @@ mod tests {
             let n = sizer.next();
             sizer.observed(n, Duration::from_micros(100 * n as u64));
         }
-        assert_eq!(sizer.next(), 5000);
+        assert_eq!(sizer.next(), 3333);
         // Heavy profiles: 10 ms each. One long chunk is enough to cut.
-        sizer.observed(5000, Duration::from_secs(50));
-        assert_eq!(sizer.next(), 50);
+        sizer.observed(3333, Duration::from_millis(33_330));
+        assert_eq!(sizer.next(), 33);
     }
 
     #[test]
@@ -172,7 +177,7 @@ mod tests {
             sizer.observed(n, Duration::from_micros(100 * n as u64));
         }
         sizer.timed_out();
-        assert_eq!(sizer.next(), 1250);
+        assert_eq!(sizer.next(), 833);
         sizer.timed_out();
         sizer.timed_out();
         sizer.timed_out();
@@ -202,7 +207,7 @@ mod tests {
         // Ten times lighter: the average moves by 30% of the gap.
         sizer.observed(200, Duration::from_millis(20));
         let avg = 0.001 + 0.3 * (0.0001 - 0.001);
-        let expected = clamp(0.5 / avg).min(400);
+        let expected = clamp(AIM * 0.5 / avg).min(400);
         assert_eq!(sizer.next(), expected);
     }
 }

@@ -1,17 +1,20 @@
 //! `relink run --dry-run` (SPEC §7): the live run's feed and planner,
 //! printing instead of writing, on read-only sessions that never take the
-//! lock or create the state schema. The feed reads the next page while one
-//! is planned.
+//! lock or create the state schema. The feed reads the next pages while two
+//! planners plan chunks side by side; their output is written in key order.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
+use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
 use crate::chunk;
 use crate::cli::OutputFormat;
-use crate::config::{Common, RunConfig};
+use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, preflight, Retry, Session};
 use crate::exit::Outcome;
 use crate::plan::Counters;
@@ -25,6 +28,8 @@ use crate::throttle;
 
 /// Profiles per page of a dry run under `--chunk-size auto`.
 const DRY_RUN_PAGE: usize = 2000;
+/// Chunks planned side by side.
+const PLANNERS: usize = 2;
 
 /// Runs `relink run --dry-run`.
 ///
@@ -52,12 +57,13 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
             }
         }
     }
-    let pool = db::pool(&common.database, &session, 1)?;
+    // One connection reads, the planners plan on the others.
+    let pool = db::pool(&common.database, &session, PLANNERS + 1)?;
     let started = Instant::now();
     let total = source::count_with_legacy(&client, names, start_after.as_deref(), None).await?;
     let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !common.quiet);
 
-    let (sender, mut chunks) = mpsc::channel::<Chunk>(2);
+    let (sender, chunks) = mpsc::channel::<Chunk>(PLANNERS * 2);
     let filter = match (with_ledger, replan) {
         (true, false) => Filter::Pending,
         (with_ledger, _) => Filter::All {
@@ -70,13 +76,14 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         ChunkSize::Auto { .. } => ChunkSize::Fixed(DRY_RUN_PAGE),
     });
     let reader = Reader::new(names, filter, start_after.clone(), sizer.next());
+    let feed_pool = pool.clone();
     let feed = {
         let (shutdown, limit) = (shutdown.clone(), cfg.limit);
         let retry = Retry::new(cfg.timeouts.attempts);
         tokio::spawn(async move {
             source::feed(
                 reader,
-                &pool,
+                &feed_pool,
                 retry,
                 limit,
                 &sizer,
@@ -92,28 +99,50 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let mut counters = Counters::default();
     // `--report -` owns stdout: no runbook lines there, and the summary goes to stderr.
     let report_on_stdout = cfg.report.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    let print_profiles = cfg.format == OutputFormat::Text && !common.quiet && !report_on_stdout;
-    while let Some(chunk) = chunks.recv().await {
+    let render = Render {
+        profiles: cfg.format == OutputFormat::Text && !common.quiet && !report_on_stdout,
+        report: report.is_some(),
+    };
+    let chunks = Arc::new(tokio::sync::Mutex::new(chunks));
+    let (rendered_sender, mut rendered) = mpsc::channel::<Rendered>(PLANNERS * 2);
+    let planners: Vec<_> = (0..PLANNERS)
+        .map(|_| {
+            tokio::spawn(plan_chunks(
+                pool.clone(),
+                names.clone(),
+                chunks.clone(),
+                rendered_sender.clone(),
+                render,
+            ))
+        })
+        .collect();
+    drop(rendered_sender);
+    // Chunks come back in any order; they are written in key order.
+    let mut waiting: BTreeMap<u64, Rendered> = BTreeMap::new();
+    let mut next = 0;
+    while let Some(chunk) = rendered.recv().await {
         if shutdown.requested() {
             break;
         }
-        let planned = chunk::plan_chunk(&client, names, &chunk.profiles).await?;
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        for p in &planned {
-            if print_profiles {
-                report::print_dry_profile(p, &mut out)?;
-            }
+        waiting.insert(chunk.seq, chunk);
+        while let Some(chunk) = waiting.remove(&next) {
+            let mut out = stdout.lock();
+            out.write_all(&chunk.text)?;
+            out.flush()?;
             if let Some(report) = report.as_mut() {
-                serde_json::to_writer(&mut *report, &report::report_line(p))?;
-                writeln!(report)?;
+                report.write_all(&chunk.report)?;
             }
+            progress.advance(chunk.profiles, chunk.counters.links_created);
+            counters.merge(&chunk.counters);
+            next += 1;
         }
-        out.flush()?;
-        let figures = chunk::counters(&planned);
-        progress.advance(chunk.profiles.len() as u64, figures.links_created);
-        counters.merge(&figures);
     }
-    drop(chunks);
+    drop(rendered);
+    for planner in planners {
+        planner
+            .await
+            .map_err(|e| anyhow!("a planner task failed: {e}"))??;
+    }
     progress.finish();
     if let Some(mut report) = report {
         report.flush().context("cannot write the report")?;
@@ -153,4 +182,61 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     } else {
         Outcome::Done
     })
+}
+
+/// What planners render besides the figures.
+#[derive(Debug, Clone, Copy)]
+struct Render {
+    /// The runbook's lines per profile.
+    profiles: bool,
+    /// The `--report` JSONL lines.
+    report: bool,
+}
+
+/// A chunk planned and rendered by a planner, for the main task to write.
+struct Rendered {
+    seq: u64,
+    profiles: u64,
+    counters: Counters,
+    text: Vec<u8>,
+    report: Vec<u8>,
+}
+
+/// A planner: plans chunks on a pooled connection and renders them. Two
+/// plan side by side, so the dry run uses both cores as a live run does.
+async fn plan_chunks(
+    pool: Pool,
+    names: Names,
+    chunks: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
+    rendered: mpsc::Sender<Rendered>,
+    render: Render,
+) -> Result<()> {
+    loop {
+        let Some(chunk) = chunks.lock().await.recv().await else {
+            return Ok(());
+        };
+        let client = db::checkout(&pool).await?;
+        let planned = chunk::plan_chunk(&**client, &names, &chunk.profiles).await?;
+        drop(client);
+        let (mut text, mut report) = (Vec::new(), Vec::new());
+        for p in &planned {
+            if render.profiles {
+                report::print_dry_profile(p, &mut text)?;
+            }
+            if render.report {
+                serde_json::to_writer(&mut report, &report::report_line(p))?;
+                report.push(b'\n');
+            }
+        }
+        let done = Rendered {
+            seq: chunk.seq,
+            profiles: chunk.profiles.len() as u64,
+            counters: chunk::counters(&planned),
+            text,
+            report,
+        };
+        if rendered.send(done).await.is_err() {
+            return Ok(());
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     // cannot reach, a failing --throttle-query).
     let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
     let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
-    let (run_id, start_after, replan, total, last_success) = {
+    let (run_id, start_after, replan, with_legacy, total, last_success) = {
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
         let Begun {
@@ -74,13 +74,24 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
             start_after,
             replan,
         } = begin(&control, names, cfg).await?;
-        let total = if replan {
-            source::count_with_legacy(&*control, names, start_after.as_deref(), None).await?
+        // Counted once: the progress bar's total, and the profiles scanned
+        // of a run that completes (profiles added meanwhile are not counted).
+        let with_legacy =
+            source::count_with_legacy(&*control, names, start_after.as_deref(), None).await?;
+        let total = if replan || start_after.is_some() {
+            with_legacy
         } else {
-            pending_estimate(&control, names, start_after.as_deref()).await?
+            pending_estimate(&control, names, with_legacy).await?
         };
         let last_success = state::last_success(&*control, names, Mode::Run).await?;
-        (run_id, start_after, replan, total, last_success)
+        (
+            run_id,
+            start_after,
+            replan,
+            with_legacy,
+            total,
+            last_success,
+        )
     };
     let metrics = Metrics::new(cfg.metrics.as_ref(), Mode::Run, run_id, last_success);
 
@@ -189,9 +200,15 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let control = shared.lock.client().await?;
     let message = error.as_ref().map(|e| format!("{e:#}"));
     state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
-    if status == RunStatus::Completed {
+    let counters = shared
+        .counters
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    if status == RunStatus::Completed && counters.profiles_planned > 0 {
         // Fresh statistics on relink's own tables, so later reruns, verify
-        // and purge get good plans without waiting for autovacuum.
+        // and purge get good plans without waiting for autovacuum (not after
+        // a rerun that changed nothing: they are as fresh as they were).
         if let Err(e) = control
             .batch_execute(&names.sql("ANALYZE {state}.ledger, {state}.rejects"))
             .await
@@ -200,11 +217,6 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         }
     }
 
-    let counters = shared
-        .counters
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
     let checkpoint = state::load_run(&*control, names, run_id)
         .await?
         .and_then(|r| r.checkpoint);
@@ -215,9 +227,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     // (the reader may have reached the end with chunks still in flight).
     let all_committed = reached_end && error.is_none() && !stopped;
     let scanned = match (all_committed, &checkpoint) {
-        (true, _) => {
-            source::count_with_legacy(&*control, names, start_after.as_deref(), None).await?
-        }
+        (true, _) => with_legacy,
         (false, Some(upto)) => {
             source::count_with_legacy(&*control, names, start_after.as_deref(), Some(upto)).await?
         }
@@ -413,14 +423,10 @@ async fn write_chunks(
     }
 }
 
-/// An estimate of the profiles a run will plan, for the progress bar: the
-/// profiles with a legacy value after the checkpoint, less those the ledger
-/// has (from the planner's row estimate, to stay cheap).
-async fn pending_estimate(client: &Client, names: &Names, after: Option<&str>) -> Result<u64> {
-    let with_legacy = source::count_with_legacy(client, names, after, None).await?;
-    if after.is_some() {
-        return Ok(with_legacy);
-    }
+/// An estimate of the profiles a run from the start will plan, for the
+/// progress bar: the `with_legacy` profiles with a legacy value, less those
+/// the ledger has (from the planner's row estimate, to stay cheap).
+async fn pending_estimate(client: &Client, names: &Names, with_legacy: u64) -> Result<u64> {
     let ledger: i64 = client
         .query_one(
             "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",

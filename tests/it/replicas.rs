@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, connect, json_summary, links_checksum_of,
-    spawn, stderr, stdout, ReplicaTestDb, TestDb,
+    assert_code, assert_no_panic, assert_success, connect, json_summary, links_checksum_of, spawn,
+    stderr, stdout, ReplicaTestDb, TestDb,
 };
 
 /// The end state of a clean plain run over the same generated data.
