@@ -6,7 +6,7 @@
 -- profile id and the key) beside their keys, and a foreign key to runs
 -- checked on every insert. Version 3 keeps a row per profile per run that
 -- CREATED something (links, or keys found among the user's rows), and the
--- fingerprint, as 16 bytes, on the profile's latest row only; a rerun that
+-- fingerprint, as bytes, on the profile's latest row only; a rerun that
 -- replans a profile without creating anything updates that fingerprint in
 -- place. Purge --run ID, edit detection (migrated_at) and "a link the user
 -- deleted stays deleted" (link_keys, kept_keys) keep what they need.
@@ -16,8 +16,9 @@ ALTER TABLE {state}.ledger_v2 RENAME CONSTRAINT ledger_pkey TO ledger_v2_pkey;
 CREATE TABLE {state}.ledger (
     profile_id  TEXT NOT NULL,
     run_id      BIGINT NOT NULL,
-    -- md5 of "socialLinks"::text as last planned; only on the profile's
-    -- latest row; NULL on older rows and after a purge (pending again)
+    -- the fingerprint of "socialLinks" as last planned (8 bytes: its jsonb
+    -- hash; 16: the md5 of its text that version 1 stored); only on the
+    -- profile's latest row; NULL on older rows and after a purge (pending)
     fingerprint BYTEA,
     -- comparison keys of the rows this run created (ids are UUID v5 of the
     -- profile id and the key)
