@@ -191,6 +191,29 @@ async fn purge_waits_while_paused_and_completes_after_resume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
+    let db = TestDb::new("c_pause_purge_term").await;
+    db.generate(1000);
+    assert_success(&db.run(&["run"]));
+    let migrated = db.links_checksum().await;
+    assert_success(&db.run(&["pause"]));
+    let child = db.spawn(&["purge", "--yes"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_signal(child.pid, "TERM");
+    let signalled = Instant::now();
+    let out = child.wait(Duration::from_secs(20)).await;
+    assert!(signalled.elapsed() < Duration::from_secs(5), "{:?}", signalled.elapsed());
+    assert_code(&out, 130);
+    assert_no_panic(&out);
+    assert_eq!(db.links_checksum().await, migrated);
+    let status = db.status_json(&[]);
+    assert_eq!(status["runs"][0]["mode"], "purge", "{status}");
+    assert_eq!(status["runs"][0]["status"], "interrupted", "{status}");
+    assert_success(&db.run(&["resume"]));
+    assert_success(&db.run(&["purge", "--yes"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_query_holds_the_run_until_its_answer_changes() {
     let mut db = TestDb::new("c_throttle_query").await;
     db.generate(3000);
