@@ -92,6 +92,7 @@ impl Sizer {
         let ideal = AIM * target.as_secs_f64() / per_profile.max(1e-9);
         let grown = state.size.saturating_mul(2);
         state.size = clamp(ideal).min(grown);
+        tracing::debug!("next chunks: {} profiles", state.size);
     }
 
     /// A chunk hit a lock or statement timeout: the next ones are a quarter

@@ -202,7 +202,11 @@ async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
     send_signal(child.pid, "TERM");
     let signalled = Instant::now();
     let out = child.wait(Duration::from_secs(20)).await;
-    assert!(signalled.elapsed() < Duration::from_secs(5), "{:?}", signalled.elapsed());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        signalled.elapsed()
+    );
     assert_code(&out, 130);
     assert_no_panic(&out);
     assert_eq!(db.links_checksum().await, migrated);

@@ -80,6 +80,10 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
         "2s",
         "--chunk-size",
         "200",
+        // Slow enough (~10 s unheld) that the lag passes 2 s long before
+        // the run could end: a fast machine must not finish first.
+        "--max-rate",
+        "4000",
         "--format",
         "json",
     ])
