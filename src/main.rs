@@ -10,7 +10,6 @@ use relink::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    one_malloc_arena();
     let cli = Cli::parse();
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "warn",
@@ -46,31 +45,6 @@ fn main() -> ExitCode {
     };
     runtime.block_on(relink::main(cli))
 }
-
-/// Peak memory must not depend on the data's size (SPEC §11): relink holds
-/// a few chunks at a time, and nothing else grows. glibc's malloc gives
-/// every thread that allocates an arena of its own and keeps what is freed
-/// there for reuse, so each of the runtime's threads keeps a chunk's worth
-/// of freed memory resident, and which thread last held the largest chunk
-/// decides the peak. One arena makes the peak a function of the chunks in
-/// flight alone (measured: a run over 100,000 profiles peaked at 49–54 MiB
-/// with glibc's default, 35–37 MiB with one arena, in the same time).
-/// relink's threads hardly contend for it: relink's own CPU is a small part
-/// of a run's, most of it waits on the server. Same as running with
-/// `MALLOC_ARENA_MAX=1`, which glibc reads before `main` runs.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn one_malloc_arena() {
-    // SAFETY: mallopt only sets a malloc tunable; it is called first thing
-    // in main, before any other thread exists. Its result (0 when glibc
-    // refuses the value) needs no handling: relink works either way.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn one_malloc_arena() {}
 
 /// Colour codes in log lines only for a person at a terminal: never when
 /// stderr is a file or a pipe (cron mail, journald, log collectors), and

@@ -244,15 +244,9 @@ pub async fn purge_chunk(
     )
     .await
     .context("cannot clear the rejects of purged profiles")?;
-    tx.execute(
-        &names.sql(
-            "UPDATE {state}.ledger SET fingerprint = NULL
-              WHERE profile_id = ANY($1) AND fingerprint IS NOT NULL",
-        ),
-        &[&profiles],
-    )
-    .await
-    .context("cannot mark purged profiles pending")?;
+    state::mark_pending(tx, names, &profiles)
+        .await
+        .context("cannot mark purged profiles pending")?;
     let counters = PurgeCounters {
         profiles: profiles.len() as u64,
         links_deleted: deleted.len() as u64,

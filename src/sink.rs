@@ -287,15 +287,9 @@ async fn record_ledger(
         });
     }
     if !superseded.is_empty() {
-        tx.execute(
-            &names.sql(
-                "UPDATE {state}.ledger SET fingerprint = NULL
-                  WHERE profile_id = ANY($1) AND fingerprint IS NOT NULL",
-            ),
-            &[&superseded],
-        )
-        .await
-        .context("cannot update the ledger")?;
+        state::mark_pending(tx, names, &superseded)
+            .await
+            .context("cannot update the ledger")?;
     }
     if !refreshed.0.is_empty() {
         tx.execute(

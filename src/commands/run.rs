@@ -129,7 +129,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
 
     shared.throttle.show_on(run_id).await;
 
-    let (sender, receiver) = mpsc::channel::<Chunk>(cfg.writers);
+    let (sender, receiver) = mpsc::channel::<Chunk>(cfg.writers * 2);
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let reader = {
         let shared = shared.clone();

@@ -585,80 +585,45 @@ mod tests {
             },
             RunStatus::Interrupted,
         );
-        assert_eq!(value_of(&text, "relink_run_id{mode=\"run\"}"), "42");
-        assert_eq!(
-            value_of(&text, "relink_links_created_total{mode=\"run\"}"),
-            "9"
-        );
-        assert_eq!(
-            value_of(&text, "relink_profiles_unchanged_total{mode=\"run\"}"),
-            "3"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_rejects_total{mode=\"run\",reason=\"scheme\"}"
+        for (series, expected) in [
+            ("relink_run_id{mode=\"run\"}", "42"),
+            ("relink_links_created_total{mode=\"run\"}", "9"),
+            ("relink_profiles_unchanged_total{mode=\"run\"}", "3"),
+            ("relink_rejects_total{mode=\"run\",reason=\"scheme\"}", "3"),
+            (
+                "relink_rejects_total{mode=\"run\",reason=\"too_long\"}",
+                "0",
             ),
-            "3"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_rejects_total{mode=\"run\",reason=\"too_long\"}"
+            (
+                "relink_throttled_seconds_total{mode=\"run\",cause=\"pause\"}",
+                "1.5",
             ),
-            "0"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_throttled_seconds_total{mode=\"run\",cause=\"pause\"}"
+            (
+                "relink_throttled_seconds_total{mode=\"run\",cause=\"replica_lag\"}",
+                "0",
             ),
-            "1.5"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_throttled_seconds_total{mode=\"run\",cause=\"replica_lag\"}"
+            (
+                "relink_run_status{mode=\"run\",status=\"interrupted\"}",
+                "1",
             ),
-            "0"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_run_status{mode=\"run\",status=\"interrupted\"}"
+            ("relink_run_status{mode=\"run\",status=\"running\"}", "0"),
+            (
+                "relink_last_success_timestamp_seconds{mode=\"run\"}",
+                "1700000000.5",
             ),
-            "1"
-        );
-        assert_eq!(
-            value_of(&text, "relink_run_status{mode=\"run\",status=\"running\"}"),
-            "0"
-        );
-        assert_eq!(
-            value_of(&text, "relink_last_success_timestamp_seconds{mode=\"run\"}"),
-            "1700000000.5"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_chunk_duration_seconds_bucket{mode=\"run\",le=\"0.25\"}"
+            (
+                "relink_chunk_duration_seconds_bucket{mode=\"run\",le=\"0.25\"}",
+                "0",
             ),
-            "0"
-        );
-        assert_eq!(
-            value_of(
-                &text,
-                "relink_chunk_duration_seconds_bucket{mode=\"run\",le=\"0.5\"}"
+            (
+                "relink_chunk_duration_seconds_bucket{mode=\"run\",le=\"0.5\"}",
+                "1",
             ),
-            "1"
-        );
-        assert_eq!(
-            value_of(&text, "relink_chunk_duration_seconds_count{mode=\"run\"}"),
-            "1"
-        );
-        assert_eq!(
-            value_of(&text, "relink_chunk_duration_max_seconds{mode=\"run\"}"),
-            "0.3"
-        );
+            ("relink_chunk_duration_seconds_count{mode=\"run\"}", "1"),
+            ("relink_chunk_duration_max_seconds{mode=\"run\"}", "0.3"),
+        ] {
+            assert_eq!(value_of(&text, series), expected, "{series}");
+        }
         let statuses = text
             .lines()
             .filter(|l| l.starts_with("relink_run_status{"))

@@ -3,7 +3,8 @@
 //! CHECKs. `runs` holds the run records and the checkpoint saved with each
 //! chunk; `control` the operator's pauses and what a run waits for. The
 //! ledger and rejects are written by `sink` and `removal`, read by the
-//! reader (`source`), `verify` and `status`.
+//! reader (`source`), `verify` and `status`; `mark_pending` is shared by
+//! both writers.
 
 mod control;
 mod runs;
@@ -13,6 +14,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::config::Names;
@@ -193,6 +195,28 @@ pub async fn exists(client: &impl GenericClient, names: &Names) -> Result<bool> 
         .await
         .context("cannot look for relink's state schema")?;
     Ok(row.get(0))
+}
+
+/// Marks `profiles` (a text array of ids) pending: their ledger rows lose
+/// the fingerprint, so the next run plans them again. For a chunk whose
+/// plan superseded a profile's older row, and for purged profiles.
+///
+/// # Errors
+/// On a database error; the caller says what it was doing.
+pub async fn mark_pending(
+    client: &impl GenericClient,
+    names: &Names,
+    profiles: &(dyn ToSql + Sync),
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &names.sql(
+                "UPDATE {state}.ledger SET fingerprint = NULL
+                  WHERE profile_id = ANY($1) AND fingerprint IS NOT NULL",
+            ),
+            &[profiles],
+        )
+        .await
 }
 
 #[cfg(test)]
