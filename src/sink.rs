@@ -4,7 +4,7 @@
 //! table, not per row.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
@@ -263,12 +263,21 @@ async fn record_ledger(
     let mut refreshed: (Vec<&str>, Vec<i64>, Vec<&[u8]>) = Default::default();
     for planned in chunk {
         let keys: Vec<&str> = planned.plan.links.iter().map(|l| l.key.as_str()).collect();
+        // Keys the ledger already holds are no news: on a replan, the rows
+        // relink created earlier are among the user's rows too.
+        let known: HashSet<&str> = planned
+            .profile
+            .ledger
+            .iter()
+            .flat_map(|l| l.keys.iter().map(String::as_str))
+            .collect();
         let kept: Vec<&str> = planned
             .plan
             .skipped
             .iter()
             .filter(|s| s.reason == SkipReason::Existing)
             .filter_map(|s| s.link_key.as_deref())
+            .filter(|k| !known.contains(k))
             .collect();
         match &planned.profile.ledger {
             Some(ledger) if keys.is_empty() && kept.is_empty() => {

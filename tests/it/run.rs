@@ -244,6 +244,56 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
     assert_success(&db.run(&["verify"]));
 }
 
+#[tokio::test]
+async fn the_ledger_grows_with_changes_not_with_reruns() {
+    let db = TestDb::new("run_ledger_size").await;
+    db.generate(300);
+    assert_success(&db.run(&["run"]));
+    let rows = "SELECT count(*) FROM relink.ledger";
+    let after_first = db.count(rows).await;
+    // A change that plans nothing new: a migrated link again, under a new
+    // key.
+    let changed: String = db
+        .client
+        .query_one(
+            "SELECT p.id FROM profiles p
+              WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
+                AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
+              ORDER BY p.id LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a migrated profile")
+        .get(0);
+    db.client
+        .execute(
+            "UPDATE profiles p SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz again',
+                    (SELECT url FROM profile_links
+                      WHERE \"profileId\" = p.id ORDER BY position LIMIT 1))
+              WHERE id = $1",
+            &[&changed],
+        )
+        .await
+        .expect("change");
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(summary["profiles_planned"], 1, "{summary}");
+    assert_eq!(summary["links_created"], 0, "{summary}");
+    assert_eq!(
+        db.count(rows).await,
+        after_first,
+        "a replan without links added a row"
+    );
+    // Its fingerprint was brought up to date: the next run skips it.
+    for _ in 0..2 {
+        let out = db.run(&["run", "--format", "json"]);
+        assert_success(&out);
+        assert_eq!(json_summary(&out)["profiles_planned"], 0);
+        assert_eq!(db.count(rows).await, after_first);
+    }
+}
+
 /// Kills `relink run` with `signal` once some chunks have committed, then
 /// reruns to completion; the result must equal a clean run on a copy.
 async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: Option<i32>) {
