@@ -13,7 +13,7 @@ use crate::cli::{
     StatusArgs, TimeoutArgs, VerifyArgs,
 };
 use crate::db::conninfo::{ConnInfo, Env};
-use crate::sizing::ChunkSize;
+use crate::sizing::{ChunkSize, MAX_CHUNK_SIZE};
 use crate::throttle::Watched;
 
 /// Where to connect: libpq's parameters, environment and defaults,
@@ -211,9 +211,6 @@ pub struct RunConfig {
     pub watched: Watched,
     pub metrics: Option<MetricsConfig>,
 }
-
-/// Largest chunk accepted: bigger chunks hold locks longer for no gain.
-pub const MAX_CHUNK_SIZE: usize = 50_000;
 
 impl RunConfig {
     /// # Errors

@@ -25,8 +25,11 @@ pub enum ChunkSize {
 const AUTO_START: usize = 100;
 /// Never smaller: a chunk of a few profiles is all overhead.
 const AUTO_MIN: usize = 10;
+/// Largest chunk accepted, fixed or auto: bigger chunks hold locks longer
+/// for no gain.
+pub const MAX_CHUNK_SIZE: usize = 50_000;
 /// Never larger (the same cap as a fixed size).
-const AUTO_MAX: usize = crate::config::MAX_CHUNK_SIZE;
+const AUTO_MAX: usize = MAX_CHUNK_SIZE;
 /// Weight of the newest chunk in the moving average of seconds per profile.
 const WEIGHT: f64 = 0.3;
 /// Chunks are sized for this share of the target: the average chunk then
