@@ -40,10 +40,10 @@ pub struct LedgerEntry {
 /// A legacy value's fingerprint: PostgreSQL's 64-bit hash of the jsonb
 /// (the one hash partitioning uses), 8 bytes. It is computed on the stored
 /// binary form, so a rerun checks a million unchanged profiles without
-/// turning each into text (as md5 of the text, which version 1 of the
-/// state schema stored, had to). Equal jsonb values hash
-/// alike (key order and number spelling aside, as jsonb compares them); a
-/// changed value that collides (odds 2^-64) would be taken as unchanged.
+/// turning each into text (as md5 of the text, which version 1 of the state
+/// schema stored, had to). Equal jsonb values hash alike (key order and
+/// number spelling aside, as jsonb compares them); a changed value that
+/// collides (odds 2^-64) would be taken as unchanged.
 pub const FINGERPRINT: &str = "int8send(jsonb_hash_extended(p.\"socialLinks\", 0))";
 
 /// Profiles with a legacy value that the ledger does not already cover with

@@ -130,6 +130,28 @@ impl TestDb {
             .get(0)
     }
 
+    /// The first `limit` profiles, by id, whose legacy value is an object
+    /// (keys can be added to it) and that have migrated links: (id, userId).
+    pub async fn migrated_object_profiles(&self, limit: i64) -> Vec<(String, String)> {
+        let rows = self
+            .client
+            .query(
+                "SELECT p.id, p.\"userId\" FROM profiles p
+                  WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
+                    AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
+                  ORDER BY p.id LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .expect("migrated object-shaped profiles");
+        assert_eq!(
+            i64::try_from(rows.len()).ok(),
+            Some(limit),
+            "too few migrated object-shaped profiles"
+        );
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
     /// md5 of a query's rows in a stable order: a table's checksum.
     pub async fn checksum(&self, table: &str) -> String {
         checksum(&self.client, table).await

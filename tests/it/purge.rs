@@ -345,20 +345,9 @@ async fn purge_of_one_run_removes_only_its_rows() {
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
     assert_eq!(json_summary(&out)["run_id"], 1);
-    let rows = db
-        .client
-        .query(
-            "SELECT p.id FROM profiles p
-              WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
-                AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
-              ORDER BY p.id LIMIT 5",
-            &[],
-        )
-        .await
-        .expect("profiles");
+    let rows = db.migrated_object_profiles(5).await;
     assert_eq!(rows.len(), 5);
-    for (i, r) in rows.iter().enumerate() {
-        let id: String = r.get(0);
+    for (i, (id, _)) in rows.iter().enumerate() {
         db.client
             .execute(
                 "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz later', $2::text) WHERE id = $1",

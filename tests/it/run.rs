@@ -149,19 +149,9 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
     db.generate(500);
     assert_success(&db.run(&["run"]));
     // Three users with migrated links and object-shaped legacy values.
-    let rows = db
-        .client
-        .query(
-            "SELECT p.id, p.\"userId\" FROM profiles p
-              WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
-                AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
-              ORDER BY p.id LIMIT 3",
-            &[],
-        )
-        .await
-        .expect("profiles");
-    let (a, b, c): (String, String, String) = (rows[0].get(0), rows[1].get(0), rows[2].get(0));
-    let user_c: String = rows[2].get(1);
+    let rows = db.migrated_object_profiles(3).await;
+    let (a, b) = (rows[0].0.clone(), rows[1].0.clone());
+    let (c, user_c) = rows[2].clone();
 
     // a: a new legacy URL lands at the next position.
     let max_a = db
@@ -253,18 +243,7 @@ async fn the_ledger_grows_with_changes_not_with_reruns() {
     let after_first = db.count(rows).await;
     // A change that plans nothing new: a migrated link again, under a new
     // key.
-    let changed: String = db
-        .client
-        .query_one(
-            "SELECT p.id FROM profiles p
-              WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
-                AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
-              ORDER BY p.id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("a migrated profile")
-        .get(0);
+    let (changed, _) = db.migrated_object_profiles(1).await.remove(0);
     db.client
         .execute(
             "UPDATE profiles p SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz again',
