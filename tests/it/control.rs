@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout,
-    Spawned, TestDb,
+    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
 };
 
 async fn ledger_rows(db: &TestDb) -> i64 {
@@ -24,20 +23,6 @@ async fn wait_above(db: &TestDb, sql: &str, floor: i64, timeout: Duration) -> i6
         assert!(started.elapsed() < timeout, "{sql} stayed at {n}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// SIGTERM to a relink held by a pause: it exits 130 within 5 s, cleanly.
-async fn terminate_while_held(child: Spawned) {
-    send_signal(child.pid, "TERM");
-    let signalled = Instant::now();
-    let out = child.wait(Duration::from_secs(20)).await;
-    assert!(
-        signalled.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        signalled.elapsed()
-    );
-    assert_code(&out, 130);
-    assert_no_panic(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +128,7 @@ async fn a_run_started_while_paused_writes_nothing_and_stops_on_sigterm() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(db.links_checksum().await, before);
     assert_eq!(ledger_rows(&db).await, 0);
-    terminate_while_held(child).await;
+    child.stop_with("TERM", Duration::from_secs(5)).await;
     assert_eq!(db.links_checksum().await, before);
 
     assert_success(&db.run(&["resume"]));
@@ -205,7 +190,7 @@ async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
     assert_success(&db.run(&["pause"]));
     let child = db.spawn(&["purge", "--yes"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    terminate_while_held(child).await;
+    child.stop_with("TERM", Duration::from_secs(5)).await;
     assert_eq!(db.links_checksum().await, migrated);
     let status = db.status_json(&[]);
     assert_eq!(status["runs"][0]["mode"], "purge", "{status}");

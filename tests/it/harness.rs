@@ -314,6 +314,22 @@ impl Spawned {
         }
         self.output.take().expect("finished")
     }
+
+    /// Sends `signal` and expects relink to stop within `within`: exit 130,
+    /// no panic. Returns its output.
+    pub async fn stop_with(self, signal: &str, within: std::time::Duration) -> Output {
+        send_signal(self.pid, signal);
+        let signalled = std::time::Instant::now();
+        let out = self.wait(within + std::time::Duration::from_secs(15)).await;
+        assert!(
+            signalled.elapsed() < within,
+            "took {:?} to stop after SIG{signal}",
+            signalled.elapsed()
+        );
+        assert_code(&out, 130);
+        assert_no_panic(&out);
+        out
+    }
 }
 
 /// A test that fails while relink runs in the background must not leave it
