@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod exit;
+pub mod inflight;
 pub mod metrics;
 pub mod plan;
 pub mod progress;

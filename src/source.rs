@@ -11,6 +11,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{self, Attempted, Keyset, Pager, Retry};
+use crate::inflight::{Budget, Held};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
 
@@ -168,11 +169,33 @@ impl Reader {
     }
 }
 
-/// A page of profiles handed out by [`feed`], numbered in key order.
+/// A page of profiles handed out by [`feed`], numbered in key order. It
+/// holds its room in the feed's [`Budget`] until dropped.
 #[derive(Debug)]
 pub struct Chunk {
     pub seq: u64,
     pub profiles: Vec<SourceProfile>,
+    _held: Held,
+}
+
+/// What a page of profiles weighs in memory, about: their text and a
+/// share for the structures around it (the planned links, the rows being
+/// sent).
+fn weight(profiles: &[SourceProfile]) -> usize {
+    /// Per profile, besides its text.
+    const AROUND: usize = 256;
+    profiles
+        .iter()
+        .map(|p| {
+            AROUND
+                + p.id.len()
+                + p.user_id.len()
+                + p.social.text().len()
+                + p.ledger
+                    .as_ref()
+                    .map_or(0, |l| l.keys.iter().map(String::len).sum())
+        })
+        .sum()
 }
 
 /// Why [`feed`] stopped handing out chunks.
@@ -189,8 +212,9 @@ pub enum FeedEnd {
 
 /// Reads pages on pooled connections (a lost connection is retried like any
 /// unit) and sends them as chunks of the size `sizer` gives, at most `limit`
-/// profiles in all, until the end of the table or `stopping()`. Returns how
-/// it ended and the last profile id handed out.
+/// profiles in all, until the end of the table or `stopping()`, reading
+/// ahead only as far as `budget` has room. Returns how it ended and the
+/// last profile id handed out.
 ///
 /// # Errors
 /// When a page cannot be read after the retries.
@@ -201,7 +225,7 @@ pub async fn feed(
     limit: Option<u64>,
     sizer: &Sizer,
     stopping: impl Fn() -> bool,
-    chunks: mpsc::Sender<Chunk>,
+    (chunks, budget): (mpsc::Sender<Chunk>, &Budget),
 ) -> Result<(FeedEnd, Option<String>)> {
     let mut remaining = limit.unwrap_or(u64::MAX);
     let mut seq = 0u64;
@@ -213,7 +237,12 @@ pub async fn feed(
         if remaining == 0 {
             return Ok((FeedEnd::Limit, last));
         }
-        reader.set_page_size(sizer.next());
+        let size = sizer.next();
+        let mut held = budget.reserve(size).await;
+        if stopping() {
+            return Ok((FeedEnd::Stopped, last));
+        }
+        reader.set_page_size(size);
         let read = retry
             .run("reading profiles", &stopping, |_| {
                 // A failed read leaves the pager where it was: the retry
@@ -236,10 +265,12 @@ pub async fn feed(
         page.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
         remaining -= page.len() as u64;
         last = page.last().map(|p| p.id.clone());
+        budget.settle(&mut held, page.len(), weight(&page)).await;
         if chunks
             .send(Chunk {
                 seq,
                 profiles: page,
+                _held: held,
             })
             .await
             .is_err()

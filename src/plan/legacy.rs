@@ -42,6 +42,13 @@ use super::platforms;
 #[derive(Debug, Clone)]
 pub struct Social(Box<RawValue>);
 
+impl Social {
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
 /// Reads a legacy value's text (`"socialLinks"::text`). A text that is not
 /// JSON (PostgreSQL never writes one) stands for a string holding that
 /// text, so it is rejected by the planner instead of failing the reader.

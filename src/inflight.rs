@@ -1,0 +1,193 @@
+//! The memory budget of chunks on their way (SPEC §11: peak memory flat in
+//! the number of profiles). A chunk holds room in the budget from before
+//! its page is read until it is dropped (committed, or planned in a dry
+//! run), so what the feed may read ahead is bounded in bytes, not in chunks:
+//! memory stays the same whether `--chunk-size auto` settles on small chunks
+//! (a slow server, heavy profiles) or large ones.
+//!
+//! The feed reserves room for the page it is about to read, estimated from
+//! the pages read so far, and settles the reservation on what the page
+//! weighs once read. One chunk reserves at most a share of the budget that
+//! leaves room for every consumer's chunk and one more, so consumers never
+//! starve: chunks larger than their share (a large fixed `--chunk-size`)
+//! hold more memory than the budget, and say so in their size.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+/// Bytes that chunks on their way may weigh in all.
+pub const IN_FLIGHT_BYTES: usize = 4 << 20;
+
+/// Chunks on their way, at most: a backstop for the channel that carries
+/// them. The budget binds first unless chunks are tiny (sized down to a few
+/// profiles after timeouts), and then a bound in chunks is what matters.
+pub const QUEUE_BOUND: usize = 256;
+
+/// What one profile is taken to weigh before any page was read.
+const FIRST_GUESS: f64 = 1024.0;
+/// Weight of the newest page in the moving average of bytes per profile.
+const WEIGHT: f64 = 0.3;
+
+/// Room for chunks on their way, shared by the feed and the chunks' holds.
+#[derive(Debug)]
+pub struct Budget {
+    room: Arc<Semaphore>,
+    /// Most KiB one chunk reserves.
+    share: u32,
+    /// Moving average of bytes per profile, once a page was read.
+    per_profile: Mutex<Option<f64>>,
+}
+
+/// A chunk's room in the [`Budget`], given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    room: Arc<Semaphore>,
+    kib: u32,
+}
+
+impl Budget {
+    /// `bytes` in all, for chunks going to `consumers` parallel consumers.
+    pub fn new(bytes: usize, consumers: usize) -> Self {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX >> 4)
+            .max(1);
+        let share = (kib / u32::try_from(consumers + 1).unwrap_or(u32::MAX)).max(1);
+        Self {
+            room: Arc::new(Semaphore::new(kib as usize)),
+            share,
+            per_profile: Mutex::new(None),
+        }
+    }
+
+    /// Waits for room for a page of `profiles`, as much as pages read so far
+    /// suggest it weighs.
+    pub async fn reserve(&self, profiles: usize) -> Held {
+        let per_profile = self
+            .per_profile
+            .lock()
+            .map_or(FIRST_GUESS, |p| p.unwrap_or(FIRST_GUESS));
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let estimate = (per_profile * profiles as f64) as usize;
+        let mut held = Held {
+            room: self.room.clone(),
+            kib: 0,
+        };
+        self.resize(&mut held, estimate).await;
+        held
+    }
+
+    /// The page read under `held` holds `profiles` weighing `bytes`: learns
+    /// from it, and holds what it weighs (waiting for more room if the
+    /// estimate fell short, giving back what it overshot).
+    pub async fn settle(&self, held: &mut Held, profiles: usize, bytes: usize) {
+        if profiles > 0 {
+            #[allow(clippy::cast_precision_loss)]
+            let page = bytes as f64 / profiles as f64;
+            if let Ok(mut average) = self.per_profile.lock() {
+                *average = Some(average.map_or(page, |a| a + WEIGHT * (page - a)));
+            }
+        }
+        self.resize(held, bytes).await;
+    }
+
+    async fn resize(&self, held: &mut Held, bytes: usize) {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.share);
+        if kib > held.kib {
+            // The semaphore is never closed: acquiring fails only if it
+            // were, and then there is nothing to wait for.
+            if let Ok(more) = self.room.acquire_many(kib - held.kib).await {
+                more.forget();
+                held.kib = kib;
+            }
+        } else if kib < held.kib {
+            self.room.add_permits((held.kib - kib) as usize);
+            held.kib = kib;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.room.add_permits(self.kib as usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn available(budget: &Budget) -> usize {
+        budget.room.available_permits()
+    }
+
+    #[tokio::test]
+    async fn holds_are_given_back_when_dropped() {
+        let budget = Budget::new(64 << 10, 1);
+        let mut held = budget.reserve(10).await;
+        assert_eq!(available(&budget), 64 - 10);
+        budget.settle(&mut held, 10, 4 << 10).await;
+        assert_eq!(
+            available(&budget),
+            64 - 4,
+            "an overshot estimate is given back"
+        );
+        drop(held);
+        assert_eq!(available(&budget), 64);
+    }
+
+    #[tokio::test]
+    async fn estimates_follow_the_pages_read() {
+        let budget = Budget::new(64 << 10, 1);
+        let mut held = budget.reserve(4).await;
+        budget.settle(&mut held, 4, 8 << 10).await;
+        drop(held);
+        let held = budget.reserve(2).await;
+        assert_eq!(held.kib, 4, "2 profiles of 2 KiB each, as the last page");
+    }
+
+    #[tokio::test]
+    async fn one_chunk_holds_at_most_its_share() {
+        // Two consumers: a chunk holds at most a third, so three fit.
+        let budget = Budget::new(30 << 10, 2);
+        let mut holds = Vec::new();
+        for _ in 0..3 {
+            let mut held = budget.reserve(1).await;
+            budget.settle(&mut held, 1, 100 << 10).await;
+            assert_eq!(held.kib, 10);
+            holds.push(held);
+        }
+        assert_eq!(available(&budget), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reading_ahead_waits_until_a_chunk_is_dropped() {
+        let budget = Arc::new(Budget::new(30 << 10, 2));
+        let mut holds = Vec::new();
+        for _ in 0..3 {
+            let mut held = budget.reserve(1).await;
+            budget.settle(&mut held, 1, 10 << 10).await;
+            holds.push(held);
+        }
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(10).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "no room: the feed waits");
+        holds.pop();
+        let held = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("room given back: the feed goes on")
+            .expect("no panic");
+        assert_eq!(held.kib, 10);
+    }
+}
