@@ -4,8 +4,10 @@ set and size, the targets of SPEC §11 with PASS/FAIL, and a JSON copy.
 
 Input: a TSV file, one line per measurement:
     set  profiles  repetition  step  seconds  peak_rss_kib  links  longest_chunk_s
+        [wal_bytes  wal_full_page_images]
 with step one of generate, set_based, run, rerun, dry_run, purge (peak RSS
-and longest chunk empty where they do not apply).
+and longest chunk empty where they do not apply; the WAL the server wrote,
+from pg_stat_wal, for the statement and the run only).
 
 How the figures are computed:
 - every figure of a step (seconds, links, links/s, peak RSS, longest chunk)
@@ -21,7 +23,13 @@ How the figures are computed:
   (<= 10%);
 - the longest chunk transaction is the run's
   relink_chunk_duration_max_seconds; the verdict takes the worst repetition
-  (SPEC: no chunk longer than 1.5 x --target-chunk-time).
+  (SPEC: no chunk longer than 1.5 x --target-chunk-time);
+- WAL bytes and full-page images (median, per link): what the statement and
+  the run made the server write. Not a target; it shows where a run's time
+  went when the server, not relink, is the limit: a full-page image is a
+  whole 8 KiB page copied into the WAL the first time a page changes after
+  a checkpoint, and a server whose indexes take random keys writes one for
+  nearly every row once checkpoints come often (max_wal_size).
 
 Reading the throughput ratio on the entries data: the statement reads every
 profile but inserts only the values of JSON objects (shapes 1 and 2, under a
@@ -84,7 +92,8 @@ def read_raw(path):
             if not line.strip():
                 continue
             cols = line.rstrip("\n").split("\t")
-            set_, profiles, rep, step, seconds, rss, links, longest = cols
+            cols += [""] * (10 - len(cols))  # WAL columns: statement and run only
+            set_, profiles, rep, step, seconds, rss, links, longest, wal_bytes, wal_fpi = cols
             seconds = float(seconds)
             links = int(links) if links else 0
             data[(set_, int(profiles))][step].append(
@@ -95,6 +104,8 @@ def read_raw(path):
                     "links": links,
                     "links_per_second": links / seconds if links and seconds > 0 else None,
                     "longest_chunk_seconds": float(longest) if longest else None,
+                    "wal_bytes": int(wal_bytes) if wal_bytes else None,
+                    "wal_full_page_images": int(wal_fpi) if wal_fpi else None,
                 }
             )
     return data
@@ -111,6 +122,8 @@ def summarize(runs):
             (r["longest_chunk_seconds"] for r in runs if r["longest_chunk_seconds"] is not None),
             default=None,
         ),
+        "wal_bytes": median(r["wal_bytes"] for r in runs),
+        "wal_full_page_images": median(r["wal_full_page_images"] for r in runs),
         "repetitions": runs,
     }
 
@@ -231,6 +244,17 @@ def main():
                     f" (worst {m['longest_chunk_worst_seconds']:.3f} s)"
                 )
             print(line, file=out)
+        for step, name in STEPS:
+            m = s.get(step, {})
+            if m.get("wal_bytes") is None or not m.get("links"):
+                continue
+            print(
+                f"  {name}: WAL {m['wal_bytes'] / 2**20:,.0f} MiB, "
+                f"{fmt_int(m['wal_full_page_images'])} full-page images "
+                f"({m['wal_bytes'] / m['links']:,.0f} bytes and "
+                f"{m['wal_full_page_images'] / m['links']:.2f} images per link)",
+                file=out,
+            )
         q = r["ratios"]
         print(
             f"relink/set-based {fmt(q['throughput'], '.2f')}x "
