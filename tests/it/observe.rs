@@ -363,23 +363,27 @@ async fn watch(
     mode: &'static str,
 ) -> (Vec<Metrics>, Output) {
     let mut seen: Vec<Metrics> = Vec::new();
+    let read = |seen: &mut Vec<Metrics>| match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if seen.last().map_or(true, |m| m.text != text) {
+                seen.push(Metrics::parse(&text, mode));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    };
     let started = Instant::now();
     while !child.finished() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "relink still running"
         );
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                if seen.last().map_or(true, |m| m.text != text) {
-                    seen.push(Metrics::parse(&text, mode));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("cannot read {}: {e}", path.display()),
-        }
+        read(&mut seen);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // The final file may have been written after the last read of the loop
+    // (relink writes it just before it exits).
+    read(&mut seen);
     let out = child.wait(Duration::from_secs(5)).await;
     (seen, out)
 }
