@@ -12,7 +12,7 @@
 //! starve: chunks larger than their share (a large fixed `--chunk-size`)
 //! hold more memory than the budget, and say so in their size.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
@@ -29,14 +29,15 @@ const FIRST_GUESS: f64 = 1024.0;
 /// Weight of the newest page in the moving average of bytes per profile.
 const WEIGHT: f64 = 0.3;
 
-/// Room for chunks on their way, shared by the feed and the chunks' holds.
+/// Room for chunks on their way: the feed reserves it, the chunks' holds give
+/// it back.
 #[derive(Debug)]
 pub struct Budget {
     room: Arc<Semaphore>,
     /// Most KiB one chunk reserves.
     share: u32,
     /// Moving average of bytes per profile, once a page was read.
-    per_profile: Mutex<Option<f64>>,
+    per_profile: Option<f64>,
 }
 
 /// A chunk's room in the [`Budget`], given back when dropped.
@@ -56,17 +57,14 @@ impl Budget {
         Self {
             room: Arc::new(Semaphore::new(kib as usize)),
             share,
-            per_profile: Mutex::new(None),
+            per_profile: None,
         }
     }
 
     /// Waits for room for a page of `profiles`, as much as pages read so far
     /// suggest it weighs.
-    pub async fn reserve(&self, profiles: usize) -> Held {
-        let per_profile = self
-            .per_profile
-            .lock()
-            .map_or(FIRST_GUESS, |p| p.unwrap_or(FIRST_GUESS));
+    pub async fn reserve(&mut self, profiles: usize) -> Held {
+        let per_profile = self.per_profile.unwrap_or(FIRST_GUESS);
         #[allow(
             clippy::cast_precision_loss,
             clippy::cast_possible_truncation,
@@ -84,13 +82,11 @@ impl Budget {
     /// The page read under `held` holds `profiles` weighing `bytes`: learns
     /// from it, and holds what it weighs (waiting for more room if the
     /// estimate fell short, giving back what it overshot).
-    pub async fn settle(&self, held: &mut Held, profiles: usize, bytes: usize) {
+    pub async fn settle(&mut self, held: &mut Held, profiles: usize, bytes: usize) {
         if profiles > 0 {
             #[allow(clippy::cast_precision_loss)]
             let page = bytes as f64 / profiles as f64;
-            if let Ok(mut average) = self.per_profile.lock() {
-                *average = Some(average.map_or(page, |a| a + WEIGHT * (page - a)));
-            }
+            self.per_profile = Some(self.per_profile.map_or(page, |a| a + WEIGHT * (page - a)));
         }
         self.resize(held, bytes).await;
     }
@@ -131,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn holds_are_given_back_when_dropped() {
-        let budget = Budget::new(64 << 10, 1);
+        let mut budget = Budget::new(64 << 10, 1);
         let mut held = budget.reserve(10).await;
         assert_eq!(available(&budget), 64 - 10);
         budget.settle(&mut held, 10, 4 << 10).await;
@@ -146,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn estimates_follow_the_pages_read() {
-        let budget = Budget::new(64 << 10, 1);
+        let mut budget = Budget::new(64 << 10, 1);
         let mut held = budget.reserve(4).await;
         budget.settle(&mut held, 4, 8 << 10).await;
         drop(held);
@@ -157,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn one_chunk_holds_at_most_its_share() {
         // Two consumers: a chunk holds at most a third, so three fit.
-        let budget = Budget::new(30 << 10, 2);
+        let mut budget = Budget::new(30 << 10, 2);
         let mut holds = Vec::new();
         for _ in 0..3 {
             let mut held = budget.reserve(1).await;
@@ -170,17 +166,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reading_ahead_waits_until_a_chunk_is_dropped() {
-        let budget = Arc::new(Budget::new(30 << 10, 2));
+        let mut budget = Budget::new(30 << 10, 2);
         let mut holds = Vec::new();
         for _ in 0..3 {
             let mut held = budget.reserve(1).await;
             budget.settle(&mut held, 1, 10 << 10).await;
             holds.push(held);
         }
-        let waiting = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.reserve(10).await }
-        });
+        let waiting = tokio::spawn(async move { budget.reserve(10).await });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished(), "no room: the feed waits");
         holds.pop();

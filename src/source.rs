@@ -11,7 +11,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{self, Attempted, Keyset, Pager, Retry};
-use crate::inflight::{Budget, Held};
+use crate::inflight::{Budget, Held, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
 
@@ -198,6 +198,22 @@ fn weight(profiles: &[SourceProfile]) -> usize {
         .sum()
 }
 
+/// Where [`feed`] sends its chunks: a channel, and the budget of memory
+/// the chunks on their way may hold.
+#[derive(Debug)]
+pub struct Outbox {
+    chunks: mpsc::Sender<Chunk>,
+    budget: Budget,
+}
+
+/// An outbox for chunks going to `consumers` parallel consumers, and the
+/// receiving end of its channel.
+pub fn outbox(consumers: usize) -> (Outbox, mpsc::Receiver<Chunk>) {
+    let (chunks, receiver) = mpsc::channel(QUEUE_BOUND);
+    let budget = Budget::new(IN_FLIGHT_BYTES, consumers);
+    (Outbox { chunks, budget }, receiver)
+}
+
 /// Why [`feed`] stopped handing out chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedEnd {
@@ -213,7 +229,7 @@ pub enum FeedEnd {
 /// Reads pages on pooled connections (a lost connection is retried like any
 /// unit) and sends them as chunks of the size `sizer` gives, at most `limit`
 /// profiles in all, until the end of the table or `stopping()`, reading
-/// ahead only as far as `budget` has room. Returns how it ended and the
+/// ahead only as far as the outbox's budget has room. Returns how it ended and the
 /// last profile id handed out.
 ///
 /// # Errors
@@ -225,7 +241,7 @@ pub async fn feed(
     limit: Option<u64>,
     sizer: &Sizer,
     stopping: impl Fn() -> bool,
-    (chunks, budget): (mpsc::Sender<Chunk>, &Budget),
+    mut outbox: Outbox,
 ) -> Result<(FeedEnd, Option<String>)> {
     let mut remaining = limit.unwrap_or(u64::MAX);
     let mut seq = 0u64;
@@ -238,7 +254,7 @@ pub async fn feed(
             return Ok((FeedEnd::Limit, last));
         }
         let size = sizer.next();
-        let mut held = budget.reserve(size).await;
+        let mut held = outbox.budget.reserve(size).await;
         if stopping() {
             return Ok((FeedEnd::Stopped, last));
         }
@@ -265,8 +281,12 @@ pub async fn feed(
         page.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
         remaining -= page.len() as u64;
         last = page.last().map(|p| p.id.clone());
-        budget.settle(&mut held, page.len(), weight(&page)).await;
-        if chunks
+        outbox
+            .budget
+            .settle(&mut held, page.len(), weight(&page))
+            .await;
+        if outbox
+            .chunks
             .send(Chunk {
                 seq,
                 profiles: page,

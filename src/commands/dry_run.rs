@@ -17,7 +17,6 @@ use crate::cli::OutputFormat;
 use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, preflight, Retry, Session};
 use crate::exit::Outcome;
-use crate::inflight::{Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
@@ -64,8 +63,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let total = source::count_with_legacy(&client, names, start_after.as_deref(), None).await?;
     let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !common.quiet);
 
-    let (sender, chunks) = mpsc::channel::<Chunk>(QUEUE_BOUND);
-    let budget = Budget::new(IN_FLIGHT_BYTES, PLANNERS);
+    let (outbox, chunks) = source::outbox(PLANNERS);
     let filter = match (with_ledger, replan) {
         (true, false) => Filter::Pending,
         (with_ledger, _) => Filter::All {
@@ -90,7 +88,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
                 limit,
                 &sizer,
                 || shutdown.requested(),
-                (sender, &budget),
+                outbox,
             )
             .await
         })

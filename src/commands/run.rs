@@ -17,7 +17,6 @@ use crate::checkpoint::Watermark;
 use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
-use crate::inflight::{Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::metrics::{self, Metrics, Snapshot};
 use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
@@ -130,8 +129,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
 
     shared.throttle.show_on(run_id).await;
 
-    let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE_BOUND);
-    let budget = Budget::new(IN_FLIGHT_BYTES, cfg.writers);
+    let (outbox, receiver) = source::outbox(cfg.writers);
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let reader = {
         let shared = shared.clone();
@@ -150,7 +148,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
                 limit,
                 &shared.sizer,
                 || shared.stopping(),
-                (sender, &budget),
+                outbox,
             )
             .await;
             if fed.is_err() {
