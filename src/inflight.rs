@@ -125,6 +125,17 @@ mod tests {
         budget.room.available_permits()
     }
 
+    /// Holds for `pages` pages of one profile weighing `bytes` each.
+    async fn hold_pages(budget: &mut Budget, pages: usize, bytes: usize) -> Vec<Held> {
+        let mut holds = Vec::new();
+        for _ in 0..pages {
+            let mut held = budget.reserve(1).await;
+            budget.settle(&mut held, 1, bytes).await;
+            holds.push(held);
+        }
+        holds
+    }
+
     #[tokio::test]
     async fn holds_are_given_back_when_dropped() {
         let mut budget = Budget::new(64 << 10, 1);
@@ -154,25 +165,15 @@ mod tests {
     async fn one_chunk_holds_at_most_its_share() {
         // Two consumers: a chunk holds at most a third, so three fit.
         let mut budget = Budget::new(30 << 10, 2);
-        let mut holds = Vec::new();
-        for _ in 0..3 {
-            let mut held = budget.reserve(1).await;
-            budget.settle(&mut held, 1, 100 << 10).await;
-            assert_eq!(held.kib, 10);
-            holds.push(held);
-        }
+        let holds = hold_pages(&mut budget, 3, 100 << 10).await;
+        assert!(holds.iter().all(|held| held.kib == 10), "{holds:?}");
         assert_eq!(available(&budget), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn reading_ahead_waits_until_a_chunk_is_dropped() {
         let mut budget = Budget::new(30 << 10, 2);
-        let mut holds = Vec::new();
-        for _ in 0..3 {
-            let mut held = budget.reserve(1).await;
-            budget.settle(&mut held, 1, 10 << 10).await;
-            holds.push(held);
-        }
+        let mut holds = hold_pages(&mut budget, 3, 10 << 10).await;
         let waiting = tokio::spawn(async move { budget.reserve(10).await });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished(), "no room: the feed waits");
