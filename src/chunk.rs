@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use crate::config::Names;
@@ -61,7 +62,8 @@ pub async fn plan_chunk<'a>(
         .collect())
 }
 
-/// The users' current `profile_links` rows, by user id, in one query.
+/// The users' current `profile_links` rows, by user id, in one query and
+/// one round trip (typed: no separate prepare).
 async fn users_rows(
     client: &impl GenericClient,
     names: &Names,
@@ -69,9 +71,9 @@ async fn users_rows(
 ) -> Result<HashMap<String, Vec<ExistingLink>>> {
     let users: Vec<&str> = profiles.iter().map(|p| p.user_id.as_str()).collect();
     let rows = client
-        .query(
+        .query_typed(
             &names.sql("SELECT \"userId\", url, position FROM {app}.profile_links WHERE \"userId\" = ANY($1)"),
-            &[&users],
+            &[(&users, Type::TEXT_ARRAY)],
         )
         .await
         .context("cannot read the users' current profile links")?;

@@ -8,10 +8,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
+use deadpool_postgres::Transaction;
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::GenericClient;
 
 use crate::chunk::{self, Planned};
 use crate::config::Names;
@@ -33,7 +34,7 @@ const MAX_RAW_BYTES: usize = 4096;
 /// # Errors
 /// On a database error (rolled back; the caller may retry).
 pub async fn commit_chunk(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::Client,
     names: &Names,
     run_id: i64,
     profiles: &[SourceProfile],
@@ -44,14 +45,6 @@ pub async fn commit_chunk(
         .transaction()
         .await
         .context("cannot begin a chunk transaction")?;
-    // No wait for the WAL flush at commit: a server crash can then lose the
-    // last chunks whole (rows, ledger and checkpoint together, never part of
-    // one), which the next run simply redoes; it spares the server an fsync
-    // per chunk.
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .context("cannot set up the chunk transaction")?;
-    let now = transaction_time(&tx).await?;
     // A profile this very run recorded before (a resumed run meets a profile
     // that changed after an earlier attempt committed it out of order) is
     // left for the next run: its ledger row is this run's, and a second one
@@ -69,14 +62,16 @@ pub async fn commit_chunk(
         Cow::Borrowed(profiles)
     };
     if retry {
-        profiles = Cow::Owned(still_there(&tx, names, &profiles).await?);
-        profiles = Cow::Owned(not_recorded(&tx, names, &profiles).await?);
+        profiles = Cow::Owned(still_there(&*tx, names, &profiles).await?);
+        profiles = Cow::Owned(not_recorded(&*tx, names, &profiles).await?);
     }
-    let planned = chunk::plan_chunk(&tx, names, &profiles).await?;
+    // Sent together, one round trip: the chunk's set-up and the users' rows
+    // (the chunk is planned as soon as they arrive).
+    let (now, planned) = tokio::try_join!(set_up(&tx), chunk::plan_chunk(&*tx, names, &profiles))?;
     write_chunk(&tx, names, run_id, now, &planned).await?;
     let counters = chunk::counters(&planned);
     state::record_chunk(
-        &tx,
+        &*tx,
         names,
         run_id,
         checkpoint().as_deref(),
@@ -146,17 +141,26 @@ async fn not_recorded(
         .collect())
 }
 
-/// The transaction timestamp as `TIMESTAMP(3)` in UTC (see `db::Session`):
-/// what the rows get as `"createdAt"`/`"updatedAt"` and the ledger as
-/// `migrated_at`, so purge can compare them exactly.
+/// Sets the chunk's transaction up, and returns its timestamp as
+/// `TIMESTAMP(3)` in UTC (see `db::Session`): what the rows get as
+/// `"createdAt"`/`"updatedAt"` and the ledger as `migrated_at`, so purge can
+/// compare them exactly.
+///
+/// The commit does not wait for the WAL flush: a server crash can then lose
+/// the last chunks whole (rows, ledger and checkpoint together, never part
+/// of one), which the next run simply redoes; it spares the server an fsync
+/// per chunk.
 ///
 /// # Errors
 /// On a database error.
-pub async fn transaction_time(tx: &Transaction<'_>) -> Result<SystemTime> {
+async fn set_up(tx: &Transaction<'_>) -> Result<SystemTime> {
     Ok(tx
-        .query_one("SELECT localtimestamp(3)", &[])
+        .query_typed_one(
+            "SELECT localtimestamp(3), set_config('synchronous_commit', 'off', true)",
+            &[],
+        )
         .await
-        .context("cannot read the transaction time")?
+        .context("cannot set up the chunk transaction")?
         .get(0))
 }
 
@@ -298,7 +302,7 @@ async fn record_ledger(
         });
     }
     if !superseded.is_empty() {
-        state::mark_pending(tx, names, &superseded)
+        state::mark_pending(&**tx, names, &superseded)
             .await
             .context("cannot update the ledger")?;
     }
@@ -415,9 +419,15 @@ async fn copy_rows<const N: usize>(
     if rows.is_empty() {
         return Ok(());
     }
+    // Prepared once per connection: a chunk's COPY costs no round trip for
+    // it.
     let sql = names.sql(&format!("COPY {target} FROM STDIN (FORMAT binary)"));
+    let statement = tx
+        .prepare_cached(&sql)
+        .await
+        .with_context(|| format!("cannot prepare COPY into {target}"))?;
     let sink = tx
-        .copy_in(&sql)
+        .copy_in(&statement)
         .await
         .with_context(|| format!("cannot start COPY into {target}"))?;
     let writer = BinaryCopyInWriter::new(sink, types);

@@ -3,6 +3,7 @@
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use crate::config::Names;
@@ -33,10 +34,11 @@ fn pause_record(row: &tokio_postgres::Row) -> Pause {
 /// # Errors
 /// On a database error.
 pub async fn current_pause(client: &impl GenericClient, names: &Names) -> Result<Option<Pause>> {
+    // Checked before every chunk: typed queries, one round trip each.
     let has_table: bool = client
-        .query_one(
+        .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{}.pauses", names.state)],
+            &[(&format!("{}.pauses", names.state), Type::TEXT)],
         )
         .await
         .context("cannot look for relink's pauses table")?
@@ -45,7 +47,7 @@ pub async fn current_pause(client: &impl GenericClient, names: &Names) -> Result
         return Ok(None);
     }
     let row = client
-        .query_opt(
+        .query_typed_opt(
             &names.sql(&format!(
                 "SELECT {PAUSE_COLUMNS} FROM {{state}}.pauses WHERE resumed_at IS NULL"
             )),

@@ -4,6 +4,7 @@
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient};
 
 use super::{Mode, RunStatus};
@@ -251,7 +252,7 @@ pub async fn record_chunk(
     checkpoint: Option<&str>,
     counters: &Value,
 ) -> Result<()> {
-    tx.execute(
+    tx.execute_typed(
         &names.sql(
             "UPDATE {state}.runs r
                 SET checkpoint = CASE WHEN r.checkpoint IS NULL OR $2 > r.checkpoint THEN $2 ELSE r.checkpoint END,
@@ -264,7 +265,11 @@ pub async fn record_chunk(
                                          GROUP BY k) t)
               WHERE r.id = $1",
         ),
-        &[&run_id, &checkpoint, counters],
+        &[
+            (&run_id, Type::INT8),
+            (&checkpoint, Type::TEXT),
+            (counters, Type::JSONB),
+        ],
     )
     .await
     .context("cannot save the checkpoint")?;

@@ -88,7 +88,7 @@ impl Tracker {
 /// database error.
 pub async fn primary_samples(client: &Client) -> Result<Vec<Sample>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT coalesce(nullif(r.application_name, ''), r.client_addr::text, 'pid ' || r.pid),
                     r.replay_lsn::text,
                     pg_wal_lsn_diff(greatest(r.sent_lsn, r.write_lsn, r.flush_lsn), r.replay_lsn)::float8,
