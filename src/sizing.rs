@@ -72,6 +72,16 @@ impl Sizer {
         self.state.lock().map_or(AUTO_MIN, |s| s.size)
     }
 
+    /// Profiles in the next chunk, at most `most` under `auto` (what fits
+    /// the memory a chunk may hold); a fixed size is the operator's.
+    pub fn next_within(&self, most: usize) -> usize {
+        let size = self.next();
+        match self.mode {
+            ChunkSize::Fixed(_) => size,
+            ChunkSize::Auto { .. } => size.min(most.max(AUTO_MIN)),
+        }
+    }
+
     /// A chunk of `profiles` committed in `took`.
     pub fn observed(&self, profiles: usize, took: Duration) {
         let ChunkSize::Auto { target } = self.mode else {
@@ -144,6 +154,20 @@ mod tests {
         sizer.observed(700, Duration::from_secs(30));
         sizer.timed_out();
         assert_eq!(sizer.next(), 700);
+    }
+
+    #[test]
+    fn auto_stays_within_what_memory_allows_and_a_fixed_size_does_not() {
+        let sizer = auto();
+        for _ in 0..10 {
+            let n = sizer.next();
+            sizer.observed(n, Duration::from_micros(100 * n as u64));
+        }
+        assert_eq!(sizer.next_within(2000), 2000);
+        assert_eq!(sizer.next_within(5000), 3333);
+        assert_eq!(sizer.next_within(0), AUTO_MIN, "never below the floor");
+        let fixed = Sizer::new(ChunkSize::Fixed(700));
+        assert_eq!(fixed.next_within(10), 700, "the operator's size");
     }
 
     #[test]

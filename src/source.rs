@@ -253,7 +253,7 @@ pub async fn feed(
         if remaining == 0 {
             return Ok((FeedEnd::Limit, last));
         }
-        let size = sizer.next();
+        let size = sizer.next_within(outbox.budget.most_profiles());
         let mut held = outbox.budget.reserve(size).await;
         if stopping() {
             return Ok((FeedEnd::Stopped, last));
