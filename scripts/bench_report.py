@@ -17,7 +17,8 @@ How the figures are computed:
   for purge, links deleted;
 - the ratios are of those medians: relink run links/s over the statement's
   (>= 1.5), rerun seconds over run seconds (<= 0.05), run seconds over dry
-  run seconds (>= 5);
+  run seconds (>= 5), judged at the large size (SPEC §11 sets them at 1M
+  profiles) and shown as (info) at the small one;
 - peak RSS of relink is the largest median over run, rerun, dry run and
   purge (<= 64 MiB), and its change from the small size to the large one
   (<= 10%);
@@ -287,20 +288,26 @@ def main():
 
     for r in sorted(results, key=lambda r: (-r["profiles"], r["set"])):
         q, at = r["ratios"], (r["set"], r["profiles"])
+        # SPEC §11 sets the speed targets on the large size (1M profiles);
+        # at the small one they are figures to read. Memory and chunk time
+        # hold at every size.
+        small = r["profiles"] != args.profiles
         t = q["throughput"]
         target("relink/set-based links/s", *at, t, MIN_THROUGHPUT,
-               t is not None and t >= MIN_THROUGHPUT, f"{fmt(t, '.2f')}x", f">= {MIN_THROUGHPUT}x")
+               t is not None and t >= MIN_THROUGHPUT, f"{fmt(t, '.2f')}x", f">= {MIN_THROUGHPUT}x",
+               info=small)
         t = q["throughput_vs_best_set_based"]
         target("relink/best set-based links/s", *at, t, MIN_THROUGHPUT,
                t is not None and t >= MIN_THROUGHPUT, f"{fmt(t, '.2f')}x", f">= {MIN_THROUGHPUT}x",
                info=True)
         t = q["rerun_share"]
         target("rerun/run time", *at, t, MAX_RERUN_SHARE,
-               t is not None and t <= MAX_RERUN_SHARE, fmt(t, ".3f"), f"<= {MAX_RERUN_SHARE}")
+               t is not None and t <= MAX_RERUN_SHARE, fmt(t, ".3f"), f"<= {MAX_RERUN_SHARE}",
+               info=small)
         t = q["dry_run_speedup"]
         target("run/dry-run time", *at, t, MIN_DRY_SPEEDUP,
                t is not None and t >= MIN_DRY_SPEEDUP, f"{fmt(t, '.1f')}x",
-               f">= {MIN_DRY_SPEEDUP:.0f}x")
+               f">= {MIN_DRY_SPEEDUP:.0f}x", info=small)
         t = r["relink_peak_rss_mib"]
         target("peak RSS", *at, t, MAX_RSS_MIB, t is not None and t <= MAX_RSS_MIB,
                f"{fmt(t, '.1f')} MiB", f"<= {MAX_RSS_MIB:.0f} MiB")
@@ -324,6 +331,12 @@ def main():
         print(
             f"{t['target']:<30} {t['set']:<16} {profiles:>10} {t['shown']:>11} "
             f"{t['limit_shown']:>14}  {verdict}",
+            file=out,
+        )
+    if any(t["pass"] == "info" and t["profiles"] not in (None, args.profiles) for t in targets):
+        print(
+            f"(info) at {args.small:,} profiles: SPEC §11 sets the speed targets "
+            f"(throughput, rerun, dry run) at the large size",
             file=out,
         )
     judged = [t for t in targets if t["pass"] in (True, False)]
