@@ -148,6 +148,17 @@ mod tests {
         })
     }
 
+    /// Auto sizing after ten chunks at 0.1 ms a profile: 3,333 profiles,
+    /// two thirds of the target.
+    fn settled() -> Sizer {
+        let sizer = auto();
+        for _ in 0..10 {
+            let n = sizer.next();
+            sizer.observed(n, Duration::from_micros(100 * n as u64));
+        }
+        sizer
+    }
+
     #[test]
     fn a_fixed_size_never_changes() {
         let sizer = Sizer::new(ChunkSize::Fixed(700));
@@ -158,11 +169,7 @@ mod tests {
 
     #[test]
     fn auto_stays_within_what_memory_allows_and_a_fixed_size_does_not() {
-        let sizer = auto();
-        for _ in 0..10 {
-            let n = sizer.next();
-            sizer.observed(n, Duration::from_micros(100 * n as u64));
-        }
+        let sizer = settled();
         assert_eq!(sizer.next_within(2000), 2000);
         assert_eq!(sizer.next_within(5000), 3333);
         assert_eq!(sizer.next_within(0), AUTO_MIN, "never below the floor");
@@ -186,11 +193,7 @@ mod tests {
 
     #[test]
     fn auto_shrinks_at_once_when_profiles_get_heavy() {
-        let sizer = auto();
-        for _ in 0..10 {
-            let n = sizer.next();
-            sizer.observed(n, Duration::from_micros(100 * n as u64));
-        }
+        let sizer = settled();
         assert_eq!(sizer.next(), 3333);
         // Heavy profiles: 10 ms each. One long chunk is enough to cut.
         sizer.observed(3333, Duration::from_millis(33_330));
@@ -199,11 +202,7 @@ mod tests {
 
     #[test]
     fn a_timeout_quarters_the_size_at_once() {
-        let sizer = auto();
-        for _ in 0..10 {
-            let n = sizer.next();
-            sizer.observed(n, Duration::from_micros(100 * n as u64));
-        }
+        let sizer = settled();
         sizer.timed_out();
         assert_eq!(sizer.next(), 833);
         sizer.timed_out();
