@@ -197,22 +197,6 @@ async fn copy_links(
         .iter()
         .flat_map(|planned| planned.plan.links.iter().map(move |link| (planned, link)))
         .collect();
-    let rows: Vec<_> = links
-        .iter()
-        .map(|(planned, link)| -> [&(dyn ToSql + Sync); 9] {
-            [
-                &link.id,
-                &planned.profile.user_id,
-                &planned.profile.id,
-                &link.label,
-                &link.url,
-                type_value(link.link_type),
-                &link.position,
-                now,
-                now,
-            ]
-        })
-        .collect();
     copy_rows(
         tx,
         names,
@@ -228,7 +212,20 @@ async fn copy_links(
             Type::TIMESTAMP,
             Type::TIMESTAMP,
         ],
-        rows,
+        &links,
+        |(planned, link)| {
+            [
+                &link.id,
+                &planned.profile.user_id,
+                &planned.profile.id,
+                &link.label,
+                &link.url,
+                type_value(link.link_type),
+                &link.position,
+                now,
+                now,
+            ]
+        },
     )
     .await
 }
@@ -318,19 +315,7 @@ async fn record_ledger(
         .await
         .context("cannot update the ledger")?;
     }
-    let rows: Vec<_> = rows
-        .iter()
-        .map(|r| -> [&(dyn ToSql + Sync); 6] {
-            [
-                &r.planned.profile.id,
-                &run_id,
-                &r.planned.profile.fingerprint,
-                &r.keys,
-                &r.kept,
-                &now,
-            ]
-        })
-        .collect();
+    let (run_id, now) = (&run_id, &now);
     copy_rows(
         tx,
         names,
@@ -343,7 +328,17 @@ async fn record_ledger(
             Type::TEXT_ARRAY,
             Type::TIMESTAMP,
         ],
-        rows,
+        &rows,
+        |r| {
+            [
+                &r.planned.profile.id,
+                run_id,
+                &r.planned.profile.fingerprint,
+                &r.keys,
+                &r.kept,
+                now,
+            ]
+        },
     )
     .await
 }
@@ -389,34 +384,31 @@ async fn replace_rejects(
             })
         })
         .collect();
-    let rows: Vec<_> = rejects
-        .iter()
-        .map(|r| -> [&(dyn ToSql + Sync); 5] {
-            [&run_id, &r.profile_id, &r.key, &r.raw, &r.reason]
-        })
-        .collect();
+    let run_id = &run_id;
     copy_rows(
         tx,
         names,
         "{state}.rejects (run_id, profile_id, source_key, raw_value, reason)",
         &[Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
-        rows,
+        &rejects,
+        |r| [run_id, &r.profile_id, &r.key, &r.raw, &r.reason],
     )
     .await
 }
 
-/// Binary COPY of `rows` into `target` (`table (columns)`, with `{app}` /
-/// `{state}` placeholders) whose columns have `types`. No rows, no COPY.
-/// Rows come gathered in a `Vec`: an iterator of closures held across the
-/// awaits would keep the writer's future from being provably `Send`.
-async fn copy_rows<const N: usize>(
+/// Binary COPY into `target` (`table (columns)`, with `{app}` / `{state}`
+/// placeholders) whose columns have `types`: one row of values per item,
+/// made by `row` as it is sent (no array of all the chunk's rows is held).
+/// No items, no COPY.
+async fn copy_rows<'a, T: Sync, const N: usize>(
     tx: &Transaction<'_>,
     names: &Names,
     target: &str,
     types: &[Type; N],
-    rows: Vec<[&(dyn ToSql + Sync); N]>,
+    items: &'a [T],
+    row: impl Fn(&'a T) -> [&'a (dyn ToSql + Sync); N] + Send,
 ) -> Result<()> {
-    if rows.is_empty() {
+    if items.is_empty() {
         return Ok(());
     }
     // Prepared once per connection: a chunk's COPY costs no round trip for
@@ -432,10 +424,10 @@ async fn copy_rows<const N: usize>(
         .with_context(|| format!("cannot start COPY into {target}"))?;
     let writer = BinaryCopyInWriter::new(sink, types);
     pin_mut!(writer);
-    for row in rows {
+    for item in items {
         writer
             .as_mut()
-            .write(&row)
+            .write(&row(item))
             .await
             .with_context(|| format!("cannot COPY into {target}"))?;
     }
