@@ -25,6 +25,9 @@ How the figures are computed:
 - the longest chunk transaction is the run's
   relink_chunk_duration_max_seconds; the verdict takes the worst repetition
   (SPEC: no chunk longer than 1.5 x --target-chunk-time);
+- the run's ratio to the statement is also given per repetition (each
+  repetition's statement and run, minutes apart), to show how far the
+  machine drifted between repetitions; not a verdict;
 - WAL bytes and full-page images (median, per link): what the statement and
   the run made the server write. Not a target; it shows where a run's time
   went when the server, not relink, is the limit: a full-page image is a
@@ -197,6 +200,15 @@ def main():
             "set_based_coverage": ratio(sql.get("links"), run.get("links")),
             "rerun_share": ratio(s.get("rerun", {}).get("seconds"), run.get("seconds")),
             "dry_run_speedup": ratio(run.get("seconds"), s.get("dry_run", {}).get("seconds")),
+            # Each repetition's own ratio (its statement and its run, minutes
+            # apart): a figure to read, showing how far the machine drifted
+            # between repetitions; the verdict stays on the medians.
+            "throughput_per_repetition": [
+                ratio(rr["links_per_second"], ss["links_per_second"])
+                for ss in sql.get("repetitions", [])
+                for rr in run.get("repetitions", [])
+                if ss["repetition"] == rr["repetition"]
+            ],
         }
         r["relink_peak_rss_mib"] = max(rss) if rss else None
 
@@ -265,6 +277,12 @@ def main():
             f"rerun/run {fmt(q['rerun_share'], '.3f')}, run/dry run {fmt(q['dry_run_speedup'], '.1f')}x",
             file=out,
         )
+        if len(q["throughput_per_repetition"]) > 1:
+            print(
+                "  relink/set-based by repetition: "
+                + ", ".join(f"{fmt(t, '.2f')}x" for t in q["throughput_per_repetition"]),
+                file=out,
+            )
 
     # (name, data set, profiles, value, limit, verdict, value and limit as
     # shown); verdict None: not measured; "info": a figure to read beside a
