@@ -229,8 +229,8 @@ pub enum FeedEnd {
 /// Reads pages on pooled connections (a lost connection is retried like any
 /// unit) and sends them as chunks of the size `sizer` gives, at most `limit`
 /// profiles in all, until the end of the table or `stopping()`, reading
-/// ahead only as far as the outbox's budget has room. Returns how it ended and the
-/// last profile id handed out.
+/// ahead only as far as the outbox's budget has room. Returns how it ended
+/// and the last profile id handed out.
 ///
 /// # Errors
 /// When a page cannot be read after the retries.
