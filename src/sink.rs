@@ -413,7 +413,9 @@ async fn copy_rows<'a, T: Sync, const N: usize>(
     }
     // Prepared once per connection: a chunk's COPY costs no round trip for
     // it.
-    let sql = names.sql(&format!("COPY {target} FROM STDIN (FORMAT binary)"));
+    // Messages name the table as the server knows it, never a placeholder.
+    let target = names.sql(target);
+    let sql = format!("COPY {target} FROM STDIN (FORMAT binary)");
     let statement = tx
         .prepare_cached(&sql)
         .await
