@@ -2,7 +2,8 @@
 //! one query; the ledger's keys came with the profiles from the reader),
 //! then plan every profile with the planning core. Live run, dry
 //! run and verify all plan through here, so there is one path from legacy
-//! value to rows.
+//! value to rows (a live run reads the users' rows under its lock phase,
+//! `lock_phase`, then plans with [`plan_with`]).
 
 use std::collections::HashMap;
 
@@ -46,7 +47,17 @@ pub async fn plan_chunk<'a>(
     profiles: &'a [SourceProfile],
 ) -> Result<Vec<Planned<'a>>> {
     let existing = users_rows(client, names, profiles).await?;
-    Ok(profiles
+    Ok(plan_with(profiles, &existing))
+}
+
+/// Plans a chunk of profiles against `existing`, the users' current rows
+/// by user id (see [`users_rows`]), and the ledger's keys the reader
+/// brought. Pure.
+pub fn plan_with<'a>(
+    profiles: &'a [SourceProfile],
+    existing: &HashMap<String, Vec<ExistingLink>>,
+) -> Vec<Planned<'a>> {
+    profiles
         .iter()
         .map(|profile| {
             let plan = plan::plan_profile(
@@ -59,12 +70,15 @@ pub async fn plan_chunk<'a>(
             );
             Planned { profile, plan }
         })
-        .collect())
+        .collect()
 }
 
 /// The users' current `profile_links` rows, by user id, in one query and
 /// one round trip (typed: no separate prepare).
-async fn users_rows(
+///
+/// # Errors
+/// On a database error.
+pub async fn users_rows(
     client: &impl GenericClient,
     names: &Names,
     profiles: &[SourceProfile],

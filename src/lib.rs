@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod exit;
 pub mod inflight;
+pub mod lock_phase;
 pub mod metrics;
 pub mod plan;
 pub mod progress;
@@ -26,6 +27,7 @@ pub mod sink;
 pub mod sizing;
 pub mod source;
 pub mod state;
+pub mod test_hook;
 pub mod throttle;
 
 use std::process::ExitCode;

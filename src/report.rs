@@ -25,7 +25,8 @@ pub struct Summary {
     pub status: RunStatus,
     /// Profiles with a legacy value in the key range this invocation covered.
     pub profiles_scanned: u64,
-    /// Of those, skipped because their ledger fingerprint matched.
+    /// Of those, skipped because their ledger fingerprint matched (not
+    /// counting those gone since read: `profiles_gone`).
     pub profiles_unchanged: u64,
     #[serde(flatten)]
     pub counters: Counters,
@@ -54,7 +55,9 @@ impl Summary {
             run_id,
             status,
             profiles_scanned: scanned,
-            profiles_unchanged: scanned.saturating_sub(counters.profiles_planned),
+            profiles_unchanged: scanned
+                .saturating_sub(counters.profiles_planned)
+                .saturating_sub(counters.profiles_gone),
             links_per_second: counters.links_created as f64 / elapsed.max(0.001),
             counters,
             elapsed_seconds: elapsed,
@@ -88,12 +91,13 @@ impl Summary {
             None => format!("Summary ({})", self.mode),
         };
         writeln!(out, "{title}")?;
-        let rows: [(&str, u64); 10] = [
+        let rows: [(&str, u64); 11] = [
             ("profiles scanned", self.profiles_scanned),
             ("  migrated", c.profiles_migrated),
             ("  unchanged since last run", self.profiles_unchanged),
             ("  already present", c.profiles_already_present),
             ("  without valid links", c.profiles_without_valid_links),
+            ("  deleted since read", c.profiles_gone),
             ("links created", c.links_created),
             ("duplicates skipped", c.duplicates),
             ("handles expanded", c.expanded),

@@ -1,5 +1,6 @@
-//! The writing edge of a live run: one chunk's rows, ledger, rejects and
-//! checkpoint in ONE transaction, so a crash leaves all of a chunk or none.
+//! The writing edge of a live run: one chunk's lock phase, rows, ledger,
+//! rejects and checkpoint in ONE transaction, so a crash leaves all of a
+//! chunk or none.
 //! Rows go in with binary COPY through one helper: one round trip per
 //! table, not per row.
 
@@ -16,20 +17,25 @@ use tokio_postgres::GenericClient;
 
 use crate::chunk::{self, Planned};
 use crate::config::Names;
-use crate::plan::{Counters, LinkType, SkipReason};
+use crate::lock_phase::{self, Gone, LockWaits, Locked, LockedProfile, ToLock};
+use crate::plan::{legacy, Counters, LinkType, SkipReason};
 use crate::source::SourceProfile;
 use crate::state;
+use crate::test_hook::{self, Point};
 
 /// Longest raw value kept in the rejects table, in bytes; the full value
 /// stays untouched in `"socialLinks"`.
 const MAX_RAW_BYTES: usize = 4096;
 
-/// Plans and writes one chunk in one transaction on `client`: the rows, the
-/// ledger, the rejects, the run's counters and the checkpoint that
-/// `checkpoint()` gives at commit time. `retry`: an earlier attempt failed,
-/// perhaps because the application deleted a profile of the chunk since it
-/// was read (a foreign-key violation), or after its COMMIT went through
-/// (a lost connection); those profiles are left out this time.
+/// Plans and writes one chunk in one transaction on `client`: the lock
+/// phase (see `lock_phase`; relink yields to the application), the users'
+/// rows read under it, then the rows, the ledger, the rejects, the run's
+/// counters and the checkpoint that `checkpoint()` gives at commit time.
+/// Profiles are planned as they are under the lock: one the application
+/// deleted since it was read is skipped (counted), one it edited is planned
+/// from its new value, whose fingerprint the ledger records. `retry`: an
+/// earlier attempt failed, perhaps after its COMMIT went through (a lost
+/// connection); what it recorded is left out this time.
 ///
 /// # Errors
 /// On a database error (rolled back; the caller may retry).
@@ -37,6 +43,7 @@ pub async fn commit_chunk(
     client: &mut deadpool_postgres::Client,
     names: &Names,
     run_id: i64,
+    waits: LockWaits,
     profiles: &[SourceProfile],
     retry: bool,
     checkpoint: impl FnOnce() -> Option<String>,
@@ -61,15 +68,22 @@ pub async fn commit_chunk(
     } else {
         Cow::Borrowed(profiles)
     };
+    test_hook::reached(Point::SetUp);
+    let now = set_up(&tx).await?;
     if retry {
-        profiles = Cow::Owned(still_there(&*tx, names, &profiles).await?);
-        profiles = Cow::Owned(not_recorded(&*tx, names, &profiles).await?);
+        profiles = Cow::Owned(not_recorded(&*tx, names, run_id, &profiles).await?);
     }
-    // Sent together, one round trip: the chunk's set-up and the users' rows
-    // (the chunk is planned as soon as they arrive).
-    let (now, planned) = tokio::try_join!(set_up(&tx), chunk::plan_chunk(&*tx, names, &profiles))?;
+    test_hook::reached(Point::LockPhase);
+    let to_lock: Vec<ToLock<'_>> = profiles.iter().map(to_lock).collect();
+    let locked = lock_phase::lock(&*tx, names, waits, &to_lock).await?;
+    let (profiles, gone) = as_locked(profiles, &locked);
+    test_hook::reached(Point::ContextRead);
+    let existing = chunk::users_rows(&*tx, names, &profiles).await?;
+    let planned = chunk::plan_with(&profiles, &existing);
     write_chunk(&tx, names, run_id, now, &planned).await?;
-    let counters = chunk::counters(&planned);
+    let mut counters = chunk::counters(&planned);
+    counters.profiles_gone = gone;
+    test_hook::reached(Point::Checkpoint);
     state::record_chunk(
         &*tx,
         names,
@@ -78,6 +92,7 @@ pub async fn commit_chunk(
         &counters.to_flat(),
     )
     .await?;
+    test_hook::reached(Point::Commit);
     tx.commit().await.context("cannot commit the chunk")?;
     Ok(counters)
 }
@@ -89,47 +104,71 @@ fn recorded_by(profile: &SourceProfile, run_id: i64) -> bool {
         .is_some_and(|l| l.latest_run == run_id)
 }
 
-/// The chunk's profiles that still exist. One the application deleted since
-/// the feed read it is left out (its links would break their foreign key);
-/// nothing about it is recorded.
-async fn still_there(
-    tx: &impl GenericClient,
-    names: &Names,
-    profiles: &[SourceProfile],
-) -> Result<Vec<SourceProfile>> {
-    let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
-    let rows = tx
-        .query(
-            &names.sql("SELECT id FROM {app}.profiles WHERE id = ANY($1)"),
-            &[&ids],
-        )
-        .await
-        .context("cannot check the chunk's profiles")?;
-    let present: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(profiles
-        .iter()
-        .filter(|p| present.contains(&p.id))
-        .cloned()
-        .collect())
+fn to_lock(profile: &SourceProfile) -> ToLock<'_> {
+    ToLock {
+        id: &profile.id,
+        user_id: &profile.user_id,
+        fingerprint: Some(&profile.fingerprint),
+    }
 }
 
-/// The chunk's profiles whose fingerprint the ledger does not hold yet (an
-/// attempt whose COMMIT went through recorded them).
+/// The chunk's profiles as the lock phase found them, and how many are
+/// gone: a profile deleted since it was read (or whose user is, or whose
+/// legacy value was removed) is left out, and nothing about it is
+/// recorded; one edited since is planned from its new value and
+/// fingerprint. Borrowed when nothing changed (nearly always).
+fn as_locked<'a>(
+    profiles: Cow<'a, [SourceProfile]>,
+    locked: &Locked,
+) -> (Cow<'a, [SourceProfile]>, u64) {
+    let found: Vec<Result<&LockedProfile, Gone>> =
+        profiles.iter().map(|p| locked.find(&to_lock(p))).collect();
+    let unchanged = found
+        .iter()
+        .all(|f| f.as_ref().is_ok_and(|l| l.edited.is_none()));
+    if unchanged {
+        return (profiles, 0);
+    }
+    let mut gone = 0;
+    let mut current = Vec::with_capacity(profiles.len());
+    for (profile, found) in profiles.iter().zip(found) {
+        match found {
+            Ok(LockedProfile {
+                edited: Some(value),
+                fingerprint: Some(fingerprint),
+                ..
+            }) => current.push(SourceProfile {
+                social: legacy::parse(value),
+                fingerprint: fingerprint.clone(),
+                ..profile.clone()
+            }),
+            Ok(_) => current.push(profile.clone()),
+            Err(why) => {
+                tracing::debug!("profile {} skipped: {why:?} since read", profile.id);
+                gone += 1;
+            }
+        }
+    }
+    (Cow::Owned(current), gone)
+}
+
+/// The chunk's profiles that an earlier attempt of this chunk did not
+/// record: one whose COMMIT went through though its connection was lost
+/// wrote a ledger row of this run for them (the reader saw none: such
+/// profiles were left out above).
 async fn not_recorded(
     tx: &impl GenericClient,
     names: &Names,
+    run_id: i64,
     profiles: &[SourceProfile],
 ) -> Result<Vec<SourceProfile>> {
     let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
-    let fingerprints: Vec<&[u8]> = profiles.iter().map(|p| p.fingerprint.as_slice()).collect();
     let rows = tx
         .query(
             &names.sql(
-                "SELECT l.profile_id FROM {state}.ledger l
-                   JOIN unnest($1::text[], $2::bytea[]) AS u(id, fingerprint)
-                     ON l.profile_id = u.id AND l.fingerprint = u.fingerprint",
+                "SELECT profile_id FROM {state}.ledger WHERE profile_id = ANY($1) AND run_id = $2",
             ),
-            &[&ids, &fingerprints],
+            &[&ids, &run_id],
         )
         .await
         .context("cannot check which profiles of the chunk already committed")?;
@@ -175,8 +214,11 @@ pub async fn write_chunk(
     now: SystemTime,
     chunk: &[Planned<'_>],
 ) -> Result<()> {
+    test_hook::reached(Point::CopyLinks);
     copy_links(tx, names, now, chunk).await?;
+    test_hook::reached(Point::Ledger);
     record_ledger(tx, names, run_id, now, chunk).await?;
+    test_hook::reached(Point::Rejects);
     replace_rejects(tx, names, run_id, chunk).await
 }
 

@@ -17,6 +17,7 @@ use crate::checkpoint::Watermark;
 use crate::config::{Common, Names, RunConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
+use crate::lock_phase::LockWaits;
 use crate::metrics::{self, Metrics, Snapshot};
 use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
@@ -33,6 +34,8 @@ struct Shared {
     names: Names,
     run_id: i64,
     retry: Retry,
+    /// How long a chunk's lock phase waits (relink yields).
+    waits: LockWaits,
     pool: Pool,
     lock: LockGuard,
     progress: Progress,
@@ -61,6 +64,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let control = db::connect(&common.database, &session).await?;
     preflight::check(&control, names).await?;
     preflight::check_write_permission(&control, names).await?;
+    let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
     // The gates are checked once before anything is written: relink does
     // not start blind (a role that cannot read replica lag, a --replica it
     // cannot reach, a failing --throttle-query).
@@ -102,6 +106,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         names: names.clone(),
         run_id,
         retry: Retry::new(cfg.timeouts.attempts),
+        waits,
         pool,
         lock,
         progress: Progress::new("migrating", PROFILES_AND_LINKS, total, !common.quiet),
@@ -373,6 +378,7 @@ async fn write_chunks(
                             &mut client,
                             &shared.names,
                             shared.run_id,
+                            shared.waits,
                             &chunk.profiles,
                             attempt > 0,
                             || {

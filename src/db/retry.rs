@@ -82,11 +82,12 @@ impl Retry {
     }
 }
 
-/// Whether a failed unit is worth another try: lost connections, lock
-/// timeouts, statement timeouts, serialization failures and deadlocks, a
-/// server that is restarting, and a row the application deleted under a
-/// chunk. Everything else (permissions, constraint
-/// violations, bad SQL) fails at once.
+/// Whether a failed unit is worth another try: a session the server ended
+/// or lost (SPEC §6 "Sessions the server ends are replaced"), lock
+/// timeouts, statement timeouts, serialization failures and deadlocks, and
+/// a server that is restarting. Everything else (permissions, constraint
+/// violations, bad SQL) fails at once. Decided by SQLSTATE (and the
+/// connection's state), never by the words of a message.
 pub fn is_retryable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
@@ -106,32 +107,41 @@ pub fn is_retryable(err: &anyhow::Error) -> bool {
     })
 }
 
+/// SQLSTATE classes whose every code means "this session or statement was
+/// ended from outside; a new one may succeed": `08` connection exception,
+/// `57` operator intervention (`57014` a statement timeout or cancel,
+/// `57P01` `pg_terminate_backend` or a fast shutdown, `57P02` a crash,
+/// `57P03` a server still starting, `57P05` the idle-session timeout).
+const RETRYABLE_CLASSES: [&str; 2] = ["08", "57"];
+
+/// Single codes worth another try.
+const RETRYABLE_CODES: [SqlState; 5] = [
+    SqlState::T_R_SERIALIZATION_FAILURE,
+    SqlState::T_R_DEADLOCK_DETECTED,
+    // A lock wait given up: the lock phase's short wait (relink yields to
+    // the application), or `--lock-timeout` on a table lock.
+    SqlState::LOCK_NOT_AVAILABLE,
+    // `idle_in_transaction_session_timeout` ended the session: relink was
+    // stopped (Ctrl-Z, a paused VM) inside a chunk past `--idle-timeout`.
+    SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+    SqlState::TOO_MANY_CONNECTIONS,
+];
+
 fn pg_retryable(err: &tokio_postgres::Error) -> bool {
     if err.is_closed() {
         return true;
     }
     match err.code() {
-        Some(code) => {
-            [
-                SqlState::T_R_SERIALIZATION_FAILURE,
-                SqlState::T_R_DEADLOCK_DETECTED,
-                SqlState::LOCK_NOT_AVAILABLE,
-                SqlState::QUERY_CANCELED,
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::TOO_MANY_CONNECTIONS,
-                // A chunk's profile or user deleted by the application since
-                // the chunk was read: its rows' foreign key fails, and the
-                // retry leaves that profile out (`sink::commit_chunk`).
-                SqlState::FOREIGN_KEY_VIOLATION,
-            ]
-            .contains(code)
-                || code.code().starts_with("08")
-        }
+        Some(code) => retryable_code(code),
         // No SQLSTATE: an I/O or protocol failure talking to the server.
         None => std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>()),
     }
+}
+
+/// Whether an error with SQLSTATE `code` is worth another try.
+fn retryable_code(code: &SqlState) -> bool {
+    RETRYABLE_CODES.contains(code)
+        || RETRYABLE_CLASSES.contains(&code.code().get(..2).unwrap_or_default())
 }
 
 /// Whether an error is a lock or statement timeout (a chunk too big for the
@@ -173,6 +183,28 @@ pub fn backoff(attempt: u32) -> Duration {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn sessions_the_server_ends_are_retried_by_sqlstate() {
+        for code in [
+            "25P03", // idle_in_transaction_session_timeout
+            "57P01", // pg_terminate_backend, fast shutdown
+            "57P02", // crash shutdown
+            "57P03", // cannot connect now
+            "57P05", // idle_session_timeout
+            "57014", // statement timeout
+            "57000", // any other code of class 57
+            "08006", // connection failure
+            "08000", "40001", "40P01", "55P03", "53300",
+        ] {
+            assert!(retryable_code(&SqlState::from_code(code)), "{code}");
+        }
+        for code in [
+            "23503", "23505", "42501", "42P01", "25P02", "25006", "XX000",
+        ] {
+            assert!(!retryable_code(&SqlState::from_code(code)), "{code}");
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -400,6 +400,7 @@ fn families(inner: &Inner, state: &State) -> Vec<Family> {
                 counter("relink_profiles_unchanged_total", "Scanned profiles skipped because their legacy value is unchanged since relink migrated it.", *unchanged),
                 counter("relink_profiles_already_present_total", "Planned profiles whose valid links were all present already.", c.profiles_already_present),
                 counter("relink_profiles_without_valid_links_total", "Planned profiles without any valid link.", c.profiles_without_valid_links),
+                counter("relink_profiles_gone_total", "Profiles deleted (or emptied) by the application after relink read them: skipped.", c.profiles_gone),
                 counter("relink_links_created_total", "Links inserted into profile_links.", c.links_created),
                 counter("relink_duplicates_total", "Legacy values skipped as duplicates: of the same profile, of a row the user has, or of a link relink created before.", c.duplicates),
                 counter("relink_handles_expanded_total", "Bare handles expanded to profile URLs.", c.expanded),

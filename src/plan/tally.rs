@@ -27,6 +27,10 @@ pub struct Counters {
     pub repaired: u64,
     /// Rejected values by reason.
     pub rejects: BTreeMap<String, u64>,
+    /// Profiles read, then deleted (or emptied, or moved to another user)
+    /// by the application before their chunk locked them: skipped, not
+    /// planned (SPEC §6 "Online").
+    pub profiles_gone: u64,
 }
 
 impl Counters {
@@ -71,6 +75,7 @@ impl Counters {
         self.duplicates += other.duplicates;
         self.expanded += other.expanded;
         self.repaired += other.repaired;
+        self.profiles_gone += other.profiles_gone;
         for (reason, n) in &other.rejects {
             *self.rejects.entry(reason.clone()).or_default() += n;
         }

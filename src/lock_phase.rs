@@ -1,0 +1,289 @@
+//! The lock phase (SPEC §6 "Online"): relink's side of the locking
+//! contract with the application, at the start of every chunk transaction
+//! that writes the application's rows (`run`, `repair`).
+//!
+//! The contract: a transaction that changes a user's links first locks the
+//! user's profile row (`SELECT 1 FROM profiles WHERE "userId" = $1 FOR NO
+//! KEY UPDATE`; docs/application-contract.md). relink takes the chunk's
+//! profiles the same way, then their users `FOR KEY SHARE` (what its
+//! foreign keys take anyway), each in id order so relink's own writers
+//! never deadlock each other, and only then reads the users' rows: an
+//! application that keeps the contract and relink see each other's rows
+//! whole, and plan positions and duplicates from them.
+//!
+//! **relink always yields.** The phase waits at most [`LockWaits::phase`]
+//! for any one row — far below the server's `deadlock_timeout`, whose
+//! detector picks its victim among the waiters that reach it — and once it
+//! holds its rows the chunk waits on no application lock (its COPY's
+//! foreign-key checks find the rows already locked by itself). So in any
+//! conflict or lock cycle with the application, even one that does not
+//! lock or deletes accounts user-first (users, then profiles by cascade:
+//! the opposite order), it is relink's lock wait that gives up first, and
+//! its chunk rolls back and is retried; the application's transaction goes
+//! on.
+//!
+//! Locking costs one round trip per chunk, not a statement per profile:
+//! the phase's statements are sent together.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::GenericClient;
+
+use crate::config::Names;
+use crate::source::FINGERPRINT;
+
+/// The longest the lock phase waits for one row: the example of SPEC §6,
+/// under a fifth of PostgreSQL's default `deadlock_timeout` (1 s), and
+/// short enough that an application transaction blocked behind a waiting
+/// chunk barely notices.
+pub const PHASE_WAIT: Duration = Duration::from_millis(150);
+
+/// Never wait less than this in the lock phase (a server with a tiny
+/// `deadlock_timeout` would otherwise make every chunk give up at once).
+const PHASE_WAIT_MIN: Duration = Duration::from_millis(10);
+
+/// How long a chunk waits for a row lock: during its lock phase, and after
+/// it (the session's `--lock-timeout`, for what relink itself contends
+/// on: the other writer's run record, a table lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockWaits {
+    pub phase: Duration,
+    pub after: Duration,
+}
+
+impl LockWaits {
+    /// The waits for a server whose `deadlock_timeout` is `deadlock`, with
+    /// `--lock-timeout` `after`: the phase waits [`PHASE_WAIT`], or a
+    /// quarter of `deadlock` when that is shorter, and never longer than
+    /// `after`.
+    pub fn new(deadlock: Duration, after: Duration) -> Self {
+        let phase = PHASE_WAIT.min(deadlock / 4).max(PHASE_WAIT_MIN).min(after);
+        Self { phase, after }
+    }
+
+    /// The waits for the server `client` is connected to.
+    ///
+    /// # Errors
+    /// On a database error.
+    pub async fn of_server(client: &impl GenericClient, after: Duration) -> Result<Self> {
+        // In milliseconds whatever unit it was set with.
+        let ms: i64 = client
+            .query_one(
+                "SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'",
+                &[],
+            )
+            .await
+            .context("cannot read the server's deadlock_timeout")?
+            .get(0);
+        let waits = Self::new(
+            Duration::from_millis(u64::try_from(ms).unwrap_or(1000)),
+            after,
+        );
+        tracing::debug!(
+            "lock phase: waits at most {:?} per row (deadlock_timeout {ms} ms)",
+            waits.phase
+        );
+        Ok(waits)
+    }
+}
+
+/// `SET LOCAL lock_timeout = $1`, as a typed query.
+const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+
+fn setting(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// A chunk's profile to lock: its id, the user id it was read with, and
+/// the fingerprint of the legacy value it was read with (`None`: the
+/// caller does not plan from the value).
+#[derive(Debug, Clone, Copy)]
+pub struct ToLock<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub fingerprint: Option<&'a [u8]>,
+}
+
+/// A profile as the lock phase found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedProfile {
+    pub user_id: String,
+    /// The legacy value's fingerprint now (`None`: the value is NULL now).
+    pub fingerprint: Option<Vec<u8>>,
+    /// The legacy value's text, only when its fingerprint differs from the
+    /// one it was read with (edited since): what the chunk plans from.
+    pub edited: Option<String>,
+}
+
+/// What a chunk holds after its lock phase.
+#[derive(Debug, Default)]
+pub struct Locked {
+    /// The profiles that still exist, by id.
+    pub profiles: HashMap<String, LockedProfile>,
+    /// The users that still exist.
+    pub users: HashSet<String>,
+}
+
+/// Why a profile of the chunk is not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// Deleted since it was read (with its account, or alone).
+    Deleted,
+    /// Its user is gone, or it now belongs to another user than the one it
+    /// was read with.
+    UserGone,
+    /// Its legacy value was removed (set to NULL) since it was read.
+    Emptied,
+}
+
+impl Locked {
+    /// The profile `profile` as locked, or why it is gone.
+    pub fn find(&self, profile: &ToLock<'_>) -> Result<&LockedProfile, Gone> {
+        let locked = self.profiles.get(profile.id).ok_or(Gone::Deleted)?;
+        if locked.user_id != profile.user_id || !self.users.contains(profile.user_id) {
+            return Err(Gone::UserGone);
+        }
+        if locked.fingerprint.is_none() {
+            return Err(Gone::Emptied);
+        }
+        Ok(locked)
+    }
+}
+
+/// Runs the lock phase in the caller's transaction: the chunk's profiles
+/// `FOR NO KEY UPDATE`, then the users they were read with `FOR KEY
+/// SHARE`, each in id order, each row waited for at most `waits.phase`
+/// (`SET LOCAL lock_timeout`, back to `waits.after` at the end). Sent as one
+/// round trip. A row deleted meanwhile is simply not returned (under READ
+/// COMMITTED, a lock on a row deleted by a committed transaction skips
+/// it); a row updated meanwhile is returned as it is now.
+///
+/// # Errors
+/// On a lock wait given up (`55P03`, retryable: relink yields) or another
+/// database error.
+pub async fn lock(
+    client: &impl GenericClient,
+    names: &Names,
+    waits: LockWaits,
+    chunk: &[ToLock<'_>],
+) -> Result<Locked> {
+    let ids: Vec<&str> = chunk.iter().map(|p| p.id).collect();
+    let fingerprints: Vec<Option<&[u8]>> = chunk.iter().map(|p| p.fingerprint).collect();
+    let users: Vec<&str> = chunk.iter().map(|p| p.user_id).collect();
+    let (phase, after) = (setting(waits.phase), setting(waits.after));
+    let profiles_sql = names.sql(&format!(
+        "SELECT p.id, p.\"userId\", f.fingerprint,
+                CASE WHEN c.fingerprint IS NOT NULL AND f.fingerprint IS DISTINCT FROM c.fingerprint
+                     THEN p.\"socialLinks\"::text END
+           FROM {{app}}.profiles p
+           JOIN unnest($1::text[], $2::bytea[]) AS c(id, fingerprint) ON c.id = p.id
+          CROSS JOIN LATERAL (SELECT {FINGERPRINT} AS fingerprint) f
+          ORDER BY p.id
+            FOR NO KEY UPDATE OF p"
+    ));
+    let users_sql =
+        names.sql("SELECT id FROM {app}.users WHERE id = ANY($1) ORDER BY id FOR KEY SHARE");
+    let begin_params: [(&(dyn ToSql + Sync), Type); 1] = [(&phase, Type::TEXT)];
+    let profiles_params: [(&(dyn ToSql + Sync), Type); 2] =
+        [(&ids, Type::TEXT_ARRAY), (&fingerprints, Type::BYTEA_ARRAY)];
+    let users_params: [(&(dyn ToSql + Sync), Type); 1] = [(&users, Type::TEXT_ARRAY)];
+    let end_params: [(&(dyn ToSql + Sync), Type); 1] = [(&after, Type::TEXT)];
+    // Typed queries: each is sent when first polled, so `biased` sends
+    // them in this order, and the server runs them in it.
+    let (begin, profiles, users, end) = tokio::join!(
+        biased;
+        client.query_typed(SET_LOCK_TIMEOUT, &begin_params),
+        client.query_typed(&profiles_sql, &profiles_params),
+        client.query_typed(&users_sql, &users_params),
+        client.query_typed(SET_LOCK_TIMEOUT, &end_params),
+    );
+    // The first error in statement order (the later statements then fail
+    // only because the transaction is aborted).
+    begin.context("cannot set the lock phase's lock_timeout")?;
+    let profiles = profiles.context("cannot lock the chunk's profiles")?;
+    let users = users.context("cannot lock the chunk's users")?;
+    end.context("cannot set lock_timeout back after the lock phase")?;
+    Ok(Locked {
+        profiles: profiles
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    LockedProfile {
+                        user_id: r.get(1),
+                        fingerprint: r.get(2),
+                        edited: r.get(3),
+                    },
+                )
+            })
+            .collect(),
+        users: users.iter().map(|r| r.get(0)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_phase_waits_far_less_than_the_deadlock_timeout() {
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        assert_eq!(LockWaits::new(secs(1), secs(2)).phase, ms(150));
+        assert_eq!(LockWaits::new(ms(200), secs(2)).phase, ms(50));
+        assert_eq!(LockWaits::new(ms(1), secs(2)).phase, ms(10));
+        // Never longer than the operator's --lock-timeout.
+        assert_eq!(LockWaits::new(secs(1), ms(100)).phase, ms(100));
+        assert_eq!(LockWaits::new(secs(1), secs(2)).after, secs(2));
+    }
+
+    #[test]
+    fn gone_profiles_say_why() {
+        let locked = Locked {
+            profiles: HashMap::from([
+                (
+                    "p1".to_owned(),
+                    LockedProfile {
+                        user_id: "u1".into(),
+                        fingerprint: Some(vec![1]),
+                        edited: None,
+                    },
+                ),
+                (
+                    "p2".to_owned(),
+                    LockedProfile {
+                        user_id: "u2".into(),
+                        fingerprint: None,
+                        edited: None,
+                    },
+                ),
+                (
+                    "p3".to_owned(),
+                    LockedProfile {
+                        user_id: "u9".into(),
+                        fingerprint: Some(vec![3]),
+                        edited: None,
+                    },
+                ),
+            ]),
+            users: HashSet::from(["u1".to_owned(), "u2".to_owned(), "u3".to_owned()]),
+        };
+        let find = |id, user_id| {
+            locked
+                .find(&ToLock {
+                    id,
+                    user_id,
+                    fingerprint: None,
+                })
+                .map(|_| ())
+        };
+        assert_eq!(find("p1", "u1"), Ok(()));
+        assert_eq!(find("p2", "u2"), Err(Gone::Emptied));
+        assert_eq!(find("p3", "u3"), Err(Gone::UserGone));
+        assert_eq!(find("p4", "u4"), Err(Gone::Deleted));
+        assert_eq!(find("p1", "u0"), Err(Gone::UserGone));
+    }
+}

@@ -1,0 +1,129 @@
+//! A hook for the test suite, inert in production: with
+//! `RELINK_TEST_STOP_AT=<point>` (e.g. `ledger`, or `ledger@3` for the
+//! third time that point is reached) relink stops itself (SIGSTOP) just
+//! before that statement of a chunk's transaction, once. The test then
+//! ends relink's session the way production does — `pg_terminate_backend`,
+//! or the server's `idle_in_transaction_session_timeout` while relink is
+//! stopped — and continues it (SIGCONT): the statement meets a session the
+//! server ended, and the chunk must be retried (SPEC §6 "Sessions the
+//! server ends are replaced"). A stop rather than a sleep: it is what an
+//! operator's Ctrl-Z or a paused VM does.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable naming the point (hidden from `--help`: it is
+/// for tests).
+pub const STOP_AT: &str = "RELINK_TEST_STOP_AT";
+
+/// The statements of a chunk's transaction, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// The chunk's set-up (its timestamp, `synchronous_commit`), after BEGIN.
+    SetUp,
+    /// The lock phase (`lock_phase`).
+    LockPhase,
+    /// The users' rows, read under the lock.
+    ContextRead,
+    /// COPY into `profile_links` (purge and repair: their change).
+    CopyLinks,
+    Ledger,
+    Rejects,
+    /// The run's counters and checkpoint.
+    Checkpoint,
+    Commit,
+}
+
+impl Point {
+    pub const ALL: [Self; 8] = [
+        Self::SetUp,
+        Self::LockPhase,
+        Self::ContextRead,
+        Self::CopyLinks,
+        Self::Ledger,
+        Self::Rejects,
+        Self::Checkpoint,
+        Self::Commit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SetUp => "set-up",
+            Self::LockPhase => "lock-phase",
+            Self::ContextRead => "context-read",
+            Self::CopyLinks => "copy-links",
+            Self::Ledger => "ledger",
+            Self::Rejects => "rejects",
+            Self::Checkpoint => "checkpoint",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Point {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or_else(|| format!("unknown point {text:?}"))
+    }
+}
+
+/// The point and on which visit to stop, from the environment.
+fn target() -> Option<(Point, u32)> {
+    static TARGET: OnceLock<Option<(Point, u32)>> = OnceLock::new();
+    *TARGET.get_or_init(|| {
+        let text = std::env::var(STOP_AT).ok()?;
+        let (point, nth) = text.split_once('@').unwrap_or((&text, "1"));
+        match (point.parse::<Point>(), nth.parse::<u32>()) {
+            (Ok(point), Ok(nth)) if nth > 0 => Some((point, nth)),
+            _ => {
+                tracing::warn!("ignoring {STOP_AT}={text:?}: expected <point>[@<n>]");
+                None
+            }
+        }
+    })
+}
+
+/// Relink is about to run the statement at `point`: stops the process if
+/// the test asked for it here (it goes on at SIGCONT).
+pub fn reached(point: Point) {
+    static VISITS: AtomicU32 = AtomicU32::new(0);
+    let Some((target, nth)) = target() else {
+        return;
+    };
+    if point != target || VISITS.fetch_add(1, Ordering::SeqCst) + 1 != nth {
+        return;
+    }
+    eprintln!("relink: test hook: stopping before {point}");
+    // kill(1): the crate forbids `unsafe`, so no `libc::raise`.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &std::process::id().to_string()])
+        .status();
+    if let Err(e) = stopped {
+        tracing::warn!("test hook: cannot stop: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_round_trip() {
+        for point in Point::ALL {
+            assert_eq!(point.as_str().parse::<Point>(), Ok(point));
+        }
+        assert!("nowhere".parse::<Point>().is_err());
+    }
+}
