@@ -11,11 +11,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The operator flow: `relink run --dry-run` (review what would be written),
 /// `relink run` (migrate; rerun any time, it resumes and only adds what is
 /// new), `relink verify` (reconcile), and if needed `relink purge` (remove
-/// exactly what relink created). `relink status` shows where things stand.
+/// exactly what relink created) or `relink repair` (mend races with an
+/// application that does not lock). `relink status` shows where things
+/// stand.
 ///
 /// Exit codes: 0 done, 1 fatal error, 2 bad command line, 3 verify found a
-/// violated invariant, 4 another run or purge holds the lock, 130 interrupted
-/// (checkpoint saved).
+/// violated invariant (or repair left one it may not mend), 4 another run,
+/// purge or repair holds the lock, 130 interrupted (checkpoint saved).
 #[derive(Debug, Parser)]
 #[command(name = "relink", version, max_term_width = 100)]
 pub struct Cli {
@@ -106,6 +108,19 @@ pub enum Command {
     Purge(PurgeArgs),
     /// Reconcile: counts, duplicates, positions, nothing lost. Exit 3 on a violation.
     Verify(VerifyArgs),
+    /// Mend what an application that does not lock left beside relink's rows.
+    ///
+    /// An application that writes a user's links without first locking the
+    /// user's profile row (docs/application-contract.md) can race a live
+    /// run: the same link twice, or two rows at one position. Repair
+    /// changes only rows relink created that no one edited since: of a
+    /// link held twice, relink's row is deleted (it is not created again);
+    /// relink's rows at a position the application's row holds move after
+    /// the user's last row. What only a change to the application's rows
+    /// would mend is listed, and repair exits 3. Chunked, locked like a
+    /// run, resumable. Asks for confirmation on a terminal; refuses without
+    /// one unless --yes.
+    Repair(RepairArgs),
     /// Show runs, the checkpoint of an unfinished run, the ledger and the lock holder.
     Status(StatusArgs),
     /// Hold every run and purge (running ones and ones started later) after
@@ -278,6 +293,31 @@ pub struct PurgeArgs {
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// List what would change, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Profiles per chunk (one transaction each).
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub chunk_size: usize,
+
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
+
+    #[command(flatten)]
+    pub gates: GateArgs,
 }
 
 #[derive(Debug, Args)]

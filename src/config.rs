@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{
-    GateArgs, GenerateArgs, GlobalArgs, Ids, MetricsArgs, Mix, OutputFormat, PurgeArgs, RunArgs,
-    StatusArgs, TimeoutArgs, VerifyArgs,
+    GateArgs, GenerateArgs, GlobalArgs, Ids, MetricsArgs, Mix, OutputFormat, PurgeArgs, RepairArgs,
+    RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
 };
 use crate::db::conninfo::{ConnInfo, Env};
 use crate::sizing::{ChunkSize, MAX_CHUNK_SIZE};
@@ -301,7 +301,34 @@ impl PurgeConfig {
     }
 }
 
-/// The database gates of `run` and `purge` (SPEC §13).
+/// `relink repair`, checked.
+#[derive(Debug, Clone)]
+pub struct RepairConfig {
+    pub dry_run: bool,
+    pub yes: bool,
+    pub chunk_size: usize,
+    pub format: OutputFormat,
+    pub timeouts: Timeouts,
+    pub watched: Watched,
+}
+
+impl RepairConfig {
+    /// # Errors
+    /// On out-of-range sizes or unparsable durations.
+    pub fn from_args(args: &RepairArgs, common: &Common) -> Result<Self> {
+        check_chunk_size(args.chunk_size)?;
+        Ok(Self {
+            dry_run: args.dry_run,
+            yes: args.yes,
+            chunk_size: args.chunk_size,
+            format: args.format,
+            timeouts: Timeouts::from_args(&args.timeouts)?,
+            watched: watched(&args.gates, common)?,
+        })
+    }
+}
+
+/// The database gates of `run`, `purge` and `repair` (SPEC §13).
 fn watched(args: &GateArgs, common: &Common) -> Result<Watched> {
     let max_replica_lag = match args.max_replica_lag.trim() {
         "off" => None,

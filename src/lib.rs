@@ -4,7 +4,9 @@
 //! then the pure planning core in `plan`) → `sink` (COPY, ledger, checkpoint,
 //! one transaction per chunk) or `report` (dry run). `throttle` is the seam
 //! every chunk passes before it begins; `checkpoint` tracks what committed;
-//! `removal` is purge's edge; `db` holds the mechanics every command shares
+//! `removal` is purge's edge and `repair` repair's (both after the lock
+//! phase of `lock_phase`, which every chunk that writes the application's
+//! rows begins with); `db` holds the mechanics every command shares
 //! (sessions, retry, pager, lock, preflight); `state` is relink's own schema;
 //! `progress` and `metrics` (`--metrics-file`) show a run while it goes.
 
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod removal;
+pub mod repair;
 pub mod report;
 pub mod shutdown;
 pub mod sink;
@@ -36,7 +39,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 use crate::config::{
-    usage, Common, GenerateConfig, PurgeConfig, RunConfig, StatusConfig, VerifyConfig,
+    usage, Common, GenerateConfig, PurgeConfig, RepairConfig, RunConfig, StatusConfig, VerifyConfig,
 };
 use crate::exit::Outcome;
 
@@ -62,6 +65,10 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Purge(args) => {
             let cfg = PurgeConfig::from_args(args, &common).map_err(usage)?;
             commands::purge::purge(&common, &cfg, shutdown).await
+        }
+        Command::Repair(args) => {
+            let cfg = RepairConfig::from_args(args, &common).map_err(usage)?;
+            commands::repair::repair(&common, &cfg, shutdown).await
         }
         Command::Verify(args) => {
             let cfg = VerifyConfig::from_args(args).map_err(usage)?;

@@ -49,12 +49,13 @@ impl PurgeCounters {
     }
 }
 
-/// Keyset pages of the profiles the ledger has in `scope` (`$3`: the run).
-/// A page walks the ledger's primary key: no DISTINCT (a profile with rows
-/// of several runs appears once per run and is deduplicated by the caller),
-/// which without statistics on a fresh ledger was planned as a scan of the
-/// whole table per page.
-pub fn profiles(names: &Names, page_size: usize) -> Pager {
+/// Keyset pages of the profiles the ledger has in `scope` (`$3`: the run),
+/// after profile `after`. A page walks the ledger's primary key: no
+/// DISTINCT (a profile with rows of several runs appears once per run and
+/// is deduplicated by the caller), which without statistics on a fresh
+/// ledger was planned as a scan of the whole table per page. Purge and
+/// repair walk the ledger this way.
+pub fn profiles(names: &Names, after: Option<String>, page_size: usize) -> Pager {
     Pager::new(
         "the ledger",
         |keyset: Keyset| {
@@ -65,7 +66,7 @@ pub fn profiles(names: &Names, page_size: usize) -> Pager {
                 keyset.condition("profile_id")
             ))
         },
-        None,
+        after,
         page_size,
     )
 }
@@ -95,17 +96,23 @@ pub async fn links_in_scope(
 
 /// A link relink created, as the ledger records it, in a purge's scope.
 #[derive(Debug)]
-struct Recorded {
-    profile_id: String,
-    run_id: i64,
-    key: String,
-    id: String,
-    migrated_at: SystemTime,
+pub struct Recorded {
+    pub profile_id: String,
+    pub run_id: i64,
+    pub key: String,
+    /// The row's id (derived from the profile and key: SPEC §5).
+    pub id: String,
+    /// The `"createdAt"`/`"updatedAt"` the row got: a row whose
+    /// `"updatedAt"` is later was edited since.
+    pub migrated_at: SystemTime,
 }
 
 /// The links the ledger records for a chunk's profiles, in scope. One query
 /// with the ids passed as an array: every lookup an index probe.
-async fn recorded(
+///
+/// # Errors
+/// On a database error.
+pub async fn recorded(
     client: &impl GenericClient,
     names: &Names,
     profiles: &[String],

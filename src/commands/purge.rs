@@ -3,7 +3,6 @@
 //! chunk per transaction (or lists it, with `--dry-run`), behind the same
 //! throttle seam as `run`.
 
-use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -52,11 +51,11 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         .run
         .map_or_else(|| "all runs".to_owned(), |id| format!("run {id}"));
     if !cfg.dry_run && !cfg.yes {
-        confirm(&format!(
+        super::confirm(&format!(
             "Delete up to {in_scope} profile links created by relink ({scope_text}{}) from {}? Rows users created are kept. [y/N] ",
             if cfg.include_edited { ", including rows users edited since" } else { "; rows users edited since are kept" },
             common.database
-        ))?;
+        ), "purge", "what would go", "nothing was deleted")?;
     }
 
     let started = Instant::now();
@@ -85,7 +84,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         throttle.show_on(id).await;
     }
     let retry = Retry::new(cfg.timeouts.attempts);
-    let mut pages = removal::profiles(names, cfg.chunk_size);
+    let mut pages = removal::profiles(names, None, cfg.chunk_size);
     let totals = Arc::new(Mutex::new(PurgeCounters::default()));
     // Metrics (SPEC §14): a live purge only (the configuration refuses them
     // with --dry-run).
@@ -214,18 +213,3 @@ const PURGE_UNITS: Units = Units {
     bar: "links",
     also: "links deleted",
 };
-
-/// Asks on a terminal; refuses without one.
-fn confirm(question: &str) -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        bail!("refusing to purge without confirmation: stdin is not a terminal; pass --yes to purge, or --dry-run to see what would go");
-    }
-    eprint!("{question}");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        bail!("purge cancelled; nothing was deleted");
-    }
-    Ok(())
-}

@@ -86,7 +86,8 @@ impl Snapshot {
                     scanned: 0,
                     unchanged: 0,
                 },
-                Mode::Purge => Work::Purge(PurgeCounters::default()),
+                // `repair` writes no metrics file; its mode has a run record.
+                Mode::Purge | Mode::Repair => Work::Purge(PurgeCounters::default()),
             },
             throttled: Throttled::new(),
         }

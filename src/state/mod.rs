@@ -32,6 +32,7 @@ pub use runs::{
 pub enum Mode {
     Run,
     Purge,
+    Repair,
 }
 
 /// Where a run record stands (`runs.status`).
@@ -79,7 +80,11 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(Mode { Run = "run", Purge = "purge" });
+text_enum!(Mode {
+    Run = "run",
+    Purge = "purge",
+    Repair = "repair",
+});
 text_enum!(RunStatus {
     Running = "running",
     Completed = "completed",
@@ -104,7 +109,7 @@ impl RunStatus {
 }
 
 /// The state schema version this release writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Version 1, created idempotently.
 const SCHEMA_SQL: &str = include_str!("../../sql/state/schema.sql");
 /// Numbered upgrades from version 1, applied in order, each once.
@@ -114,6 +119,7 @@ const UPGRADES: &[(i64, &str)] = &[
         3,
         include_str!("../../sql/state/upgrade/003_compact_ledger.sql"),
     ),
+    (4, include_str!("../../sql/state/upgrade/004_repair.sql")),
 ];
 /// Key of the transaction-level advisory lock that serializes schema
 /// creation and upgrades ("RLNS"), so `pause` (which runs beside a live
@@ -223,11 +229,18 @@ pub async fn mark_pending(
 mod tests {
     use super::*;
 
-    /// The values a CHECK constraint of the schema allows for `column`.
+    /// The values a CHECK constraint of the schema allows for `column`, as
+    /// the latest upgrade that sets one says.
     fn check_values(column: &str) -> Vec<String> {
-        let sql = include_str!("../../sql/state/schema.sql");
         let pattern = format!("CHECK ({column} IN (");
-        let start = sql.find(&pattern).expect("a CHECK for the column") + pattern.len();
+        let sql = UPGRADES
+            .iter()
+            .rev()
+            .map(|(_, sql)| *sql)
+            .chain([SCHEMA_SQL])
+            .find(|sql| sql.contains(&pattern))
+            .expect("a CHECK for the column");
+        let start = sql.rfind(&pattern).expect("a CHECK for the column") + pattern.len();
         let list = &sql[start..start + sql[start..].find(')').expect("closing parenthesis")];
         list.split(',')
             .map(|v| v.trim().trim_matches('\'').to_owned())

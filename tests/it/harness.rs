@@ -282,6 +282,29 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
+/// Waits until process `pid` is stopped (SIGSTOP: state `T` in
+/// `/proc/PID/stat`); fails the test after `timeout`.
+pub async fn wait_stopped(pid: u32, timeout: std::time::Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "pid (comm) S …": the state follows the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned();
+        if state == "T" {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "process {pid} not stopped within {timeout:?} (state {state:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// A relink process running in the background (see [`TestDb::spawn`]): its
 /// output is collected by a thread, so it never blocks on a full pipe.
 pub struct Spawned {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per feature (STYLE.md). Tests that
 //! touch the database create their own through `harness`.
 
+mod application;
 mod cli;
 mod connect;
 mod control;
@@ -12,6 +13,7 @@ mod harness;
 mod hostile;
 mod lock;
 mod observe;
+mod online;
 mod props;
 mod purge;
 mod real_world;

@@ -74,7 +74,10 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     assert_eq!(summary["profiles_planned"], 0, "{summary}");
     assert_eq!(summary["links_created"], 0, "{summary}");
     assert_eq!(db.links_checksum().await, table);
-    assert_eq!(schema_version(&db).await, "3");
+    assert_eq!(
+        schema_version(&db).await,
+        relink::state::SCHEMA_VERSION.to_string()
+    );
     // Every link the old ledger recorded is still known, in fewer rows (the
     // second run's replans of unchanged profiles are gone).
     assert_eq!(ledger_ids(&db.client, None).await, v1_all);

@@ -1,0 +1,283 @@
+//! `relink repair` (SPEC §9): asks first, takes the lock, then walks the
+//! ledger's profiles in keyset pages as purge does and mends each chunk in
+//! one transaction that starts with the lock phase (or lists what it would
+//! change, with `--dry-run`); resumes after the checkpoint of an unfinished
+//! repair; exit 3 when something is left that only a change to the
+//! application's rows could mend.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+
+use crate::cli::OutputFormat;
+use crate::config::{Common, Names, RepairConfig};
+use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pager, Retry, Session};
+use crate::exit::Outcome;
+use crate::lock_phase::LockWaits;
+use crate::progress::{Progress, Units};
+use crate::removal;
+use crate::repair::{self, RepairCounters};
+use crate::shutdown::Shutdown;
+use crate::state::{self, Mode, RunStatus};
+use crate::throttle::{Limits, Throttle, Watch};
+
+/// Runs `relink repair`.
+///
+/// # Errors
+/// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
+pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let names = &common.names;
+    let session = Session::new("repair", common, Some(cfg.timeouts), cfg.dry_run);
+    let control = db::connect(&common.database, &session).await?;
+    // The checks every command makes before any work (the application's
+    // schema; connection poolers and row-level security belong here too).
+    preflight::check(&control, names).await?;
+    if !cfg.dry_run {
+        preflight::check_write_permission(&control, names).await?;
+    }
+    if !state::exists(&control, names).await? {
+        bail!(
+            "nothing to repair: relink's state schema {:?} does not exist (no live run has happened here)",
+            names.state_raw
+        );
+    }
+    if !cfg.dry_run && !cfg.yes {
+        super::confirm(
+            &format!(
+                "Delete relink's duplicate rows and move relink's rows off positions the application's rows hold, in {}? Only rows relink created and no one edited since are changed. [y/N] ",
+                common.database
+            ),
+            "repair",
+            "what would change",
+            "nothing was changed",
+        )?;
+    }
+    let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
+    let in_ledger: i64 = control
+        .query_one(
+            &names.sql("SELECT count(DISTINCT profile_id) FROM {state}.ledger"),
+            &[],
+        )
+        .await
+        .context("cannot count the ledger's profiles")?
+        .get(0);
+
+    let started = Instant::now();
+    let (lock, run_id, after, watch) = if cfg.dry_run {
+        (None, None, None, None)
+    } else {
+        // Checked before anything is written, as in `run`.
+        let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
+        let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
+        let mut control = lock.client().await?;
+        state::ensure_schema(&mut control, names).await?;
+        let (id, after) = begin(&control, names, cfg).await?;
+        drop(control);
+        (Some(lock), Some(id), after, Some(watch))
+    };
+    let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
+
+    let pool = db::pool(&common.database, &session, 1)?;
+    let progress = Progress::new(
+        "repairing",
+        REPAIR_UNITS,
+        u64::try_from(in_ledger).unwrap_or(0),
+        !common.quiet,
+    );
+    let throttle = Throttle::new(Limits::default(), watch, shutdown.clone());
+    if let Some(id) = run_id {
+        throttle.show_on(id).await;
+    }
+    let retry = Retry::new(cfg.timeouts.attempts);
+    let mut pages = removal::profiles(names, after, cfg.chunk_size);
+    let mut totals = RepairCounters::default();
+    let stdout = std::io::stdout();
+    let result: Result<bool> = async {
+        let mut after_chunk = false;
+        loop {
+            if stopping() || !throttle.before_chunk(after_chunk, &progress).await {
+                return Ok(false);
+            }
+            let chunk = retry
+                .run("repairing a chunk", stopping, |_| {
+                    // A failed chunk leaves the pager where it was.
+                    let attempt = pages.clone();
+                    let (pool, stdout) = (&pool, &stdout);
+                    async move {
+                        let mut client = db::checkout(pool).await?;
+                        let (attempt, profiles) = next_profiles(attempt, &**client).await?;
+                        let counters = if profiles.is_empty() {
+                            RepairCounters::default()
+                        } else if let Some(run_id) = run_id {
+                            let tx = client
+                                .transaction()
+                                .await
+                                .context("cannot begin a repair chunk")?;
+                            // Printed only once the chunk committed.
+                            let mut lines = Vec::new();
+                            let c = repair::repair_chunk(
+                                &*tx,
+                                names,
+                                &profiles,
+                                waits,
+                                run_id,
+                                &mut lines,
+                                common.quiet,
+                            )
+                            .await?;
+                            tx.commit()
+                                .await
+                                .context("cannot commit the repair chunk")?;
+                            stdout.lock().write_all(&lines)?;
+                            c
+                        } else {
+                            repair::preview_chunk(
+                                &**client,
+                                names,
+                                &profiles,
+                                &mut stdout.lock(),
+                                common.quiet,
+                            )
+                            .await?
+                        };
+                        Ok((attempt, profiles.is_empty(), counters))
+                    }
+                })
+                .await?;
+            let Attempted::Done((advanced, empty, counters)) = chunk else {
+                return Ok(false);
+            };
+            pages = advanced;
+            if empty {
+                return Ok(true);
+            }
+            progress.advance(
+                counters.profiles,
+                counters.duplicates_deleted + counters.rows_moved,
+            );
+            totals.merge(&counters);
+            after_chunk = true;
+        }
+    }
+    .await;
+    progress.finish();
+    let result = match result {
+        Ok(_) if lock.as_ref().is_some_and(LockGuard::lost) => Err(anyhow::anyhow!(
+            "lost the advisory lock (its connections dropped) and could not take it again"
+        )),
+        other => other,
+    };
+
+    let status = match &result {
+        Err(_) => RunStatus::Failed,
+        Ok(false) => RunStatus::Interrupted,
+        Ok(true) => RunStatus::Completed,
+    };
+    if let (Some(id), Some(lock)) = (run_id, &lock) {
+        let message = result.as_ref().err().map(|e| format!("{e:#}"));
+        let control = lock.client().await?;
+        state::finish_run(&control, names, id, status, message.as_deref()).await?;
+    }
+    print_summary(&totals, cfg, run_id, status, started)?;
+    match result {
+        Err(e) => Err(e.context("repair failed; rerun `relink repair` to continue")),
+        Ok(false) => Ok(Outcome::Interrupted),
+        Ok(true) if totals.unmendable > 0 => Ok(Outcome::Invariant),
+        Ok(true) => Ok(Outcome::Done),
+    }
+}
+
+/// The next page of the ledger's profiles (each once).
+async fn next_profiles(
+    mut pages: Pager,
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<(Pager, Vec<String>)> {
+    let no_run: Option<i64> = None;
+    let mut profiles: Vec<String> = pages
+        .next(client, &[&no_run])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    profiles.dedup();
+    Ok((pages, profiles))
+}
+
+/// Starts a repair run record, or takes over the unfinished one: returns
+/// its id and the profile to resume after.
+async fn begin(
+    control: &tokio_postgres::Client,
+    names: &Names,
+    cfg: &RepairConfig,
+) -> Result<(i64, Option<String>)> {
+    let owner = Owner::current();
+    if let Some(run) = state::resumable(control, names, Mode::Repair).await? {
+        state::resume_run(control, names, run.id, &owner).await?;
+        tracing::info!(
+            "resuming repair {} after profile {}",
+            run.id,
+            run.checkpoint
+                .as_deref()
+                .unwrap_or("(none: from the start)")
+        );
+        return Ok((run.id, run.checkpoint));
+    }
+    let options = json!({"chunk_size": cfg.chunk_size});
+    let id = state::start_run(control, names, Mode::Repair, &options, &owner).await?;
+    tracing::info!("started repair {id}");
+    Ok((id, None))
+}
+
+/// Repair's bar counts the ledger's profiles looked at.
+const REPAIR_UNITS: Units = Units {
+    bar: "profiles",
+    also: "rows changed",
+};
+
+fn print_summary(
+    c: &RepairCounters,
+    cfg: &RepairConfig,
+    run_id: Option<i64>,
+    status: RunStatus,
+    started: Instant,
+) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let elapsed = started.elapsed().as_secs_f64();
+    if cfg.format == OutputFormat::Json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({"mode": if cfg.dry_run { "repair-dry-run" } else { "repair" }, "run_id": run_id,
+                    "status": status, "profiles": c.profiles, "duplicates_deleted": c.duplicates_deleted,
+                    "rows_moved": c.rows_moved, "edited_meanwhile": c.edited_meanwhile,
+                    "unmendable": c.unmendable, "elapsed_seconds": elapsed}),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let (deleted, moved) = if cfg.dry_run {
+        ("duplicates that would be deleted", "rows that would move")
+    } else {
+        ("duplicates deleted", "rows moved")
+    };
+    match run_id {
+        Some(id) => writeln!(out, "Summary of repair {id} ({status})")?,
+        None => writeln!(out, "Summary (repair dry run)")?,
+    }
+    for (name, n) in [
+        ("profiles looked at", c.profiles),
+        (deleted, c.duplicates_deleted),
+        (moved, c.rows_moved),
+        ("skipped: edited meanwhile", c.edited_meanwhile),
+        ("left for the application (listed)", c.unmendable),
+    ] {
+        writeln!(out, "  {name:<36} {n:>12}")?;
+    }
+    writeln!(out, "  {:<36} {:>12.1} s", "elapsed", elapsed)?;
+    if cfg.dry_run {
+        writeln!(out, "This was a DRY RUN. No changes were made.")?;
+    }
+    Ok(())
+}

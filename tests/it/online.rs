@@ -1,0 +1,373 @@
+//! Online (SPEC §6): relink beside an application that keeps writing the
+//! same tables — one that keeps the locking contract, one that does not —
+//! and relink always yielding in a lock cycle. The application is
+//! `application.rs`, its SQL that of docs/application-contract.md.
+
+use std::time::{Duration, Instant};
+
+use crate::application::{self, Activity, Kind};
+use crate::harness::{
+    assert_no_panic, assert_success, connect, json_summary, send_signal, spawn, stderr,
+    verify_check, wait_stopped, TestDb,
+};
+
+/// relink's target chunk time in these tests: small chunks.
+const TARGET: Duration = Duration::from_millis(100);
+
+/// Room beside twice the target chunk time for the application's own work
+/// inside its lock wait (its lock statement's own execution, the commit
+/// it waits for) on a machine relink, the server and other tests keep busy.
+const OWN_WORK: Duration = Duration::from_millis(300);
+
+/// The application's schema when it deletes accounts user-first: a
+/// profile goes with its user.
+const USER_FIRST: &str = "ALTER TABLE profiles DROP CONSTRAINT \"profiles_userId_fkey\",
+    ADD CONSTRAINT \"profiles_userId_fkey\" FOREIGN KEY (\"userId\") REFERENCES users (id) ON DELETE CASCADE";
+
+/// The duplicate and position checks of `verify`, which must both be zero.
+#[track_caller]
+fn assert_no_collision(db: &TestDb) {
+    let (out, report) = db.verify_json(&[]);
+    assert_success(&out);
+    for check in [
+        "duplicate (userId, comparison key) pairs",
+        "users with duplicate positions",
+    ] {
+        assert_eq!(
+            verify_check(&report, check),
+            ("ok".to_owned(), 0),
+            "{check}"
+        );
+    }
+}
+
+/// The application alone for a moment: how long its transactions take
+/// when nothing else holds its rows.
+async fn baseline(db: &TestDb, kind: Kind, accounts: &[application::Account]) -> Activity {
+    let running = application::start(&db.url, kind, accounts, 1).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let activity = running.stop().await;
+    assert!(activity.failures.is_empty(), "{:?}", activity.failures);
+    activity
+}
+
+/// No application transaction waited for a lock much longer than relink's
+/// chunks take (SPEC §6: about one chunk). The wait is the server's own
+/// account of it (`pg_stat_activity`), not the client's clock, which also
+/// counts the machine's scheduling.
+#[track_caller]
+fn assert_waits_bounded(activity: &Activity) {
+    let waited = activity.longest_lock_wait;
+    let bound = 2 * TARGET + OWN_WORK;
+    eprintln!(
+        "longest application lock wait beside relink: {waited:?} (bound {bound:?}); \
+         longest application transaction {:?} ({})",
+        activity.longest.0, activity.longest.1
+    );
+    assert!(waited <= bound, "{}", activity.describe());
+}
+
+/// `relink run` with small chunks and two writers while the application of
+/// `kind` writes; returns the run's output and what the application did.
+async fn run_beside(db: &TestDb, kind: Kind) -> (std::process::Output, Activity) {
+    let mut accounts = application::accounts(db).await;
+    let alone = baseline(db, kind, &accounts).await;
+    eprintln!("application alone: {}", alone.describe());
+    accounts.retain(|a| !alone.deleted.contains(&a.user_id));
+    let running = application::start(&db.url, kind, &accounts, 3).await;
+    let metrics = std::env::temp_dir().join(format!("{}.prom", db.name));
+    let child = db.spawn(&[
+        "run",
+        "--metrics-file",
+        metrics.to_str().expect("a UTF-8 temp dir"),
+        "--target-chunk-time",
+        &format!("{}ms", TARGET.as_millis()),
+        "--max-rate",
+        "1500",
+        "--writers",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let out = child.wait(Duration::from_secs(180)).await;
+    let mut activity = running.stop().await;
+    activity.merge_earlier(alone);
+    eprintln!("relink run: {}", application::summary_line(&out));
+    let prom = std::fs::read_to_string(&metrics).unwrap_or_default();
+    let _ = std::fs::remove_file(&metrics);
+    eprintln!(
+        "relink's longest chunk: {}",
+        prom.lines()
+            .find(|l| l.starts_with("relink_chunk_duration_max_seconds"))
+            .unwrap_or("(no metric)")
+    );
+    eprintln!("application beside relink: {}", activity.describe());
+    (out, activity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_application_that_keeps_the_contract_and_relink_never_collide() {
+    let db = TestDb::new("o_contract").await;
+    db.generate(4000);
+    let (out, activity) = run_beside(&db, Kind::KeepsContract).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    assert!(
+        activity.failures.is_empty(),
+        "application transactions failed: {:?}",
+        activity.failures
+    );
+    assert!(activity.total() > 300, "{}", activity.describe());
+    assert!(
+        activity.skipped_adds > 0,
+        "the application never met a row relink created: {}",
+        activity.describe()
+    );
+    assert_waits_bounded(&activity);
+
+    let rerun = db.run(&["run", "--format", "json"]);
+    assert_success(&rerun);
+    eprintln!("rerun: {}", application::summary_line(&rerun));
+    assert_no_collision(&db);
+    application::check_outcome(&db, &activity).await;
+    assert_success(&db.run(&["verify", "--strict"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_application_that_does_not_lock_is_mended_by_repair() {
+    let db = TestDb::new("o_nolock").await;
+    db.generate(4000);
+    db.client.batch_execute(USER_FIRST).await.expect("schema");
+    let (out, activity) = run_beside(&db, Kind::DoesNotLock).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    assert!(
+        activity.failures.is_empty(),
+        "application transactions failed: {:?}",
+        activity.failures
+    );
+    assert!(activity.total() > 300, "{}", activity.describe());
+    assert_waits_bounded(&activity);
+    let rerun = db.run(&["run", "--format", "json"]);
+    assert_success(&rerun);
+    let (_, report) = db.verify_json(&[]);
+    eprintln!(
+        "before repair: {:?} duplicate pairs, {:?} users with duplicate positions",
+        verify_check(&report, "duplicate (userId, comparison key) pairs"),
+        verify_check(&report, "users with duplicate positions")
+    );
+
+    // The dry run lists and changes nothing.
+    let before = db.checksum_all().await;
+    let dry = db.run(&["repair", "--dry-run", "--format", "json"]);
+    assert_success(&dry);
+    assert_eq!(
+        db.checksum_all().await,
+        before,
+        "repair --dry-run changed something"
+    );
+    let would = json_summary(&dry);
+
+    let application_rows = "(SELECT * FROM profile_links WHERE id LIKE 'app-%' OR id LIKE 'ul%')";
+    let theirs = db.checksum(application_rows).await;
+    let repaired = db.run(&["repair", "--yes", "--format", "json"]);
+    assert_success(&repaired);
+    let done = json_summary(&repaired);
+    eprintln!("repair: {done}");
+    for figure in ["duplicates_deleted", "rows_moved"] {
+        assert_eq!(done[figure], would[figure], "{figure}: {done} vs {would}");
+    }
+    assert_eq!(done["unmendable"], 0, "{done}");
+    assert_no_collision(&db);
+    assert_success(&db.run(&["verify", "--strict"]));
+    assert_eq!(
+        db.checksum(application_rows).await,
+        theirs,
+        "repair touched the application's rows"
+    );
+    application::check_outcome(&db, &activity).await;
+    // The ledger kept the keys of what repair deleted: nothing comes back.
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(json_summary(&again)["links_created"], 0);
+    assert_no_collision(&db);
+}
+
+/// The backend of this database's relink writer inside its chunk's
+/// transaction (with `--writers 1`, the only one).
+async fn writer_backend(db: &TestDb) -> i32 {
+    let started = Instant::now();
+    loop {
+        let row = db
+            .client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name LIKE 'relink run%'
+                    AND state = 'idle in transaction'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no relink writer inside a chunk"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `sql` (one boolean) every 2 ms until it is true or `within` ends.
+async fn until(client: &tokio_postgres::Client, sql: &str, within: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let yes: bool = client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0);
+        if yes {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}
+
+/// One try at the cycle: relink holds a profile and waits for its user,
+/// which the application's `DELETE FROM users` holds while it waits for the
+/// profile (its cascade). Whether the cycle formed (relink's short wait
+/// may end before the application reaches the profile: then try again).
+async fn lock_cycle() -> bool {
+    let db = TestDb::new("o_cycle").await;
+    db.generate(300);
+    // The application deletes accounts user-first; a gate in its deletion,
+    // between taking the user's row and cascading to the profile, lets the
+    // test line the two up.
+    db.client
+        .batch_execute(&format!(
+            "{USER_FIRST};
+             CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN OLD; END $$;
+             CREATE TRIGGER gate BEFORE DELETE ON users FOR EACH ROW EXECUTE FUNCTION gate();"
+        ))
+        .await
+        .expect("the application's schema");
+    let user: String = db
+        .client
+        .query_one(
+            "SELECT \"userId\" FROM profiles WHERE \"socialLinks\" IS NOT NULL ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a profile")
+        .get(0);
+    let gate = connect(&db.url).await;
+    gate.batch_execute("SELECT pg_advisory_lock(42)")
+        .await
+        .expect("close the gate");
+
+    // relink stops at its first chunk's lock phase (one chunk: every profile).
+    let mut cmd = db.relink();
+    cmd.env(relink::test_hook::STOP_AT, "lock-phase").args([
+        "run",
+        "--writers",
+        "1",
+        "--chunk-size",
+        "1000",
+        "--retries",
+        "20",
+        "--format",
+        "json",
+    ]);
+    let child = spawn(cmd);
+    wait_stopped(child.pid, Duration::from_secs(30)).await;
+    let relink_pid = writer_backend(&db).await;
+
+    // The application takes the user's row, and waits at the gate.
+    let app = connect(&db.url).await;
+    let app_pid: i32 = app
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let deletion = tokio::spawn(async move {
+        app.batch_execute("BEGIN").await?;
+        let began = Instant::now();
+        app.execute("DELETE FROM users WHERE id = $1", &[&user])
+            .await?;
+        app.batch_execute("COMMIT").await?;
+        Ok::<_, tokio_postgres::Error>(began.elapsed())
+    });
+    let watch = connect(&db.url).await;
+    assert!(
+        until(
+            &watch,
+            &format!("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {app_pid} AND wait_event = 'advisory')"),
+            Duration::from_secs(10)
+        )
+        .await,
+        "the application never reached its gate"
+    );
+    // relink locks the profile and waits for the user (at most 150 ms,
+    // then again after each retry's backoff).
+    send_signal(child.pid, "CONT");
+    assert!(
+        until(
+            &watch,
+            &format!("SELECT {app_pid} = ANY(pg_blocking_pids({relink_pid}))"),
+            Duration::from_secs(10)
+        )
+        .await,
+        "relink never waited for the user the application holds"
+    );
+    // The application goes on to the profile relink holds.
+    gate.batch_execute("SELECT pg_advisory_unlock(42)")
+        .await
+        .expect("open the gate");
+    let cycle = until(
+        &watch,
+        &format!(
+            "SELECT {relink_pid} = ANY(pg_blocking_pids({app_pid}))
+                AND {app_pid} = ANY(pg_blocking_pids({relink_pid}))"
+        ),
+        Duration::from_millis(500),
+    )
+    .await;
+    let waited = deletion
+        .await
+        .expect("the application's task")
+        .unwrap_or_else(|e| panic!("the application's deletion failed: {e:?}"));
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    if !cycle {
+        eprintln!("no cycle this time (relink's wait ended first); again");
+        return false;
+    }
+    eprintln!(
+        "lock cycle: the application's DELETE committed after {waited:?}; relink: {}",
+        stderr(&out)
+            .lines()
+            .find(|l| l.contains("retry"))
+            .unwrap_or_default()
+    );
+    assert!(stderr(&out).contains("lock timeout"), "{}", stderr(&out));
+    assert_eq!(json_summary(&out)["profiles_gone"], 1);
+    assert_no_collision(&db);
+    assert_success(&db.run(&["verify", "--strict"]));
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_cycle_with_an_application_that_deletes_user_first_is_relinks_to_lose() {
+    for attempt in 1..=5 {
+        if lock_cycle().await {
+            return;
+        }
+        eprintln!("attempt {attempt}: no cycle formed");
+    }
+    panic!("no lock cycle formed in 5 attempts");
+}
