@@ -20,6 +20,7 @@ mod real_world;
 mod replicas;
 mod run;
 mod servers;
+mod sessions;
 mod tls;
 mod upgrade;
 mod users_rows;

@@ -371,3 +371,97 @@ async fn a_lock_cycle_with_an_application_that_deletes_user_first_is_relinks_to_
     }
     panic!("no lock cycle formed in 5 attempts");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are_under_the_lock() {
+    let db = TestDb::new("o_read_then_changed").await;
+    db.generate(300);
+    let profiles: Vec<(String, String)> = db
+        .client
+        .query(
+            "SELECT id, \"userId\" FROM profiles
+              WHERE jsonb_typeof(\"socialLinks\") = 'object' ORDER BY id LIMIT 2",
+            &[],
+        )
+        .await
+        .expect("two profiles")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let [(edited, edited_user), (deleted, deleted_user)] = &profiles[..] else {
+        panic!("two object-shaped profiles");
+    };
+
+    // relink has read its first chunk (every profile) and stops before
+    // locking it; the application edits one profile and deletes another.
+    let mut cmd = db.relink();
+    cmd.env(relink::test_hook::STOP_AT, "lock-phase").args([
+        "run",
+        "--chunk-size",
+        "1000",
+        "--format",
+        "json",
+    ]);
+    let child = spawn(cmd);
+    wait_stopped(child.pid, Duration::from_secs(30)).await;
+    let app = connect(&db.url).await;
+    let lock = application::lock_statement();
+    app.batch_execute("BEGIN").await.expect("begin");
+    app.execute(lock.as_str(), &[edited_user]).await.expect("lock");
+    for sql in application::statements("edit-legacy") {
+        let value = serde_json::json!({"late": "https://late-edit.example.net/"});
+        app.execute(sql.as_str(), &[edited_user, &value])
+            .await
+            .expect("edit");
+    }
+    app.batch_execute("COMMIT").await.expect("commit");
+    let user: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [deleted_user];
+    for sql in application::statements("delete-account") {
+        let params = if sql.contains("$1") { &user[..] } else { &[] };
+        app.execute(sql.as_str(), params)
+            .await
+            .expect("delete the account");
+    }
+    send_signal(child.pid, "CONT");
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(summary["profiles_gone"], 1, "{summary}");
+
+    // The edited value was planned, and the ledger holds its fingerprint.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM profile_links
+              WHERE \"profileId\" = '{edited}' AND url = 'https://late-edit.example.net/'"
+        ))
+        .await,
+        1
+    );
+    let matches: bool = db
+        .client
+        .query_one(
+            &format!(
+                "SELECT l.fingerprint = {} FROM relink.ledger l JOIN profiles p ON p.id = l.profile_id
+                  WHERE l.profile_id = $1 AND l.fingerprint IS NOT NULL",
+                relink::source::FINGERPRINT
+            ),
+            &[edited],
+        )
+        .await
+        .expect("the ledger row")
+        .get(0);
+    assert!(matches, "the ledger holds another fingerprint than the value planned");
+    // Nothing of the deleted account, nothing recorded for it.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM relink.ledger WHERE profile_id = '{deleted}'"
+        ))
+        .await,
+        0
+    );
+    // So the rerun has nothing to plan.
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(json_summary(&again)["profiles_planned"], 0);
+    assert_success(&db.run(&["verify", "--strict"]));
+}

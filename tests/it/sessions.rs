@@ -1,0 +1,140 @@
+//! Sessions the server ends (SPEC §6 "Sessions the server ends are
+//! replaced", §12): relink is stopped (SIGSTOP, by the test hook
+//! `RELINK_TEST_STOP_AT`) just before each statement of a chunk — set-up,
+//! lock phase, context read, COPY of the links, ledger, rejects,
+//! checkpoint, commit — and its session is ended there, by
+//! `pg_terminate_backend` or by the server's
+//! `idle_in_transaction_session_timeout` while relink is stopped past
+//! `--idle-timeout`; then relink continues. The statement meets the ended
+//! session, the chunk is retried on a new one, and the run equals a clean
+//! run. Deterministic: the session always ends at that statement.
+
+use std::time::{Duration, Instant};
+
+use relink::test_hook::{Point, STOP_AT};
+
+use crate::harness::{
+    assert_no_panic, assert_success, send_signal, spawn, stderr, wait_stopped, TestDb,
+};
+
+/// How the server ends relink's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// An operator's `pg_terminate_backend` (SQLSTATE 57P01).
+    Terminate,
+    /// `--idle-timeout` passes while relink is stopped (25P03).
+    IdleTimeout,
+}
+
+/// What relink says the statement at `point` was doing when it failed
+/// (the context of its error).
+fn statement_of(point: Point) -> &'static str {
+    match point {
+        Point::SetUp => "cannot set up the chunk transaction",
+        Point::LockPhase => "cannot set the lock phase's lock_timeout",
+        Point::ContextRead => "cannot read the users' current profile links",
+        Point::CopyLinks => "COPY into \"public\".profile_links",
+        Point::Ledger => "COPY into \"relink\".ledger",
+        Point::Rejects => "COPY into \"relink\".rejects",
+        Point::Checkpoint => "cannot save the checkpoint",
+        Point::Commit => "cannot commit the chunk",
+    }
+}
+
+/// The backend of relink's writer, stopped inside its chunk's transaction.
+async fn stopped_writer(db: &TestDb) -> i32 {
+    db.client
+        .query_one(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE 'relink run%'
+                AND state = 'idle in transaction'",
+            &[],
+        )
+        .await
+        .expect("one relink backend inside a chunk")
+        .get(0)
+}
+
+/// Ends relink's session at `point` of its second chunk, then lets it go
+/// on: it must complete with the rows of a clean run.
+async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending: Ending) {
+    let db = TestDb::clone_of(template, "s_end").await;
+    let idle_timeout = match ending {
+        Ending::Terminate => "60s",
+        Ending::IdleTimeout => "1s",
+    };
+    let mut cmd = db.relink();
+    cmd.env(STOP_AT, format!("{point}@2")).args([
+        "--idle-timeout",
+        idle_timeout,
+        "run",
+        "--chunk-size",
+        "100",
+        "--writers",
+        "1",
+    ]);
+    let child = spawn(cmd);
+    wait_stopped(child.pid, Duration::from_secs(60)).await;
+    let backend = stopped_writer(&db).await;
+    if ending == Ending::Terminate {
+        db.client
+            .execute("SELECT pg_terminate_backend($1)", &[&backend])
+            .await
+            .expect("terminate relink's backend");
+    }
+    let started = Instant::now();
+    while db
+        .count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {backend}"
+        ))
+        .await
+        > 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{point}/{ending:?}: the server did not end relink's session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(child.pid, "CONT");
+    let out = child.wait(Duration::from_secs(120)).await;
+    let err = stderr(&out);
+    assert_success(&out);
+    assert_no_panic(&out);
+    let retried = err
+        .lines()
+        .find(|l| l.contains("writing a chunk") && l.contains("retry 1/"))
+        .unwrap_or_else(|| panic!("{point}/{ending:?}: no retry of the chunk:\n{err}"));
+    assert!(
+        retried.contains(statement_of(point)),
+        "{point}/{ending:?}: the retried error is not the {point} statement's:\n{retried}"
+    );
+    for placeholder in ["{state}", "{app}"] {
+        assert!(!err.contains(placeholder), "{placeholder} shown:\n{err}");
+    }
+    assert_eq!(db.links_checksum().await, clean, "{point}/{ending:?}");
+    assert_success(&db.run(&["verify", "--strict"]));
+    eprintln!("{point}/{ending:?}: {}", retried.trim());
+}
+
+/// Every statement of a chunk, with one kind of ending.
+async fn every_statement(ending: Ending) {
+    let mut template = TestDb::new("s_template").await;
+    template.generate(600);
+    let clean = TestDb::clone_of(&mut template, "s_clean").await;
+    assert_success(&clean.run(&["run", "--chunk-size", "100"]));
+    let clean = clean.links_checksum().await;
+    for point in Point::ALL {
+        end_session_at(&mut template, &clean, point, ending).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_terminated_at_any_statement_of_a_chunk_is_replaced() {
+    every_statement(Ending::Terminate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relink_stopped_past_the_idle_timeout_at_any_statement_of_a_chunk_completes() {
+    every_statement(Ending::IdleTimeout).await;
+}
