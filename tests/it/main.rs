@@ -17,6 +17,7 @@ mod online;
 mod props;
 mod purge;
 mod real_world;
+mod repair;
 mod replicas;
 mod run;
 mod servers;
