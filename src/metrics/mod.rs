@@ -513,9 +513,11 @@ impl Scanned {
 
     /// The snapshot with the run's counters at hand.
     pub fn snapshot(&mut self, counters: Counters, throttled: Throttled) -> Snapshot {
-        self.unchanged = self
-            .unchanged
-            .max(self.scanned.saturating_sub(counters.profiles_planned));
+        self.unchanged = self.unchanged.max(
+            self.scanned
+                .saturating_sub(counters.profiles_planned)
+                .saturating_sub(counters.profiles_gone),
+        );
         Snapshot {
             work: Work::Run {
                 counters,

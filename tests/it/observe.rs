@@ -33,7 +33,7 @@ const COMMON: [&str; 7] = [
 ];
 
 /// A run's counters and the summary (`--format json`) key of each.
-const RUN_FIGURES: [(&str, &str); 11] = [
+const RUN_FIGURES: [(&str, &str); 12] = [
     ("relink_profiles_scanned_total", "profiles_scanned"),
     ("relink_profiles_planned_total", "profiles_planned"),
     ("relink_profiles_migrated_total", "profiles_migrated"),
@@ -46,6 +46,7 @@ const RUN_FIGURES: [(&str, &str); 11] = [
         "relink_profiles_without_valid_links_total",
         "profiles_without_valid_links",
     ),
+    ("relink_profiles_gone_total", "profiles_gone"),
     ("relink_links_created_total", "links_created"),
     ("relink_duplicates_total", "duplicates"),
     ("relink_handles_expanded_total", "expanded"),

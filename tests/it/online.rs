@@ -407,7 +407,9 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
     let app = connect(&db.url).await;
     let lock = application::lock_statement();
     app.batch_execute("BEGIN").await.expect("begin");
-    app.execute(lock.as_str(), &[edited_user]).await.expect("lock");
+    app.execute(lock.as_str(), &[edited_user])
+        .await
+        .expect("lock");
     for sql in application::statements("edit-legacy") {
         let value = serde_json::json!({"late": "https://late-edit.example.net/"});
         app.execute(sql.as_str(), &[edited_user, &value])
@@ -450,7 +452,10 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
         .await
         .expect("the ledger row")
         .get(0);
-    assert!(matches, "the ledger holds another fingerprint than the value planned");
+    assert!(
+        matches,
+        "the ledger holds another fingerprint than the value planned"
+    );
     // Nothing of the deleted account, nothing recorded for it.
     assert_eq!(
         db.count(&format!(

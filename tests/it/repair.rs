@@ -84,9 +84,23 @@ async fn raced(tag: &str) -> (TestDb, Vec<(String, String)>, String) {
     // User 1: the application read max(position) before relink's chunk
     // committed, and added at relink's first position.
     let (_, _, position) = first(1).await;
-    app_row(&db, "app-pos", &users[1], "https://app-pos.example.org/", position).await;
+    app_row(
+        &db,
+        "app-pos",
+        &users[1],
+        "https://app-pos.example.org/",
+        position,
+    )
+    .await;
     // User 2: the application's own rows, one link twice.
-    app_row(&db, "app-own1", &users[2], "https://twice.example.org/", 101).await;
+    app_row(
+        &db,
+        "app-own1",
+        &users[2],
+        "https://twice.example.org/",
+        101,
+    )
+    .await;
     app_row(&db, "app-own2", &users[2], "https://twice.example.org", 102).await;
     // User 3: the user edited relink's first row; the application added at
     // its position.
@@ -98,7 +112,14 @@ async fn raced(tag: &str) -> (TestDb, Vec<(String, String)>, String) {
         )
         .await
         .expect("edit relink's row");
-    app_row(&db, "app-at-edited", &users[3], "https://app-3.example.org/", position).await;
+    app_row(
+        &db,
+        "app-at-edited",
+        &users[3],
+        "https://app-3.example.org/",
+        position,
+    )
+    .await;
     (db, users, duplicate)
 }
 
@@ -130,12 +151,25 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
     assert_code(&out, 3);
     assert_no_panic(&out);
     let listed = stdout(&out);
-    assert_eq!(db.checksum_all().await, before, "the dry run changed something");
-    assert!(listed.contains("[DRY RUN] Would delete relink's row"), "{listed}");
-    assert!(listed.contains("(a duplicate of row app-dup)"), "{listed}");
-    assert!(listed.contains("[DRY RUN] Would move relink's row"), "{listed}");
+    assert_eq!(
+        db.checksum_all().await,
+        before,
+        "the dry run changed something"
+    );
     assert!(
-        listed.contains(&format!("! user {}: rows app-own1, app-own2 hold one link", users[2].0)),
+        listed.contains("[DRY RUN] Would delete relink's row"),
+        "{listed}"
+    );
+    assert!(listed.contains("(a duplicate of row app-dup)"), "{listed}");
+    assert!(
+        listed.contains("[DRY RUN] Would move relink's row"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!(
+            "! user {}: rows app-own1, app-own2 hold one link",
+            users[2].0
+        )),
         "{listed}"
     );
     assert!(
@@ -143,7 +177,10 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
             && listed.contains("share position"),
         "{listed}"
     );
-    assert!(listed.contains("This was a DRY RUN. No changes were made."), "{listed}");
+    assert!(
+        listed.contains("This was a DRY RUN. No changes were made."),
+        "{listed}"
+    );
 
     // The repair itself.
     let out = db.run(&["repair", "--yes"]);
@@ -210,7 +247,10 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
     assert_success(&out);
     let again = json_summary(&out);
     assert_eq!(
-        (again["duplicates_deleted"].as_u64(), again["rows_moved"].as_u64()),
+        (
+            again["duplicates_deleted"].as_u64(),
+            again["rows_moved"].as_u64()
+        ),
         (Some(0), Some(0)),
         "{again}"
     );
