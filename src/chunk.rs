@@ -51,6 +51,7 @@ pub async fn plan_chunk<'a>(
         .map(|profile| {
             let plan = plan::plan_profile(
                 &profile.id,
+                &profile.user_id,
                 &profile.social,
                 Context {
                     existing: existing.get(&profile.user_id).map_or(&[], Vec::as_slice),
