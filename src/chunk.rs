@@ -62,6 +62,7 @@ pub fn plan_with<'a>(
         .map(|profile| {
             let plan = plan::plan_profile(
                 &profile.id,
+                &profile.user_id,
                 &profile.social,
                 Context {
                     existing: existing.get(&profile.user_id).map_or(&[], Vec::as_slice),

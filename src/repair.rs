@@ -12,10 +12,11 @@
 //! the application's rows could mend (two of its own rows with one key or
 //! one position) is reported, not touched.
 //!
-//! A chunk walks the ledger's profiles like purge (`removal`), takes the
-//! same lock phase as a run (`lock_phase`: relink yields to the
-//! application), reads the users' rows and the ledger's links under it,
-//! and changes rows only where the row is still as relink wrote it. A
+//! A chunk walks the ledger's users like purge (`removal`, whose ledger
+//! rows also give relink's rows' ids), takes the same lock phase as a run
+//! (`lock_phase`: relink yields to the application), reads the users' rows
+//! and the ledger's links under it, and changes rows only where the row is
+//! still as relink wrote it. A
 //! moved row keeps its `"updatedAt"`: it stays relink's unedited row, which
 //! purge can still remove.
 
@@ -30,7 +31,7 @@ use tokio_postgres::GenericClient;
 use crate::config::Names;
 use crate::lock_phase::{self, LockWaits, ToLock};
 use crate::plan::classify::stored_url_key;
-use crate::removal::{self, Recorded, Scope};
+use crate::removal::{self, Scope};
 use crate::state;
 
 /// A row of a user's `profile_links`, as repair reads it.
@@ -88,17 +89,25 @@ pub struct UserPlan {
     pub unmendable: Vec<Unmendable>,
 }
 
-/// Plans the repair of one user's rows. `recorded`: relink's links of the
-/// user's profile by row id, as the ledger records them. Pure.
-pub fn plan_user(rows: &[UserRow], recorded: &HashMap<&str, &Recorded>) -> UserPlan {
+/// A row relink created, as its ledger row records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created<'a> {
+    pub profile_id: &'a str,
+    /// The `"createdAt"`/`"updatedAt"` it got: later, it was edited since.
+    pub migrated_at: SystemTime,
+}
+
+/// Plans the repair of one user's rows. `created`: the rows relink created
+/// for the user's profile, by row id, as the ledger records them. Pure.
+pub fn plan_user(rows: &[UserRow], created: &HashMap<&str, Created<'_>>) -> UserPlan {
     let mut rows: Vec<&UserRow> = rows.iter().collect();
     rows.sort_by(|a, b| (a.position, &a.id).cmp(&(b.position, &b.id)));
     // relink's rows no one edited since: the only ones repair changes.
     let ours = |row: &UserRow| {
-        recorded
+        created
             .get(row.id.as_str())
-            .filter(|r| r.profile_id == row.profile_id && row.updated_at <= r.migrated_at)
-            .map(|r| r.migrated_at)
+            .filter(|c| c.profile_id == row.profile_id && row.updated_at <= c.migrated_at)
+            .map(|c| c.migrated_at)
     };
     let mut plan = UserPlan::default();
 
@@ -178,8 +187,8 @@ pub fn plan_user(rows: &[UserRow], recorded: &HashMap<&str, &Recorded>) -> UserP
 /// Figures of a repair.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RepairCounters {
-    /// Profiles the ledger has, looked at.
-    pub profiles: u64,
+    /// Users the ledger has, looked at.
+    pub users: u64,
     /// relink's rows deleted: duplicates of a link the user had.
     pub duplicates_deleted: u64,
     /// relink's rows moved off a position the application's row holds.
@@ -192,7 +201,7 @@ pub struct RepairCounters {
 
 impl RepairCounters {
     pub fn merge(&mut self, o: &Self) {
-        self.profiles += o.profiles;
+        self.users += o.users;
         self.duplicates_deleted += o.duplicates_deleted;
         self.rows_moved += o.rows_moved;
         self.edited_meanwhile += o.edited_meanwhile;
@@ -203,22 +212,22 @@ impl RepairCounters {
 /// A chunk's users' rows and relink's links of its profiles, planned.
 struct Chunk {
     plans: Vec<UserPlan>,
-    profiles: u64,
+    users: u64,
 }
 
-/// Reads and plans a chunk of the ledger's profiles. With `waits`, in a
-/// live repair's transaction: the lock phase first, then every read under
-/// it. Without, a dry run's plain reads.
+/// Reads and plans a chunk of the ledger's users. With `waits`, in a live
+/// repair's transaction: the lock phase first, then every read under it.
+/// Without, a dry run's plain reads.
 async fn read_and_plan(
     client: &impl GenericClient,
     names: &Names,
-    profiles: &[String],
+    chunk: &[String],
     waits: Option<LockWaits>,
 ) -> Result<Chunk> {
     let owners = client
         .query(
-            &names.sql("SELECT id, \"userId\" FROM {app}.profiles WHERE id = ANY($1)"),
-            &[&profiles],
+            &names.sql("SELECT id, \"userId\" FROM {app}.profiles WHERE \"userId\" = ANY($1)"),
+            &[&chunk],
         )
         .await
         .context("cannot read the chunk's profiles")?;
@@ -254,15 +263,26 @@ async fn read_and_plan(
         run: None,
         include_edited: false,
     };
-    let links = removal::recorded(client, names, profiles, &scope).await?;
-    // A key recorded by two runs (created again after a purge): the latest.
-    let mut recorded: HashMap<&str, &Recorded> = HashMap::new();
+    let ledger = removal::ledger_rows(client, names, chunk, &scope).await?;
+    // Each id a row of a recorded link can have; a key recorded by two
+    // runs (created again after a purge): the latest.
+    let mut created: HashMap<&str, Created<'_>> = HashMap::new();
+    let links = removal::recorded(&ledger);
     for link in &links {
-        let newer = recorded
-            .get(link.id.as_str())
-            .map_or(true, |r| r.migrated_at < link.migrated_at);
-        if newer {
-            recorded.insert(&link.id, link);
+        let row = link.row;
+        for id in &link.ids {
+            let newer = created
+                .get(id.as_str())
+                .map_or(true, |c| c.migrated_at < row.migrated_at);
+            if newer {
+                created.insert(
+                    id,
+                    Created {
+                        profile_id: &row.profile_id,
+                        migrated_at: row.migrated_at,
+                    },
+                );
+            }
         }
     }
     let mut by_user: BTreeMap<String, Vec<UserRow>> = BTreeMap::new();
@@ -280,14 +300,14 @@ async fn read_and_plan(
     Ok(Chunk {
         plans: by_user
             .values()
-            .map(|rows| plan_user(rows, &recorded))
+            .map(|rows| plan_user(rows, &created))
             .filter(|plan| !plan.changes.is_empty() || !plan.unmendable.is_empty())
             .collect(),
-        profiles: profiles.len() as u64,
+        users: chunk.len() as u64,
     })
 }
 
-/// Repairs a chunk of the ledger's profiles in the caller's transaction,
+/// Repairs a chunk of the ledger's users in the caller's transaction,
 /// lock phase first (every wait of the transaction as short as the
 /// phase's: relink yields), and records it on the repair's run; each
 /// change is a line on `out`.
@@ -298,7 +318,7 @@ async fn read_and_plan(
 pub async fn repair_chunk(
     tx: &impl GenericClient,
     names: &Names,
-    profiles: &[String],
+    users: &[String],
     waits: LockWaits,
     run_id: i64,
     out: &mut impl Write,
@@ -308,7 +328,7 @@ pub async fn repair_chunk(
         after: waits.phase,
         ..waits
     };
-    let chunk = read_and_plan(tx, names, profiles, Some(waits)).await?;
+    let chunk = read_and_plan(tx, names, users, Some(waits)).await?;
     let (mut deletes, mut moves) = (Vec::new(), Vec::new());
     for change in chunk.plans.iter().flat_map(|p| &p.changes) {
         match change {
@@ -319,7 +339,7 @@ pub async fn repair_chunk(
     let deleted = delete_rows(tx, names, &deletes).await?;
     let moved = move_rows(tx, names, &moves).await?;
     let mut counters = RepairCounters {
-        profiles: chunk.profiles,
+        users: chunk.users,
         duplicates_deleted: deleted.len() as u64,
         rows_moved: moved.len() as u64,
         edited_meanwhile: (deletes.len() + moves.len() - deleted.len() - moved.len()) as u64,
@@ -338,14 +358,7 @@ pub async fn repair_chunk(
         }
     }
     let flat = serde_json::to_value(&counters)?;
-    state::record_chunk(
-        tx,
-        names,
-        run_id,
-        profiles.last().map(String::as_str),
-        &flat,
-    )
-    .await?;
+    state::record_chunk(tx, names, run_id, users.last().map(String::as_str), &flat).await?;
     Ok(counters)
 }
 
@@ -356,13 +369,13 @@ pub async fn repair_chunk(
 pub async fn preview_chunk(
     client: &impl GenericClient,
     names: &Names,
-    profiles: &[String],
+    users: &[String],
     out: &mut impl Write,
     quiet: bool,
 ) -> Result<RepairCounters> {
-    let chunk = read_and_plan(client, names, profiles, None).await?;
+    let chunk = read_and_plan(client, names, users, None).await?;
     let mut counters = RepairCounters {
-        profiles: chunk.profiles,
+        users: chunk.users,
         ..RepairCounters::default()
     };
     for plan in &chunk.plans {
@@ -532,22 +545,20 @@ mod tests {
         }
     }
 
-    fn recorded(ids: &[&str]) -> Vec<Recorded> {
-        ids.iter()
-            .map(|id| Recorded {
-                profile_id: "p1".into(),
-                run_id: 1,
-                key: String::new(),
-                id: (*id).into(),
-                migrated_at: at(10),
-            })
-            .collect()
-    }
-
     fn plan(rows: &[UserRow], ours: &[&str]) -> UserPlan {
-        let links = recorded(ours);
-        let by_id: HashMap<&str, &Recorded> = links.iter().map(|r| (r.id.as_str(), r)).collect();
-        plan_user(rows, &by_id)
+        let created: HashMap<&str, Created<'_>> = ours
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    Created {
+                        profile_id: "p1",
+                        migrated_at: at(10),
+                    },
+                )
+            })
+            .collect();
+        plan_user(rows, &created)
     }
 
     fn moves(plan: &UserPlan) -> Vec<(String, i32, i32)> {

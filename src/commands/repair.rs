@@ -1,5 +1,5 @@
 //! `relink repair` (SPEC §9): asks first, takes the lock, then walks the
-//! ledger's profiles in keyset pages as purge does and mends each chunk in
+//! ledger's users in keyset pages as purge does and mends each chunk in
 //! one transaction that starts with the lock phase (or lists what it would
 //! change, with `--dry-run`); resumes after the checkpoint of an unfinished
 //! repair; exit 3 when something is left that only a change to the
@@ -57,11 +57,11 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
     let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
     let in_ledger: i64 = control
         .query_one(
-            &names.sql("SELECT count(DISTINCT profile_id) FROM {state}.ledger"),
+            &names.sql("SELECT count(DISTINCT user_id) FROM {state}.ledger"),
             &[],
         )
         .await
-        .context("cannot count the ledger's profiles")?
+        .context("cannot count the ledger's users")?
         .get(0);
 
     let started = Instant::now();
@@ -91,7 +91,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
         throttle.show_on(id).await;
     }
     let retry = Retry::new(cfg.timeouts.attempts);
-    let mut pages = removal::profiles(names, after, cfg.chunk_size);
+    let mut pages = removal::users(names, after, cfg.chunk_size);
     let mut totals = RepairCounters::default();
     let stdout = std::io::stdout();
     let result: Result<bool> = async {
@@ -107,8 +107,8 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
                     let (pool, stdout) = (&pool, &stdout);
                     async move {
                         let mut client = db::checkout(pool).await?;
-                        let (attempt, profiles) = next_profiles(attempt, &**client).await?;
-                        let counters = if profiles.is_empty() {
+                        let (attempt, users) = next_users(attempt, &**client).await?;
+                        let counters = if users.is_empty() {
                             RepairCounters::default()
                         } else if let Some(run_id) = run_id {
                             let tx = client
@@ -120,7 +120,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
                             let c = repair::repair_chunk(
                                 &*tx,
                                 names,
-                                &profiles,
+                                &users,
                                 waits,
                                 run_id,
                                 &mut lines,
@@ -136,13 +136,13 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
                             repair::preview_chunk(
                                 &**client,
                                 names,
-                                &profiles,
+                                &users,
                                 &mut stdout.lock(),
                                 common.quiet,
                             )
                             .await?
                         };
-                        Ok((attempt, profiles.is_empty(), counters))
+                        Ok((attempt, users.is_empty(), counters))
                     }
                 })
                 .await?;
@@ -154,7 +154,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
                 return Ok(true);
             }
             progress.advance(
-                counters.profiles,
+                counters.users,
                 counters.duplicates_deleted + counters.rows_moved,
             );
             totals.merge(&counters);
@@ -189,24 +189,24 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
     }
 }
 
-/// The next page of the ledger's profiles (each once).
-async fn next_profiles(
+/// The next page of the ledger's users (each once).
+async fn next_users(
     mut pages: Pager,
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<(Pager, Vec<String>)> {
     let no_run: Option<i64> = None;
-    let mut profiles: Vec<String> = pages
+    let mut users: Vec<String> = pages
         .next(client, &[&no_run])
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    profiles.dedup();
-    Ok((pages, profiles))
+    users.dedup();
+    Ok((pages, users))
 }
 
 /// Starts a repair run record, or takes over the unfinished one: returns
-/// its id and the profile to resume after.
+/// its id and the user to resume after.
 async fn begin(
     control: &tokio_postgres::Client,
     names: &Names,
@@ -216,7 +216,7 @@ async fn begin(
     if let Some(run) = state::resumable(control, names, Mode::Repair).await? {
         state::resume_run(control, names, run.id, &owner).await?;
         tracing::info!(
-            "resuming repair {} after profile {}",
+            "resuming repair {} after user {}",
             run.id,
             run.checkpoint
                 .as_deref()
@@ -230,9 +230,9 @@ async fn begin(
     Ok((id, None))
 }
 
-/// Repair's bar counts the ledger's profiles looked at.
+/// Repair's bar counts the ledger's users looked at.
 const REPAIR_UNITS: Units = Units {
-    bar: "profiles",
+    bar: "users",
     also: "rows changed",
 };
 
@@ -250,7 +250,7 @@ fn print_summary(
         serde_json::to_writer(
             &mut out,
             &json!({"mode": if cfg.dry_run { "repair-dry-run" } else { "repair" }, "run_id": run_id,
-                    "status": status, "profiles": c.profiles, "duplicates_deleted": c.duplicates_deleted,
+                    "status": status, "users": c.users, "duplicates_deleted": c.duplicates_deleted,
                     "rows_moved": c.rows_moved, "edited_meanwhile": c.edited_meanwhile,
                     "unmendable": c.unmendable, "elapsed_seconds": elapsed}),
         )?;
@@ -267,7 +267,7 @@ fn print_summary(
         None => writeln!(out, "Summary (repair dry run)")?,
     }
     for (name, n) in [
-        ("profiles looked at", c.profiles),
+        ("users looked at", c.users),
         (deleted, c.duplicates_deleted),
         (moved, c.rows_moved),
         ("skipped: edited meanwhile", c.edited_meanwhile),

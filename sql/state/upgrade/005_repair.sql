@@ -1,4 +1,4 @@
--- State schema version 4: `relink repair` (SPEC §9) keeps a run record of
+-- State schema version 5: `relink repair` (SPEC §9) keeps a run record of
 -- its own, like run and purge: who mended what and when, its counters, and
 -- the checkpoint it resumes after.
 ALTER TABLE {state}.runs DROP CONSTRAINT IF EXISTS runs_mode_check;
