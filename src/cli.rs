@@ -244,8 +244,10 @@ pub struct GateArgs {
 /// How gently `run` and `purge` treat a busy production database.
 #[derive(Debug, Args)]
 pub struct TimeoutArgs {
-    /// Give up waiting for a row or table lock after this long; the chunk is
-    /// rolled back and retried, so the application is never blocked longer.
+    /// Give up waiting for a lock after this long; the chunk is rolled back
+    /// and retried, so the application is never blocked longer. (A chunk
+    /// waits for the application's rows far less: at most 150 ms, in its
+    /// lock phase, so that relink, never the application, gives way.)
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub lock_timeout: String,
 

@@ -106,9 +106,17 @@ pub fn reached(point: Point) {
         return;
     }
     eprintln!("relink: test hook: stopping before {point}");
-    // kill(1): the crate forbids `unsafe`, so no `libc::raise`.
+    // kill(1): the crate forbids `unsafe`, so no `libc::raise`. Sent to
+    // this thread's id: the kernel then has this very thread (waiting for
+    // kill to exit) take the signal and stop the process before it goes
+    // on; sent to the process, another thread may take it, and on a busy
+    // machine this one would run on for a few milliseconds first.
+    let target = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| link.file_name().map(|t| t.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| std::process::id().to_string());
     let stopped = std::process::Command::new("kill")
-        .args(["-STOP", &std::process::id().to_string()])
+        .args(["-STOP", &target])
         .status();
     if let Err(e) = stopped {
         tracing::warn!("test hook: cannot stop: {e}");
