@@ -184,8 +184,12 @@ pub async fn lock(
           ORDER BY p.id
             FOR NO KEY UPDATE OF p"
     ));
-    let users_sql =
-        names.sql("SELECT id FROM {app}.users WHERE id = ANY($1) ORDER BY id FOR KEY SHARE");
+    // Joined to the array rather than `id = ANY($1)`: one index probe per
+    // user whatever the statistics say (see `chunk::users_rows`).
+    let users_sql = names.sql(
+        "SELECT u.id FROM {app}.users u JOIN unnest($1::text[]) AS c(id) ON c.id = u.id
+          ORDER BY u.id FOR KEY SHARE OF u",
+    );
     let begin_params: [(&(dyn ToSql + Sync), Type); 1] = [(&phase, Type::TEXT)];
     let profiles_params: [(&(dyn ToSql + Sync), Type); 2] =
         [(&ids, Type::TEXT_ARRAY), (&fingerprints, Type::BYTEA_ARRAY)];

@@ -226,7 +226,10 @@ async fn read_and_plan(
 ) -> Result<Chunk> {
     let owners = client
         .query(
-            &names.sql("SELECT id, \"userId\" FROM {app}.profiles WHERE \"userId\" = ANY($1)"),
+            &names.sql(
+                "SELECT p.id, p.\"userId\" FROM {app}.profiles p
+                   JOIN unnest($1::text[]) AS u(id) ON u.id = p.\"userId\"",
+            ),
             &[&chunk],
         )
         .await
@@ -252,8 +255,11 @@ async fn read_and_plan(
     let rows = client
         .query(
             &names.sql(
-                "SELECT id, \"userId\", \"profileId\", url, position, \"updatedAt\"
-                   FROM {app}.profile_links WHERE \"userId\" = ANY($1)",
+                "SELECT pl.id, u.id, pl.\"profileId\", pl.url, pl.position, pl.\"updatedAt\"
+                   FROM unnest($1::text[]) AS u(id)
+                  CROSS JOIN LATERAL (SELECT id, \"profileId\", url, position, \"updatedAt\"
+                                        FROM {app}.profile_links pl
+                                       WHERE pl.\"userId\" = u.id OFFSET 0) pl",
             ),
             &[&users],
         )
