@@ -227,8 +227,11 @@ async fn read_and_plan(
     let owners = client
         .query(
             &names.sql(
-                "SELECT p.id, p.\"userId\" FROM {app}.profiles p
-                   JOIN unnest($1::text[]) AS u(id) ON u.id = p.\"userId\"",
+                "SELECT p.id, p.\"userId\"
+                   FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord)
+                  CROSS JOIN LATERAL (SELECT id, \"userId\" FROM {app}.profiles p
+                                       WHERE p.\"userId\" = u.id OFFSET 0) p
+                  ORDER BY u.ord",
             ),
             &[&chunk],
         )
