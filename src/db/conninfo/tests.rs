@@ -374,7 +374,8 @@ fn client_certificates() {
         resolve("host=h", &e).client_cert,
         Some(ClientCert {
             cert: cert.clone(),
-            key
+            key,
+            key_password: None,
         })
     );
     let other_key = home.file("other.key", "PEM", 0o600);

@@ -184,22 +184,22 @@ fn key_and_certificate_files() {
     let dir = TempDir::new("tls-files");
     let leaf = Leaf::self_signed(&["client"]);
     let pem = dir.file("k.pem", &leaf.key_pem, 0o600);
-    assert!(load_key(&pem).is_ok());
+    assert!(load_key(&pem, None).is_ok());
     let der = dir.0.join("k.der");
     std::fs::write(&der, &leaf.key_der).expect("write");
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&der, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
-    assert!(load_key(&der).is_ok(), "DER keys, as libpq accepts");
+    assert!(load_key(&der, None).is_ok(), "DER keys, as libpq accepts");
     let open = dir.file("open.pem", &leaf.key_pem, 0o644);
-    let err = load_key(&open).expect_err("open key").to_string();
+    let err = load_key(&open, None).expect_err("open key").to_string();
     assert!(
         err.contains(&format!("chmod 600 {}", open.display())),
         "{err}"
     );
     let junk = dir.file("junk.pem", "not a key", 0o600);
-    assert!(load_key(&junk)
+    assert!(load_key(&junk, None)
         .expect_err("junk")
         .to_string()
         .contains("no PEM or DER"));
@@ -392,6 +392,10 @@ struct Fake {
     refuse: Option<(&'static str, &'static str)>,
     /// Reports `in_hot_standby=on` at startup, as a PostgreSQL 14+ standby.
     hot_standby: bool,
+    /// Answers every simple query with one row of three booleans, as
+    /// relink's session check reads them: in recovery (`hot_standby`),
+    /// read-only (likewise), relink's startup settings in force (yes).
+    answers: bool,
 }
 
 struct Running {
@@ -509,9 +513,57 @@ impl Fake {
         }
         s.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await?;
         s.flush().await?;
+        if self.answers {
+            return self.answer(s).await;
+        }
         let mut buf = [0u8; 256];
         while s.read(&mut buf).await? > 0 {}
         Ok(())
+    }
+
+    /// Answers simple queries (see [`Fake::answers`]) until the client
+    /// leaves.
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(&self, mut s: S) -> std::io::Result<()> {
+        let flag = if self.hot_standby { b't' } else { b'f' };
+        loop {
+            let mut tag = [0u8; 1];
+            if s.read(&mut tag).await? == 0 {
+                return Ok(());
+            }
+            let len = read_u32(&mut s).await?;
+            let mut body = vec![0u8; usize::try_from(len).expect("len") - 4];
+            s.read_exact(&mut body).await?;
+            match tag[0] {
+                b'Q' => {
+                    let mut description = vec![0, 3];
+                    for name in [&b"a"[..], b"b", b"c"] {
+                        description.extend_from_slice(name);
+                        description.push(0);
+                        // table oid, column, type oid (bool), size, modifier, format
+                        description.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 1]);
+                        description.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0]);
+                    }
+                    let mut row = vec![0, 3];
+                    for value in [flag, flag, b't'] {
+                        row.extend_from_slice(&[0, 0, 0, 1, value]);
+                    }
+                    for (tag, body) in [
+                        (b'T', description),
+                        (b'D', row),
+                        (b'C', b"SELECT 1\0".to_vec()),
+                        (b'Z', b"I".to_vec()),
+                    ] {
+                        let len = u32::try_from(body.len() + 4).expect("len");
+                        s.write_all(&[tag]).await?;
+                        s.write_all(&len.to_be_bytes()).await?;
+                        s.write_all(&body).await?;
+                    }
+                    s.flush().await?;
+                }
+                b'X' => return Ok(()),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -864,6 +916,7 @@ async fn a_writing_session_on_a_standby_is_refused_naming_the_fix() {
     let env = env_with_home(&TempDir::new("fake-standby"));
     let standby = Fake {
         hot_standby: true,
+        answers: true,
         ..Fake::default()
     }
     .start()
