@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod lock;
 mod observe;
+mod poolers;
 mod props;
 mod purge;
 mod real_world;
