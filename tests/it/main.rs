@@ -17,6 +17,7 @@ mod props;
 mod purge;
 mod real_world;
 mod replicas;
+mod rls;
 mod run;
 mod servers;
 mod tls;

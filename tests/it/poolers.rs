@@ -84,7 +84,14 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
     let before = written(&pooled).await;
     assert_eq!(before.0, 0);
 
-    let dry = ["run", "--dry-run", "--format", "json", "--chunk-size", CHUNK];
+    let dry = [
+        "run",
+        "--dry-run",
+        "--format",
+        "json",
+        "--chunk-size",
+        CHUNK,
+    ];
     let (a, b) = (ok(pooled.run(via, &dry)), ok(direct.run(plain, &dry)));
     assert_eq!(figures(&json_summary(&a)), figures(&json_summary(&b)));
     assert_eq!(written(&pooled).await, before, "a dry run writes nothing");
@@ -133,11 +140,7 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
         ],
     );
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("\"7s/3s/UTC\""),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("\"7s/3s/UTC\""), "{}", stderr(&out));
 
     let purge = ["purge", "--yes", "--format", "json", "--chunk-size", CHUNK];
     let (a, b) = (ok(pooled.run(via, &purge)), ok(direct.run(plain, &purge)));
