@@ -3,6 +3,7 @@
 //! unless the test failed (so it can be inspected). Tests run in parallel.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -1236,4 +1237,108 @@ impl NodeExporter {
         let status = head.lines().next().unwrap_or_default().to_owned();
         (status, body.to_owned())
     }
+}
+
+// ---------------------------------------------------------------------------
+// A HOME and environment of a test's own, for the connection tests (libpq's
+// files and variables): only what a test sets reaches relink.
+
+/// A directory of the test's own, for `HOME` (`~/.pgpass`,
+/// `~/.postgresql/`) and files such as `PGPASSFILE`; removed afterwards
+/// unless the test failed.
+pub struct Home(PathBuf);
+
+impl Home {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "relink-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary HOME");
+        chmod(&dir, 0o700);
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `file` (relative to this directory) with `mode`; returns its
+    /// path.
+    pub fn write(&self, file: &str, text: &str, mode: u32) -> PathBuf {
+        let path = self.0.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a directory");
+        }
+        std::fs::write(&path, text).expect("write a file");
+        chmod(&path, mode);
+        path
+    }
+
+    /// Copies `from` to `file` with `mode`.
+    pub fn copy(&self, from: &str, file: &str, mode: u32) -> PathBuf {
+        let text = std::fs::read_to_string(from).unwrap_or_else(|e| panic!("read {from}: {e}"));
+        self.write(file, &text, mode)
+    }
+
+    /// The relink binary with nothing of the caller's connection settings:
+    /// no `DATABASE_URL`, no `PG*` variable, no `RELINK_LOG`; `HOME` here.
+    pub fn relink(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("PG") || name == "DATABASE_URL" || name == "RELINK_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("HOME", &self.0).stdin(Stdio::null());
+        cmd
+    }
+
+    /// [`Self::relink`] with `DATABASE_URL` = `url`.
+    pub fn relink_url(&self, url: &str) -> Command {
+        let mut cmd = self.relink();
+        cmd.env("DATABASE_URL", url);
+        cmd
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Runs `cmd` with `args` to completion.
+pub fn output(mut cmd: Command, args: &[&str]) -> Output {
+    cmd.args(args).output().expect("run relink")
+}
+
+/// A fatal error: exit 1, nothing on stdout, and on stderr exactly one line
+/// `relink: error: …` (returned) holding every one of `needles`.
+#[track_caller]
+pub fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(out, code);
+    assert_no_panic(out);
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("relink: error: "),
+        "expected one line `relink: error: …` on stderr, got:\n{err}"
+    );
+    assert!(stdout(out).is_empty(), "stdout: {}", stdout(out));
+    for needle in needles {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    err.trim_end().to_owned()
 }

@@ -10,6 +10,7 @@ mod faults;
 mod generate;
 mod harness;
 mod hostile;
+mod libpq;
 mod lock;
 mod observe;
 mod poolers;
