@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod libpq;
 mod lock;
+mod node_exporter;
 mod observe;
 mod poolers;
 mod props;
