@@ -286,3 +286,46 @@ async fn the_pooler_check_tells_transaction_mode_from_a_session_of_its_own_every
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relink_killed_behind_a_session_pooler_leaves_no_lock_on_its_server_sessions() {
+    let db = PooledTestDb::new("pool_kill").await;
+    ok(db.run(&db.url, &["generate", "--profiles", PROFILES]));
+    let via = db.session_url.as_str();
+    // Held by a pause, the run holds its lock (two keys, two sessions) and
+    // waits before its first chunk.
+    ok(db.run(via, &["pause", "--reason", "test"]));
+    let mut cmd = db.relink(via);
+    cmd.arg("run");
+    let run = crate::harness::spawn(cmd);
+    let started = std::time::Instant::now();
+    while db
+        .count("SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL")
+        .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the run never waited on the pause"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(advisory_locks(&db).await, 2, "the run's two lock keys");
+    crate::harness::send_signal(run.pid, "KILL");
+    let out = run.wait(std::time::Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), None, "killed");
+    // PgBouncer's server_reset_query (DISCARD ALL, its default) releases
+    // the keys when the client is gone: the server sessions go back to the
+    // pool without them.
+    let started = std::time::Instant::now();
+    while advisory_locks(&db).await > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the killed run's lock stayed on a pooled server session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ok(db.run(via, &["resume"]));
+    let out = ok(db.run(via, &["run", "--format", "json"]));
+    assert_eq!(json_summary(&out)["status"], "completed");
+}
