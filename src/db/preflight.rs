@@ -194,7 +194,7 @@ pub async fn check_row_security(client: &Client, names: &Names) -> Result<()> {
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = $1 AND c.relname IN ('profiles', 'profile_links')
                 AND pg_catalog.row_security_active(c.oid::regclass)
-              ORDER BY c.relname DESC",
+              ORDER BY c.relname",
             &[&names.app_raw],
         )
         .await

@@ -536,6 +536,8 @@ pub struct TlsServer {
     /// directory holding it under its OpenSSL hash name (`sslcrldir`).
     pub server_revoked_crl: String,
     pub server_revoked_crl_dir: String,
+    /// A CRL of version 1 (no extensions), which relink refuses.
+    pub v1_crl: String,
 }
 
 /// A primary with one streaming replica (`scripts/pg-server replica`), trust
@@ -628,6 +630,7 @@ pub fn tls_server() -> &'static TlsServer {
             empty_crl: get("PG_TLS_EMPTY_CRL"),
             server_revoked_crl: get("PG_TLS_SERVER_REVOKED_CRL"),
             server_revoked_crl_dir: get("PG_TLS_SERVER_REVOKED_CRL_DIR"),
+            v1_crl: get("PG_TLS_V1_CRL"),
         }
     })
 }

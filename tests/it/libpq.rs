@@ -227,6 +227,10 @@ async fn revocation_lists_refuse_a_revoked_certificate_on_either_side() {
             None,
         ),
         (vec![], Some(("PGSSLCRL", tls.server_revoked_crl.as_str()))),
+        (
+            vec![],
+            Some(("PGSSLCRLDIR", tls.server_revoked_crl_dir.as_str())),
+        ),
     ] {
         let mut cmd = home.relink_url(&url(&extra));
         if let Some((name, value)) = env {
@@ -242,6 +246,19 @@ async fn revocation_lists_refuse_a_revoked_certificate_on_either_side() {
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
         0
+    );
+    // A version 1 list (no extensions) is refused by name before
+    // connecting, never ignored.
+    assert_one_line_error(
+        &output(
+            home.relink_url(&url(&[("sslcrl", &tls.v1_crl)])),
+            &["status"],
+        ),
+        1,
+        &[
+            &format!("cannot read the certificate revocation list {}", tls.v1_crl),
+            "version 2",
+        ],
     );
 
     // A client certificate the server's list (ssl_crl_file) revokes.

@@ -142,6 +142,18 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
     assert_code(&out, 1);
     assert!(stderr(&out).contains("\"7s/3s/UTC\""), "{}", stderr(&out));
 
+    // An `options` of the operator's own, which the pooler refuses, is not
+    // silently dropped: relink says so and how to set it instead.
+    let with_options = format!("{via}?options=-c%20work_mem%3D7MB");
+    let out = pooled.run(&with_options, &["status"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("the server refused the startup parameter \"options\"")
+            && stderr(&out).contains("ALTER ROLE"),
+        "{}",
+        stderr(&out)
+    );
+
     let purge = ["purge", "--yes", "--format", "json", "--chunk-size", CHUNK];
     let (a, b) = (ok(pooled.run(via, &purge)), ok(direct.run(plain, &purge)));
     assert_eq!(

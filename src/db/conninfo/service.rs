@@ -163,6 +163,7 @@ mod tests {
         for (text, needle) in [
             ("[db]\nhost\n", "line 2: syntax error"),
             ("[db]\nservice=x\n", "nested service"),
+            ("[db]\nservicefile=/x\n", "nested servicefile"),
             (
                 "[db]\ncolour=blue\n",
                 "unknown connection parameter \"colour\"",
