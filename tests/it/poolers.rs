@@ -154,6 +154,29 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
         stderr(&out)
     );
 
+    // The fix it names works through the pooler: a setting on the role,
+    // in force for server sessions started after it (the pooler's idle ones
+    // are ended here, as PgBouncer's RECONNECT or server_lifetime would).
+    pooled
+        .client
+        .batch_execute(&format!(
+            "ALTER ROLE postgres IN DATABASE {db} SET work_mem = '7MB';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = '{db}' AND pid <> pg_backend_pid();",
+            db = pooled.name
+        ))
+        .await
+        .expect("ALTER ROLE … SET");
+    let out = pooled.run(
+        via,
+        &[
+            "run",
+            "--throttle-query",
+            "SELECT current_setting('work_mem')::int = 0",
+        ],
+    );
+    assert!(stderr(&out).contains("\"7MB\""), "{}", stderr(&out));
+
     let purge = ["purge", "--yes", "--format", "json", "--chunk-size", CHUNK];
     let (a, b) = (ok(pooled.run(via, &purge)), ok(direct.run(plain, &purge)));
     assert_eq!(
