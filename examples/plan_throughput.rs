@@ -101,7 +101,7 @@ fn main() {
     let started = Instant::now();
     let mut links = 0usize;
     for (id, social) in &data {
-        links += plan_profile(id, social, Context::default()).links.len();
+        links += plan_profile(id, id, social, Context::default()).links.len();
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -115,7 +115,7 @@ fn main() {
     let started = Instant::now();
     let mut read = 0usize;
     for ((id, _), text) in data.iter().zip(&texts) {
-        read += plan_profile(id, &legacy::parse(text), Context::default())
+        read += plan_profile(id, id, &legacy::parse(text), Context::default())
             .links
             .len();
     }

@@ -2,9 +2,10 @@
 //! it, deleted chunk by chunk together with the ledger's bookkeeping; and
 //! the preview of the same for `purge --dry-run`.
 //!
-//! The ledger records comparison keys; a row's id is UUID v5 of its
-//! profile id and key (SPEC §5), computed here with the planner's own
-//! `link_id`. Ledger bookkeeping per purged profile: deleted keys leave
+//! The ledger records comparison keys; a row's id derives from its
+//! profile id, user id and key (SPEC §5), computed here with the planner's
+//! own `link_ids` (both the current rule's id and the plain v5 id of
+//! releases before it, so their rows are purged too). Ledger bookkeeping per purged profile: deleted keys leave
 //! their ledger row (a row left without keys is deleted); keys of rows kept
 //! because edited, or already deleted by the user, stay, so `run` never
 //! re-creates them; and the profile's remaining rows lose their
@@ -20,7 +21,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{Keyset, Pager};
-use crate::plan::link_id;
+use crate::plan::link_ids;
 use crate::state;
 
 /// What a purge removes: the links of one run or of all, with or without
@@ -49,20 +50,22 @@ impl PurgeCounters {
     }
 }
 
-/// Keyset pages of the profiles the ledger has in `scope` (`$3`: the run).
-/// A page walks the ledger's primary key: no DISTINCT (a profile with rows
-/// of several runs appears once per run and is deduplicated by the caller),
-/// which without statistics on a fresh ledger was planned as a scan of the
-/// whole table per page.
-pub fn profiles(names: &Names, page_size: usize) -> Pager {
+/// Keyset pages of the users the ledger has in `scope` (`$3`: the run), in
+/// the ledger's key order. A page walks the ledger's primary key: no
+/// DISTINCT (a user with rows of several runs appears once per run and is
+/// deduplicated by the caller), which without statistics on a fresh ledger
+/// was planned as a scan of the whole table per page. A chunk then takes
+/// every ledger row of its users, so a user's rows split by a page's LIMIT
+/// are not skipped by the next page.
+pub fn users(names: &Names, page_size: usize) -> Pager {
     Pager::new(
         "the ledger",
         |keyset: Keyset| {
             names.sql(&format!(
-                "SELECT profile_id FROM {{state}}.ledger
+                "SELECT user_id FROM {{state}}.ledger
                   WHERE {} AND ($3::bigint IS NULL OR run_id = $3)
-                  ORDER BY profile_id LIMIT $2",
-                keyset.condition("profile_id")
+                  ORDER BY user_id LIMIT $2",
+                keyset.condition("user_id")
             ))
         },
         None,
@@ -93,49 +96,85 @@ pub async fn links_in_scope(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// A link relink created, as the ledger records it, in a purge's scope.
+/// A ledger row in a purge's scope.
 #[derive(Debug)]
-struct Recorded {
+struct LedgerRow {
+    user_id: String,
     profile_id: String,
     run_id: i64,
-    key: String,
-    id: String,
+    keys: Vec<String>,
     migrated_at: SystemTime,
 }
 
-/// The links the ledger records for a chunk's profiles, in scope. One query
-/// with the ids passed as an array: every lookup an index probe.
-async fn recorded(
+/// A link relink created, as the ledger records it: its row and key, and
+/// the ids it can have (SPEC §5: the current rule's, and the plain v5 id
+/// of releases before it).
+#[derive(Debug)]
+struct Recorded<'a> {
+    row: &'a LedgerRow,
+    key: &'a str,
+    ids: Vec<String>,
+}
+
+impl Recorded<'_> {
+    fn is_in(&self, ids: &HashSet<String>) -> bool {
+        self.ids.iter().any(|id| ids.contains(id))
+    }
+}
+
+/// The ledger rows of a chunk's users, in scope, in key order. One query
+/// with the users passed as an array: every lookup an index probe.
+async fn ledger_rows(
     client: &impl GenericClient,
     names: &Names,
-    profiles: &[String],
+    users: &[String],
     scope: &Scope,
-) -> Result<Vec<Recorded>> {
+) -> Result<Vec<LedgerRow>> {
     let rows = client
         .query(
             &names.sql(
-                "SELECT l.profile_id, l.run_id, k.key, l.migrated_at
-                   FROM {state}.ledger l CROSS JOIN LATERAL unnest(l.link_keys) AS k(key)
-                  WHERE l.profile_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)
-                  ORDER BY l.profile_id, l.run_id",
+                "SELECT l.user_id, l.profile_id, l.run_id, l.link_keys, l.migrated_at
+                   FROM {state}.ledger l
+                  WHERE l.user_id = ANY($1) AND ($2::bigint IS NULL OR l.run_id = $2)
+                  ORDER BY l.user_id, l.profile_id, l.run_id",
             ),
-            &[&profiles, &scope.run],
+            &[&users, &scope.run],
         )
         .await
         .context("cannot read the ledger")?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let (profile_id, key): (String, String) = (r.get(0), r.get(2));
-            Recorded {
-                id: link_id(&profile_id, &key),
-                profile_id,
-                run_id: r.get(1),
-                key,
-                migrated_at: r.get(3),
-            }
+        .map(|r| LedgerRow {
+            user_id: r.get(0),
+            profile_id: r.get(1),
+            run_id: r.get(2),
+            keys: r.get(3),
+            migrated_at: r.get(4),
         })
         .collect())
+}
+
+/// Every link the rows record.
+fn recorded(rows: &[LedgerRow]) -> Vec<Recorded<'_>> {
+    rows.iter()
+        .flat_map(|row| {
+            row.keys.iter().map(move |key| Recorded {
+                row,
+                key,
+                ids: link_ids(&row.profile_id, &row.user_id, key).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The distinct profiles of the rows, as (user ids, profile ids).
+fn profiles_of(rows: &[LedgerRow]) -> (Vec<&str>, Vec<&str>) {
+    let mut pairs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.user_id.as_str(), r.profile_id.as_str()))
+        .collect();
+    pairs.dedup();
+    pairs.into_iter().unzip()
 }
 
 /// Deletes a chunk's unedited migrated rows and updates the ledger, in the
@@ -146,14 +185,21 @@ async fn recorded(
 pub async fn purge_chunk(
     tx: &impl GenericClient,
     names: &Names,
-    profiles: &[String],
+    users: &[String],
     scope: &Scope,
     run_id: i64,
 ) -> Result<PurgeCounters> {
-    let links = recorded(tx, names, profiles, scope).await?;
-    let ids: Vec<&str> = links.iter().map(|l| l.id.as_str()).collect();
-    let owners: Vec<&str> = links.iter().map(|l| l.profile_id.as_str()).collect();
-    let times: Vec<SystemTime> = links.iter().map(|l| l.migrated_at).collect();
+    let rows = ledger_rows(tx, names, users, scope).await?;
+    let links = recorded(&rows);
+    // A scope row per id a link can have (at most one of them exists).
+    let (mut ids, mut owners, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    for link in &links {
+        for id in &link.ids {
+            ids.push(id.as_str());
+            owners.push(link.row.profile_id.as_str());
+            times.push(link.row.migrated_at);
+        }
+    }
     // One statement, one snapshot: what is kept because edited (compared at
     // the column's millisecond precision: both are TIMESTAMP(3)), and the
     // delete itself.
@@ -174,53 +220,36 @@ pub async fn purge_chunk(
         )
         .await
         .context("cannot delete migrated rows")?;
-    let in_scope = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    let in_scope = i64::try_from(links.len()).unwrap_or(i64::MAX);
     let edited: i64 = row.get(0);
     let deleted: HashSet<String> = row.get::<_, Vec<String>>(1).into_iter().collect();
+    let deleted_links = links.iter().filter(|l| l.is_in(&deleted)).count() as u64;
     // The deleted links' keys leave their ledger rows: a row left without
     // keys goes (with any row that had none), a row that keeps some (edited
     // or already gone) is rewritten, one statement each: rare. Worked out
     // here rather than in SQL, where filtering every row's keys against the
     // chunk's deleted ones was quadratic in the chunk.
-    let mut rows: Vec<(&str, i64, Vec<&str>, bool)> = Vec::new();
-    for link in &links {
-        let gone = deleted.contains(&link.id);
-        match rows.last_mut() {
-            Some((profile, run, kept, changed))
-                if *profile == link.profile_id && *run == link.run_id =>
-            {
-                if gone {
-                    *changed = true;
-                } else {
-                    kept.push(&link.key);
-                }
-            }
-            _ => rows.push((
-                &link.profile_id,
-                link.run_id,
-                if gone {
-                    Vec::new()
-                } else {
-                    vec![link.key.as_str()]
-                },
-                gone,
-            )),
-        }
-    }
-    let (mut emptied_profiles, mut emptied_runs) = (Vec::new(), Vec::new());
-    for (profile, run, kept, changed) in &rows {
-        if !changed {
+    let mut emptied: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    // `recorded` gives each row's links together.
+    for of_row in links.chunk_by(|a, b| std::ptr::eq(a.row, b.row)) {
+        let row = of_row[0].row;
+        let (gone, kept): (Vec<&Recorded<'_>>, Vec<&Recorded<'_>>) =
+            of_row.iter().partition(|l| l.is_in(&deleted));
+        if gone.is_empty() {
             continue;
         }
         if kept.is_empty() {
-            emptied_profiles.push(*profile);
-            emptied_runs.push(*run);
+            emptied.0.push(&row.user_id);
+            emptied.1.push(&row.profile_id);
+            emptied.2.push(row.run_id);
         } else {
+            let kept: Vec<&str> = kept.iter().map(|l| l.key).collect();
             tx.execute(
                 &names.sql(
-                    "UPDATE {state}.ledger SET link_keys = $3 WHERE profile_id = $1 AND run_id = $2",
+                    "UPDATE {state}.ledger SET link_keys = $4
+                      WHERE user_id = $1 AND profile_id = $2 AND run_id = $3",
                 ),
-                &[profile, run, kept],
+                &[&row.user_id, &row.profile_id, &row.run_id, &kept],
             )
             .await
             .context("cannot update the ledger")?;
@@ -229,33 +258,32 @@ pub async fn purge_chunk(
     tx.execute(
         &names.sql(
             "DELETE FROM {state}.ledger
-              WHERE profile_id = ANY($1) AND ($2::bigint IS NULL OR run_id = $2)
+              WHERE user_id = ANY($1) AND ($2::bigint IS NULL OR run_id = $2)
                 AND (cardinality(link_keys) = 0
-                     OR (profile_id, run_id) IN (SELECT * FROM unnest($3::text[], $4::bigint[])))",
+                     OR (user_id, profile_id, run_id) IN
+                        (SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[])))",
         ),
-        &[&profiles, &scope.run, &emptied_profiles, &emptied_runs],
+        &[&users, &scope.run, &emptied.0, &emptied.1, &emptied.2],
     )
     .await
     .context("cannot delete ledger rows")?;
     // The profiles are pending again; their rejects come back when replanned.
-    tx.execute(
-        &names.sql("DELETE FROM {state}.rejects WHERE profile_id = ANY($1)"),
-        &[&profiles],
-    )
-    .await
-    .context("cannot clear the rejects of purged profiles")?;
-    state::mark_pending(tx, names, &profiles)
+    let (profile_users, profiles) = profiles_of(&rows);
+    state::clear_rejects(tx, names, &profile_users, &profiles)
+        .await
+        .context("cannot clear the rejects of purged profiles")?;
+    state::mark_pending(tx, names, &profile_users, &profiles)
         .await
         .context("cannot mark purged profiles pending")?;
     let counters = PurgeCounters {
         profiles: profiles.len() as u64,
-        links_deleted: deleted.len() as u64,
+        links_deleted: deleted_links,
         kept_edited: u64::try_from(edited).unwrap_or(0),
         already_gone: u64::try_from(in_scope - edited)
             .unwrap_or(0)
-            .saturating_sub(deleted.len() as u64),
+            .saturating_sub(deleted_links),
     };
-    let last = profiles.last().map(String::as_str);
+    let last = users.last().map(String::as_str);
     let flat = serde_json::to_value(&counters)?;
     state::record_chunk(tx, names, run_id, last, &flat).await?;
     Ok(counters)
@@ -268,13 +296,17 @@ pub async fn purge_chunk(
 pub async fn preview_chunk(
     client: &impl GenericClient,
     names: &Names,
-    profiles: &[String],
+    users: &[String],
     scope: &Scope,
     out: &mut impl Write,
     quiet: bool,
 ) -> Result<PurgeCounters> {
-    let links = recorded(client, names, profiles, scope).await?;
-    let ids: Vec<&str> = links.iter().map(|l| l.id.as_str()).collect();
+    let ledger = ledger_rows(client, names, users, scope).await?;
+    let links = recorded(&ledger);
+    let ids: Vec<&str> = links
+        .iter()
+        .flat_map(|l| l.ids.iter().map(String::as_str))
+        .collect();
     let rows = client
         .query(
             &names.sql(
@@ -288,18 +320,20 @@ pub async fn preview_chunk(
     let present: HashMap<String, &tokio_postgres::Row> =
         rows.iter().map(|r| (r.get::<_, String>(0), r)).collect();
     let mut c = PurgeCounters {
-        profiles: profiles.len() as u64,
+        profiles: profiles_of(&ledger).1.len() as u64,
         ..PurgeCounters::default()
     };
     for link in &links {
-        let row = present
-            .get(&link.id)
-            .filter(|r| r.get::<_, String>(1) == link.profile_id);
+        let row = link
+            .ids
+            .iter()
+            .find_map(|id| present.get(id))
+            .filter(|r| r.get::<_, String>(1) == link.row.profile_id);
         let Some(row) = row else {
             c.already_gone += 1;
             continue;
         };
-        let edited = row.get::<_, SystemTime>(6) > link.migrated_at;
+        let edited = row.get::<_, SystemTime>(6) > link.row.migrated_at;
         if edited && !scope.include_edited {
             c.kept_edited += 1;
             continue;
@@ -309,8 +343,8 @@ pub async fn preview_chunk(
             writeln!(
                 out,
                 "[DRY RUN] Would delete {} (run {}) of user {}: {} ({}): {}",
-                link.id,
-                link.run_id,
+                row.get::<_, String>(0),
+                link.row.run_id,
                 row.get::<_, String>(2),
                 row.get::<_, String>(3),
                 row.get::<_, String>(4),

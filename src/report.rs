@@ -33,6 +33,11 @@ pub struct Summary {
     pub links_per_second: f64,
     /// Seconds the run waited before chunks, by cause (SPEC §13).
     pub throttled_seconds: Throttled,
+    /// Bytes of WAL the server wrote during a live run (SPEC §11): its WAL
+    /// position's advance, so other sessions' writes count too. None for a
+    /// dry run, or when the server cannot say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_bytes: Option<u64>,
 }
 
 impl Summary {
@@ -58,7 +63,14 @@ impl Summary {
             links_per_second: counters.links_created as f64 / elapsed.max(0.001),
             counters,
             elapsed_seconds: elapsed,
+            wal_bytes: None,
         }
+    }
+
+    /// The same with the WAL the run made the server write.
+    pub fn with_wal(mut self, wal_bytes: Option<u64>) -> Self {
+        self.wal_bytes = wal_bytes;
+        self
     }
 
     /// Prints the summary on stdout (on `out` for `--report -`), ending a
@@ -117,7 +129,18 @@ impl Summary {
             out,
             "  {:<28} {:>12.0} links/s",
             "rate", self.links_per_second
-        )
+        )?;
+        if let Some(bytes) = self.wal_bytes {
+            // Whole MiB for people; the exact figure is in --format json.
+            let per_link = bytes / c.links_created.max(1);
+            writeln!(
+                out,
+                "  {:<28} {:>12.1} MiB ({per_link} B/link; the whole server's)",
+                "WAL written",
+                bytes as f64 / 1_048_576.0
+            )?;
+        }
+        Ok(())
     }
 }
 

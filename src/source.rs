@@ -1,6 +1,7 @@
-//! The reading edge: profiles with legacy links in keyset pages of `id`,
-//! leaving out profiles whose ledger fingerprint matches, so reruns are
-//! cheap; the feed that hands those pages out as numbered chunks while the
+//! The reading edge: profiles with legacy links in keyset pages of
+//! `"userId"` (SPEC §6 "Write order"; `id` for a run an earlier release
+//! began), leaving out profiles whose ledger fingerprint matches, so reruns
+//! are cheap; the feed that hands those pages out as numbered chunks while the
 //! previous ones are planned and written; and the counts of profiles with
 //! legacy links that summaries, `status` and `verify` report.
 
@@ -51,9 +52,9 @@ pub const FINGERPRINT: &str = "int8send(jsonb_hash_extended(p.\"socialLinks\", 0
 /// the same fingerprint: the one definition of "pending" (run, dry run and
 /// verify share it). `p` is the profiles alias. A 16-byte fingerprint is an
 /// md5 of the text, written by state schema version 1 and kept by the
-/// upgrade, so profiles migrated then stay settled.
+/// upgrades, so profiles migrated then stay settled.
 pub const PENDING: &str = "NOT EXISTS (SELECT 1 FROM {state}.ledger l
-                         WHERE l.profile_id = p.id
+                         WHERE l.user_id = p.\"userId\" AND l.profile_id = p.id
                            AND l.fingerprint = CASE WHEN octet_length(l.fingerprint) = 16
                                                     THEN decode(md5(p.\"socialLinks\"::text), 'hex')
                                                     ELSE {fingerprint} END {bound})";
@@ -68,6 +69,71 @@ fn pending_with(bound: &str) -> String {
 /// [`PENDING`] for a whole-table count.
 pub fn pending() -> String {
     pending_with("")
+}
+
+/// The order a live run reads profiles in, which is also the order it
+/// writes them and what its checkpoint holds (SPEC §6 "Write order").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// By `"userId"` (unique): the user-keyed indexes, the link ids of
+    /// SPEC §5 and the ledger all grow at their right edge.
+    User,
+    /// By profile `id`: how releases before the user order paged. An
+    /// unfinished run they began is finished in it, since its checkpoint
+    /// is a profile id.
+    Profile,
+}
+
+impl Order {
+    /// The name a run record's options give it (`"order"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Profile => "profile",
+        }
+    }
+
+    /// The order of a run record, from its options: a run recorded without
+    /// one was begun by a release that paged by profile id.
+    pub fn of_run(options: &serde_json::Value) -> Self {
+        match options["order"].as_str() {
+            Some("user") => Self::User,
+            _ => Self::Profile,
+        }
+    }
+
+    /// The keyset column, on the profiles alias `p`.
+    fn column(self) -> &'static str {
+        match self {
+            Self::User => "p.\"userId\"",
+            Self::Profile => "p.id",
+        }
+    }
+
+    /// The same bound on the ledger alias `l`, so its probes stay in the
+    /// page's range (see [`Reader::new`]); the ledger is keyed by user.
+    fn ledger_bound(self) -> &'static str {
+        match self {
+            Self::User => "AND l.user_id > $1",
+            Self::Profile => "",
+        }
+    }
+
+    /// A profile's key in this order (its checkpoint, once committed).
+    pub fn key(self, profile: &SourceProfile) -> &str {
+        match self {
+            Self::User => &profile.user_id,
+            Self::Profile => &profile.id,
+        }
+    }
+
+    /// What a key of this order names, for messages ("after user …").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Profile => "profile",
+        }
+    }
 }
 
 /// Which profiles with a legacy value a [`Reader`] returns.
@@ -86,20 +152,28 @@ pub enum Filter {
 #[derive(Debug, Clone)]
 pub struct Reader {
     pager: Pager,
+    order: Order,
 }
 
 impl Reader {
-    /// `after`: resume strictly after this profile id.
-    pub fn new(names: &Names, filter: Filter, after: Option<String>, page_size: usize) -> Self {
+    /// `after`: resume strictly after this key of `order`.
+    pub fn new(
+        names: &Names,
+        filter: Filter,
+        order: Order,
+        after: Option<String>,
+        page_size: usize,
+    ) -> Self {
+        let column = order.column();
         let sql = |keyset: Keyset| {
-            // The ledger side repeats the keyset bound: without it PostgreSQL
-            // may merge-join from the ledger's first row on every page, which
-            // makes a run quadratic in the ledger's size.
+            // The ledger side repeats the keyset bound where it can: without
+            // it PostgreSQL may merge-join from the ledger's first row on
+            // every page, which makes a run quadratic in the ledger's size.
             let bound = match keyset {
-                Keyset::First => String::new(),
-                Keyset::After => "AND l.profile_id > $1".to_owned(),
+                Keyset::First => "",
+                Keyset::After => order.ledger_bound(),
             };
-            let pending = pending_with(&bound);
+            let pending = pending_with(bound);
             let (pending, ledger) = match filter {
                 Filter::All { ledger } => (String::new(), ledger),
                 Filter::Pending => (format!("AND {pending}"), true),
@@ -116,28 +190,35 @@ impl Reader {
                                            coalesce(array_agg(k) FILTER (WHERE k IS NOT NULL), '{}') AS keys
                                       FROM {state}.ledger l
                                       LEFT JOIN LATERAL unnest(l.link_keys || coalesce(l.kept_keys, '{}')) k ON true
-                                     WHERE l.profile_id = p.id) l ON true"
+                                     WHERE l.user_id = p.\"userId\" AND l.profile_id = p.id) l ON true"
             } else {
                 "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l"
             };
             names.sql(&format!(
-                "SELECT p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys
-                   FROM (SELECT p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy, {FINGERPRINT} AS fingerprint
+                "SELECT p.key, p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys
+                   FROM (SELECT {column} AS key, p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy,
+                                {FINGERPRINT} AS fingerprint
                            FROM {{app}}.profiles p
                           WHERE p.\"socialLinks\" IS NOT NULL AND {} {pending}
-                          ORDER BY p.id
+                          ORDER BY {column}
                           LIMIT $2) p
                   {ledger}
-                  ORDER BY p.id",
-                keyset.condition("p.id")
+                  ORDER BY p.key",
+                keyset.condition(column)
             ))
         };
         Self {
             pager: Pager::new("profiles", sql, after, page_size),
+            order,
         }
     }
 
-    /// The last profile id returned (the keyset position).
+    /// The order of its keys.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    /// The last key returned (the keyset position).
     pub fn position(&self) -> Option<&str> {
         self.pager.position()
     }
@@ -156,13 +237,13 @@ impl Reader {
         Ok(rows
             .iter()
             .map(|r| SourceProfile {
-                id: r.get(0),
-                user_id: r.get(1),
-                social: legacy::parse(r.get(2)),
-                fingerprint: r.get(3),
-                ledger: r.get::<_, Option<i64>>(4).map(|latest_run| LedgerEntry {
+                id: r.get(1),
+                user_id: r.get(2),
+                social: legacy::parse(r.get(3)),
+                fingerprint: r.get(4),
+                ledger: r.get::<_, Option<i64>>(5).map(|latest_run| LedgerEntry {
                     latest_run,
-                    keys: r.get(5),
+                    keys: r.get(6),
                 }),
             })
             .collect())
@@ -175,6 +256,9 @@ impl Reader {
 pub struct Chunk {
     pub seq: u64,
     pub profiles: Vec<SourceProfile>,
+    /// The last profile's key in the reader's order: the checkpoint once
+    /// this chunk and every one before it committed.
+    pub last_key: String,
     _held: Held,
 }
 
@@ -230,7 +314,7 @@ pub enum FeedEnd {
 /// unit) and sends them as chunks of the size `sizer` gives, at most `limit`
 /// profiles in all, until the end of the table or `stopping()`, reading
 /// ahead only as far as the outbox's budget has room. Returns how it ended
-/// and the last profile id handed out.
+/// and the last key handed out.
 ///
 /// # Errors
 /// When a page cannot be read after the retries.
@@ -280,7 +364,10 @@ pub async fn feed(
         }
         page.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
         remaining -= page.len() as u64;
-        last = page.last().map(|p| p.id.clone());
+        let Some(last_key) = page.last().map(|p| reader.order().key(p).to_owned()) else {
+            return Ok((FeedEnd::End, last));
+        };
+        last = Some(last_key.clone());
         outbox
             .budget
             .settle(&mut held, page.len(), weight(&page))
@@ -290,6 +377,7 @@ pub async fn feed(
             .send(Chunk {
                 seq,
                 profiles: page,
+                last_key,
                 _held: held,
             })
             .await
@@ -301,23 +389,26 @@ pub async fn feed(
     }
 }
 
-/// Profiles with a legacy value in the keyset range (after, upto].
+/// Profiles with a legacy value in the keyset range (after, upto] of
+/// `order`.
 ///
 /// # Errors
 /// On a database error.
 pub async fn count_with_legacy(
     client: &impl GenericClient,
     names: &Names,
+    order: Order,
     after: Option<&str>,
     upto: Option<&str>,
 ) -> Result<u64> {
+    let column = order.column();
     let n: i64 = client
         .query_one(
-            &names.sql(
-                "SELECT count(*) FROM {app}.profiles p
+            &names.sql(&format!(
+                "SELECT count(*) FROM {{app}}.profiles p
                   WHERE p.\"socialLinks\" IS NOT NULL
-                    AND ($1::text IS NULL OR p.id > $1) AND ($2::text IS NULL OR p.id <= $2)",
-            ),
+                    AND ($1::text IS NULL OR {column} > $1) AND ($2::text IS NULL OR {column} <= $2)"
+            )),
             &[&after, &upto],
         )
         .await

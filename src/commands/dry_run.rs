@@ -23,7 +23,7 @@ use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
 use crate::sizing::{ChunkSize, Sizer};
-use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
+use crate::source::{self, Chunk, FeedEnd, Filter, Order, Reader};
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle;
 
@@ -46,13 +46,16 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     // after its checkpoint (unless --restart), so the dry run does too.
     let mut start_after = None;
     let mut replan = cfg.replan;
+    let mut order = Order::User;
     if with_ledger && !cfg.restart && !cfg.replan {
         if let Some(run) = state::resumable(&client, names, Mode::Run).await? {
             replan = run.options["replan"].as_bool().unwrap_or(false);
+            order = Order::of_run(&run.options);
             if let Some(checkpoint) = run.checkpoint {
                 tracing::info!(
-                    "the next run would resume run {} after profile {checkpoint}; planning from there",
-                    run.id
+                    "the next run would resume run {} after {} {checkpoint}; planning from there",
+                    run.id,
+                    order.noun()
                 );
                 start_after = Some(checkpoint);
             }
@@ -61,7 +64,8 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     // One connection reads, the planners plan on the others.
     let pool = db::pool(&common.database, &session, PLANNERS + 1)?;
     let started = Instant::now();
-    let total = source::count_with_legacy(&client, names, start_after.as_deref(), None).await?;
+    let total =
+        source::count_with_legacy(&client, names, order, start_after.as_deref(), None).await?;
     let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !common.quiet);
 
     let (outbox, chunks) = source::outbox(PLANNERS);
@@ -76,7 +80,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         ChunkSize::Fixed(n) => ChunkSize::Fixed(n),
         ChunkSize::Auto { .. } => ChunkSize::Fixed(DRY_RUN_PAGE),
     });
-    let reader = Reader::new(names, filter, start_after.clone(), sizer.next());
+    let reader = Reader::new(names, filter, order, start_after.clone(), sizer.next());
     let feed_pool = pool.clone();
     let feed = {
         let (shutdown, limit) = (shutdown.clone(), cfg.limit);
@@ -154,8 +158,14 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let interrupted = shutdown.requested();
     let reached_end = end == FeedEnd::End;
     let upto = if reached_end { None } else { last };
-    let scanned =
-        source::count_with_legacy(&client, names, start_after.as_deref(), upto.as_deref()).await?;
+    let scanned = source::count_with_legacy(
+        &client,
+        names,
+        order,
+        start_after.as_deref(),
+        upto.as_deref(),
+    )
+    .await?;
     let status = if interrupted {
         RunStatus::Interrupted
     } else if reached_end {

@@ -19,6 +19,7 @@ use crate::progress::{Progress, Units};
 use crate::removal::{self, PurgeCounters, Scope};
 use crate::report;
 use crate::shutdown::Shutdown;
+use crate::source::Order;
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle::{Limits, Throttle, Watch};
 
@@ -74,7 +75,11 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
-        let options = json!({"run": cfg.run, "include_edited": cfg.include_edited, "chunk_size": cfg.chunk_size});
+        // Its checkpoint is the last user purged (status counts up to it).
+        let options = json!({
+            "run": cfg.run, "include_edited": cfg.include_edited, "chunk_size": cfg.chunk_size,
+            "order": Order::User.as_str(),
+        });
         let id =
             state::start_run(&control, names, Mode::Purge, &options, &Owner::current()).await?;
         tracing::info!("started purge {id} ({scope_text})");
@@ -91,7 +96,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         throttle.show_on(id).await;
     }
     let retry = Retry::new(cfg.timeouts.attempts);
-    let mut pages = removal::profiles(names, cfg.chunk_size);
+    let mut pages = removal::users(names, cfg.chunk_size);
     let totals = Arc::new(Mutex::new(PurgeCounters::default()));
     // Metrics (SPEC §14): a live purge only (the configuration refuses them
     // with --dry-run).
@@ -106,6 +111,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         move || Snapshot {
             work: Work::Purge(totals.lock().map(|t| t.clone()).unwrap_or_default()),
             throttled: throttle.throttled_seconds(),
+            wal_bytes: None,
         }
     };
     let exporter = metrics.start(figures.clone()).await;
@@ -123,20 +129,20 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                     let (pool, scope, stdout, metrics) = (&pool, &scope, &stdout, &metrics);
                     async move {
                         let mut client = db::checkout(pool).await?;
-                        let mut profiles: Vec<String> = attempt
+                        let mut users: Vec<String> = attempt
                             .next(&**client, &[&scope.run])
                             .await?
                             .iter()
                             .map(|r| r.get(0))
                             .collect();
-                        profiles.dedup();
-                        let counters = if profiles.is_empty() {
+                        users.dedup();
+                        let counters = if users.is_empty() {
                             PurgeCounters::default()
                         } else if let Some(run_id) = run_id {
                             let began = Instant::now();
                             let tx = client.transaction().await?;
                             let c =
-                                removal::purge_chunk(&*tx, names, &profiles, scope, run_id).await?;
+                                removal::purge_chunk(&*tx, names, &users, scope, run_id).await?;
                             tx.commit().await.context("cannot commit the purge chunk")?;
                             metrics.observe_chunk(began.elapsed());
                             c
@@ -144,14 +150,14 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                             removal::preview_chunk(
                                 &**client,
                                 names,
-                                &profiles,
+                                &users,
                                 scope,
                                 &mut stdout.lock(),
                                 common.quiet,
                             )
                             .await?
                         };
-                        Ok((attempt, profiles.is_empty(), counters))
+                        Ok((attempt, users.is_empty(), counters))
                     }
                 })
                 .await?;

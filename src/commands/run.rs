@@ -24,7 +24,7 @@ use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
 use crate::sizing::{ChunkSize, Sizer};
-use crate::source::{self, Chunk, FeedEnd, Filter, Reader};
+use crate::source::{self, Chunk, FeedEnd, Filter, Order, Reader};
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle::{Limits, Throttle, Watch};
 
@@ -65,18 +65,22 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     // cannot reach, a failing --throttle-query).
     let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
     let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
-    let (run_id, start_after, replan, with_legacy, total, last_success) = {
+    // Where the server's WAL stood when the run began (SPEC §11).
+    let wal_start = db::wal::position(&*lock.client().await?).await;
+    let (run_id, start_after, replan, order, with_legacy, total, last_success) = {
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
         let Begun {
             run_id,
             start_after,
             replan,
+            order,
         } = begin(&control, names, cfg).await?;
         // Counted once: the progress bar's total, and the profiles scanned
         // of a run that completes (profiles added meanwhile are not counted).
         let with_legacy =
-            source::count_with_legacy(&*control, names, start_after.as_deref(), None).await?;
+            source::count_with_legacy(&*control, names, order, start_after.as_deref(), None)
+                .await?;
         let total = if replan || start_after.is_some() {
             with_legacy
         } else {
@@ -87,6 +91,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
             run_id,
             start_after,
             replan,
+            order,
             with_legacy,
             total,
             last_success,
@@ -122,7 +127,8 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let exporter = metrics
         .start(RunFigures {
             shared: shared.clone(),
-            scanned: metrics::Scanned::new(start_after.clone()),
+            scanned: metrics::Scanned::new(order, start_after.clone()),
+            wal_start,
         })
         .await;
 
@@ -137,7 +143,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         } else {
             Filter::Pending
         };
-        let reader = Reader::new(names, filter, start_after.clone(), 1);
+        let reader = Reader::new(names, filter, order, start_after.clone(), 1);
         let limit = cfg.limit;
         tokio::spawn(async move {
             let fed = source::feed(
@@ -198,6 +204,19 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     };
     let control = shared.lock.client().await?;
     let message = error.as_ref().map(|e| format!("{e:#}"));
+    let wal_bytes = db::wal::since(&*control, wal_start).await;
+    if let Some(bytes) = wal_bytes {
+        // Summed over the run's invocations, like its counters: what a
+        // forecast reads back (bytes per link of the last completed run).
+        state::record_chunk(
+            &*control,
+            names,
+            run_id,
+            None,
+            &json!({ "wal_bytes": bytes }),
+        )
+        .await?;
+    }
     state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
     let counters = shared
         .counters
@@ -228,7 +247,8 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let scanned = match (all_committed, &checkpoint) {
         (true, _) => with_legacy,
         (false, Some(upto)) => {
-            source::count_with_legacy(&*control, names, start_after.as_deref(), Some(upto)).await?
+            source::count_with_legacy(&*control, names, order, start_after.as_deref(), Some(upto))
+                .await?
         }
         // Stopped before any chunk committed: nothing was covered.
         (false, None) => 0,
@@ -242,7 +262,8 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         counters,
         started,
         shared.throttle.throttled_seconds(),
-    );
+    )
+    .with_wal(wal_bytes);
     exporter
         .finish(status, Snapshot::of_summary(&summary), last_success)
         .await;
@@ -251,7 +272,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     if let Some(err) = error {
         let at = checkpoint.map_or_else(
             || "no chunk committed yet".to_owned(),
-            |c| format!("checkpoint after profile {c}"),
+            |c| format!("checkpoint after {} {c}", order.noun()),
         );
         return Err(err.context(format!(
             "run {run_id} failed ({at}); rerun `relink run` to resume"
@@ -262,7 +283,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
             tracing::warn!(
                 "run {run_id} interrupted; checkpoint saved{}; rerun `relink run` to resume",
                 checkpoint
-                    .map(|c| format!(" after profile {c}"))
+                    .map(|c| format!(" after {} {c}", order.noun()))
                     .unwrap_or_default()
             );
             Ok(Outcome::Interrupted)
@@ -282,6 +303,8 @@ struct Begun {
     start_after: Option<String>,
     /// Plan every profile, not only the pending ones (`--replan`).
     replan: bool,
+    /// The order its profiles are read and written in.
+    order: Order,
 }
 
 /// Starts a run record, or takes over the unfinished one (unless
@@ -297,18 +320,26 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<Begun
         state::resume_run(control, names, run.id, &owner).await?;
         let done = Counters::from_flat(&run.counters).profiles_planned;
         let replan = run.options["replan"].as_bool().unwrap_or(false);
+        let order = Order::of_run(&run.options);
         tracing::info!(
-            "resuming {} {} after profile {}, {done} profiles done",
+            "resuming {} {} after {} {}, {done} profiles done{}",
             if replan { "replan run" } else { "run" },
             run.id,
+            order.noun(),
             run.checkpoint
                 .as_deref()
-                .unwrap_or("(none: from the start)")
+                .unwrap_or("(none: from the start)"),
+            if order == Order::Profile {
+                " (begun by an earlier release: finishing in profile id order)"
+            } else {
+                ""
+            }
         );
         return Ok(Begun {
             run_id: run.id,
             start_after: run.checkpoint,
             replan,
+            order,
         });
     }
     let options = json!({
@@ -319,6 +350,7 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<Begun
         "limit": cfg.limit, "max_rate": cfg.max_rate,
         "pause_ms": cfg.pause.map(|d| d.as_millis()), "writers": cfg.writers,
         "restart": cfg.restart, "replan": cfg.replan,
+        "order": Order::User.as_str(),
     });
     let id = state::start_run(control, names, Mode::Run, &options, &owner).await?;
     tracing::info!(
@@ -329,6 +361,7 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig) -> Result<Begun
         run_id: id,
         start_after: None,
         replan: cfg.replan,
+        order: Order::User,
     })
 }
 
@@ -352,11 +385,11 @@ async fn write_chunks(
             // it. Keep draining so the reader is never left blocked.
             continue;
         }
-        let (Some(first), Some(last)) = (chunk.profiles.first(), chunk.profiles.last()) else {
+        let Some(first) = chunk.profiles.first() else {
             continue;
         };
         if let Ok(mut wm) = shared.watermark.lock() {
-            wm.begin(chunk.seq, &last.id);
+            wm.begin(chunk.seq, &chunk.last_key);
         }
         let committed = shared
             .retry
@@ -445,15 +478,18 @@ async fn pending_estimate(client: &Client, names: &Names, with_legacy: u64) -> R
 struct RunFigures {
     shared: Arc<Shared>,
     scanned: metrics::Scanned,
+    wal_start: Option<u64>,
 }
 
 impl metrics::Gather for RunFigures {
     async fn gather(&mut self) -> Snapshot {
         let shared = &self.shared;
+        let mut wal_bytes = None;
         if let Ok(control) = shared.lock.client().await {
             self.scanned
                 .refresh(&*control, &shared.names, shared.run_id)
                 .await;
+            wal_bytes = db::wal::since(&*control, self.wal_start).await;
         }
         let counters = shared
             .counters
@@ -461,6 +497,6 @@ impl metrics::Gather for RunFigures {
             .map(|c| c.clone())
             .unwrap_or_default();
         self.scanned
-            .snapshot(counters, shared.throttle.throttled_seconds())
+            .snapshot(counters, shared.throttle.throttled_seconds(), wal_bytes)
     }
 }

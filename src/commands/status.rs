@@ -15,7 +15,7 @@ use crate::db::preflight::{self, Access};
 use crate::db::{self, lock, Session};
 use crate::exit::Outcome;
 use crate::plan::Counters;
-use crate::source::count_with_legacy;
+use crate::source::{count_with_legacy, Order};
 use crate::state::{self, Mode, Pause, RunRecord, RunStatus};
 
 #[derive(Debug, Serialize)]
@@ -24,6 +24,9 @@ struct Unfinished {
     mode: Mode,
     status: RunStatus,
     checkpoint: Option<String>,
+    /// What the checkpoint's key names: `user` (its `"userId"`), or
+    /// `profile` for a run an earlier release began in profile id order.
+    checkpoint_of: &'static str,
     profiles_done: u64,
     /// Profiles with legacy links up to the checkpoint, of all of them.
     position: u64,
@@ -83,9 +86,10 @@ pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
             }
         }
         if let Some(run) = status.runs.iter().find(|r| r.status.is_unfinished()) {
-            let total = count_with_legacy(&client, names, None, None).await?;
+            let order = Order::of_run(&run.options);
+            let total = count_with_legacy(&client, names, order, None, None).await?;
             let position = match &run.checkpoint {
-                Some(c) => count_with_legacy(&client, names, None, Some(c)).await?,
+                Some(c) => count_with_legacy(&client, names, order, None, Some(c)).await?,
                 None => 0,
             };
             status.unfinished = Some(Unfinished {
@@ -93,6 +97,7 @@ pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
                 mode: run.mode,
                 status: run.status,
                 checkpoint: run.checkpoint.clone(),
+                checkpoint_of: order.noun(),
                 profiles_done: Counters::from_flat(&run.counters).profiles_planned,
                 position,
                 total,
@@ -166,10 +171,11 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "Unfinished: {} {} is {}; checkpoint after profile {}; {} profiles done; {}/{} profiles with legacy links behind the checkpoint ({pct:.1}%). `relink {}` resumes it.",
+            "Unfinished: {} {} is {}; checkpoint after {} {}; {} profiles done; {}/{} profiles with legacy links behind the checkpoint ({pct:.1}%). `relink {}` resumes it.",
             u.mode,
             u.run_id,
             u.status,
+            u.checkpoint_of,
             u.checkpoint.as_deref().unwrap_or("(none yet)"),
             u.profiles_done,
             u.position,

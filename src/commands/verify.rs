@@ -16,9 +16,9 @@ use crate::db::preflight::{self, Access};
 use crate::db::{self, Keyset, Pager, Session};
 use crate::exit::Outcome;
 use crate::plan::classify::stored_url_key;
-use crate::plan::link_id;
+use crate::plan::link_ids;
 use crate::shutdown::Shutdown;
-use crate::source::{self, Filter, Reader};
+use crate::source::{self, Filter, Order, Reader};
 use crate::state;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,7 +61,7 @@ pub async fn verify(common: &Common, args: &VerifyConfig, shutdown: Shutdown) ->
         .get(0);
     checks.push(info("links total", to_u64(total), ""));
 
-    let with_legacy = source::count_with_legacy(&client, names, None, None).await?;
+    let with_legacy = source::count_with_legacy(&client, names, Order::User, None, None).await?;
     checks.push(info("profiles with legacy links", with_legacy, ""));
 
     let pending = if with_ledger {
@@ -273,21 +273,23 @@ async fn duplicate_keys(
 }
 
 /// Links the ledger says relink created whose rows are gone, a page of
-/// ledger rows at a time; a row's id is UUID v5 of its profile and key.
-/// `None` if interrupted.
+/// ledger rows at a time; a link counts when no id it can have (SPEC §5:
+/// the current rule's, or the plain v5 id of releases before it) is in the
+/// table. `None` if interrupted.
 async fn missing_links(
     client: &Client,
     names: &Names,
     page: usize,
     shutdown: &Shutdown,
 ) -> Result<Option<u64>> {
+    // Pages of users; each takes all the ledger rows of its users, so a
+    // user's rows split by the LIMIT are not skipped.
     let mut pages = Pager::new(
         "the ledger",
         |keyset: Keyset| {
             names.sql(&format!(
-                "SELECT profile_id, link_keys FROM {{state}}.ledger
-                  WHERE {} ORDER BY profile_id LIMIT $2",
-                keyset.condition("profile_id")
+                "SELECT user_id FROM {{state}}.ledger WHERE {} ORDER BY user_id LIMIT $2",
+                keyset.condition("user_id")
             ))
         },
         None,
@@ -298,27 +300,43 @@ async fn missing_links(
         if shutdown.requested() {
             return Ok(None);
         }
-        let rows = pages.next(client, &[]).await?;
-        if rows.is_empty() {
+        let mut users: Vec<String> = pages
+            .next(client, &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if users.is_empty() {
             return Ok(Some(missing));
         }
-        let ids: Vec<String> = rows
-            .iter()
-            .flat_map(|r| {
-                let profile: String = r.get(0);
-                let keys: Vec<String> = r.get(1);
-                keys.into_iter()
-                    .map(move |k| link_id(&profile, &k))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        users.dedup();
+        let rows = client
+            .query(
+                &names.sql(
+                    "SELECT user_id, profile_id, link_keys FROM {state}.ledger WHERE user_id = ANY($1)",
+                ),
+                &[&users],
+            )
+            .await
+            .context("cannot read the ledger")?;
+        // Each link's ids, the second NULL where it has one only.
+        let (mut current, mut earlier) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let (user, profile): (&str, &str) = (row.get(0), row.get(1));
+            for key in row.get::<_, Vec<String>>(2) {
+                let mut ids = link_ids(profile, user, &key);
+                current.push(ids.next());
+                earlier.push(ids.next());
+            }
+        }
         let n: i64 = client
             .query_one(
                 &names.sql(
-                    "SELECT count(*) FROM unnest($1::text[]) AS x(id)
-                      WHERE NOT EXISTS (SELECT 1 FROM {app}.profile_links pl WHERE pl.id = x.id)",
+                    "SELECT count(*) FROM unnest($1::text[], $2::text[]) AS x(id, earlier)
+                      WHERE NOT EXISTS (SELECT 1 FROM {app}.profile_links pl
+                                         WHERE pl.id = x.id OR pl.id = x.earlier)",
                 ),
-                &[&ids],
+                &[&current, &earlier],
             )
             .await
             .context("cannot compare the ledger with profile_links")?
@@ -340,7 +358,7 @@ async fn unaccounted(
         // Nothing is settled before the first run: all is pending instead.
         return Ok(Some((0, Vec::new())));
     }
-    let mut reader = Reader::new(names, Filter::Settled, None, page);
+    let mut reader = Reader::new(names, Filter::Settled, Order::User, None, page);
     let (mut count, mut examples) = (0u64, Vec::new());
     loop {
         if shutdown.requested() {

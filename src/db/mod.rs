@@ -1,8 +1,9 @@
 //! The database edge's mechanics, shared by every command: connection
 //! parameters as libpq reads them (`conninfo`), TLS and connecting
 //! (`tls`), session settings and the pool (`session`), the one retry driver (`retry`), the one keyset pager
-//! (`pager`), the advisory lock and its keeper (`lock`), and the checks
-//! made before any work (`preflight`).
+//! (`pager`), the advisory lock and its keeper (`lock`), the checks
+//! made before any work (`preflight`), and the server's WAL position
+//! (`wal`).
 
 pub mod conninfo;
 pub mod lock;
@@ -12,6 +13,7 @@ pub mod preflight;
 pub mod retry;
 pub mod session;
 pub mod tls;
+pub mod wal;
 
 pub use lock::{LockGuard, LockHeld};
 pub use pager::{Keyset, Pager};

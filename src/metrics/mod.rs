@@ -36,6 +36,7 @@ use crate::config::{MetricsConfig, Names};
 use crate::plan::{Counters, RejectReason};
 use crate::removal::PurgeCounters;
 use crate::report::Summary;
+use crate::source::Order;
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle::{Cause, Throttled};
 
@@ -65,6 +66,8 @@ pub struct Snapshot {
     pub work: Work,
     /// Seconds waited before chunks, by cause.
     pub throttled: Throttled,
+    /// WAL the server wrote since the invocation started (SPEC §11).
+    pub wal_bytes: Option<u64>,
 }
 
 impl Snapshot {
@@ -77,6 +80,7 @@ impl Snapshot {
                 unchanged: summary.profiles_unchanged,
             },
             throttled: summary.throttled_seconds.clone(),
+            wal_bytes: summary.wal_bytes,
         }
     }
 
@@ -91,6 +95,7 @@ impl Snapshot {
                 Mode::Purge => Work::Purge(PurgeCounters::default()),
             },
             throttled: Throttled::new(),
+            wal_bytes: None,
         }
     }
 }
@@ -389,6 +394,14 @@ fn families(inner: &Inner, state: &State) -> Vec<Family> {
                 .collect(),
         },
     ];
+    if let Some(bytes) = state.snapshot.wal_bytes {
+        families.push(Family {
+            name: "relink_wal_bytes",
+            help: "Bytes of WAL the server wrote since this invocation started: its WAL position's advance, so other sessions' writes count too.",
+            kind: Kind::Gauge,
+            samples: one(bytes.into()),
+        });
+    }
     let counter = |name: &'static str, help: &'static str, n: u64| Family {
         name,
         help,
@@ -470,15 +483,18 @@ fn families(inner: &Inner, state: &State) -> Vec<Family> {
 /// scanned less planned, as in the summary; planned is read after the
 /// checkpoint, so it errs low, and it never goes down between writes.
 pub struct Scanned {
+    order: Order,
     after: Option<String>,
     scanned: u64,
     unchanged: u64,
 }
 
 impl Scanned {
-    /// From the key this invocation starts after (a resumed run's checkpoint).
-    pub fn new(start_after: Option<String>) -> Self {
+    /// From the key this invocation starts after (a resumed run's
+    /// checkpoint), in the run's order.
+    pub fn new(order: Order, start_after: Option<String>) -> Self {
         Self {
+            order,
             after: start_after,
             scanned: 0,
             unchanged: 0,
@@ -509,6 +525,7 @@ impl Scanned {
         self.scanned += crate::source::count_with_legacy(
             client,
             names,
+            self.order,
             self.after.as_deref(),
             Some(&checkpoint),
         )
@@ -517,8 +534,13 @@ impl Scanned {
         Ok(())
     }
 
-    /// The snapshot with the run's counters at hand.
-    pub fn snapshot(&mut self, counters: Counters, throttled: Throttled) -> Snapshot {
+    /// The snapshot with the run's counters and WAL so far at hand.
+    pub fn snapshot(
+        &mut self,
+        counters: Counters,
+        throttled: Throttled,
+        wal_bytes: Option<u64>,
+    ) -> Snapshot {
         self.unchanged = self
             .unchanged
             .max(self.scanned.saturating_sub(counters.profiles_planned));
@@ -529,6 +551,7 @@ impl Scanned {
                 unchanged: self.unchanged,
             },
             throttled,
+            wal_bytes,
         }
     }
 }
@@ -592,6 +615,7 @@ mod tests {
                     unchanged: 3,
                 },
                 throttled,
+                wal_bytes: Some(123_456),
             },
             RunStatus::Interrupted,
         );
@@ -600,6 +624,7 @@ mod tests {
             ("relink_links_created_total{mode=\"run\"}", "9"),
             ("relink_profiles_unchanged_total{mode=\"run\"}", "3"),
             ("relink_rejects_total{mode=\"run\",reason=\"scheme\"}", "3"),
+            ("relink_wal_bytes{mode=\"run\"}", "123456"),
             (
                 "relink_rejects_total{mode=\"run\",reason=\"too_long\"}",
                 "0",
@@ -654,6 +679,7 @@ mod tests {
                     already_gone: 0,
                 }),
                 throttled: Throttled::new(),
+                wal_bytes: None,
             },
             RunStatus::Completed,
         );
@@ -775,6 +801,7 @@ mod tests {
                     ..PurgeCounters::default()
                 }),
                 throttled: Throttled::new(),
+                wal_bytes: None,
             }
         };
         let exporter = metrics.start(gather.clone()).await;

@@ -112,12 +112,50 @@ impl ProfilePlan {
     }
 }
 
-/// The id of a link: UUID v5 of `"{profileId}\n{key}"` (SPEC §5).
-pub fn link_id(profile_id: &str, key: &str) -> String {
+/// The id of a link (SPEC §5): UUID v5 of `"{profileId}\n{key}"`, and,
+/// when the user id begins with eight hex digits (as UUIDs do), those
+/// digits (lowercased) in place of its first eight and version digit 8
+/// (UUID v8). The rows of one user then sit together in the primary key,
+/// which a run in `"userId"` order fills at its right edge (SPEC §6 "Write
+/// order") however random the user ids are. Deterministic, like v5 alone.
+pub fn link_id(profile_id: &str, user_id: &str, key: &str) -> String {
+    let v5 = v5_link_id(profile_id, key);
+    match user_prefix(user_id) {
+        Some(prefix) => {
+            let mut bytes = *v5.as_bytes();
+            bytes[..4].copy_from_slice(&prefix);
+            // Version 8 (RFC 9562: custom); the variant bits stay v5's.
+            bytes[6] = (bytes[6] & 0x0f) | 0x80;
+            Uuid::from_bytes(bytes).hyphenated().to_string()
+        }
+        None => v5.hyphenated().to_string(),
+    }
+}
+
+/// Every id a link of this profile, user and key can have: the current
+/// rule's ([`link_id`]) first, then, if it differs, the plain v5 id that
+/// releases before the v8 rule gave it. Purge and verify look rows up by
+/// both, so links an earlier release created keep working.
+pub fn link_ids(profile_id: &str, user_id: &str, key: &str) -> impl Iterator<Item = String> {
+    let current = link_id(profile_id, user_id, key);
+    let earlier = v5_link_id(profile_id, key).hyphenated().to_string();
+    let earlier = (earlier != current).then_some(earlier);
+    std::iter::once(current).chain(earlier)
+}
+
+fn v5_link_id(profile_id: &str, key: &str) -> Uuid {
     let name = format!("{profile_id}\n{key}");
     Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
-        .hyphenated()
-        .to_string()
+}
+
+/// The first four bytes of a user id that begins with eight hex digits.
+fn user_prefix(user_id: &str) -> Option<[u8; 4]> {
+    let hex = user_id.get(..8)?;
+    let value = u32::from_str_radix(hex, 16).ok()?;
+    // from_str_radix accepts a leading '+'; a hex digit it is not.
+    hex.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then_some(value.to_be_bytes())
 }
 
 /// Plans one profile's legacy value (the reader's [`legacy::Social`], or a
@@ -125,6 +163,7 @@ pub fn link_id(profile_id: &str, key: &str) -> String {
 /// yields none.
 pub fn plan_profile<'a>(
     profile_id: &str,
+    user_id: &str,
     social: impl Into<Json<'a>>,
     ctx: Context<'_>,
 ) -> ProfilePlan {
@@ -201,7 +240,7 @@ pub fn plan_profile<'a>(
         } else {
             seen.insert(link.key.clone(), plan.links.len());
             plan.links.push(PlannedLink {
-                id: link_id(profile_id, &link.key),
+                id: link_id(profile_id, user_id, &link.key),
                 label: link.label,
                 link_type: link.link_type,
                 url: link.url.into(),
@@ -234,7 +273,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn plan(social: Value) -> ProfilePlan {
-        plan_profile("p1", &social, Context::default())
+        plan_profile("p1", "u1", &social, Context::default())
     }
 
     fn urls(plan: &ProfilePlan) -> Vec<&str> {
@@ -319,6 +358,7 @@ mod tests {
         let social = json!(["http://a.com", "https://b.com/", "https://c.com"]);
         let p = plan_profile(
             "p1",
+            "u1",
             &social,
             Context {
                 existing: &existing,
@@ -334,10 +374,72 @@ mod tests {
     #[test]
     fn ids_are_uuid_v5_of_profile_and_key() {
         let p = plan(json!(["https://example.com/"]));
-        assert_eq!(p.links[0].id, link_id("p1", "example.com"));
+        assert_eq!(p.links[0].id, link_id("p1", "u1", "example.com"));
         let parsed = Uuid::parse_str(&p.links[0].id).expect("uuid");
         assert_eq!(parsed.get_version_num(), 5);
-        assert_ne!(link_id("p1", "example.com"), link_id("p2", "example.com"));
+        assert_ne!(
+            link_id("p1", "u1", "example.com"),
+            link_id("p2", "u1", "example.com")
+        );
+    }
+
+    #[test]
+    fn a_uuid_user_gives_its_first_eight_hex_digits_and_version_8() {
+        // SPEC §5's example: the v5 id 840e3723-98e8-5954-95dd-1a118c9afd09
+        // becomes 0a1b2c3d-98e8-8954-95dd-1a118c9afd09 for user 0A1B2C3D-…
+        let (profile, key) = ("p1", "example.com");
+        let v5 = link_id(profile, "u1", key);
+        let v8 = link_id(profile, "0A1B2C3D-0000-4000-8000-000000000000", key);
+        assert_eq!(&v8[..8], "0a1b2c3d");
+        assert_eq!(&v8[8..14], &v5[8..14]);
+        assert_eq!(&v8[14..15], "8");
+        assert_eq!(&v8[15..], &v5[15..]);
+        assert_eq!(Uuid::parse_str(&v8).expect("uuid").get_version_num(), 8);
+        // Pinned (computed by fixtures/tools/ids.py, an independent
+        // implementation): the rule must never change under existing rows.
+        assert_eq!(
+            link_id(
+                "p-ids-uuid-user",
+                "0A1B2C3D-5E6F-4711-8899-AABBCCDDEEFF",
+                "example.com"
+            ),
+            "0a1b2c3d-baf5-8478-88ef-aef738876712"
+        );
+    }
+
+    #[test]
+    fn a_user_id_without_eight_leading_hex_digits_keeps_v5() {
+        for user in [
+            "cu000000001",
+            "0a1b2c3",
+            "0a1b2c3g-x",
+            "+a1b2c3d",
+            "",
+            "0a1b2c3é",
+        ] {
+            assert_eq!(
+                Uuid::parse_str(&link_id("p1", user, "k.com"))
+                    .expect("uuid")
+                    .get_version_num(),
+                5,
+                "{user:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_kinds_of_id_are_known_to_purge_and_verify() {
+        let uuid_user = "0a1b2c3d-0000-4000-8000-000000000000";
+        let ids: Vec<String> = link_ids("p1", uuid_user, "k.com").collect();
+        assert_eq!(
+            ids,
+            [
+                link_id("p1", uuid_user, "k.com"),
+                link_id("p1", "u1", "k.com")
+            ]
+        );
+        let ids: Vec<String> = link_ids("p1", "cuid", "k.com").collect();
+        assert_eq!(ids, [link_id("p1", "cuid", "k.com")]);
     }
 
     #[test]

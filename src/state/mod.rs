@@ -104,7 +104,7 @@ impl RunStatus {
 }
 
 /// The state schema version this release writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Version 1, created idempotently.
 const SCHEMA_SQL: &str = include_str!("../../sql/state/schema.sql");
 /// Numbered upgrades from version 1, applied in order, each once.
@@ -113,6 +113,10 @@ const UPGRADES: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../sql/state/upgrade/003_compact_ledger.sql"),
+    ),
+    (
+        4,
+        include_str!("../../sql/state/upgrade/004_user_order.sql"),
     ),
 ];
 /// Key of the transaction-level advisory lock that serializes schema
@@ -131,6 +135,16 @@ pub async fn ensure_schema(client: &mut Client, names: &Names) -> Result<()> {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await?;
+        // A new schema is made at the current version in this transaction
+        // (version 1, then every upgrade): nothing to tell the operator
+        // about upgrades then, only that it was created.
+        let existed: bool = tx
+            .query_one(
+                "SELECT to_regclass(format('%s.meta', $1::text)) IS NOT NULL",
+                &[&names.state],
+            )
+            .await?
+            .get(0);
         tx.batch_execute(&names.sql(SCHEMA_SQL)).await?;
         let version: String = tx
             .query_one(
@@ -152,12 +166,19 @@ pub async fn ensure_schema(client: &mut Client, names: &Names) -> Result<()> {
                 &[&to.to_string()],
             )
             .await?;
+        }
+        tx.commit().await?;
+        if !existed {
             tracing::info!(
-                "upgraded relink's state schema {:?} to version {to}",
+                "created relink's state schema {:?} (version {SCHEMA_VERSION})",
+                names.state_raw
+            );
+        } else if version < SCHEMA_VERSION {
+            tracing::info!(
+                "upgraded relink's state schema {:?} from version {version} to version {SCHEMA_VERSION}",
                 names.state_raw
             );
         }
-        tx.commit().await?;
         Ok::<_, anyhow::Error>(None)
     }
     .await;
@@ -197,24 +218,52 @@ pub async fn exists(client: &impl GenericClient, names: &Names) -> Result<bool> 
     Ok(row.get(0))
 }
 
-/// Marks `profiles` (a text array of ids) pending: their ledger rows lose
-/// the fingerprint, so the next run plans them again. For a chunk whose
-/// plan superseded a profile's older row, and for purged profiles.
+/// Marks profiles pending (`users` and `profiles`: text arrays of their
+/// user ids and ids, pair by pair): their ledger rows lose the fingerprint,
+/// so the next run plans them again. For a chunk whose plan superseded a
+/// profile's older row, and for purged profiles.
 ///
 /// # Errors
 /// On a database error; the caller says what it was doing.
 pub async fn mark_pending(
     client: &impl GenericClient,
     names: &Names,
+    users: &(dyn ToSql + Sync),
     profiles: &(dyn ToSql + Sync),
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             &names.sql(
-                "UPDATE {state}.ledger SET fingerprint = NULL
-                  WHERE profile_id = ANY($1) AND fingerprint IS NOT NULL",
+                "UPDATE {state}.ledger l SET fingerprint = NULL
+                   FROM unnest($1::text[], $2::text[]) AS u(user_id, profile_id)
+                  WHERE l.user_id = u.user_id AND l.profile_id = u.profile_id
+                    AND l.fingerprint IS NOT NULL",
             ),
-            &[profiles],
+            &[users, profiles],
+        )
+        .await
+}
+
+/// Deletes the rejects of profiles (`users` and `profiles`, pair by pair,
+/// as for [`mark_pending`]): replanned ones get new rejects, purged ones
+/// theirs when replanned.
+///
+/// # Errors
+/// On a database error; the caller says what it was doing.
+pub async fn clear_rejects(
+    client: &impl GenericClient,
+    names: &Names,
+    users: &(dyn ToSql + Sync),
+    profiles: &(dyn ToSql + Sync),
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &names.sql(
+                "DELETE FROM {state}.rejects r
+                  USING unnest($1::text[], $2::text[]) AS u(user_id, profile_id)
+                  WHERE r.user_id = u.user_id AND r.profile_id = u.profile_id",
+            ),
+            &[users, profiles],
         )
         .await
 }

@@ -19,12 +19,13 @@ async fn writing_backend(db: &TestDb) -> bool {
 }
 
 /// A profile some other transaction holds a lock on (FOR UPDATE NOWAIT
-/// fails on it), among the first `n` after `after`.
+/// fails on it), among the first `n` after the user `after` (the run's
+/// checkpoint: it pages by "userId").
 async fn locked_profile(db: &TestDb, after: &str, n: i64) -> Option<String> {
     let ids: Vec<String> = db
         .client
         .query(
-            "SELECT id FROM profiles WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id FROM profiles WHERE \"userId\" > $1 ORDER BY \"userId\" LIMIT $2",
             &[&after, &n],
         )
         .await

@@ -74,6 +74,14 @@ pub fn expected(entry: &Value) -> Value {
     expect
 }
 
+/// An entry's user id: its `userId`, else `u-<name>`.
+pub fn user_id(entry: &Value) -> String {
+    entry["userId"].as_str().map_or_else(
+        || format!("u-{}", entry["name"].as_str().expect("name")),
+        str::to_owned,
+    )
+}
+
 /// The plan for an entry, as JSON comparable with [`expected`]: from its
 /// text through the reader's parser for `socialLinksText`, else from the
 /// parsed `socialLinks`.
@@ -81,13 +89,16 @@ pub fn actual(entry: &Value) -> Value {
     let existing = existing(entry);
     let migrated = migrated(entry);
     let profile_id = entry["profileId"].as_str().expect("profileId");
+    let user_id = user_id(entry);
     let ctx = Context {
         existing: &existing,
         migrated: &migrated,
     };
     let p = match entry.get("socialLinksText") {
-        Some(social) => plan::plan_profile(profile_id, &legacy::parse(&text(social)), ctx),
-        None => plan::plan_profile(profile_id, &entry["socialLinks"], ctx),
+        Some(social) => {
+            plan::plan_profile(profile_id, &user_id, &legacy::parse(&text(social)), ctx)
+        }
+        None => plan::plan_profile(profile_id, &user_id, &entry["socialLinks"], ctx),
     };
     serde_json::json!({
         "links": p.links.iter().map(|l| serde_json::json!({

@@ -368,7 +368,33 @@ fn parse_dry_text(text: &str) -> (BTreeMap<String, Block>, Vec<String>) {
 async fn the_dry_run_shows_exactly_what_the_live_run_writes() {
     let db = TestDb::new("dry_equal").await;
     db.generate(2000);
+    dry_run_equals_live_run(&db).await;
+}
 
+/// The same with random UUID user ids: the link ids are UUID v8 (SPEC §5),
+/// the same in the dry run as in the live run.
+#[tokio::test]
+async fn the_dry_run_shows_exactly_what_the_live_run_writes_with_uuid_ids() {
+    let db = TestDb::new("dry_equal_uuid").await;
+    assert_success(&db.run(&["generate", "--profiles", "2000", "--ids", "uuid"]));
+    dry_run_equals_live_run(&db).await;
+    let v8 = db
+        .count(
+            "SELECT count(*) FROM profile_links
+              WHERE \"createdAt\" > '2025-01-01' AND id NOT LIKE 'user-made-%'
+                AND substr(id, 15, 1) = '8' AND left(id, 8) = lower(left(\"userId\", 8))",
+        )
+        .await;
+    let all = db
+        .count(
+            "SELECT count(*) FROM profile_links
+              WHERE \"createdAt\" > '2025-01-01' AND id NOT LIKE 'user-made-%'",
+        )
+        .await;
+    assert!(v8 > 1000 && v8 == all, "{v8} of {all}");
+}
+
+async fn dry_run_equals_live_run(db: &TestDb) {
     // Users create rows through the new API: five duplicate a link the
     // dry run plans for them, five are new links at position 0.
     let scratch = std::env::temp_dir().join(format!("{}_first.jsonl", db.name));

@@ -353,14 +353,14 @@ impl Drop for Spawned {
 pub async fn ledger_ids(client: &Client, run: Option<i64>) -> std::collections::BTreeSet<String> {
     client
         .query(
-            "SELECT profile_id, unnest(link_keys) FROM relink.ledger
+            "SELECT profile_id, user_id, unnest(link_keys) FROM relink.ledger
               WHERE $1::bigint IS NULL OR run_id = $1",
             &[&run],
         )
         .await
         .expect("ledger")
         .iter()
-        .map(|r| relink::plan::link_id(r.get(0), r.get(1)))
+        .map(|r| relink::plan::link_id(r.get(0), r.get(1), r.get(2)))
         .collect()
 }
 

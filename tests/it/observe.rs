@@ -33,7 +33,7 @@ const COMMON: [&str; 7] = [
 ];
 
 /// A run's counters and the summary (`--format json`) key of each.
-const RUN_FIGURES: [(&str, &str); 11] = [
+const RUN_FIGURES: [(&str, &str); 12] = [
     ("relink_profiles_scanned_total", "profiles_scanned"),
     ("relink_profiles_planned_total", "profiles_planned"),
     ("relink_profiles_migrated_total", "profiles_migrated"),
@@ -51,6 +51,7 @@ const RUN_FIGURES: [(&str, &str); 11] = [
     ("relink_handles_expanded_total", "expanded"),
     ("relink_schemes_repaired_total", "repaired"),
     ("relink_rejects_total", "rejects"),
+    ("relink_wal_bytes", "wal_bytes"),
 ];
 
 /// A purge's counters and the summary key of each.
@@ -271,6 +272,15 @@ fn unix_now() -> f64 {
 }
 
 /// When run `id` finished, as the state schema has it.
+/// The server's WAL position, in bytes.
+async fn wal_position(db: &TestDb) -> f64 {
+    db.client
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8", &[])
+        .await
+        .expect("WAL position")
+        .get(0)
+}
+
 async fn finished_at(db: &TestDb, id: i64) -> f64 {
     db.client
         .query_one(
@@ -407,6 +417,7 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
     let dir = scratch("obs_metrics");
     let run_file = dir.join("relink-run.prom");
     let started = unix_now();
+    let wal_before = wal_position(&db).await;
     let child = db.spawn(&[
         "run",
         "--format",
@@ -423,6 +434,16 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
     let (seen, out) = watch(child, &run_file, "run").await;
     assert_success(&out);
     let summary = json_summary(&out);
+    // The run's WAL (SPEC §11): within what the server wrote meanwhile (the
+    // whole server's, so other tests' WAL may add to both), and at least
+    // the bytes of the rows it inserted.
+    let wal_written = wal_position(&db).await - wal_before;
+    let wal = summary["wal_bytes"].as_f64().expect("wal_bytes");
+    let links = summary["links_created"].as_f64().expect("links");
+    assert!(
+        wal <= wal_written && wal >= links * 100.0,
+        "wal_bytes {wal}, server {wal_written}, {links} links"
+    );
 
     // During the run: several complete files, status running, counters
     // that only grow; the first one written before any chunk.
@@ -440,6 +461,7 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
             "relink_profiles_planned_total",
             "relink_profiles_scanned_total",
             "relink_profiles_unchanged_total",
+            "relink_wal_bytes",
         ],
     );
     assert!(running
@@ -611,6 +633,7 @@ async fn an_interrupted_run_ends_its_file_interrupted_and_keeps_the_last_success
             "relink_links_created_total",
             "relink_profiles_scanned_total",
             "relink_profiles_unchanged_total",
+            "relink_wal_bytes",
         ],
     );
     send_signal(child.pid, "INT");

@@ -151,7 +151,7 @@ proptest! {
     #[test]
     fn planning_holds_its_invariants(value in social(), existing in existing()) {
         let ctx = Context { existing: &existing, migrated: &[] };
-        let plan = plan_profile("p", &value, ctx);
+        let plan = plan_profile("p", "u", &value, ctx);
 
         // Every candidate value is accounted for: a link or a skip.
         let root = legacy::decode((&value).into());
@@ -174,12 +174,12 @@ proptest! {
         }
 
         // Deterministic.
-        prop_assert_eq!(&plan_profile("p", &value, ctx), &plan);
+        prop_assert_eq!(&plan_profile("p", "u", &value, ctx), &plan);
 
         // Idempotent: with its own rows as existing, nothing new.
         let mut after = existing.clone();
         after.extend(plan.links.iter().map(|l| ExistingLink { url: l.url.clone(), position: l.position }));
-        let again = plan_profile("p", &value, Context { existing: &after, migrated: &[] });
+        let again = plan_profile("p", "u", &value, Context { existing: &after, migrated: &[] });
         prop_assert!(again.links.is_empty(), "replanning created {:?}", again.links);
 
         // Users' rows stored without a scheme are the same links (SPEC §5).
@@ -188,12 +188,12 @@ proptest! {
             url: l.url.split_once("://").map_or(l.url.as_str(), |(_, rest)| rest).to_owned(),
             position: l.position,
         }));
-        let again = plan_profile("p", &value, Context { existing: &bare, migrated: &[] });
+        let again = plan_profile("p", "u", &value, Context { existing: &bare, migrated: &[] });
         prop_assert!(again.links.is_empty(), "replanning against bare rows created {:?}", again.links);
 
         // Ledger keys alone also prevent re-creation (a deleted link stays deleted).
         let migrated: Vec<String> = plan.links.iter().map(|l| l.key.clone()).collect();
-        let again = plan_profile("p", &value, Context { existing: &existing, migrated: &migrated });
+        let again = plan_profile("p", "u", &value, Context { existing: &existing, migrated: &migrated });
         prop_assert!(again.links.is_empty());
     }
 }
@@ -209,8 +209,8 @@ proptest! {
         let ctx = Context { existing: &existing, migrated: &[] };
         let text = serde_json::to_string_pretty(&value).expect("JSON");
         prop_assert_eq!(
-            plan_profile("p", &legacy::parse(&text), ctx),
-            plan_profile("p", &value, ctx)
+            plan_profile("p", "u", &legacy::parse(&text), ctx),
+            plan_profile("p", "u", &value, ctx)
         );
     }
 }
@@ -226,9 +226,9 @@ proptest! {
         (part, raw) in hostile(),
         at in any::<prop::sample::Index>(),
     ) {
-        let clean = plan_profile("p", &value, Context::default());
+        let clean = plan_profile("p", "u", &value, Context::default());
         let social = legacy::parse(&with_part(&value, &part, at));
-        let plan = plan_profile("p", &social, Context::default());
+        let plan = plan_profile("p", "u", &social, Context::default());
         prop_assert_eq!(&plan.links, &clean.links);
         prop_assert_eq!((plan.expanded, plan.repaired), (clean.expanded, clean.repaired));
         let mut added: Vec<_> = plan.skipped.clone();

@@ -26,7 +26,7 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
             continue;
         }
         let name = entry["name"].as_str().expect("name");
-        let (user, profile) = (format!("u-{name}"), format!("p-{name}"));
+        let (user, profile) = (corpus::user_id(&entry), format!("p-{name}"));
         db.client
             .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
             .await
@@ -52,9 +52,9 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
         if !migrated.is_empty() {
             db.client
                 .execute(
-                    "INSERT INTO relink.ledger (profile_id, run_id, fingerprint, link_keys, migrated_at)
-                     VALUES ($1, 1, NULL, $2, now())",
-                    &[&profile, &migrated],
+                    "INSERT INTO relink.ledger (user_id, profile_id, run_id, fingerprint, link_keys, migrated_at)
+                     VALUES ($1, $2, 1, NULL, $3, now())",
+                    &[&user, &profile, &migrated],
                 )
                 .await
                 .expect("ledger row");
@@ -445,14 +445,14 @@ async fn replan_adds_the_links_an_earlier_planning_missed_and_nothing_else() {
     let row = db
         .client
         .query_one(
-            "SELECT profile_id, link_keys[1] FROM relink.ledger
+            "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
               WHERE cardinality(link_keys) = 1 ORDER BY profile_id LIMIT 1",
             &[],
         )
         .await
         .expect("a profile with one migrated link");
     let profile: String = row.get(0);
-    let link = relink::plan::link_id(&profile, row.get(1));
+    let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
     db.client
         .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
         .await

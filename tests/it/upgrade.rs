@@ -66,7 +66,8 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
     assert!(
-        stderr(&out).contains("upgraded relink's state schema \"relink\" to version 3"),
+        stderr(&out)
+            .contains("upgraded relink's state schema \"relink\" from version 1 to version 4"),
         "{}",
         stderr(&out)
     );
@@ -74,7 +75,7 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     assert_eq!(summary["profiles_planned"], 0, "{summary}");
     assert_eq!(summary["links_created"], 0, "{summary}");
     assert_eq!(db.links_checksum().await, table);
-    assert_eq!(schema_version(&db).await, "3");
+    assert_eq!(schema_version(&db).await, "4");
     // Every link the old ledger recorded is still known, in fewer rows (the
     // second run's replans of unchanged profiles are gone).
     assert_eq!(ledger_ids(&db.client, None).await, v1_all);
@@ -108,4 +109,132 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     // And the profiles migrate again.
     assert_success(&db.run(&["run"]));
     assert_success(&db.run(&["verify"]));
+}
+
+const STATE_V3: &str = include_str!("../../fixtures/state_v3.sql");
+
+/// The generated data `fixtures/tools/state_v3.sh` ran over: random UUID
+/// ids, so the release before the user order gave its links plain v5 ids
+/// and this one gives them v8 ids.
+fn generate_v3_data(db: &TestDb) {
+    assert_success(&db.run(&[
+        "generate",
+        "--profiles",
+        "300",
+        "--seed",
+        "0.42",
+        "--mix",
+        "entries",
+        "--ids",
+        "uuid",
+    ]));
+}
+
+/// Every row relink created, without its id or times.
+async fn migrated_content(db: &TestDb) -> BTreeSet<(String, String, i32, String, String)> {
+    db.client
+        .query(
+            "SELECT \"profileId\", url, position, label, type FROM profile_links
+              WHERE \"createdAt\" > '2025-01-01'",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_order() {
+    let db = TestDb::new("u_v3").await;
+    generate_v3_data(&db);
+    db.client
+        .batch_execute(STATE_V3)
+        .await
+        .expect("load the v3 state");
+    assert_eq!(schema_version(&db).await, "3");
+    let old_ids = ids(
+        &db,
+        "SELECT id FROM profile_links WHERE \"createdAt\" > '2025-01-01'",
+    )
+    .await;
+    assert!(old_ids.len() > 100, "{}", old_ids.len());
+    assert!(old_ids.iter().all(|id| &id[14..15] == "5"), "{old_ids:?}");
+    let checkpoint: String = db
+        .client
+        .query_one("SELECT checkpoint FROM relink.runs WHERE id = 1", &[])
+        .await
+        .expect("checkpoint")
+        .get(0);
+
+    // The next run upgrades the state schema and finishes run 1 after its
+    // checkpoint, a profile id, in profile id order.
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("upgraded relink's state schema \"relink\" from version 3 to version 4"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("resuming run 1 after profile {checkpoint}"))
+            && log.contains("profile id order"),
+        "{log}"
+    );
+    let summary = json_summary(&out);
+    assert_eq!(summary["run_id"], 1, "{summary}");
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(schema_version(&db).await, "4");
+    // The profiles it planned were exactly those after the checkpoint.
+    let after = db
+        .count(&format!(
+            "SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL AND id > '{checkpoint}'"
+        ))
+        .await;
+    assert_eq!(summary["profiles_scanned"], after, "{summary}");
+
+    // The old rows kept their v5 ids; the new ones have the v8 ids of their
+    // users; together they are what a clean run of this release writes.
+    let all = ids(
+        &db,
+        "SELECT id FROM profile_links WHERE \"createdAt\" > '2025-01-01'",
+    )
+    .await;
+    assert!(old_ids.is_subset(&all));
+    let new_rows = db
+        .client
+        .query(
+            "SELECT id, \"userId\" FROM profile_links WHERE \"createdAt\" > '2025-01-01'",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let mut v8 = 0;
+    for row in &new_rows {
+        let (id, user): (String, String) = (row.get(0), row.get(1));
+        if !old_ids.contains(&id) {
+            assert_eq!((&id[..8], &id[14..15]), (&user[..8], "8"), "{id} of {user}");
+            v8 += 1;
+        }
+    }
+    assert!(v8 > 100, "{v8}");
+    let clean = TestDb::new("u_v3_clean").await;
+    generate_v3_data(&clean);
+    assert_success(&clean.run(&["run"]));
+    assert_eq!(migrated_content(&db).await, migrated_content(&clean).await);
+    assert_success(&db.run(&["verify"]));
+
+    // A rerun writes nothing; a purge removes every row relink created, old
+    // ids and new alike, and empties the ledger.
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(json_summary(&again)["links_created"], 0);
+    assert_eq!(json_summary(&again)["profiles_planned"], 0);
+    let out = db.run(&["purge", "--yes", "--format", "json"]);
+    assert_success(&out);
+    let purged = json_summary(&out);
+    assert_eq!(purged["links_deleted"], all.len(), "{purged}");
+    assert!(migrated_content(&db).await.is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 0);
 }

@@ -277,14 +277,14 @@ async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
     let row = db
         .client
         .query_one(
-            "SELECT profile_id, link_keys[1] FROM relink.ledger
+            "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
               WHERE cardinality(link_keys) = 1 AND profile_id <> $1 ORDER BY profile_id LIMIT 1",
             &[&kept_profile],
         )
         .await
         .expect("a profile with one migrated link");
     let profile: String = row.get(0);
-    let link = relink::plan::link_id(&profile, row.get(1));
+    let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
     db.client
         .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
         .await
@@ -526,7 +526,7 @@ async fn status_follows_a_run_that_is_killed_and_resumed() {
     let behind: i64 = db
         .client
         .query_one(
-            "SELECT count(*) FROM profiles p WHERE p.\"socialLinks\" IS NOT NULL AND p.id <= $1
+            "SELECT count(*) FROM profiles p WHERE p.\"socialLinks\" IS NOT NULL AND p.\"userId\" <= $1
                 AND NOT EXISTS (SELECT 1 FROM relink_v_kill.ledger l WHERE l.profile_id = p.id)",
             &[&checkpoint],
         )
@@ -540,7 +540,7 @@ async fn status_follows_a_run_that_is_killed_and_resumed() {
     let position = db
         .client
         .query_one(
-            "SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL AND id <= $1",
+            "SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL AND \"userId\" <= $1",
             &[&checkpoint],
         )
         .await
@@ -551,7 +551,7 @@ async fn status_follows_a_run_that_is_killed_and_resumed() {
     let out = db.run(&with(&["status"]));
     assert_success(&out);
     assert!(
-        stdout(&out).contains(&format!("checkpoint after profile {checkpoint}")),
+        stdout(&out).contains(&format!("checkpoint after user {checkpoint}")),
         "{}",
         stdout(&out)
     );
