@@ -51,7 +51,8 @@ async fn written(db: &PooledTestDb) -> (i64, i64) {
     )
 }
 
-/// A summary's figures, without the timings that differ between runs.
+/// A summary's figures, without those that differ between two runs over
+/// the same data: timings, and the server's WAL (other sessions' too).
 fn figures(summary: &serde_json::Value) -> serde_json::Value {
     let mut summary = summary.clone();
     if let Some(object) = summary.as_object_mut() {
@@ -60,6 +61,7 @@ fn figures(summary: &serde_json::Value) -> serde_json::Value {
             "links_per_second",
             "run_id",
             "throttled_seconds",
+            "wal_bytes",
         ] {
             object.remove(timing);
         }
