@@ -41,7 +41,7 @@ build: ## build the release binary (target/release/relink)
 pg-status: ## say which PostgreSQL server tests and the demo would use
 	scripts/pg-server status
 
-pg-stop: ## stop the private PostgreSQL servers (url, tls, replica, statements, production), if they run
+pg-stop: ## stop the private servers (url, tls, replica, statements, production, pooler, node-exporter), if they run
 	scripts/pg-server stop
 
 # Tests start these on demand; the targets are for trying things by hand,

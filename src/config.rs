@@ -41,6 +41,16 @@ impl Database {
     }
 }
 
+impl Database {
+    /// `host:port/dbname` (hosts comma-separated when several are listed),
+    /// for the `database` label of metrics: which database a series is
+    /// about, never who connected (no user, no password).
+    pub fn label(&self) -> String {
+        let hosts: Vec<String> = self.info.targets.iter().map(ToString::to_string).collect();
+        format!("{}/{}", hosts.join(","), self.info.dbname)
+    }
+}
+
 impl fmt::Display for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.info.fmt(f)
@@ -170,11 +180,13 @@ pub struct MetricsConfig {
     pub path: PathBuf,
     /// Between two writes during the run.
     pub interval: Duration,
+    /// The `database` label of every series: [`Database::label`].
+    pub database: String,
 }
 
 impl MetricsConfig {
     /// `None` without `--metrics-file`.
-    fn from_args(args: &MetricsArgs, dry_run: bool) -> Result<Option<Self>> {
+    fn from_args(args: &MetricsArgs, dry_run: bool, database: &Database) -> Result<Option<Self>> {
         let interval =
             parse_duration(&args.metrics_interval).context("invalid --metrics-interval")?;
         if interval < Duration::from_millis(10) {
@@ -190,6 +202,7 @@ impl MetricsConfig {
         Ok(Some(Self {
             path: path.clone(),
             interval,
+            database: database.label(),
         }))
     }
 }
@@ -260,7 +273,7 @@ impl RunConfig {
             writers: args.writers,
             timeouts: Timeouts::from_args(&args.timeouts)?,
             watched: watched(&args.gates, common)?,
-            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run, &common.database)?,
         })
     }
 }
@@ -296,7 +309,7 @@ impl PurgeConfig {
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
             watched: watched(&args.gates, common)?,
-            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run, &common.database)?,
         })
     }
 }
@@ -512,6 +525,27 @@ mod tests {
         )
         .expect("parses");
         assert!(!db.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn the_database_label_names_hosts_ports_and_database_only() {
+        let label = |url: &str| {
+            Database::resolve(Some(url), Duration::from_secs(1))
+                .expect("parses")
+                .label()
+        };
+        assert_eq!(
+            label("postgres://alice:s3cret@db.example:6543/app?sslmode=disable"),
+            "db.example:6543/app"
+        );
+        assert_eq!(
+            label("postgres://u@h1,h2:5433,[::1]/app?sslmode=disable"),
+            "h1:5432,h2:5433,[::1]:5432/app"
+        );
+        assert_eq!(
+            label("host=/var/run/pg port=5433 user=u password=s3cret dbname=d sslmode=disable"),
+            "/var/run/pg:5433/d"
+        );
     }
 
     #[test]

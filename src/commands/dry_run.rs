@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use crate::chunk;
 use crate::cli::OutputFormat;
 use crate::config::{Common, Names, RunConfig};
-use crate::db::{self, preflight, Retry, Session};
+use crate::db::preflight::{self, Access};
+use crate::db::{self, Retry, Session};
 use crate::exit::Outcome;
 use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
@@ -39,7 +40,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let names = &common.names;
     let session = Session::new("dry-run", common, Some(cfg.timeouts), true);
     let client = db::connect(&common.database, &session).await?;
-    preflight::check(&client, names).await?;
+    preflight::command_start(&client, common, &session, Access::Read).await?;
     let with_ledger = state::exists(&client, names).await?;
     // Plan what the next live run would do: it resumes an unfinished run
     // after its checkpoint (unless --restart), so the dry run does too.

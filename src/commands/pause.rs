@@ -16,12 +16,9 @@ use crate::state;
 /// When the state schema cannot be created or written.
 pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
     let names = &common.names;
-    let mut client = db::connect(
-        &common.database,
-        &Session::new("pause", common, None, false),
-    )
-    .await?;
-    preflight::check(&client, names).await?;
+    let session = Session::new("pause", common, None, false);
+    let mut client = db::connect(&common.database, &session).await?;
+    preflight::command_start(&client, common, &session, preflight::CONTROL).await?;
     // A pause may come before the first run (e.g. to hold cron): it creates
     // the state schema, or upgrades it, as a run would.
     state::ensure_schema(&mut client, names).await?;
@@ -52,12 +49,9 @@ pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
 /// When the state schema cannot be written.
 pub async fn resume(common: &Common) -> Result<Outcome> {
     let names = &common.names;
-    let client = db::connect(
-        &common.database,
-        &Session::new("resume", common, None, false),
-    )
-    .await?;
-    preflight::check(&client, names).await?;
+    let session = Session::new("resume", common, None, false);
+    let client = db::connect(&common.database, &session).await?;
+    preflight::command_start(&client, common, &session, preflight::CONTROL).await?;
     if state::current_pause(&client, names).await?.is_none() {
         println!("Not paused; nothing to resume.");
         return Ok(Outcome::Done);

@@ -10,7 +10,8 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use crate::config::{Common, PurgeConfig};
-use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
+use crate::db::preflight::{self, Access};
+use crate::db::{self, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
 use crate::metrics::{Metrics, Snapshot, Work};
 use crate::progress::{Progress, Units};
@@ -33,7 +34,12 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     };
     let session = Session::new("purge", common, Some(cfg.timeouts), cfg.dry_run);
     let control = db::connect(&common.database, &session).await?;
-    preflight::check(&control, names).await?;
+    let access = if cfg.dry_run {
+        Access::Read
+    } else {
+        preflight::PURGE
+    };
+    preflight::command_start(&control, common, &session, access).await?;
     if !state::exists(&control, names).await? {
         bail!("nothing to purge: relink's state schema {:?} does not exist (no live run has happened here)", names.state_raw);
     }

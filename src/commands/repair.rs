@@ -31,12 +31,12 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
     let names = &common.names;
     let session = Session::new("repair", common, Some(cfg.timeouts), cfg.dry_run);
     let control = db::connect(&common.database, &session).await?;
-    // The checks every command makes before any work (the application's
-    // schema; connection poolers and row-level security belong here too).
-    preflight::check(&control, names).await?;
-    if !cfg.dry_run {
-        preflight::check_write_permission(&control, names).await?;
-    }
+    let access = if cfg.dry_run {
+        preflight::Access::Read
+    } else {
+        preflight::REPAIR
+    };
+    preflight::command_start(&control, common, &session, access).await?;
     if !state::exists(&control, names).await? {
         bail!(
             "nothing to repair: relink's state schema {:?} does not exist (no live run has happened here)",

@@ -62,8 +62,7 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let names = &common.names;
     let session = Session::new("run", common, Some(cfg.timeouts), false);
     let control = db::connect(&common.database, &session).await?;
-    preflight::check(&control, names).await?;
-    preflight::check_write_permission(&control, names).await?;
+    preflight::command_start(&control, common, &session, preflight::RUN).await?;
     let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
     // The gates are checked once before anything is written: relink does
     // not start blind (a role that cannot read replica lag, a --replica it

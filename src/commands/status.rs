@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::cli::OutputFormat;
 use crate::config::{Common, StatusConfig};
-use crate::db::{self, lock, preflight, Session};
+use crate::db::preflight::{self, Access};
+use crate::db::{self, lock, Session};
 use crate::exit::Outcome;
 use crate::plan::Counters;
 use crate::source::{count_with_legacy, Order};
@@ -57,7 +58,7 @@ pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
     let names = &common.names;
     let session = Session::new("status", common, None, true);
     let client = db::connect(&common.database, &session).await?;
-    preflight::check(&client, names).await?;
+    preflight::command_start(&client, common, &session, Access::Read).await?;
     let lock_holder = lock::holder(&client, names).await?;
     let mut status = Status {
         state_schema: names.state_raw.clone(),

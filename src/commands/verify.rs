@@ -12,7 +12,8 @@ use tokio_postgres::Client;
 use crate::chunk;
 use crate::cli::OutputFormat;
 use crate::config::{Common, Names, VerifyConfig};
-use crate::db::{self, preflight, Keyset, Pager, Session};
+use crate::db::preflight::{self, Access};
+use crate::db::{self, Keyset, Pager, Session};
 use crate::exit::Outcome;
 use crate::plan::classify::stored_url_key;
 use crate::plan::link_ids;
@@ -48,7 +49,7 @@ pub async fn verify(common: &Common, args: &VerifyConfig, shutdown: Shutdown) ->
     let names = &common.names;
     let session = Session::new("verify", common, None, true);
     let client = db::connect(&common.database, &session).await?;
-    preflight::check(&client, names).await?;
+    preflight::command_start(&client, common, &session, Access::Read).await?;
     let with_ledger = state::exists(&client, names).await?;
     let page = args.page_size;
     let mut checks = Vec::new();

@@ -1,26 +1,31 @@
 //! Where and how to connect, resolved the way libpq (and so `psql`) does it:
-//! a URL or `key=value` string, libpq's environment variables as defaults
-//! for whatever the string leaves out, libpq's built-in defaults, the
-//! certificate files under `~/.postgresql/`, and the password file — all
-//! turned into one validated [`ConnInfo`] before anything connects.
+//! a URL or `key=value` string, a connection service file's parameters
+//! (`service=`, `PGSERVICE`) for whatever the string leaves out, libpq's
+//! environment variables for what is still unset, libpq's built-in
+//! defaults, the certificate and revocation files under `~/.postgresql/`,
+//! and the password file — all turned into one validated [`ConnInfo`]
+//! before anything connects.
 //!
 //! This module does no network I/O. It reads the environment only through an
-//! [`Env`] value and touches the file system only to check that certificate
-//! files exist and, per host at connect time, to read the password file
-//! ([`ConnInfo::password_for`]). Connecting is [`super::tls`]'s job.
+//! [`Env`] value and touches the file system only to read the service file,
+//! to check that certificate files exist and, per host at connect time, to
+//! read the password file ([`ConnInfo::password_for`]). Connecting is
+//! [`super::tls`]'s job.
 //!
-//! The password never leaves a [`Password`] by accident: `Display` and
-//! `Debug` of every type here, and every error message, leave it out.
+//! The password (and `sslpassword`) never leaves a [`Password`] by
+//! accident: `Display` and `Debug` of every type here, and every error
+//! message, leave it out.
 //!
 //! References: libpq's "Connection Strings", "Parameter Key Words",
-//! "Environment Variables", "The Password File" and "SSL Support" chapters
-//! (libpq-connect.html, libpq-envars.html, libpq-pgpass.html,
-//! libpq-ssl.html).
+//! "Environment Variables", "The Password File", "The Connection Service
+//! File" and "SSL Support" chapters (libpq-connect.html, libpq-envars.html,
+//! libpq-pgpass.html, libpq-pgservice.html, libpq-ssl.html).
 
 mod env;
 mod parse;
 mod pgpass;
 mod resolve;
+pub mod service;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -72,6 +77,8 @@ pub enum PasswordSource {
     ConnectionString,
     /// `PGPASSWORD`.
     Environment,
+    /// The `password` line of a connection service's section.
+    ServiceFile(PathBuf),
     /// A line of the password file.
     File(PathBuf),
 }
@@ -81,6 +88,7 @@ impl fmt::Display for PasswordSource {
         match self {
             Self::ConnectionString => f.write_str("the connection string"),
             Self::Environment => f.write_str("PGPASSWORD"),
+            Self::ServiceFile(path) => write!(f, "the service file {}", path.display()),
             Self::File(path) => write!(f, "the password file {}", path.display()),
         }
     }
@@ -131,11 +139,30 @@ pub enum RootCert {
     System,
 }
 
-/// A client certificate and its private key, both PEM files.
+/// A client certificate and its private key, both PEM files; the key
+/// possibly encrypted, with `sslpassword` to open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCert {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// libpq's `sslpassword` (kept out of `Debug` by [`Password`]).
+    pub key_password: Option<Password>,
+}
+
+/// Certificate revocation lists the server's certificate is checked
+/// against (libpq's `sslcrl` and `sslcrldir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// `sslcrl`, else `~/.postgresql/root.crl` if it exists.
+    pub file: Option<PathBuf>,
+    /// `sslcrldir`: every CRL file in it.
+    pub dir: Option<PathBuf>,
+}
+
+impl Revocations {
+    pub fn is_empty(&self) -> bool {
+        self.file.is_none() && self.dir.is_none()
+    }
 }
 
 /// libpq's `channel_binding`.
@@ -240,6 +267,13 @@ pub struct ConnInfo {
     /// `~/.postgresql/root.crt` exists).
     pub rootcert: Option<RootCert>,
     pub client_cert: Option<ClientCert>,
+    /// CRLs for the server's certificate (used when the chain is checked).
+    pub revocations: Revocations,
+    /// libpq's `sslsni`: send the host name in the TLS handshake (Server
+    /// Name Indication; never for an IP address).
+    pub sslsni: bool,
+    /// The connection service whose parameters were used, and its file.
+    pub service: Option<(String, PathBuf)>,
     pub channel_binding: ChannelBinding,
     pub target_session_attrs: TargetSessionAttrs,
     /// Per-host limit on the whole connection attempt (libpq's
@@ -266,9 +300,26 @@ pub enum ConnInfoError {
     #[error("invalid value {value:?} for connection parameter \"{keyword}\" (from {origin}): expected {expected}")]
     InvalidValue {
         keyword: &'static str,
-        origin: &'static str,
+        origin: String,
         value: String,
         expected: &'static str,
+    },
+    #[error("definition of service \"{name}\" not found (looked in {}): add a [{name}] section to ~/.pg_service.conf or the file PGSERVICEFILE names, or fix service=/PGSERVICE", files_text(.searched))]
+    ServiceNotFound {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
+    #[error("service file {}, line {line}: {problem}", .path.display())]
+    ServiceFile {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+    #[error("cannot read service file {}", .path.display())]
+    ServiceFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     /// The value is not repeated: from a mis-split URL it may hold part of
     /// the password.
@@ -313,6 +364,14 @@ fn unknown_parameter_message(keyword: Option<&str>) -> String {
         Some(word) => format!("unknown connection parameter \"{word}\"; known parameters: {known}"),
         None => format!("unknown connection parameter (not shown, as it does not look like a parameter name); known parameters: {known}"),
     }
+}
+
+fn files_text(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn root_cert_missing_detail(path: Option<&Path>) -> String {
@@ -397,6 +456,20 @@ impl ConnInfo {
         target: &Target,
         tls: tokio_postgres::config::SslMode,
     ) -> tokio_postgres::Config {
+        let mut config = self.config_without_options(target, tls);
+        if let Some(options) = &self.options {
+            config.options(options);
+        }
+        config
+    }
+
+    /// [`Self::config_for`] without the `options` startup parameter, for a
+    /// server that refuses it (a connection pooler).
+    pub fn config_without_options(
+        &self,
+        target: &Target,
+        tls: tokio_postgres::config::SslMode,
+    ) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         match &target.host {
             Host::Tcp(name) => config.host(name),
@@ -431,9 +504,6 @@ impl ConnInfo {
             .or(self.fallback_application_name.as_ref())
         {
             config.application_name(name);
-        }
-        if let Some(options) = &self.options {
-            config.options(options);
         }
         config
     }
@@ -533,6 +603,9 @@ impl fmt::Debug for ConnInfo {
             .field("passfile", &self.passfile)
             .field("rootcert", &self.rootcert)
             .field("client_cert", &self.client_cert)
+            .field("revocations", &self.revocations)
+            .field("sslsni", &self.sslsni)
+            .field("service", &self.service)
             .field("channel_binding", &self.channel_binding)
             .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)

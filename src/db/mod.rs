@@ -8,6 +8,7 @@
 pub mod conninfo;
 pub mod lock;
 pub mod pager;
+pub mod pooler;
 pub mod preflight;
 pub mod retry;
 pub mod session;

@@ -7,8 +7,10 @@
 //!
 //! - [`make_tls_connect`] builds the connector for a [`ConnInfo`]: the
 //!   trusted roots (`sslrootcert` file or `system`), the server-certificate
-//!   check the `sslmode` asks for ([`verify::PgServerVerifier`]) and the
-//!   client certificate (`sslcert`/`sslkey`).
+//!   check the `sslmode` asks for ([`verify::PgServerVerifier`]) with the
+//!   revocation lists of `sslcrl`/`sslcrldir`, the client certificate
+//!   (`sslcert`/`sslkey`, the key decrypted with `sslpassword`) and
+//!   `sslsni`.
 //! - [`Connector`] connects one session and builds the pool's manager.
 //! - [`diagnose`] turns a failed connection into a cause and a fix.
 //!
@@ -27,10 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use super::conninfo::{ConnInfo, RootCert, SslMode};
+use super::conninfo::{ConnInfo, Password, Revocations, RootCert, SslMode};
 
 pub use connect::{ConnectError, Connector, HostFailure, SessionOptions};
 pub use diagnose::{diagnose, explain, Problem};
@@ -57,6 +59,14 @@ pub enum TlsError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("private key file {} holds no PEM or DER private key (PKCS#8, PKCS#1 RSA or SEC1 EC)", .path.display())]
     NoKey { path: PathBuf },
+    #[error("private key file {} is encrypted and no sslpassword is set: set sslpassword to its password", .path.display())]
+    KeyEncrypted { path: PathBuf },
+    #[error("private key file {} cannot be decrypted with sslpassword ({problem}): check the password", .path.display())]
+    KeyDecrypt { path: PathBuf, problem: String },
+    #[error("private key file {} is encrypted in OpenSSL's traditional format (\"Proc-Type: 4,ENCRYPTED\"), which relink does not read: convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW` and point sslkey at NEW", .path.display())]
+    KeyLegacyEncryption { path: PathBuf },
+    #[error("cannot read the certificate revocation list {} ({problem}): sslcrl and sslcrldir take PEM or DER CRLs, version 2 (with the CRL number and authority key identifier extensions, as CAs issue them)", .path.display())]
+    BadCrl { path: PathBuf, problem: String },
     // `problem` is not a `#[source]`: shown once, inside the message, so
     // that the fix stays at the end of the one-line error.
     #[error("client certificate {} and private key {} do not belong together ({problem}): set sslcert and sslkey to a certificate and the private key it was issued for", .cert.display(), .key.display())]
@@ -109,12 +119,25 @@ pub fn client_config(info: &ConnInfo) -> Result<ClientConfig, TlsError> {
                     pinned,
                     info.sslmode == SslMode::VerifyFull,
                 )
+                .with_crls(load_crls(&info.revocations)?)
             }
             // resolve() refuses verify-* without roots; other modes
             // without roots encrypt without checking, as libpq does.
             _ => verify::PgServerVerifier::no_verification(&provider),
         }
     };
+    let mut config = builder_for(provider, verifier, info)?;
+    // libpq's sslsni (on by default). rustls never sends an IP address.
+    config.enable_sni = info.sslsni;
+    Ok(config)
+}
+
+/// The rustls configuration with `verifier` and the client certificate.
+fn builder_for(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: verify::PgServerVerifier,
+    info: &ConnInfo,
+) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -126,7 +149,7 @@ pub fn client_config(info: &ConnInfo) -> Result<ClientConfig, TlsError> {
     Ok(match client_cert {
         Some(client) => {
             let certs = load_certs(&client.cert, "client certificate")?;
-            let key = load_key(&client.key)?;
+            let key = load_key(&client.key, client.key_password.as_ref())?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|problem| TlsError::ClientCert {
@@ -189,10 +212,65 @@ fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
+/// Every CRL of `sslcrl` (a PEM file may hold several, or one DER CRL) and
+/// of the files in `sslcrldir` (libpq wants the directory prepared with
+/// `openssl rehash`; relink reads every file in it, whatever its name).
+fn load_crls(
+    revocations: &Revocations,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut files = Vec::new();
+    files.extend(revocations.file.clone());
+    if let Some(dir) = &revocations.dir {
+        let entries = std::fs::read_dir(dir).map_err(|source| TlsError::Unreadable {
+            what: "CRL directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let mut crls = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|source| TlsError::Unreadable {
+            what: "certificate revocation list",
+            path: path.clone(),
+            source,
+        })?;
+        let pem: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .filter_map(Result::ok)
+            .collect();
+        let found = if pem.is_empty() {
+            vec![CertificateRevocationListDer::from(bytes)]
+        } else {
+            pem
+        };
+        for crl in found {
+            // Parsed here, so a CRL webpki cannot use is refused by name
+            // before connecting rather than at the handshake.
+            webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+                TlsError::BadCrl {
+                    path: path.clone(),
+                    problem: format!("{e:?}"),
+                }
+            })?;
+            crls.push(crl);
+        }
+    }
+    Ok(crls)
+}
+
 /// A private key, PEM (PKCS#8, PKCS#1 or SEC1) or DER as libpq accepts,
 /// after libpq's permission check: no access for group or others, except
 /// that a root-owned key may be group-readable (0640) for system-wide keys.
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// An encrypted PKCS#8 key (`BEGIN ENCRYPTED PRIVATE KEY`, PBES2 as
+/// `openssl pkcs8 -topk8 -v2` writes it) is decrypted with `password`
+/// (libpq's `sslpassword`).
+fn load_key(path: &Path, password: Option<&Password>) -> Result<PrivateKeyDer<'static>, TlsError> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).map_err(|source| TlsError::Unreadable {
         what: "private key file",
@@ -215,12 +293,55 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if let Some(encrypted) = encrypted_pkcs8(&bytes) {
+        let Some(password) = password else {
+            return Err(TlsError::KeyEncrypted {
+                path: path.to_path_buf(),
+            });
+        };
+        return decrypt_key(&encrypted, password).map_err(|problem| TlsError::KeyDecrypt {
+            path: path.to_path_buf(),
+            problem,
+        });
+    }
+    if bytes
+        .windows(b"Proc-Type: 4,ENCRYPTED".len())
+        .any(|w| w == b"Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(TlsError::KeyLegacyEncryption {
+            path: path.to_path_buf(),
+        });
+    }
     PrivateKeyDer::from_pem_slice(&bytes)
         .ok()
         .or_else(|| PrivateKeyDer::try_from(bytes).ok())
         .ok_or_else(|| TlsError::NoKey {
             path: path.to_path_buf(),
         })
+}
+
+/// The DER of an encrypted PKCS#8 key, PEM (`ENCRYPTED PRIVATE KEY`) or
+/// DER; None for anything else.
+fn encrypted_pkcs8(bytes: &[u8]) -> Option<Vec<u8>> {
+    use pkcs8::der::pem::PemLabel as _;
+    let der = match pkcs8::der::pem::decode_vec(bytes) {
+        Ok((label, der)) if label == pkcs8::EncryptedPrivateKeyInfo::PEM_LABEL => der,
+        Ok(_) => return None,
+        Err(_) => bytes.to_vec(),
+    };
+    pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+        .is_ok()
+        .then_some(der)
+}
+
+/// Decrypts an encrypted PKCS#8 key; the problem in words on failure (a
+/// wrong password shows as a padding or decoding error).
+fn decrypt_key(der: &[u8], password: &Password) -> Result<PrivateKeyDer<'static>, String> {
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der).map_err(|e| e.to_string())?;
+    let plain = info
+        .decrypt(password.expose())
+        .map_err(|e| format!("{e}; a wrong password, or an encryption scheme other than PBES2"))?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
 }
 
 /// libpq's rule (fe-secure-openssl.c): a key owned by root may have mode

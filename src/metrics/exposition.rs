@@ -1,7 +1,9 @@
 //! The Prometheus text exposition format (version 0.0.4), rendered from
 //! plain values: each family with its `# HELP` and `# TYPE` lines, label
 //! values escaped, histograms as cumulative `_bucket{le=…}` series with
-//! `_sum` and `_count`. Pure: no I/O, no clock.
+//! `_sum` and `_count`, and the labels every series of a file carries (the
+//! `database`) added to each sample here, so no family can be without
+//! them. Pure: no I/O, no clock.
 //!
 //! The format is small enough that a library would add more than it saves;
 //! what matters is in [`super`] (the names) and [`super::textfile`] (the
@@ -84,9 +86,12 @@ pub struct Family {
     pub samples: Vec<Sample>,
 }
 
-/// Renders families; a family without samples is left out.
-pub fn render(families: &[Family]) -> String {
+/// Renders families, every sample with the labels `common` first (a label
+/// with an empty value is left out: Prometheus treats it as absent); a
+/// family without samples is left out.
+pub fn render(families: &[Family], common: &Labels) -> String {
     let mut out = String::new();
+    let common: Vec<&(&str, String)> = common.iter().filter(|(_, v)| !v.is_empty()).collect();
     for family in families.iter().filter(|f| !f.samples.is_empty()) {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "# HELP {} {}", family.name, escape_help(family.help));
@@ -94,9 +99,11 @@ pub fn render(families: &[Family]) -> String {
         for sample in &family.samples {
             out.push_str(family.name);
             out.push_str(sample.suffix);
-            if !sample.labels.is_empty() {
+            let labels: Vec<&(&str, String)> =
+                common.iter().copied().chain(&sample.labels).collect();
+            if !labels.is_empty() {
                 out.push('{');
-                for (i, (name, value)) in sample.labels.iter().enumerate() {
+                for (i, (name, value)) in labels.into_iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
@@ -208,18 +215,21 @@ mod tests {
 
     #[test]
     fn a_family_has_help_type_and_escaped_labels() {
-        let text = render(&[Family {
-            name: "x_total",
-            help: "Things \\ counted\nhere.",
-            kind: Kind::Counter,
-            samples: vec![
-                Sample::new(vec![("reason", "a\"b\\c\nd".to_owned())], 3_u64),
-                Sample::new(
-                    vec![("reason", "plain".to_owned()), ("mode", "run".to_owned())],
-                    0_u64,
-                ),
-            ],
-        }]);
+        let text = render(
+            &[Family {
+                name: "x_total",
+                help: "Things \\ counted\nhere.",
+                kind: Kind::Counter,
+                samples: vec![
+                    Sample::new(vec![("reason", "a\"b\\c\nd".to_owned())], 3_u64),
+                    Sample::new(
+                        vec![("reason", "plain".to_owned()), ("mode", "run".to_owned())],
+                        0_u64,
+                    ),
+                ],
+            }],
+            &vec![],
+        );
         assert_eq!(
             text,
             "# HELP x_total Things \\\\ counted\\nhere.\n\
@@ -231,7 +241,7 @@ mod tests {
 
     #[test]
     fn empty_families_are_left_out_and_unlabelled_samples_have_no_braces() {
-        let text = render(&[
+        let families = [
             Family {
                 name: "a",
                 help: "A.",
@@ -244,8 +254,46 @@ mod tests {
                 kind: Kind::Gauge,
                 samples: vec![Sample::new(vec![], -7_i64)],
             },
-        ]);
+        ];
+        let text = render(&families, &vec![]);
         assert_eq!(text, "# HELP b B.\n# TYPE b gauge\nb -7\n");
+        // A common label with an empty value is absent, as Prometheus
+        // reads it.
+        assert_eq!(render(&families, &vec![("database", String::new())]), text);
+    }
+
+    #[test]
+    fn common_labels_come_first_on_every_sample_of_every_family() {
+        static BOUNDS: [f64; 1] = [1.0];
+        let mut h = Histogram::new(&BOUNDS);
+        h.observe(0.5);
+        let text = render(
+            &[
+                Family {
+                    name: "a",
+                    help: "A.",
+                    kind: Kind::Gauge,
+                    samples: vec![Sample::new(vec![], 1_u64)],
+                },
+                Family {
+                    name: "h_seconds",
+                    help: "H.",
+                    kind: Kind::Histogram,
+                    samples: h.samples(&vec![("mode", "run".to_owned())]),
+                },
+            ],
+            &vec![("database", "db.example:5432/app\"x".to_owned())],
+        );
+        assert_eq!(
+            text,
+            "# HELP a A.\n# TYPE a gauge\n\
+             a{database=\"db.example:5432/app\\\"x\"} 1\n\
+             # HELP h_seconds H.\n# TYPE h_seconds histogram\n\
+             h_seconds_bucket{database=\"db.example:5432/app\\\"x\",mode=\"run\",le=\"1\"} 1\n\
+             h_seconds_bucket{database=\"db.example:5432/app\\\"x\",mode=\"run\",le=\"+Inf\"} 1\n\
+             h_seconds_sum{database=\"db.example:5432/app\\\"x\",mode=\"run\"} 0.5\n\
+             h_seconds_count{database=\"db.example:5432/app\\\"x\",mode=\"run\"} 1\n"
+        );
     }
 
     #[test]
@@ -271,12 +319,15 @@ mod tests {
             h.observe(v);
         }
         assert_eq!(h.count(), 4);
-        let text = render(&[Family {
-            name: "d_seconds",
-            help: "D.",
-            kind: Kind::Histogram,
-            samples: h.samples(&vec![("mode", "run".to_owned())]),
-        }]);
+        let text = render(
+            &[Family {
+                name: "d_seconds",
+                help: "D.",
+                kind: Kind::Histogram,
+                samples: h.samples(&vec![("mode", "run".to_owned())]),
+            }],
+            &vec![],
+        );
         assert_eq!(
             text,
             "# HELP d_seconds D.\n# TYPE d_seconds histogram\n\

@@ -5,9 +5,11 @@
 //! interrupted): the file node_exporter's textfile collector reads, or a
 //! job pushes to a Pushgateway.
 //!
-//! Every series carries `mode` (`run` or `purge`), so a run's file and a
-//! purge's file can sit side by side in one textfile directory without two
-//! files exporting the same series. Counters count this invocation (they
+//! Every series carries `database` (`host:port/dbname` of the connection,
+//! never the user or password; added by the exposition writer to every
+//! sample of every family) and `mode` (`run` or `purge`), so the files of
+//! runs and purges against several databases can sit side by side in one
+//! textfile directory without two files exporting the same series. Counters count this invocation (they
 //! start at 0, as a process's counters do), the same figures as its
 //! `--format json` summary; `relink_last_success_timestamp_seconds` comes
 //! from the state schema and so spans invocations.
@@ -121,6 +123,8 @@ pub struct Metrics {
 struct Inner {
     path: PathBuf,
     interval: Duration,
+    /// The `database` label of every series.
+    database: String,
     mode: Mode,
     run_id: i64,
     /// Unix time this invocation started.
@@ -157,6 +161,7 @@ impl Metrics {
             Arc::new(Inner {
                 path: config.path.clone(),
                 interval: config.interval,
+                database: config.database.clone(),
                 mode,
                 run_id,
                 started: unix_now(),
@@ -303,7 +308,10 @@ impl Inner {
     }
 
     fn render(&self, state: &State) -> String {
-        exposition::render(&families(self, state))
+        exposition::render(
+            &families(self, state),
+            &vec![("database", self.database.clone())],
+        )
     }
 }
 
@@ -562,6 +570,8 @@ mod tests {
             Some(&MetricsConfig {
                 path: PathBuf::from("unused.prom"),
                 interval: Duration::from_secs(10),
+                // Empty: left out, so the series below read as written.
+                database: String::new(),
             }),
             mode,
             42,
@@ -782,6 +792,7 @@ mod tests {
         let config = MetricsConfig {
             path: path.clone(),
             interval: Duration::from_millis(20),
+            database: String::new(),
         };
         let read = || std::fs::read_to_string(&path).expect("the file exists");
         let metrics = Metrics::new(Some(&config), Mode::Purge, 7, None);

@@ -3,7 +3,8 @@
 //! unless the test failed (so it can be inspected). Tests run in parallel.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -544,6 +545,22 @@ pub struct TlsServer {
     pub cert_user: String,
     /// NOLOGIN group of the three logins; owner of [`TlsTestDb`] databases.
     pub db_owner: String,
+    /// `client_key` encrypted (PKCS#8, AES-256-CBC) with
+    /// `client_key_password`, for `sslpassword`.
+    pub client_key_encrypted: String,
+    pub client_key_password: String,
+    /// A second client certificate for `cert_user` (and its key), revoked:
+    /// the server's `ssl_crl_file` lists it.
+    pub revoked_client_cert: String,
+    pub revoked_client_key: String,
+    /// The CA's revocation list revoking nothing.
+    pub empty_crl: String,
+    /// The CA's revocation list revoking the server's certificate, and a
+    /// directory holding it under its OpenSSL hash name (`sslcrldir`).
+    pub server_revoked_crl: String,
+    pub server_revoked_crl_dir: String,
+    /// A CRL of version 1 (no extensions), which relink refuses.
+    pub v1_crl: String,
 }
 
 /// A primary with one streaming replica (`scripts/pg-server replica`), trust
@@ -629,6 +646,14 @@ pub fn tls_server() -> &'static TlsServer {
             md5_pw: get("PG_TLS_MD5_PW"),
             cert_user: get("PG_TLS_CERT_USER"),
             db_owner: get("PG_TLS_DB_OWNER"),
+            client_key_encrypted: get("PG_TLS_CLIENT_KEY_ENCRYPTED"),
+            client_key_password: get("PG_TLS_CLIENT_KEY_PASSWORD"),
+            revoked_client_cert: get("PG_TLS_REVOKED_CLIENT_CERT"),
+            revoked_client_key: get("PG_TLS_REVOKED_CLIENT_KEY"),
+            empty_crl: get("PG_TLS_EMPTY_CRL"),
+            server_revoked_crl: get("PG_TLS_SERVER_REVOKED_CRL"),
+            server_revoked_crl_dir: get("PG_TLS_SERVER_REVOKED_CRL_DIR"),
+            v1_crl: get("PG_TLS_V1_CRL"),
         }
     })
 }
@@ -1055,4 +1080,291 @@ pub fn psql(conninfo: &str, password: Option<&str>, sql: &str) -> Output {
     .stdin(Stdio::null())
     .output()
     .unwrap_or_else(|e| panic!("cannot run psql ({e}); Debian: apt-get install postgresql-client"))
+}
+
+// ---------------------------------------------------------------------------
+// The PgBouncers of `scripts/pg-server pooler` (SPEC §12 "Connection
+// poolers") and node_exporter of `scripts/pg-server node-exporter` (SPEC
+// §14), started (or reused) once per test process like the servers above;
+// ports follow RELINK_PG_POOLER_PORT, RELINK_PG_BOUNCER_SESSION_PORT,
+// RELINK_PG_BOUNCER_TRANSACTION_PORT and RELINK_PG_NODE_EXPORTER_PORT.
+
+/// A PostgreSQL server (trust auth on 127.0.0.1) with two PgBouncers in
+/// front of it, both with PgBouncer's defaults but `pool_mode`: so both
+/// refuse the `options` startup parameter.
+#[derive(Debug, Clone)]
+pub struct PoolerSet {
+    /// `postgres` on the server itself, database `postgres`.
+    pub direct_url: String,
+    /// Through the PgBouncer with `pool_mode = session`.
+    pub session_url: String,
+    /// Through the PgBouncer with `pool_mode = transaction`.
+    pub transaction_url: String,
+}
+
+/// The pooler set, started on the first call of the process.
+pub fn pooler_set() -> &'static PoolerSet {
+    static SET: OnceLock<PoolerSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        let mut vars = pg_server("pooler");
+        let mut get = |key: &str| take(&mut vars, "pooler", key);
+        PoolerSet {
+            direct_url: get("PG_POOLER_DIRECT_URL"),
+            session_url: get("PG_BOUNCER_SESSION_URL"),
+            transaction_url: get("PG_BOUNCER_TRANSACTION_URL"),
+        }
+    })
+}
+
+/// A database of its own for one test on the server behind the poolers,
+/// with the app schema; reached directly or through either PgBouncer.
+pub struct PooledTestDb {
+    pub name: String,
+    pub set: &'static PoolerSet,
+    /// `postgres` on this database, directly.
+    pub url: String,
+    /// The same through the session-mode and the transaction-mode PgBouncer.
+    pub session_url: String,
+    pub transaction_url: String,
+    /// `postgres` on this database, directly.
+    pub client: Client,
+}
+
+impl PooledTestDb {
+    pub async fn new(tag: &str) -> Self {
+        let set = pooler_set();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("relink_t_{tag}_{}_{n}", std::process::id());
+        let admin = connect(&set.direct_url).await;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .expect("drop old test database behind the poolers");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database behind the poolers");
+        let url = with_dbname(&set.direct_url, &name);
+        let client = connect(&url).await;
+        client
+            .batch_execute(APP_UP)
+            .await
+            .expect("apply sql/app/up.sql behind the poolers");
+        Self {
+            session_url: with_dbname(&set.session_url, &name),
+            transaction_url: with_dbname(&set.transaction_url, &name),
+            name,
+            set,
+            url,
+            client,
+        }
+    }
+
+    /// The relink binary with `DATABASE_URL` = `url` (e.g. `self.url` or
+    /// `self.transaction_url`).
+    pub fn relink(&self, url: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
+        cmd.env("DATABASE_URL", url)
+            .env_remove("RELINK_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs relink with `args` on `url` to completion.
+    pub fn run(&self, url: &str, args: &[&str]) -> Output {
+        self.relink(url).args(args).output().expect("run relink")
+    }
+
+    /// A count (or any bigint) on the direct connection.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// See [`TestDb::links_checksum`].
+    pub async fn links_checksum(&self) -> String {
+        checksum(&self.client, LINKS_WITHOUT_TIMES).await
+    }
+}
+
+impl Drop for PooledTestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: database {} behind the poolers kept for inspection",
+                self.name
+            );
+            return;
+        }
+        execute_from_drop(&[(
+            self.set.direct_url.clone(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )]);
+    }
+}
+
+/// node_exporter with only its textfile collector, reading one directory.
+#[derive(Debug, Clone)]
+pub struct NodeExporter {
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub url: String,
+    /// The textfile collector's directory (`*.prom` files in it are read).
+    pub textfile_dir: PathBuf,
+    /// node_exporter's own log (its stderr), where gathering errors go.
+    pub log: PathBuf,
+}
+
+/// node_exporter, started on the first call of the process.
+pub fn node_exporter() -> &'static NodeExporter {
+    static EXPORTER: OnceLock<NodeExporter> = OnceLock::new();
+    EXPORTER.get_or_init(|| {
+        let mut vars = pg_server("node-exporter");
+        let mut get = |key: &str| take(&mut vars, "node-exporter", key);
+        NodeExporter {
+            url: get("PG_NODE_EXPORTER_URL"),
+            textfile_dir: PathBuf::from(get("PG_NODE_EXPORTER_TEXTFILE_DIR")),
+            log: PathBuf::from(get("PG_NODE_EXPORTER_LOG")),
+        }
+    })
+}
+
+impl NodeExporter {
+    /// One scrape: the HTTP status line and the body (HTTP/1.0, so the
+    /// server closes the connection after the body).
+    pub async fn scrape(&self) -> (String, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = self
+            .url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .expect("an http:// URL");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach node_exporter at {address}: {e}"));
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .expect("send the request");
+        let mut reply = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stream.read_to_end(&mut reply),
+        )
+        .await
+        .expect("node_exporter answers within 30 s")
+        .expect("read the reply");
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP reply: {reply}"));
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, body.to_owned())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A HOME and environment of a test's own, for the connection tests (libpq's
+// files and variables): only what a test sets reaches relink.
+
+/// A directory of the test's own, for `HOME` (`~/.pgpass`,
+/// `~/.postgresql/`) and files such as `PGPASSFILE`; removed afterwards
+/// unless the test failed.
+pub struct Home(PathBuf);
+
+impl Home {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "relink-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary HOME");
+        chmod(&dir, 0o700);
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `file` (relative to this directory) with `mode`; returns its
+    /// path.
+    pub fn write(&self, file: &str, text: &str, mode: u32) -> PathBuf {
+        let path = self.0.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a directory");
+        }
+        std::fs::write(&path, text).expect("write a file");
+        chmod(&path, mode);
+        path
+    }
+
+    /// Copies `from` to `file` with `mode`.
+    pub fn copy(&self, from: &str, file: &str, mode: u32) -> PathBuf {
+        let text = std::fs::read_to_string(from).unwrap_or_else(|e| panic!("read {from}: {e}"));
+        self.write(file, &text, mode)
+    }
+
+    /// The relink binary with nothing of the caller's connection settings:
+    /// no `DATABASE_URL`, no `PG*` variable, no `RELINK_LOG`; `HOME` here.
+    pub fn relink(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("PG") || name == "DATABASE_URL" || name == "RELINK_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("HOME", &self.0).stdin(Stdio::null());
+        cmd
+    }
+
+    /// [`Self::relink`] with `DATABASE_URL` = `url`.
+    pub fn relink_url(&self, url: &str) -> Command {
+        let mut cmd = self.relink();
+        cmd.env("DATABASE_URL", url);
+        cmd
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Runs `cmd` with `args` to completion.
+pub fn output(mut cmd: Command, args: &[&str]) -> Output {
+    cmd.args(args).output().expect("run relink")
+}
+
+/// A fatal error: exit 1, nothing on stdout, and on stderr exactly one line
+/// `relink: error: …` (returned) holding every one of `needles`.
+#[track_caller]
+pub fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(out, code);
+    assert_no_panic(out);
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("relink: error: "),
+        "expected one line `relink: error: …` on stderr, got:\n{err}"
+    );
+    assert!(stdout(out).is_empty(), "stdout: {}", stdout(out));
+    for needle in needles {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    err.trim_end().to_owned()
 }

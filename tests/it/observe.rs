@@ -1372,11 +1372,13 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'relink_run_status{{instance="db1",mode="run",status="failed"}}'
+      - series: 'relink_run_status{{instance="host1",database="db:5432/app",mode="run",status="failed"}}'
         values: '0 0 1x20'
-      - series: 'relink_run_status{{instance="db1",mode="run",status="completed"}}'
+      - series: 'relink_run_status{{instance="host1",database="db:5432/app",mode="run",status="completed"}}'
         values: '1 1 0x20'
-      - series: 'relink_run_status{{instance="db2",mode="run",status="failed"}}'
+      - series: 'relink_run_status{{instance="host1",database="db:5432/other",mode="run",status="failed"}}'
+        values: '0x22'
+      - series: 'relink_run_status{{instance="host2",database="db:5432/app",mode="run",status="failed"}}'
         values: '0x22'
     alert_rule_test:
       - eval_time: 3m
@@ -1385,13 +1387,13 @@ tests:
       - eval_time: 15m
         alertname: RelinkRunFailing
         exp_alerts:
-          - exp_labels: {{severity: {sev1}, instance: db1, mode: run}}
+          - exp_labels: {{severity: {sev1}, instance: host1, database: "db:5432/app", mode: run}}
             exp_annotations: {{{ann1}}}
   - interval: 1m
     input_series:
-      - series: 'relink_last_success_timestamp_seconds{{instance="db1",mode="run"}}'
+      - series: 'relink_last_success_timestamp_seconds{{instance="host1",database="db:5432/app",mode="run"}}'
         values: '0x2000'
-      - series: 'relink_last_success_timestamp_seconds{{instance="db2",mode="run"}}'
+      - series: 'relink_last_success_timestamp_seconds{{instance="host1",database="db:5432/other",mode="run"}}'
         values: '0+60x2000'
     alert_rule_test:
       - eval_time: 23h
@@ -1400,13 +1402,23 @@ tests:
       - eval_time: 25h
         alertname: RelinkNoSuccessForADay
         exp_alerts:
-          - exp_labels: {{severity: {sev2}, instance: db1}}
+          - exp_labels: {{severity: {sev2}, instance: host1, database: "db:5432/app"}}
             exp_annotations: {{{ann2}}}
 "#,
         sev1 = severity(&failing),
-        ann1 = annotations(&failing, &[("mode", "run"), ("instance", "db1")]),
+        ann1 = annotations(
+            &failing,
+            &[
+                ("mode", "run"),
+                ("instance", "host1"),
+                ("database", "db:5432/app")
+            ]
+        ),
         sev2 = severity(&stale),
-        ann2 = annotations(&stale, &[("instance", "db1")]),
+        ann2 = annotations(
+            &stale,
+            &[("instance", "host1"), ("database", "db:5432/app")]
+        ),
     );
     let tests_file = dir.join("relink-alerts.test.yml");
     std::fs::write(&tests_file, &tests).expect("tests");

@@ -20,18 +20,15 @@
 //! test process's `PG*` variables and with `HOME` set to a directory of the
 //! test's own (see [`Home`]), so only what a test sets reaches it.
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, checksum, json_summary, send_signal, spawn,
-    stderr, stdout, tls_server, url_encode, ReplicaTestDb, TestDb, TlsServer, TlsTestDb,
-    LINKS_WITHOUT_TIMES,
+    assert_code, assert_no_panic, assert_one_line_error, assert_success, checksum, chmod,
+    json_summary, output, send_signal, spawn, stderr, stdout, tls_server, url_encode, Home,
+    ReplicaTestDb, TestDb, TlsServer, TlsTestDb, LINKS_WITHOUT_TIMES,
 };
 
 /// Profiles generated (fixed seed) wherever a migration is compared with
@@ -42,87 +39,6 @@ const CHUNK: &str = "100";
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// A directory of the test's own, for `HOME` (`~/.pgpass`,
-/// `~/.postgresql/`) and files such as `PGPASSFILE`; removed afterwards
-/// unless the test failed.
-struct Home(PathBuf);
-
-impl Home {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "relink-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temporary HOME");
-        chmod(&dir, 0o700);
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Writes `file` (relative to this directory) with `mode`; returns its
-    /// path.
-    fn write(&self, file: &str, text: &str, mode: u32) -> PathBuf {
-        let path = self.0.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("create a directory");
-        }
-        std::fs::write(&path, text).expect("write a file");
-        chmod(&path, mode);
-        path
-    }
-
-    /// Copies `from` to `file` with `mode`.
-    fn copy(&self, from: &str, file: &str, mode: u32) -> PathBuf {
-        let text = std::fs::read_to_string(from).unwrap_or_else(|e| panic!("read {from}: {e}"));
-        self.write(file, &text, mode)
-    }
-
-    /// The relink binary with nothing of the caller's connection settings:
-    /// no `DATABASE_URL`, no `PG*` variable, no `RELINK_LOG`; `HOME` here.
-    fn relink(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relink"));
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            if name.starts_with("PG") || name == "DATABASE_URL" || name == "RELINK_LOG" {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.env("HOME", &self.0).stdin(Stdio::null());
-        cmd
-    }
-
-    /// [`Self::relink`] with `DATABASE_URL` = `url`.
-    fn relink_url(&self, url: &str) -> Command {
-        let mut cmd = self.relink();
-        cmd.env("DATABASE_URL", url);
-        cmd
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
-}
-
-/// Runs `cmd` with `args` to completion.
-fn output(mut cmd: Command, args: &[&str]) -> Output {
-    cmd.args(args).output().expect("run relink")
-}
 
 /// `postgres://user[:password]@hosts/dbname?query`, values percent-encoded;
 /// `hosts` as written (`localhost:54339`, `127.0.0.1:1,localhost:54339`).
@@ -151,25 +67,6 @@ fn url(
 /// `localhost:port` of the TLS server (the name its certificate carries).
 fn localhost(tls: &TlsServer) -> String {
     format!("{}:{}", tls.host, tls.port)
-}
-
-/// A fatal error: exit 1, nothing on stdout, and on stderr exactly one line
-/// `relink: error: …` (returned) holding every one of `needles`.
-#[track_caller]
-fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) -> String {
-    assert_code(out, code);
-    assert_no_panic(out);
-    let err = stderr(out);
-    let lines: Vec<&str> = err.lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("relink: error: "),
-        "expected one line `relink: error: …` on stderr, got:\n{err}"
-    );
-    assert!(stdout(out).is_empty(), "stdout: {}", stdout(out));
-    for needle in needles {
-        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
-    }
-    err.trim_end().to_owned()
 }
 
 /// What a plain connection migrates from the same generated data.
@@ -570,16 +467,25 @@ fn unusable_tls_settings_are_a_bad_command_line() {
             vec!["sslcert file /nonexistent/client.crt does not exist"],
         ),
         (
-            base(&[("sslmode", "require"), ("sslpassword", "x")]),
+            base(&[("sslmode", "require"), ("sslnegotiation", "direct")]),
             vec![
-                "connection parameter \"sslpassword\" is accepted by libpq but not supported by relink",
+                "connection parameter \"sslnegotiation\" is accepted by libpq but not supported by relink",
             ],
         ),
         (
             base(&[("service", "prod")]),
             vec![
-                "connection parameter \"service\" is accepted by libpq but not supported by relink",
+                "definition of service \"prod\" not found",
+                "~/.pg_service.conf",
             ],
+        ),
+        (
+            base(&[
+                ("sslmode", "verify-full"),
+                ("sslrootcert", &tls.ca),
+                ("sslcrl", "/nonexistent/root.crl"),
+            ]),
+            vec!["sslcrl file /nonexistent/root.crl does not exist"],
         ),
         (
             base(&[("sslmod", "require")]),

@@ -31,6 +31,12 @@ pub const KEYWORDS: &[&str] = &[
     "sslrootcert",
     "sslcert",
     "sslkey",
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "service",
+    "servicefile",
     "channel_binding",
     "target_session_attrs",
     "keepalives",
@@ -44,12 +50,6 @@ pub const KEYWORDS: &[&str] = &[
 /// typos tells the operator the string is fine for psql but needs a change
 /// for relink, rather than "unknown parameter".
 const UNSUPPORTED: &[&str] = &[
-    "service",
-    "servicefile",
-    "sslpassword",
-    "sslcrl",
-    "sslcrldir",
-    "sslsni",
     "sslcompression",
     "sslcertmode",
     "sslnegotiation",
@@ -95,7 +95,7 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
 
 /// Maps a keyword as written to the canonical `&'static str`, or explains
 /// why it is not accepted.
-fn keyword(word: &str) -> Result<&'static str, ConnInfoError> {
+pub(super) fn keyword(word: &str) -> Result<&'static str, ConnInfoError> {
     if let Some(known) = KEYWORDS.iter().find(|k| **k == word) {
         return Ok(known);
     }
@@ -473,16 +473,23 @@ mod tests {
 
     #[test]
     fn unsupported_parameters_are_named_as_such() {
-        let err = parse("host=h sslcrl=/x")
+        let err = parse("host=h sslcertmode=require")
             .expect_err("must fail")
             .to_string();
         assert!(
-            err.contains("sslcrl") && err.contains("not supported"),
+            err.contains("sslcertmode") && err.contains("not supported"),
             "{err}"
         );
-        let err = parse("postgres://h/db?service=x")
+        let err = parse("postgres://h/db?gssencmode=disable")
             .expect_err("must fail")
             .to_string();
-        assert!(err.contains("service"), "{err}");
+        assert!(
+            err.contains("gssencmode") && err.contains("not supported"),
+            "{err}"
+        );
+        // Implemented since: service files and the other TLS parameters.
+        for text in ["service=x", "postgres://h/db?service=x&sslcrl=/x&sslsni=0"] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
     }
 }

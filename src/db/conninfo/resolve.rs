@@ -1,14 +1,15 @@
-//! [`ConnInfo::resolve`]: libpq's precedence (connection string, then
-//! environment variable, then built-in default) and its checks, one
-//! parameter group at a time.
+//! [`ConnInfo::resolve`]: libpq's precedence (connection string, then the
+//! connection service's file, then environment variable, then built-in
+//! default) and its checks, one parameter group at a time.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::service::{self, Service};
 use super::{
     parse, pgpass, ChannelBinding, ClientCert, ConnInfo, ConnInfoError, Env, Host, Keepalives,
-    Password, PasswordSource, RootCert, SslMode, Target, TargetSessionAttrs,
+    Password, PasswordSource, Revocations, RootCert, SslMode, Target, TargetSessionAttrs,
     DEFAULT_KEEPALIVES_COUNT, DEFAULT_KEEPALIVES_IDLE, DEFAULT_KEEPALIVES_INTERVAL, DEFAULT_PORT,
 };
 
@@ -17,7 +18,25 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
         Some(text) => parse::parse(text)?,
         None => parse::Params::new(),
     };
-    let p = Lookup { params, env };
+    // The service: named in the string, else by PGSERVICE (libpq's order).
+    let service = match params
+        .get("service")
+        .map(String::as_str)
+        .or_else(|| env.var("PGSERVICE"))
+        .filter(|name| !name.is_empty())
+    {
+        Some(name) => Some(service::lookup(
+            name,
+            params.get("servicefile").map(String::as_str),
+            env,
+        )?),
+        None => None,
+    };
+    let p = Lookup {
+        params,
+        service,
+        env,
+    };
 
     let user = p
         .value("user")
@@ -32,10 +51,12 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
     let password = match p.get("password") {
         // An empty password means none, as in libpq.
         Some(("", _)) | None => None,
-        Some((pw, "the connection string")) => {
-            Some((Password::new(pw), PasswordSource::ConnectionString))
-        }
-        Some((pw, _)) => Some((Password::new(pw), PasswordSource::Environment)),
+        Some((pw, Origin::String)) => Some((Password::new(pw), PasswordSource::ConnectionString)),
+        Some((pw, Origin::Service(service))) => Some((
+            Password::new(pw),
+            PasswordSource::ServiceFile(service.file.clone()),
+        )),
+        Some((pw, Origin::Env(_))) => Some((Password::new(pw), PasswordSource::Environment)),
     };
     let passfile = p
         .value("passfile")
@@ -67,13 +88,29 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
     };
 
     let targets = resolve_targets(&p, env, sslmode)?;
-    let (rootcert, client_cert) = if sslmode == SslMode::Disable {
-        (None, None)
+    let (rootcert, client_cert, revocations) = if sslmode == SslMode::Disable {
+        (None, None, Revocations::default())
     } else {
         (
             resolve_rootcert(explicit_root, sslmode, env)?,
             resolve_client_cert(&p, env)?,
+            resolve_revocations(&p, env)?,
         )
+    };
+    let sslsni = match p.get("sslsni") {
+        None => true,
+        Some((value, origin)) => match value.trim() {
+            "1" => true,
+            "0" => false,
+            _ => {
+                return Err(ConnInfoError::InvalidValue {
+                    keyword: "sslsni",
+                    origin: origin.to_string(),
+                    value: value.to_owned(),
+                    expected: "1 or 0",
+                })
+            }
+        },
     };
     let channel_binding = p
         .choice(
@@ -121,6 +158,9 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
         sslmode,
         rootcert,
         client_cert,
+        revocations,
+        sslsni,
+        service: p.service.as_ref().map(|s| (s.name.clone(), s.file.clone())),
         channel_binding,
         target_session_attrs,
         connect_timeout,
@@ -151,6 +191,9 @@ fn env_var(keyword: &str) -> Option<&'static str> {
         "sslrootcert" => "PGSSLROOTCERT",
         "sslcert" => "PGSSLCERT",
         "sslkey" => "PGSSLKEY",
+        "sslcrl" => "PGSSLCRL",
+        "sslcrldir" => "PGSSLCRLDIR",
+        "sslsni" => "PGSSLSNI",
         "channel_binding" => "PGCHANNELBINDING",
         "target_session_attrs" => "PGTARGETSESSIONATTRS",
         "tcp_user_timeout" => "PGTCPUSERTIMEOUT",
@@ -158,21 +201,50 @@ fn env_var(keyword: &str) -> Option<&'static str> {
     })
 }
 
+/// Where a parameter's value came from, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    String,
+    Service(&'a Service),
+    Env(&'static str),
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::String => f.write_str("the connection string"),
+            Self::Service(service) => write!(
+                f,
+                "service \"{}\" in {}",
+                service.name,
+                service.file.display()
+            ),
+            Self::Env(var) => f.write_str(var),
+        }
+    }
+}
+
 /// Parameter lookup with libpq's precedence: the connection string, then
-/// the environment variable.
+/// the service file's section, then the environment variable.
 struct Lookup<'a> {
     params: parse::Params,
+    service: Option<Service>,
     env: &'a Env,
 }
 
 impl Lookup<'_> {
     /// The value and where it came from (for messages).
-    fn get(&self, keyword: &'static str) -> Option<(&str, &'static str)> {
+    fn get(&self, keyword: &'static str) -> Option<(&str, Origin<'_>)> {
         if let Some(value) = self.params.get(keyword) {
-            return Some((value.as_str(), "the connection string"));
+            return Some((value.as_str(), Origin::String));
+        }
+        if let Some(service) = &self.service {
+            if let Some(value) = service.params.get(keyword) {
+                return Some((value.as_str(), Origin::Service(service)));
+            }
         }
         let var = env_var(keyword)?;
-        self.env.var(var).map(|v| (v, var))
+        self.env.var(var).map(|v| (v, Origin::Env(var)))
     }
 
     fn value(&self, keyword: &'static str) -> Option<&str> {
@@ -195,7 +267,7 @@ impl Lookup<'_> {
             .map(|(_, v)| Some(*v))
             .ok_or_else(|| ConnInfoError::InvalidValue {
                 keyword,
-                origin,
+                origin: origin.to_string(),
                 value: value.to_owned(),
                 expected,
             })
@@ -212,7 +284,7 @@ impl Lookup<'_> {
             .map(Some)
             .map_err(|_| ConnInfoError::InvalidValue {
                 keyword,
-                origin,
+                origin: origin.to_string(),
                 value: value.to_owned(),
                 expected: "an integer",
             })
@@ -410,14 +482,50 @@ fn resolve_client_cert(p: &Lookup<'_>, env: &Env) -> Result<Option<ClientCert>, 
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| env.dot_postgresql("postgresql.key"));
+    // libpq's sslpassword: for an encrypted key; ignored for a plain one.
+    let key_password = p
+        .value("sslpassword")
+        .filter(|v| !v.is_empty())
+        .map(Password::new);
     match key {
-        Some(key) if key.exists() => Ok(Some(ClientCert { cert, key })),
+        Some(key) if key.exists() => Ok(Some(ClientCert {
+            cert,
+            key,
+            key_password,
+        })),
         Some(key) => Err(ConnInfoError::MissingClientKey { cert, key }),
         None => Err(ConnInfoError::MissingClientKey {
             cert,
             key: PathBuf::from("~/.postgresql/postgresql.key"),
         }),
     }
+}
+
+/// `sslcrl` (else `~/.postgresql/root.crl` when it exists, as in libpq) and
+/// `sslcrldir`. Stricter than libpq, which silently goes without a CRL
+/// file or directory it cannot find: an explicit one that is missing is an
+/// error, since a typo must not turn revocation checks off.
+fn resolve_revocations(p: &Lookup<'_>, env: &Env) -> Result<Revocations, ConnInfoError> {
+    let file = match p.value("sslcrl").filter(|v| !v.is_empty()) {
+        Some(path) if !Path::new(path).is_file() => {
+            return Err(ConnInfoError::FileNotFound {
+                keyword: "sslcrl",
+                path: PathBuf::from(path),
+            })
+        }
+        Some(path) => Some(PathBuf::from(path)),
+        None => env.dot_postgresql("root.crl").filter(|path| path.is_file()),
+    };
+    let dir = match p.value("sslcrldir").filter(|v| !v.is_empty()) {
+        Some(path) if !Path::new(path).is_dir() => {
+            return Err(ConnInfoError::FileNotFound {
+                keyword: "sslcrldir",
+                path: PathBuf::from(path),
+            })
+        }
+        other => other.map(PathBuf::from),
+    };
+    Ok(Revocations { file, dir })
 }
 
 fn resolve_keepalives(p: &Lookup<'_>) -> Result<Keepalives, ConnInfoError> {

@@ -374,7 +374,8 @@ fn client_certificates() {
         resolve("host=h", &e).client_cert,
         Some(ClientCert {
             cert: cert.clone(),
-            key
+            key,
+            key_password: None,
         })
     );
     let other_key = home.file("other.key", "PEM", 0o600);
@@ -675,5 +676,108 @@ fn display_is_a_redacted_url() {
     assert_eq!(
         info.to_string(),
         "postgres://al%40ice@db.example.com:5432/my%2Fdb?sslmode=verify-ca"
+    );
+}
+
+#[test]
+fn a_service_fills_in_between_the_string_and_the_environment() {
+    let dir = TempDir::new("service");
+    let file = dir.file(
+        "services.conf",
+        &format!(
+            "[app]\nhost=svc-host\nport=6543\nuser=svc-user\ndbname=svc-db\npassword={SECRET}\nsslmode=require\n[bad]\nsslmode=verify_full\n"
+        ),
+        0o644,
+    );
+    let path = file.display().to_string();
+    let env = env(&[
+        ("PGSERVICEFILE", path.as_str()),
+        ("PGHOST", "env-host"),
+        ("PGPORT", "1"),
+        ("PGCONNECT_TIMEOUT", "7"),
+    ]);
+    // The string wins over the service, the service over the environment,
+    // the environment fills in what neither sets.
+    let info = resolve("service=app port=7777", &env);
+    assert_eq!(info.targets, vec![tcp("svc-host", 7777)]);
+    assert_eq!(
+        (info.user.as_str(), info.dbname.as_str()),
+        ("svc-user", "svc-db")
+    );
+    assert_eq!(info.sslmode, SslMode::Require);
+    assert_eq!(info.connect_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(info.service, Some(("app".to_owned(), file.clone())));
+    let (password, source) = info.given_password().expect("the service's password");
+    assert_eq!(password.expose(), SECRET);
+    assert_eq!(source, &PasswordSource::ServiceFile(file.clone()));
+    assert!(!format!("{info:?} {info}").contains(SECRET));
+    // PGSERVICE names it as well; a URL can too.
+    let with_env = {
+        let mut vars = vec![("PGSERVICE", "app"), ("PGSERVICEFILE", path.as_str())];
+        vars.push(("PGPORT", "1"));
+        super::tests::env(&vars)
+    };
+    assert_eq!(
+        ConnInfo::resolve(None, &with_env)
+            .expect("resolves")
+            .targets,
+        vec![tcp("svc-host", 6543)]
+    );
+    assert_eq!(
+        resolve("postgres:///other?service=app", &env).dbname,
+        "other"
+    );
+    // A bad value names the service and its file.
+    let err = resolve_err(Some("service=bad"), &env);
+    assert!(
+        err.contains("\"sslmode\"") && err.contains("service \"bad\" in") && err.contains(&path),
+        "{err}"
+    );
+    let err = resolve_err(Some("service=nope"), &env);
+    assert!(
+        err.contains("definition of service \"nope\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sslsni_and_revocation_lists() {
+    let dir = TempDir::new("crl");
+    let crl = dir.file("root.crl", "x", 0o644);
+    let env = env(&[]);
+    assert!(resolve("host=h sslmode=require", &env).sslsni);
+    assert!(!resolve("host=h sslmode=require sslsni=0", &env).sslsni);
+    assert!(resolve_err(Some("host=h sslsni=on"), &env).contains("expected 1 or 0"));
+    let info = resolve(
+        &format!(
+            "host=h sslmode=require sslcrl={} sslcrldir={}",
+            crl.display(),
+            dir.0.display()
+        ),
+        &env,
+    );
+    assert_eq!(info.revocations.file.as_deref(), Some(crl.as_path()));
+    assert_eq!(info.revocations.dir.as_deref(), Some(dir.0.as_path()));
+    let err = resolve_err(
+        Some("host=h sslmode=require sslcrldir=/nonexistent/crls"),
+        &env,
+    );
+    assert!(
+        err.contains("sslcrldir") && err.contains("/nonexistent/crls"),
+        "{err}"
+    );
+    // ~/.postgresql/root.crl by default, when it exists (libpq's default).
+    let home = TempDir::new("crl-home");
+    let mut with_home = env.clone();
+    with_home.home = Some(home.0.clone());
+    assert!(resolve("host=h sslmode=require", &with_home)
+        .revocations
+        .is_empty());
+    let default = home.file(".postgresql/root.crl", "x", 0o644);
+    assert_eq!(
+        resolve("host=h sslmode=require", &with_home)
+            .revocations
+            .file,
+        Some(default)
     );
 }

@@ -3,21 +3,35 @@
 //! `sslmode` implies, the password file read for a host only when its
 //! server asks for a password, and `target_session_attrs` checked on the
 //! session before it is handed out.
+//!
+//! relink's session settings (timeouts, time zone, read-only) go in the
+//! startup packet's `options`, and every session is checked to have them.
+//! A pooler may refuse that parameter (PgBouncer: "unsupported startup
+//! parameter: options") or drop it (`ignore_startup_parameters = options`);
+//! the settings are then applied with `set_config` after connecting — but
+//! only once [`crate::db::pooler::probe`] has found that the connection
+//! keeps a server session of its own: behind a transaction pooler a session
+//! setting would stay on a server session the application gets next, so
+//! the connection is refused instead.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig};
 use futures_util::future::BoxFuture;
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode as PgSslMode;
-use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::diagnose::{self, Problem};
 use super::{make_tls_connect, MakeRustlsConnect, TlsError};
 use crate::db::conninfo::{ConnInfo, Password, PasswordSource, Target, TargetSessionAttrs};
+use crate::db::pooler::{self, Pooling};
 
 /// What relink adds to every session on top of the connection string.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +68,44 @@ impl SessionOptions {
         }
         (!parts.is_empty()).then(|| parts.join(" "))
     }
+
+    /// The name of a setting relink sends at startup, if any: every one
+    /// comes in the one `options` parameter, so this one stands for all.
+    fn a_setting(&self) -> Option<&str> {
+        match self.settings.first() {
+            Some((name, _)) => Some(name),
+            None if self.read_only => Some("default_transaction_read_only"),
+            None => None,
+        }
+    }
+
+    /// The same settings as one `SELECT set_config(…)` statement, for a
+    /// session that did not get them at startup.
+    fn set_config_sql(&self) -> String {
+        let mut calls: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "pg_catalog.set_config({}, {}, false)",
+                    quote_literal(name),
+                    quote_literal(value)
+                )
+            })
+            .collect();
+        if self.read_only {
+            calls.push(
+                "pg_catalog.set_config('default_transaction_read_only', 'on', false)".to_owned(),
+            );
+        }
+        format!("SELECT {}", calls.join(", "))
+    }
+}
+
+/// An SQL string literal (`'` doubled; the server runs with
+/// standard_conforming_strings on, so `\` is no escape).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn escape_option(text: &str) -> String {
@@ -169,6 +221,12 @@ struct Inner {
     /// Passwords found in the password file, by target index, so the pool's
     /// later connections send them at once instead of first being asked.
     found: Mutex<HashMap<usize, (Password, PasswordSource)>>,
+    /// A server refused the `options` startup parameter: later sessions
+    /// go without it (and get relink's settings with `set_config`).
+    options_refused: AtomicBool,
+    /// The pooler check's verdict, made once, by the first session whose
+    /// settings must be set after connecting.
+    pooling: OnceCell<Pooling>,
 }
 
 impl fmt::Debug for Connector {
@@ -178,6 +236,17 @@ impl fmt::Debug for Connector {
             .field("session", &self.inner.session)
             .finish_non_exhaustive()
     }
+}
+
+/// What a session is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A session of relink's: its settings, checked, and the kind of
+    /// server `target_session_attrs` asks for.
+    Relink,
+    /// The pooler check's second connection: no settings (not safe before
+    /// the verdict), no checks.
+    Bare,
 }
 
 /// How one attempt ended, short of a session.
@@ -202,6 +271,8 @@ impl Connector {
                 session,
                 tls,
                 found: Mutex::new(HashMap::new()),
+                options_refused: AtomicBool::new(false),
+                pooling: OnceCell::new(),
             }),
         })
     }
@@ -226,6 +297,19 @@ impl Connector {
     /// # Errors
     /// [`ConnectError`], with cause and fix for each host tried.
     pub async fn connect(&self) -> Result<(Client, JoinHandle<()>), ConnectError> {
+        self.open(Purpose::Relink).await
+    }
+
+    /// A session with none of relink's settings and no checks: the pooler
+    /// check's second connection (see [`pooler::probe`]).
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub async fn connect_bare(&self) -> Result<(Client, JoinHandle<()>), ConnectError> {
+        self.open(Purpose::Bare).await
+    }
+
+    async fn open(&self, purpose: Purpose) -> Result<(Client, JoinHandle<()>), ConnectError> {
         let info = &self.inner.info;
         let passes = match info.target_session_attrs {
             TargetSessionAttrs::PreferStandby => {
@@ -236,6 +320,10 @@ impl Connector {
         let mut failures = Vec::new();
         for wanted in passes {
             for (index, target) in info.targets.iter().enumerate() {
+                let wanted = match purpose {
+                    Purpose::Relink => Some(wanted),
+                    Purpose::Bare => None,
+                };
                 match self.connect_target(index, target, wanted).await {
                     Ok(session) => return Ok(session),
                     Err((failure, go_on)) => {
@@ -259,12 +347,13 @@ impl Connector {
     }
 
     /// One host: its TLS attempts, the password when asked for, the session
-    /// check. On failure, also whether to go on to the next host.
+    /// check (with `wanted`; none for a bare session). On failure, also
+    /// whether to go on to the next host.
     async fn connect_target(
         &self,
         index: usize,
         target: &Target,
-        wanted: TargetSessionAttrs,
+        wanted: Option<TargetSessionAttrs>,
     ) -> Result<(Client, JoinHandle<()>), (HostFailure, bool)> {
         let info = &self.inner.info;
         let fail = |problem: Problem, source: Option<tokio_postgres::Error>, go_on: bool| {
@@ -286,13 +375,22 @@ impl Connector {
         loop {
             let mode = modes[mode_index];
             let has_more_modes = mode_index + 1 < modes.len();
+            let bare = wanted.is_none();
             let err = match self
-                .attempt(target, mode, password.as_ref().map(|p| &p.0))
+                .attempt(target, mode, password.as_ref().map(|p| &p.0), bare)
                 .await
             {
+                Attempt::Connected(client, task, _) if bare => return Ok((client, task)),
                 Attempt::Connected(client, task, standby) => {
-                    let checking =
-                        check_session(&client, wanted, self.inner.session.read_only, standby);
+                    let wanted = wanted.unwrap_or(TargetSessionAttrs::Any);
+                    let session = &self.inner.session;
+                    let checking = check_session(
+                        &client,
+                        wanted,
+                        session.read_only,
+                        standby,
+                        session.a_setting(),
+                    );
                     // The check is part of the attempt, which libpq's
                     // connect_timeout bounds as a whole: a server that lets
                     // us in and then never answers must not hang us.
@@ -307,6 +405,12 @@ impl Connector {
                     };
                     return match checked {
                         Ok(Verdict::Suits) => Ok((client, task)),
+                        Ok(Verdict::SuitsWithoutSettings) => {
+                            match self.set_settings(index, target, &client).await {
+                                Ok(()) => Ok((client, task)),
+                                Err(failure) => Err(fail(failure.0, failure.1, false)),
+                            }
+                        }
                         Ok(Verdict::WrongKind) => {
                             Err(fail(Problem::WrongSessionKind { wanted }, None, true))
                         }
@@ -328,6 +432,23 @@ impl Connector {
                 }
                 Attempt::Failed(err) => err,
             };
+            if !bare && self.refuses_options(&err) {
+                if info.options.is_some() {
+                    // Settings of the operator's that relink cannot apply
+                    // for them: say so rather than drop them.
+                    let problem = Problem::OptionsRefused {
+                        detail: diagnose::chain_text(&err),
+                    };
+                    return Err(fail(problem, Some(err), false));
+                }
+                tracing::debug!(
+                    "{target} refused the options startup parameter ({}): a connection pooler? \
+                     connecting without it",
+                    diagnose::chain_text(&err)
+                );
+                self.inner.options_refused.store(true, Ordering::SeqCst);
+                continue;
+            }
             if password.is_none() && is_password_missing(&err) {
                 match info.password_for(target) {
                     Ok(Some(found)) => {
@@ -377,10 +498,16 @@ impl Connector {
         target: &Target,
         mode: PgSslMode,
         password: Option<&Password>,
+        bare: bool,
     ) -> Attempt {
         let info = &self.inner.info;
         let session = &self.inner.session;
-        let mut config = info.config_for(target, mode);
+        let without_options = bare || self.inner.options_refused.load(Ordering::SeqCst);
+        let mut config = if without_options {
+            info.config_without_options(target, mode)
+        } else {
+            info.config_for(target, mode)
+        };
         if let Some(password) = password {
             config.password(password.expose());
         }
@@ -389,8 +516,10 @@ impl Connector {
                 config.application_name(name);
             }
         }
-        if let Some(options) = session.options(info.options.as_deref()) {
-            config.options(options);
+        if !without_options {
+            if let Some(options) = session.options(info.options.as_deref()) {
+                config.options(options);
+            }
         }
         let connecting = config.connect(self.inner.tls.clone());
         let result = match info.connect_timeout {
@@ -414,6 +543,93 @@ impl Connector {
             }
             Err(err) => Attempt::Failed(err),
         }
+    }
+
+    /// Whether `err` is a server refusing relink's `options` startup
+    /// parameter: a protocol violation or an unsupported feature at startup
+    /// (PgBouncer: 08P01 "unsupported startup parameter: options"), when
+    /// relink sent one. The next attempt goes without it; a server that
+    /// refused for another reason refuses that attempt too.
+    fn refuses_options(&self, err: &tokio_postgres::Error) -> bool {
+        let sent = !self.inner.options_refused.load(Ordering::SeqCst)
+            && self
+                .inner
+                .session
+                .options(self.inner.info.options.as_deref())
+                .is_some();
+        sent && err.as_db_error().is_some_and(|db| {
+            *db.code() == SqlState::PROTOCOL_VIOLATION
+                || *db.code() == SqlState::FEATURE_NOT_SUPPORTED
+        })
+    }
+
+    /// Applies relink's settings to a session that did not get them at
+    /// startup, once the pooler check (made once per connector) has found
+    /// that sessions keep a server session of their own.
+    async fn set_settings(
+        &self,
+        index: usize,
+        target: &Target,
+        client: &Client,
+    ) -> Result<(), (Problem, Option<tokio_postgres::Error>)> {
+        let server = target.to_string();
+        let pooling = self
+            .inner
+            .pooling
+            .get_or_try_init(|| {
+                pooler::probe(client, &server, || async {
+                    let (other, _task) = self.connect_bare_to(index, target).await?;
+                    Ok(other)
+                })
+            })
+            .await
+            .map_err(|err| {
+                (
+                    Problem::Server {
+                        detail: format!("{err:#}"),
+                    },
+                    None,
+                )
+            })?;
+        if let Pooling::Transaction(pooler) = pooling {
+            return Err((
+                Problem::TransactionPooler {
+                    message: pooler.to_string(),
+                },
+                None,
+            ));
+        }
+        tracing::debug!(
+            "{target} does not apply relink's startup options (a session pooler): setting them"
+        );
+        client
+            .simple_query(&self.inner.session.set_config_sql())
+            .await
+            .map(drop)
+            .map_err(|err| {
+                (
+                    Problem::Server {
+                        detail: format!(
+                            "cannot apply relink's session settings: {}",
+                            diagnose::chain_text(&err)
+                        ),
+                    },
+                    Some(err),
+                )
+            })
+    }
+
+    /// A bare session on target `index` (the pooler check's second
+    /// connection reaches the same host as the first).
+    async fn connect_bare_to(
+        &self,
+        index: usize,
+        target: &Target,
+    ) -> anyhow::Result<(Client, JoinHandle<()>)> {
+        // Boxed: connect_target reaches here through set_settings.
+        Box::pin(self.connect_target(index, target, None))
+            .await
+            .map_err(|(failure, _)| anyhow::anyhow!("{failure}"))
     }
 
     fn cached_password(&self, index: usize) -> Option<(Password, PasswordSource)> {
@@ -480,6 +696,9 @@ impl deadpool_postgres::Connect for PoolConnect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Suits,
+    /// Suits, but relink's startup options are not in force (a pooler
+    /// refused or dropped them).
+    SuitsWithoutSettings,
     /// Not the kind `target_session_attrs` asks for: try the next host.
     WrongKind,
     /// A standby (in recovery), and relink means to write on this session.
@@ -487,41 +706,59 @@ enum Verdict {
 }
 
 /// Whether the session suits `wanted` (libpq's checks; PostgreSQL 14+
-/// libpq reads the same two facts from the server's startup report), and
-/// for a session relink writes on, that the server is not a standby.
+/// libpq reads the same two facts from the server's startup report), for
+/// a session relink writes on that the server is not a standby, and when
+/// relink sent settings (`expects_settings`) that they are in force.
 ///
-/// The second check is relink's own: a writing command (run, purge, pause)
+/// The standby check is relink's own: a writing command (run, purge, pause)
 /// connected to a hot standby — the first host of a list under
 /// `target_session_attrs=any`, or a replica's address — would otherwise
 /// fail at its first write with a misleading "permission denied … read-only
-/// transaction". Under `any` it costs nothing: it reads the server's
-/// startup report `in_hot_standby` (`standby`; PostgreSQL 14+), and is
-/// skipped when a server does not send one.
+/// transaction". Under `any`, without settings to check, it costs nothing:
+/// it reads the server's startup report `in_hot_standby` (`standby`;
+/// PostgreSQL 14+), and is skipped when a server does not send one.
+///
+/// Settings given at startup show `client` as their source in
+/// `pg_settings`; `setting`, one of relink's, stands for all of them, since
+/// they come in one parameter, in force or not as a whole. The query is one
+/// simple-protocol message: it works through any pooler.
 async fn check_session(
     client: &Client,
     wanted: TargetSessionAttrs,
     relink_read_only: bool,
     standby: Option<bool>,
+    setting: Option<&str>,
 ) -> Result<Verdict, tokio_postgres::Error> {
-    if wanted == TargetSessionAttrs::Any {
+    let expects_settings = setting.is_some();
+    if wanted == TargetSessionAttrs::Any && !expects_settings {
         return Ok(if standby == Some(true) && !relink_read_only {
             Verdict::StandbyForWrites
         } else {
             Verdict::Suits
         });
     }
-    let row = client
-        .query_one(
+    let messages = client
+        .simple_query(&format!(
             "SELECT pg_catalog.pg_is_in_recovery(), \
-                    pg_catalog.current_setting('transaction_read_only') = 'on'",
-            &[],
-        )
+                    pg_catalog.current_setting('transaction_read_only') = 'on', \
+                    coalesce((SELECT s.source = 'client' FROM pg_catalog.pg_settings s \
+                               WHERE lower(s.name) = lower({})), false)",
+            quote_literal(setting.unwrap_or(""))
+        ))
         .await?;
-    let in_recovery: bool = row.get(0);
-    let read_only: bool = row.get(1);
+    let flag = |i: usize| {
+        messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(i) == Some("t")),
+            _ => None,
+        })
+    };
+    let in_recovery = flag(0).unwrap_or(false);
+    let read_only = flag(1).unwrap_or(false);
+    let settings_in_force = flag(2).unwrap_or(false) || !expects_settings;
     // A read-only session that relink asked for says nothing about the
-    // server: judge read-write by recovery alone then.
-    let refuses_writes = in_recovery || (read_only && !relink_read_only);
+    // server: judge read-write by recovery alone then. (Without relink's
+    // settings in force, the session is not read-only by relink's doing.)
+    let refuses_writes = in_recovery || (read_only && !(relink_read_only && settings_in_force));
     let suits = match wanted {
         TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => true,
         TargetSessionAttrs::ReadWrite => !refuses_writes,
@@ -533,6 +770,8 @@ async fn check_session(
         Verdict::WrongKind
     } else if in_recovery && !relink_read_only {
         Verdict::StandbyForWrites
+    } else if !settings_in_force {
+        Verdict::SuitsWithoutSettings
     } else {
         Verdict::Suits
     })

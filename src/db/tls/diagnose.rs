@@ -31,6 +31,12 @@ pub enum Problem {
     CertNameMismatch { host: String, detail: String },
     /// The certificate is expired or not yet valid.
     CertExpired { detail: String },
+    /// A certificate revocation list (`sslcrl`/`sslcrldir`) revokes the
+    /// server's certificate, or cannot vouch for it.
+    CertRevocation { revoked: bool, detail: String },
+    /// The server refused the client certificate as revoked (its
+    /// `ssl_crl_file` lists it).
+    ClientCertRevoked { detail: String },
     /// The server ended the handshake with an alert, typically refusing
     /// the client certificate (or the lack of one).
     HandshakeRefused { detail: String },
@@ -73,6 +79,12 @@ pub enum Problem {
     WrongSessionKind { wanted: TargetSessionAttrs },
     /// A session relink writes on reached a standby (in recovery).
     StandbyForWrites,
+    /// A connection pooler in transaction mode (see `db::pooler`): the
+    /// whole message, cause and fix.
+    TransactionPooler { message: String },
+    /// The server (a pooler) refused the `options` startup parameter that
+    /// the connection string sets.
+    OptionsRefused { detail: String },
     /// Any other error the server reported.
     Server { detail: String },
 }
@@ -115,6 +127,30 @@ impl fmt::Display for Problem {
                 f,
                 "the server's certificate is not valid now ({detail}): the server's certificate \
                  must be renewed, or this machine's clock is wrong"
+            ),
+            Self::CertRevocation {
+                revoked: true,
+                detail,
+            } => write!(
+                f,
+                "the server's certificate is revoked: the revocation list of sslcrl/sslcrldir \
+                 lists it ({detail}); the server's certificate must be replaced (or the list is \
+                 not the one for this server)"
+            ),
+            Self::CertRevocation {
+                revoked: false,
+                detail,
+            } => write!(
+                f,
+                "the server's certificate cannot be checked against the revocation lists of \
+                 sslcrl/sslcrldir ({detail}): give the current CRL of every CA in the server's \
+                 chain (a CRL past its next update counts as out of date)"
+            ),
+            Self::ClientCertRevoked { detail } => write!(
+                f,
+                "the server refused the client certificate as revoked ({detail}; the server's \
+                 ssl_crl_file lists it): get a new client certificate and set sslcert and \
+                 sslkey to it"
             ),
             Self::HandshakeRefused { detail } => write!(
                 f,
@@ -209,6 +245,14 @@ impl fmt::Display for Problem {
                 "the server is a standby (in recovery) and accepts no writes, which this command \
                  needs: connect to the primary, or list the primary and its standbys as hosts \
                  with target_session_attrs=read-write so relink finds whichever is the primary",
+            ),
+            Self::TransactionPooler { message } => f.write_str(message),
+            Self::OptionsRefused { detail } => write!(
+                f,
+                "the server refused the startup parameter \"options\" that the connection \
+                 string sets ({detail}), as connection poolers such as PgBouncer do: remove \
+                 options from the connection string (or PGOPTIONS), and set those settings on \
+                 the role instead (ALTER ROLE … SET …)"
             ),
             Self::Server { detail } => f.write_str(detail),
         }
@@ -380,6 +424,13 @@ fn tls_problem(err: &rustls::Error, info: &ConnInfo, target: &Target) -> Problem
             | CertificateError::ExpiredContext { .. }
             | CertificateError::NotValidYet
             | CertificateError::NotValidYetContext { .. } => Problem::CertExpired { detail },
+            CertificateError::Revoked
+            | CertificateError::UnknownRevocationStatus
+            | CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => Problem::CertRevocation {
+                revoked: matches!(cert, CertificateError::Revoked),
+                detail,
+            },
             _ => Problem::CertNotTrusted {
                 roots: match &info.rootcert {
                     Some(crate::db::conninfo::RootCert::File(path)) => {
@@ -393,6 +444,9 @@ fn tls_problem(err: &rustls::Error, info: &ConnInfo, target: &Target) -> Problem
                 detail,
             },
         },
+        rustls::Error::AlertReceived(AlertDescription::CertificateRevoked) => {
+            Problem::ClientCertRevoked { detail }
+        }
         rustls::Error::AlertReceived(
             AlertDescription::BadCertificate
             | AlertDescription::CertificateRequired

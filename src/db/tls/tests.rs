@@ -184,22 +184,22 @@ fn key_and_certificate_files() {
     let dir = TempDir::new("tls-files");
     let leaf = Leaf::self_signed(&["client"]);
     let pem = dir.file("k.pem", &leaf.key_pem, 0o600);
-    assert!(load_key(&pem).is_ok());
+    assert!(load_key(&pem, None).is_ok());
     let der = dir.0.join("k.der");
     std::fs::write(&der, &leaf.key_der).expect("write");
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&der, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
-    assert!(load_key(&der).is_ok(), "DER keys, as libpq accepts");
+    assert!(load_key(&der, None).is_ok(), "DER keys, as libpq accepts");
     let open = dir.file("open.pem", &leaf.key_pem, 0o644);
-    let err = load_key(&open).expect_err("open key").to_string();
+    let err = load_key(&open, None).expect_err("open key").to_string();
     assert!(
         err.contains(&format!("chmod 600 {}", open.display())),
         "{err}"
     );
     let junk = dir.file("junk.pem", "not a key", 0o600);
-    assert!(load_key(&junk)
+    assert!(load_key(&junk, None)
         .expect_err("junk")
         .to_string()
         .contains("no PEM or DER"));
@@ -375,6 +375,177 @@ fn the_connector_is_shareable() {
     );
 }
 
+/// A CRL of `ca` revoking `serials`, valid from `from` to `until` (years).
+fn crl(ca: &Ca, serials: &[u64], from: i32, until: i32) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(from, 1, 1),
+        next_update: rcgen::date_time_ymd(until, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1_u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*serial),
+                revocation_time: rcgen::date_time_ymd(from, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&ca.issuer)
+        .expect("CRL")
+        .pem()
+        .expect("PEM")
+}
+
+#[tokio::test]
+async fn revocation_lists_are_checked_as_openssl_checks_them_for_libpq() {
+    let home = TempDir::new("tls-crl");
+    let env = env_with_home(&home);
+    let ca = Ca::new("CRL CA");
+    let root = home.file("ca.pem", &ca.pem(), 0o644);
+    let mut params = CertificateParams::new(vec!["db.example.test".to_owned()]).expect("params");
+    params.serial_number = Some(rcgen::SerialNumber::from(7_u64));
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca.issuer).expect("sign");
+    let server = Leaf {
+        cert: cert.der().clone(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        key_der: key.serialize_der(),
+    }
+    .server_config(None);
+    let with = |crl_text: &str, mode: &str| {
+        let file = home.file(&format!("{}.crl", crl_text.len()), crl_text, 0o644);
+        info(
+            &format!(
+                "host=db.example.test sslmode={mode} sslrootcert={} sslcrl={}",
+                root.display(),
+                file.display()
+            ),
+            &env,
+        )
+    };
+    let shake = |info: ConnInfo| {
+        let server = server.clone();
+        async move { handshake(&info, server, "db.example.test").await }
+    };
+    // A current list that does not name the certificate: it passes.
+    assert_eq!(
+        shake(with(&crl(&ca, &[3], 2020, 2099), "verify-full")).await,
+        Ok(())
+    );
+    // One that does: revoked, in verify-ca too.
+    for mode in ["verify-full", "verify-ca"] {
+        let result = shake(with(&crl(&ca, &[7], 2020, 2099), mode)).await;
+        assert!(
+            is_cert_error(&result, |e| matches!(e, rustls::CertificateError::Revoked)),
+            "{mode}: {result:?}"
+        );
+    }
+    // A list past its next update: refused, as OpenSSL refuses it.
+    let result = shake(with(&crl(&ca, &[], 2020, 2021), "verify-full")).await;
+    assert!(
+        is_cert_error(&result, |e| matches!(
+            e,
+            rustls::CertificateError::ExpiredRevocationList
+                | rustls::CertificateError::ExpiredRevocationListContext { .. }
+        )),
+        "{result:?}"
+    );
+    // Only another CA's list: the issuer has none, so the status is
+    // unknown, and refused.
+    let result = shake(with(
+        &crl(&Ca::new("other CA"), &[], 2020, 2099),
+        "verify-full",
+    ))
+    .await;
+    assert!(
+        is_cert_error(&result, |e| matches!(
+            e,
+            rustls::CertificateError::UnknownRevocationStatus
+        )),
+        "{result:?}"
+    );
+    // Without a chain check (require, no root), no list is consulted, as
+    // in libpq.
+    let file = home.file("revoking.crl", &crl(&ca, &[7], 2020, 2099), 0o644);
+    let unverified = info(
+        &format!(
+            "host=db.example.test sslmode=require sslcrl={}",
+            file.display()
+        ),
+        &env,
+    );
+    assert_eq!(shake(unverified).await, Ok(()));
+    // A file that is no CRL is refused by name when the connector is made.
+    let junk = home.file("junk.crl", "not a list", 0o644);
+    let err = client_config(&info(
+        &format!(
+            "host=db.example.test sslmode=verify-full sslrootcert={} sslcrl={}",
+            root.display(),
+            junk.display()
+        ),
+        &env,
+    ))
+    .expect_err("junk")
+    .to_string();
+    assert!(err.contains(&junk.display().to_string()), "{err}");
+}
+
+#[test]
+fn an_encrypted_key_is_opened_with_its_password_only() {
+    let dir = TempDir::new("tls-encrypted");
+    let leaf = Leaf::self_signed(&["client"]);
+    let secret = pkcs8::PrivateKeyInfo::try_from(leaf.key_der.as_slice()).expect("PKCS#8");
+    // Fixed salt and IV: a test needs no randomness to encrypt.
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"saltsalt", &[7; 16])
+            .expect("PBES2 parameters");
+    let encrypted = secret
+        .encrypt_with_params(params, b"key-pw-S3CRET")
+        .expect("encrypt");
+    let pem = encrypted
+        .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+        .expect("PEM");
+    let path = dir.file("enc.pem", &pem, 0o600);
+    let der = dir.0.join("enc.der");
+    std::fs::write(&der, encrypted.as_bytes()).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&der, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let right = Password::new("key-pw-S3CRET");
+    for file in [&path, &der] {
+        match load_key(file, Some(&right)).expect("decrypts") {
+            PrivateKeyDer::Pkcs8(key) => assert_eq!(key.secret_pkcs8_der(), leaf.key_der),
+            other => panic!("{other:?}"),
+        }
+        let err = load_key(file, None).expect_err("no password").to_string();
+        assert!(err.contains("set sslpassword"), "{err}");
+        let err = load_key(file, Some(&Password::new("Wr0ng-X")))
+            .expect_err("wrong password")
+            .to_string();
+        assert!(err.contains("cannot be decrypted"), "{err}");
+        assert!(!err.contains("S3CRET") && !err.contains("Wr0ng-X"), "{err}");
+    }
+    // A plain key ignores sslpassword, as in libpq.
+    let plain = dir.file("plain.pem", &leaf.key_pem, 0o600);
+    assert!(load_key(&plain, Some(&right)).is_ok());
+    // OpenSSL's traditional encryption: refused, naming the conversion.
+    let legacy = dir.file(
+        "legacy.pem",
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        0o600,
+    );
+    let err = load_key(&legacy, Some(&right))
+        .expect_err("legacy")
+        .to_string();
+    assert!(err.contains("openssl pkcs8 -topk8"), "{err}");
+}
+
 // --------------------------------------------------- fake PostgreSQL server
 
 /// A PostgreSQL server just sufficient for the startup phase: SSLRequest,
@@ -392,6 +563,10 @@ struct Fake {
     refuse: Option<(&'static str, &'static str)>,
     /// Reports `in_hot_standby=on` at startup, as a PostgreSQL 14+ standby.
     hot_standby: bool,
+    /// Answers every simple query with one row of three booleans, as
+    /// relink's session check reads them: in recovery (`hot_standby`),
+    /// read-only (likewise), relink's startup settings in force (yes).
+    answers: bool,
 }
 
 struct Running {
@@ -509,9 +684,57 @@ impl Fake {
         }
         s.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await?;
         s.flush().await?;
+        if self.answers {
+            return self.answer(s).await;
+        }
         let mut buf = [0u8; 256];
         while s.read(&mut buf).await? > 0 {}
         Ok(())
+    }
+
+    /// Answers simple queries (see [`Fake::answers`]) until the client
+    /// leaves.
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(&self, mut s: S) -> std::io::Result<()> {
+        let flag = if self.hot_standby { b't' } else { b'f' };
+        loop {
+            let mut tag = [0u8; 1];
+            if s.read(&mut tag).await? == 0 {
+                return Ok(());
+            }
+            let len = read_u32(&mut s).await?;
+            let mut body = vec![0u8; usize::try_from(len).expect("len") - 4];
+            s.read_exact(&mut body).await?;
+            match tag[0] {
+                b'Q' => {
+                    let mut description = vec![0, 3];
+                    for name in [&b"a"[..], b"b", b"c"] {
+                        description.extend_from_slice(name);
+                        description.push(0);
+                        // table oid, column, type oid (bool), size, modifier, format
+                        description.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 1]);
+                        description.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0]);
+                    }
+                    let mut row = vec![0, 3];
+                    for value in [flag, flag, b't'] {
+                        row.extend_from_slice(&[0, 0, 0, 1, value]);
+                    }
+                    for (tag, body) in [
+                        (b'T', description),
+                        (b'D', row),
+                        (b'C', b"SELECT 1\0".to_vec()),
+                        (b'Z', b"I".to_vec()),
+                    ] {
+                        let len = u32::try_from(body.len() + 4).expect("len");
+                        s.write_all(&[tag]).await?;
+                        s.write_all(&len.to_be_bytes()).await?;
+                        s.write_all(&body).await?;
+                    }
+                    s.flush().await?;
+                }
+                b'X' => return Ok(()),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -864,6 +1087,7 @@ async fn a_writing_session_on_a_standby_is_refused_naming_the_fix() {
     let env = env_with_home(&TempDir::new("fake-standby"));
     let standby = Fake {
         hot_standby: true,
+        answers: true,
         ..Fake::default()
     }
     .start()

@@ -2,7 +2,10 @@
 //! "verify everything" (chain and name); libpq's modes need two more:
 //! `verify-ca` (chain, any name) and `require`/`prefer`/`allow` without a
 //! root certificate (nothing). One verifier covers the three levels so the
-//! handshake signatures are always checked the same way.
+//! handshake signatures are always checked the same way. With `sslcrl` or
+//! `sslcrldir`, a chain check also asks the revocation lists, as libpq's
+//! OpenSSL does (every certificate of the chain, a certificate whose issuer
+//! has no list refused, an expired list refused).
 
 use std::sync::Arc;
 
@@ -10,7 +13,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -28,6 +31,9 @@ enum Check {
         /// certificate listed there itself is trusted (see `load_roots`).
         pinned: Vec<CertificateDer<'static>>,
         name: bool,
+        /// Revocation lists (`sslcrl`, `sslcrldir`); none: no revocation
+        /// check.
+        crls: Vec<webpki::CertRevocationList<'static>>,
     },
 }
 
@@ -52,9 +58,24 @@ impl PgServerVerifier {
                 roots: Arc::new(roots),
                 pinned,
                 name: check_name,
+                crls: Vec::new(),
             },
             algorithms: provider.signature_verification_algorithms,
         }
+    }
+
+    /// Checks the chain against revocation lists too (parsed by the caller
+    /// already: a list webpki cannot read is skipped here).
+    #[must_use]
+    pub fn with_crls(mut self, lists: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        if let Check::Chain { crls, .. } = &mut self.check {
+            *crls = lists
+                .iter()
+                .filter_map(|der| webpki::OwnedCertRevocationList::from_der(der.as_ref()).ok())
+                .map(webpki::CertRevocationList::from)
+                .collect();
+        }
+        self
     }
 
     /// Accepts any certificate (but still checks that the server holds its
@@ -80,6 +101,7 @@ impl ServerCertVerifier for PgServerVerifier {
             roots,
             pinned,
             name,
+            crls,
         } = &self.check
         else {
             return Ok(ServerCertVerified::assertion());
@@ -93,6 +115,16 @@ impl ServerCertVerifier for PgServerVerifier {
                 now,
                 self.algorithms.all,
             )?;
+            if !crls.is_empty() {
+                check_revocation(
+                    end_entity,
+                    intermediates,
+                    roots,
+                    crls,
+                    now,
+                    &self.algorithms,
+                )?;
+            }
         }
         if *name {
             verify_server_name(&cert, server_name)?;
@@ -121,4 +153,48 @@ impl ServerCertVerifier for PgServerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The chain checked again with revocation lists: rustls's own check
+/// (above) has no lists, so webpki's is called directly with them, and
+/// its revocation errors are given rustls's names.
+fn check_revocation(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    roots: &RootCertStore,
+    crls: &[webpki::CertRevocationList<'static>],
+    now: UnixTime,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> Result<(), rustls::Error> {
+    use rustls::CertificateError;
+    let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|e| {
+        rustls::Error::General(format!("cannot parse the server's certificate: {e}"))
+    })?;
+    let lists: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    let Ok(builder) = webpki::RevocationOptionsBuilder::new(&lists) else {
+        return Ok(());
+    };
+    let revocation = builder
+        .with_depth(webpki::RevocationCheckDepth::Chain)
+        .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+        .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+        .build();
+    cert.verify_for_usage(
+        algorithms.all,
+        &roots.roots,
+        intermediates,
+        now,
+        webpki::KeyUsage::server_auth(),
+        Some(revocation),
+        None,
+    )
+    .map(drop)
+    .map_err(|e| {
+        rustls::Error::InvalidCertificate(match e {
+            webpki::Error::CertRevoked => CertificateError::Revoked,
+            webpki::Error::UnknownRevocationStatus => CertificateError::UnknownRevocationStatus,
+            webpki::Error::CrlExpired { .. } => CertificateError::ExpiredRevocationList,
+            other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
+        })
+    })
 }
