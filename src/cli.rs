@@ -307,7 +307,7 @@ pub struct RepairArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
 
-    /// Profiles per chunk (one transaction each).
+    /// Users (of relink's ledger) per chunk, one transaction each.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub chunk_size: usize,
 
