@@ -258,7 +258,8 @@ async fn monitor(url: String, stop: Arc<AtomicBool>) -> Duration {
             .query_one(
                 "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8 * 1000
                    FROM pg_stat_activity
-                  WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                  WHERE datname = current_database() AND application_name = $1
+                    AND wait_event_type = 'Lock'",
                 &[&APP_NAME],
             )
             .await
