@@ -94,6 +94,18 @@ pub async fn users_rows(
     profiles: &[SourceProfile],
 ) -> Result<HashMap<String, Vec<ExistingLink>>> {
     let users: Vec<&str> = profiles.iter().map(|p| p.user_id.as_str()).collect();
+    rows_of_users(client, names, &users).await
+}
+
+/// [`users_rows`] of the users `users`.
+///
+/// # Errors
+/// On a database error.
+pub async fn rows_of_users(
+    client: &impl GenericClient,
+    names: &Names,
+    users: &[&str],
+) -> Result<HashMap<String, Vec<ExistingLink>>> {
     let rows = client
         .query_typed(
             &names.sql(

@@ -91,6 +91,7 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Migrate legacy links into profile_links (or review them with --dry-run).
     ///
@@ -191,6 +192,34 @@ pub struct RunArgs {
     /// Writer connections committing chunks in parallel.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub writers: usize,
+
+    /// With --dry-run: also write the plan to FILE (gzip when it ends in
+    /// .gz): a header (database, rules digest, time, summary, forecast)
+    /// and one JSON line per profile the live run would write, for review
+    /// and for `relink run --plan FILE`. Written atomically. See
+    /// docs/plan-and-apply.md.
+    #[arg(long, value_name = "FILE", requires = "dry_run", conflicts_with = "plan")]
+    pub plan_out: Option<PathBuf>,
+
+    /// Apply the reviewed plan FILE (from --plan-out) and nothing else:
+    /// profiles whose value and whose user's rows still match it get
+    /// exactly the planned rows; each profile that drifted since is
+    /// reported and left pending. A plan for another database, from other
+    /// rules, damaged, truncated or older than --plan-max-age is refused
+    /// before anything is written.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "replan"])]
+    pub plan: Option<PathBuf>,
+
+    /// With --plan: refuse a plan made longer ago than this (by the
+    /// database's clock), e.g. 30m, 24h.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub plan_max_age: String,
+
+    /// With --dry-run: forecast the live run at the rates of a rehearsal
+    /// (the `relink run --format json` summary of a run on a staging copy,
+    /// saved to FILE) instead of the last completed live run's.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub forecast_from: Option<PathBuf>,
 
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
@@ -342,6 +371,12 @@ pub struct VerifyArgs {
     /// Profiles (and users) per page.
     #[arg(long, default_value_t = 2000, value_name = "N")]
     pub page_size: usize,
+
+    /// Say how the database stands against the plan FILE instead: each
+    /// record applied, drifted (would not be applied as planned) or
+    /// pending. Exit 3 with --strict when any is not applied.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -223,6 +223,21 @@ pub struct RunConfig {
     pub timeouts: Timeouts,
     pub watched: Watched,
     pub metrics: Option<MetricsConfig>,
+    /// `--plan-out`, `--plan`, `--plan-max-age`, `--forecast-from` (SPEC §15).
+    pub plan: PlanConfig,
+}
+
+/// The plan-and-apply options of `relink run` (SPEC §15).
+#[derive(Debug, Clone, Default)]
+pub struct PlanConfig {
+    /// Where a dry run writes its plan.
+    pub out: Option<PathBuf>,
+    /// The plan a live run applies.
+    pub apply: Option<PathBuf>,
+    /// Oldest plan applied.
+    pub max_age: Duration,
+    /// A rehearsal's summary to forecast with.
+    pub forecast_from: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -274,6 +289,12 @@ impl RunConfig {
             timeouts: Timeouts::from_args(&args.timeouts)?,
             watched: watched(&args.gates, common)?,
             metrics: MetricsConfig::from_args(&args.metrics, args.dry_run, &common.database)?,
+            plan: PlanConfig {
+                out: args.plan_out.clone(),
+                apply: args.plan.clone(),
+                max_age: parse_duration(&args.plan_max_age).context("invalid --plan-max-age")?,
+                forecast_from: args.forecast_from.clone(),
+            },
         })
     }
 }
@@ -386,6 +407,8 @@ pub struct VerifyConfig {
     pub strict: bool,
     pub format: OutputFormat,
     pub page_size: usize,
+    /// `--plan FILE`: verify against a plan.
+    pub plan: Option<PathBuf>,
 }
 
 impl VerifyConfig {
@@ -402,6 +425,7 @@ impl VerifyConfig {
             strict: args.strict,
             format: args.format,
             page_size: args.page_size,
+            plan: args.plan.clone(),
         })
     }
 }

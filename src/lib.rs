@@ -10,6 +10,7 @@
 //! (sessions, retry, pager, lock, preflight); `state` is relink's own schema;
 //! `progress` and `metrics` (`--metrics-file`) show a run while it goes.
 
+pub mod apply;
 pub mod checkpoint;
 pub mod chunk;
 pub mod cli;
@@ -17,10 +18,12 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod exit;
+pub mod forecast;
 pub mod inflight;
 pub mod lock_phase;
 pub mod metrics;
 pub mod plan;
+pub mod plan_file;
 pub mod progress;
 pub mod removal;
 pub mod repair;
@@ -58,6 +61,8 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
             let cfg = RunConfig::from_args(args, &common).map_err(usage)?;
             if cfg.dry_run {
                 commands::dry_run::dry_run(&common, &cfg, shutdown).await
+            } else if let Some(plan) = &cfg.plan.apply {
+                apply::apply(&common, &cfg, plan, shutdown).await
             } else {
                 commands::run::run(&common, &cfg, shutdown).await
             }
@@ -72,7 +77,10 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         }
         Command::Verify(args) => {
             let cfg = VerifyConfig::from_args(args).map_err(usage)?;
-            commands::verify::verify(&common, &cfg, shutdown).await
+            match &cfg.plan {
+                Some(plan) => apply::verify::verify_plan(&common, &cfg, plan, shutdown).await,
+                None => commands::verify::verify(&common, &cfg, shutdown).await,
+            }
         }
         Command::Status(args) => {
             let cfg = StatusConfig::from_args(args).map_err(usage)?;

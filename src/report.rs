@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::chunk::Planned;
 use crate::cli::OutputFormat;
 use crate::config::PurgeConfig;
+use crate::forecast::Forecast;
 use crate::plan::Counters;
 use crate::removal::PurgeCounters;
 use crate::state::RunStatus;
@@ -39,6 +40,14 @@ pub struct Summary {
     /// dry run, or when the server cannot say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_bytes: Option<u64>,
+    /// A run applying a plan (SPEC §15): the profiles of the plan that
+    /// drifted, not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drifted: Option<u64>,
+    /// A dry run's forecast of the live run, or the forecast of the plan
+    /// a run applies (set beside its actual figures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
 }
 
 impl Summary {
@@ -62,12 +71,27 @@ impl Summary {
             profiles_scanned: scanned,
             profiles_unchanged: scanned
                 .saturating_sub(counters.profiles_planned)
-                .saturating_sub(counters.profiles_gone),
+                .saturating_sub(counters.profiles_gone)
+                .saturating_sub(counters.profiles_drifted),
             links_per_second: counters.links_created as f64 / elapsed.max(0.001),
             counters,
             elapsed_seconds: elapsed,
             wal_bytes: None,
+            drifted: None,
+            forecast: None,
         }
+    }
+
+    /// The same with a forecast (a dry run's, or the applied plan's).
+    pub fn with_forecast(mut self, forecast: Option<Forecast>) -> Self {
+        self.forecast = forecast;
+        self
+    }
+
+    /// The summary of a run applying a plan: its drifted profiles counted.
+    pub fn applying_plan(mut self) -> Self {
+        self.drifted = Some(self.counters.profiles_drifted);
+        self
     }
 
     /// The same with the WAL the run made the server write.
@@ -122,6 +146,9 @@ impl Summary {
         for (reason, n) in &c.rejects {
             writeln!(out, "    {reason:<26} {n:>12}")?;
         }
+        if let Some(n) = self.drifted {
+            writeln!(out, "  {:<28} {n:>12}", "drifted from the plan")?;
+        }
         writeln!(out, "  {:<28} {:>12.1} s", "elapsed", self.elapsed_seconds)?;
         if self.run_id.is_some() {
             for (cause, seconds) in &self.throttled_seconds {
@@ -143,6 +170,18 @@ impl Summary {
                 "WAL written",
                 bytes as f64 / 1_048_576.0
             )?;
+        }
+        if let Some(forecast) = &self.forecast {
+            if self.run_id.is_some() {
+                forecast.print_beside(
+                    c.links_created,
+                    self.elapsed_seconds,
+                    self.wal_bytes,
+                    out,
+                )?;
+            } else {
+                forecast.print(out)?;
+            }
         }
         Ok(())
     }
@@ -276,7 +315,7 @@ pub fn print_purge_summary(
 ///
 /// # Errors
 /// When the file cannot be created.
-pub fn open_report(path: Option<&Path>) -> Result<Option<Box<dyn Write>>> {
+pub fn open_report(path: Option<&Path>) -> Result<Option<Box<dyn Write + Send>>> {
     Ok(match path {
         None => None,
         Some(p) if p.as_os_str() == "-" => {

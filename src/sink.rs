@@ -196,7 +196,7 @@ async fn not_recorded(
 ///
 /// # Errors
 /// On a database error.
-async fn set_up(tx: &Transaction<'_>) -> Result<SystemTime> {
+pub async fn set_up(tx: &Transaction<'_>) -> Result<SystemTime> {
     Ok(tx
         .query_typed_one(
             "SELECT localtimestamp(3), set_config('synchronous_commit', 'off', true)",

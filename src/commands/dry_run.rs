@@ -18,6 +18,8 @@ use crate::config::{Common, Names, RunConfig};
 use crate::db::preflight::{self, Access};
 use crate::db::{self, Retry, Session};
 use crate::exit::Outcome;
+use crate::forecast::{Forecast, Rates};
+use crate::plan_file::{self, Header, PlanWriter, Stamp};
 use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
@@ -42,6 +44,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let client = db::connect(&common.database, &session).await?;
     preflight::command_start(&client, common, &session, Access::Read).await?;
     let with_ledger = state::exists(&client, names).await?;
+    let planning = Planning::start(&client, common, cfg, with_ledger).await?;
     // Plan what the next live run would do: it resumes an unfinished run
     // after its checkpoint (unless --restart), so the dry run does too.
     let mut start_after = None;
@@ -107,7 +110,13 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let render = Render {
         profiles: cfg.format == OutputFormat::Text && !common.quiet && !report_on_stdout,
         report: report.is_some(),
+        plan: planning.writer.is_some(),
     };
+    let Planning {
+        mut writer,
+        rates,
+        stamp,
+    } = planning;
     let chunks = Arc::new(tokio::sync::Mutex::new(chunks));
     let (rendered_sender, mut rendered) = mpsc::channel::<Rendered>(PLANNERS * 2);
     let planners: Vec<_> = (0..PLANNERS)
@@ -136,6 +145,9 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
             out.flush()?;
             if let Some(report) = report.as_mut() {
                 report.write_all(&chunk.report)?;
+            }
+            if let Some(writer) = writer.as_mut() {
+                writer.lines(&chunk.plan, chunk.counters.profiles_planned)?;
             }
             progress.advance(chunk.profiles, chunk.counters.links_created);
             counters.merge(&chunk.counters);
@@ -174,6 +186,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         RunStatus::Partial
     };
     // A dry run never waits: its figures are all zero, for the same shape.
+    let links = counters.links_created;
     let summary = Summary::new(
         "dry-run",
         None,
@@ -182,7 +195,15 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         counters,
         started,
         throttle::none(),
-    );
+    )
+    .with_forecast(Some(Forecast::new(rates.as_ref(), links)));
+    if let (Some(writer), Some(stamp)) = (writer, stamp) {
+        if interrupted {
+            tracing::warn!("interrupted: no plan written");
+        } else {
+            finish_plan(writer, stamp, common, cfg, &summary)?;
+        }
+    }
     if report_on_stdout {
         summary.print(cfg.format == OutputFormat::Json, &mut std::io::stderr())?;
     } else {
@@ -195,6 +216,78 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     })
 }
 
+/// What a dry run needs for its forecast and `--plan-out` (SPEC §15).
+struct Planning {
+    writer: Option<PlanWriter>,
+    rates: Option<Rates>,
+    /// The database and its clock when the plan was begun.
+    stamp: Option<Stamp>,
+}
+
+impl Planning {
+    /// Reads the forecast's rates (the rehearsal's, else the last completed
+    /// run's) and begins the plan file, before anything is planned.
+    async fn start(
+        client: &tokio_postgres::Client,
+        common: &Common,
+        cfg: &RunConfig,
+        with_ledger: bool,
+    ) -> Result<Self> {
+        let rates = match &cfg.plan.forecast_from {
+            Some(path) => Some(Rates::of_rehearsal(path)?),
+            None if with_ledger => Rates::of_last_run(client, &common.names).await?,
+            None => None,
+        };
+        let (writer, stamp) = match &cfg.plan.out {
+            Some(path) => (
+                Some(PlanWriter::create(path)?),
+                Some(Stamp::of(client).await?),
+            ),
+            None => (None, None),
+        };
+        Ok(Self {
+            writer,
+            rates,
+            stamp,
+        })
+    }
+}
+
+/// Writes the plan's header and moves the plan into place.
+fn finish_plan(
+    writer: PlanWriter,
+    stamp: Stamp,
+    common: &Common,
+    cfg: &RunConfig,
+    summary: &Summary,
+) -> Result<()> {
+    let records = writer.records();
+    let header = Header {
+        format: plan_file::FORMAT.to_owned(),
+        version: plan_file::VERSION,
+        relink_version: env!("CARGO_PKG_VERSION").to_owned(),
+        rules_digest: plan_file::rules_digest(),
+        database: stamp.origin,
+        schema: common.names.app_raw.clone(),
+        state_schema: common.names.state_raw.clone(),
+        created_at: stamp.now,
+        created_at_unix: stamp.now_unix,
+        summary: serde_json::to_value(summary)?,
+        forecast: serde_json::to_value(&summary.forecast)?,
+        records: 0,
+        records_sha256: String::new(),
+    };
+    let bytes = writer.finish(header)?;
+    let path = cfg.plan.out.as_deref().unwrap_or(std::path::Path::new("-"));
+    tracing::info!(
+        "plan written to {}: {records} profiles, {bytes} bytes ({} bytes per profile); review it, then apply it with `relink run --plan {}`",
+        path.display(),
+        bytes / records.max(1),
+        path.display()
+    );
+    Ok(())
+}
+
 /// What planners render besides the figures.
 #[derive(Debug, Clone, Copy)]
 struct Render {
@@ -202,6 +295,8 @@ struct Render {
     profiles: bool,
     /// The `--report` JSONL lines.
     report: bool,
+    /// The plan's records (`--plan-out`).
+    plan: bool,
 }
 
 /// A chunk planned and rendered by a planner, for the main task to write.
@@ -211,6 +306,7 @@ struct Rendered {
     counters: Counters,
     text: Vec<u8>,
     report: Vec<u8>,
+    plan: Vec<u8>,
 }
 
 /// A planner: plans chunks on a pooled connection and renders them. Two
@@ -227,10 +323,16 @@ async fn plan_chunks(
             return Ok(());
         };
         let client = db::checkout(&pool).await?;
-        let planned = chunk::plan_chunk(&**client, &names, &chunk.profiles).await?;
+        let existing = chunk::users_rows(&**client, &names, &chunk.profiles).await?;
         drop(client);
-        let (mut text, mut report) = (Vec::new(), Vec::new());
+        let planned = chunk::plan_with(&chunk.profiles, &existing);
+        let (mut text, mut report, mut plan) = (Vec::new(), Vec::new(), Vec::new());
         for p in &planned {
+            if render.plan {
+                let rows = existing.get(&p.profile.user_id).map_or(&[][..], Vec::as_slice);
+                serde_json::to_writer(&mut plan, &plan_file::record(p, rows))?;
+                plan.push(b'\n');
+            }
             if render.profiles {
                 report::print_dry_profile(p, &mut text)?;
             }
@@ -245,6 +347,7 @@ async fn plan_chunks(
             counters: chunk::counters(&planned),
             text,
             report,
+            plan,
         };
         if rendered.send(done).await.is_err() {
             return Ok(());

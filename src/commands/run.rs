@@ -210,18 +210,14 @@ pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
     let control = shared.lock.client().await?;
     let message = error.as_ref().map(|e| format!("{e:#}"));
     let wal_bytes = db::wal::since(&*control, wal_start).await;
+    // Summed over the run's invocations, like its counters: what a
+    // forecast reads back (links/s and bytes per link of the last
+    // completed run, SPEC §15).
+    let mut figures = json!({ "elapsed_ms": started.elapsed().as_millis() });
     if let Some(bytes) = wal_bytes {
-        // Summed over the run's invocations, like its counters: what a
-        // forecast reads back (bytes per link of the last completed run).
-        state::record_chunk(
-            &*control,
-            names,
-            run_id,
-            None,
-            &json!({ "wal_bytes": bytes }),
-        )
-        .await?;
+        figures["wal_bytes"] = json!(bytes);
     }
+    state::record_chunk(&*control, names, run_id, None, &figures).await?;
     state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
     let counters = shared
         .counters

@@ -423,6 +423,7 @@ fn families(inner: &Inner, state: &State) -> Vec<Family> {
                 counter("relink_profiles_already_present_total", "Planned profiles whose valid links were all present already.", c.profiles_already_present),
                 counter("relink_profiles_without_valid_links_total", "Planned profiles without any valid link.", c.profiles_without_valid_links),
                 counter("relink_profiles_gone_total", "Profiles deleted (or emptied) by the application after relink read them: skipped.", c.profiles_gone),
+                counter("relink_profiles_drifted_total", "Profiles of the applied plan (run --plan) not written because they changed since the plan was made; 0 for a plain run.", c.profiles_drifted),
                 counter("relink_links_created_total", "Links inserted into profile_links.", c.links_created),
                 counter("relink_duplicates_total", "Legacy values skipped as duplicates: of the same profile, of a row the user has, or of a link relink created before.", c.duplicates),
                 counter("relink_handles_expanded_total", "Bare handles expanded to profile URLs.", c.expanded),

@@ -31,6 +31,15 @@ pub struct Counters {
     /// by the application before their chunk locked them: skipped, not
     /// planned (SPEC §6 "Online").
     pub profiles_gone: u64,
+    /// Profiles of an applied plan (SPEC §15) not written because they
+    /// drifted since the plan was made; zero, and left out of the JSON,
+    /// for any other run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub profiles_drifted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Counters {
@@ -76,6 +85,7 @@ impl Counters {
         self.expanded += other.expanded;
         self.repaired += other.repaired;
         self.profiles_gone += other.profiles_gone;
+        self.profiles_drifted += other.profiles_drifted;
         for (reason, n) in &other.rejects {
             *self.rejects.entry(reason.clone()).or_default() += n;
         }

@@ -103,14 +103,16 @@ pub async fn load_run(
 }
 
 /// The latest unfinished run of `mode` (running with no live process, i.e.
-/// killed; interrupted; failed; or stopped by --limit), to be resumed.
+/// killed; interrupted; failed; or stopped by --limit), to be resumed. Runs
+/// applying a plan (`options.plan`) are resumed by applying that plan
+/// again, never by a plain run (see `apply`).
 ///
 /// # Errors
 /// On a database error.
 pub async fn resumable(client: &Client, names: &Names, mode: Mode) -> Result<Option<RunRecord>> {
     let sql = names.sql(&format!(
         "SELECT {RUN_COLUMNS} FROM {{state}}.runs r
-          WHERE mode = $1 AND status = ANY($2)
+          WHERE mode = $1 AND status = ANY($2) AND NOT (options ? 'plan')
           ORDER BY id DESC LIMIT 1"
     ));
     let row = client

@@ -1,0 +1,208 @@
+//! The plan file of SPEC §15 (format: docs/plan-and-apply.md): what
+//! `run --dry-run --plan-out` writes and `run --plan` / `verify --plan`
+//! read. JSON lines, gzip when the name ends in `.gz`: a header line, then
+//! one record per profile the dry run planned, in its order. The header
+//! carries the records' count and the SHA-256 of their bytes, and its own
+//! SHA-256, so a truncated or damaged file is found by one streaming pass
+//! before anything is written.
+//!
+//! `record` and the digests (`rows_digest`, `ledger_digest`) are the one
+//! copy of what a plan records about a profile: the dry run writes them,
+//! the apply and verify recompute them under the lock and compare.
+
+mod digest;
+mod read;
+mod write;
+
+pub use digest::{ledger_digest, rows_digest, rules_digest, RULES_VERSION};
+pub use read::{open, PlanReader, Validated};
+pub use write::PlanWriter;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::chunk::Planned;
+use crate::plan::ExistingLink;
+use crate::report;
+
+/// The format's name, the header's `format`.
+pub const FORMAT: &str = "relink-plan";
+/// The format's version: readers refuse any other.
+pub const VERSION: u64 = 1;
+
+/// Where the plan was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `pg_control_system().system_identifier`: the cluster.
+    pub system_identifier: String,
+    /// `current_database()`.
+    pub name: String,
+}
+
+/// Where and when a plan is made or applied: the database, and its clock.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub origin: Origin,
+    /// RFC 3339, UTC.
+    pub now: String,
+    pub now_unix: f64,
+}
+
+impl Stamp {
+    /// The database `client` is connected to, and its clock now.
+    ///
+    /// # Errors
+    /// On a database error.
+    pub async fn of(client: &impl tokio_postgres::GenericClient) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let row = client
+            .query_one(
+                "SELECT system_identifier::text, current_database()::text,
+                        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        extract(epoch FROM now())::float8
+                   FROM pg_control_system()",
+                &[],
+            )
+            .await
+            .context("cannot read the database's system identifier (pg_control_system())")?;
+        Ok(Self {
+            origin: Origin {
+                system_identifier: row.get(0),
+                name: row.get(1),
+            },
+            now: row.get(2),
+            now_unix: row.get(3),
+        })
+    }
+}
+
+/// The header line, less the integrity figures the writer adds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u64,
+    pub relink_version: String,
+    pub rules_digest: String,
+    pub database: Origin,
+    pub schema: String,
+    pub state_schema: String,
+    /// The database's clock when the dry run began, RFC 3339 UTC.
+    pub created_at: String,
+    /// The same, as Unix seconds: what `--plan-max-age` is measured from.
+    pub created_at_unix: f64,
+    /// The dry run's summary (`run --dry-run --format json`).
+    pub summary: Value,
+    /// The forecast of SPEC §15 (see `forecast`).
+    pub forecast: Value,
+    /// Records that follow.
+    pub records: u64,
+    /// SHA-256 (hex) of the bytes of every record line, line feeds included.
+    pub records_sha256: String,
+}
+
+/// The fields of a record that the planner's output decides: what an
+/// apply's replanning under the lock must reproduce exactly.
+pub const PLANNED_FIELDS: [&str; 5] = ["links", "duplicates", "rejects", "expanded", "repaired"];
+
+/// One profile's record: the `--report` line (ids, links with id, label,
+/// type, url, position, duplicates, rejects) plus the fingerprint of the
+/// value planned and the digests of the context it was planned against.
+pub fn record(planned: &Planned<'_>, existing: &[ExistingLink]) -> Value {
+    let mut line = report::report_line(planned);
+    if let Value::Object(map) = &mut line {
+        map.insert("fingerprint".into(), json!(hex(&planned.profile.fingerprint)));
+        map.insert("rows_digest".into(), json!(rows_digest(existing)));
+        map.insert(
+            "ledger_digest".into(),
+            json!(ledger_digest(planned.profile.ledger.as_ref())),
+        );
+    }
+    line
+}
+
+/// A record as the apply reads it.
+#[derive(Debug, Clone)]
+pub struct PlanRecord {
+    /// Its number in the file, from 1.
+    pub index: u64,
+    pub profile_id: String,
+    pub user_id: String,
+    pub fingerprint: Vec<u8>,
+    pub rows_digest: String,
+    pub ledger_digest: String,
+    /// Links it plans.
+    pub links: u64,
+    /// The record's [`PLANNED_FIELDS`].
+    pub planned: Value,
+}
+
+impl PlanRecord {
+    /// Reads record `index` from its parsed line.
+    ///
+    /// # Errors
+    /// When a field is missing or of the wrong kind.
+    pub fn from_value(index: u64, value: Value) -> anyhow::Result<Self> {
+        let text = |name: &str| -> anyhow::Result<String> {
+            value[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("record {index} has no {name}"))
+        };
+        let fingerprint = unhex(&text("fingerprint")?)
+            .ok_or_else(|| anyhow::anyhow!("record {index} has a malformed fingerprint"))?;
+        let planned = planned_part(&value);
+        Ok(Self {
+            index,
+            profile_id: text("profile_id")?,
+            user_id: text("user_id")?,
+            fingerprint,
+            rows_digest: text("rows_digest")?,
+            ledger_digest: text("ledger_digest")?,
+            links: value["links"].as_array().map_or(0, |l| l.len() as u64),
+            planned,
+        })
+    }
+}
+
+/// The [`PLANNED_FIELDS`] of a record or report line.
+pub fn planned_part(line: &Value) -> Value {
+    Value::Object(
+        PLANNED_FIELDS
+            .iter()
+            .map(|f| ((*f).to_owned(), line[*f].clone()))
+            .collect(),
+    )
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "0001abff");
+        assert_eq!(unhex("0001abff"), Some(bytes.to_vec()));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! Reading a plan: [`open`] checks the whole file in one streaming pass
+//! (the header's own digest, then every record line's bytes against the
+//! header's count and digest; gzip's CRC on top) before the caller writes
+//! anything; [`PlanReader`] then streams its records, a line at a time.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use flate2::read::MultiGzDecoder;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use super::write::header_sha256;
+use super::{hex, Header, PlanRecord, FORMAT, VERSION};
+
+/// A plan whose integrity was checked.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub path: PathBuf,
+    pub header: Header,
+    /// The header's digest: the plan's identity (it covers the records'
+    /// digest), which a run applying it records, to resume it.
+    pub id: String,
+}
+
+fn reader(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let mut file =
+        File::open(path).with_context(|| format!("cannot open the plan {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let file = File::open(path).with_context(|| format!("cannot open the plan {}", path.display()))?;
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            MultiGzDecoder::new(BufReader::new(file)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 16, file))
+    })
+}
+
+fn damaged(path: &Path, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the plan {} is damaged or truncated ({why}); nothing was written: make a new plan with `relink run --dry-run --plan-out FILE`",
+        path.display()
+    )
+}
+
+/// Reads a line (with its line feed); `None` at the end.
+fn next_line(input: &mut dyn BufRead, line: &mut Vec<u8>) -> std::io::Result<Option<()>> {
+    line.clear();
+    Ok((input.read_until(b'\n', line)? > 0).then_some(()))
+}
+
+fn parse_header(path: &Path, line: &[u8]) -> Result<(Header, String)> {
+    let mut value: Value = serde_json::from_slice(line).map_err(|e| damaged(path, format!("its header is not JSON: {e}")))?;
+    if value["format"] != FORMAT {
+        bail!(
+            "{} is not a relink plan (its first line has no \"format\": \"{FORMAT}\")",
+            path.display()
+        );
+    }
+    if value["version"] != VERSION {
+        bail!(
+            "the plan {} has format version {}; this relink reads version {VERSION}: make a new plan with this release",
+            path.display(),
+            value["version"]
+        );
+    }
+    let stated = value
+        .as_object_mut()
+        .and_then(|m| m.remove("header_sha256"))
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or_else(|| damaged(path, "its header has no header_sha256"))?;
+    let header: Header =
+        serde_json::from_value(value).map_err(|e| damaged(path, format!("its header: {e}")))?;
+    if header_sha256(&header)? != stated {
+        return Err(damaged(path, "its header does not match its header_sha256"));
+    }
+    Ok((header, stated))
+}
+
+/// Opens the plan at `path` and checks it whole: a plan that is not
+/// complete and intact is refused here, naming why.
+///
+/// # Errors
+/// When the file cannot be read, is not a plan, or is damaged or truncated.
+pub fn open(path: &Path) -> Result<Validated> {
+    let mut input = reader(path)?;
+    let mut line = Vec::new();
+    let io = |e: std::io::Error| damaged(path, e);
+    if next_line(&mut *input, &mut line).map_err(io)?.is_none() {
+        return Err(damaged(path, "it is empty"));
+    }
+    let (header, id) = parse_header(path, &line)?;
+    let mut digest = Sha256::new();
+    let mut records = 0u64;
+    while next_line(&mut *input, &mut line).map_err(io)?.is_some() {
+        if line.last() != Some(&b'\n') {
+            return Err(damaged(path, format!("record {} is cut short", records + 1)));
+        }
+        digest.update(&line);
+        records += 1;
+    }
+    if records != header.records {
+        return Err(damaged(
+            path,
+            format!("{records} records where its header says {}", header.records),
+        ));
+    }
+    if hex(&digest.finalize()) != header.records_sha256 {
+        return Err(damaged(
+            path,
+            "its records do not match the header's records_sha256",
+        ));
+    }
+    Ok(Validated {
+        path: path.to_owned(),
+        header,
+        id,
+    })
+}
+
+/// The records of a validated plan, in order.
+pub struct PlanReader {
+    input: Box<dyn BufRead + Send>,
+    line: Vec<u8>,
+    index: u64,
+    path: PathBuf,
+}
+
+impl PlanReader {
+    /// Streams the records of `plan`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened again.
+    pub fn new(plan: &Validated) -> Result<Self> {
+        let mut input = reader(&plan.path)?;
+        let mut line = Vec::new();
+        next_line(&mut *input, &mut line)?;
+        Ok(Self {
+            input,
+            line,
+            index: 0,
+            path: plan.path.clone(),
+        })
+    }
+
+    /// The next record; `None` after the last.
+    ///
+    /// # Errors
+    /// When the file changed since it was checked.
+    pub fn next_record(&mut self) -> Result<Option<PlanRecord>> {
+        if next_line(&mut *self.input, &mut self.line)?.is_none() {
+            return Ok(None);
+        }
+        self.index += 1;
+        let value: Value = serde_json::from_slice(&self.line).map_err(|e| {
+            damaged(
+                &self.path,
+                format!("record {} is not JSON ({e}); was the file changed while in use?", self.index),
+            )
+        })?;
+        PlanRecord::from_value(self.index, value).map(Some)
+    }
+}
