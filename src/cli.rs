@@ -198,7 +198,12 @@ pub struct RunArgs {
     /// and one JSON line per profile the live run would write, for review
     /// and for `relink run --plan FILE`. Written atomically. See
     /// docs/plan-and-apply.md.
-    #[arg(long, value_name = "FILE", requires = "dry_run", conflicts_with = "plan")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "dry_run",
+        conflicts_with = "plan"
+    )]
     pub plan_out: Option<PathBuf>,
 
     /// Apply the reviewed plan FILE (from --plan-out) and nothing else:

@@ -170,7 +170,11 @@ impl Forecast {
                 "Forecast: no basis (no completed live run in the state schema; give a rehearsal's summary with --forecast-from FILE)"
             );
         };
-        writeln!(out, "Forecast of the live run, at the rates of {}", self.basis)?;
+        writeln!(
+            out,
+            "Forecast of the live run, at the rates of {}",
+            self.basis
+        )?;
         writeln!(out, "  {:<28} {:>12}", "links to write", self.links)?;
         writeln!(
             out,
@@ -184,7 +188,11 @@ impl Forecast {
                 "WAL",
                 bytes as f64 / 1_048_576.0
             ),
-            _ => writeln!(out, "  {:<28} {:>12}", "WAL", "unknown (the basis did not record it)"),
+            _ => writeln!(
+                out,
+                "  {:<28} {:>12}",
+                "WAL", "unknown (the basis did not record it)"
+            ),
         }
     }
 
@@ -209,7 +217,12 @@ impl Forecast {
             "    {:<26} {:>12} / {seconds:.1} s",
             "duration", forecast_seconds
         )?;
-        let mib = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0));
+        let mib = |b: Option<u64>| {
+            b.map_or_else(
+                || "-".to_owned(),
+                |b| format!("{:.1} MiB", b as f64 / 1_048_576.0),
+            )
+        };
         writeln!(
             out,
             "    {:<26} {:>12} / {}",

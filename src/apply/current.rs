@@ -79,11 +79,8 @@ pub async fn read(
             .await
             .context("cannot read the chunk's legacy values")
     };
-    let (rows, ledger, values) = tokio::join!(
-        chunk::rows_of_users(client, names, &users),
-        ledger,
-        values
-    );
+    let (rows, ledger, values) =
+        tokio::join!(chunk::rows_of_users(client, names, &users), ledger, values);
     Ok(Current {
         rows: rows?,
         ledger: ledger?

@@ -68,7 +68,8 @@ impl Drift {
 #[derive(Debug, Clone)]
 pub struct CurrentLedger {
     pub entry: LedgerEntry,
-    pub fingerprint: Vec<u8>,
+    /// None after a purge made it pending.
+    pub fingerprint: Option<Vec<u8>>,
 }
 
 /// What to do with a record.
@@ -110,7 +111,8 @@ pub fn judge(
     if profile.fingerprint.as_deref() != Some(record.fingerprint.as_slice()) {
         return Verdict::Drifted(Drift::Edited);
     }
-    let covers = ledger.is_some_and(|l| l.fingerprint == record.fingerprint);
+    let covers =
+        ledger.is_some_and(|l| l.fingerprint.as_deref() == Some(record.fingerprint.as_slice()));
     if ledger_digest(ledger.map(|l| &l.entry)) != record.ledger_digest {
         return match ledger {
             Some(l) if covers && plan_runs.contains(&l.entry.latest_run) => Verdict::Applied,
@@ -118,9 +120,7 @@ pub fn judge(
             // Fewer ledger rows than planned against: a purge removed some
             // (purge deletes a run's rows whole).
             None => Verdict::Drifted(Drift::Purged),
-            Some(_) if record.ledger_digest != "none" && !covers => {
-                Verdict::Drifted(Drift::Purged)
-            }
+            Some(_) if record.ledger_digest != "none" && !covers => Verdict::Drifted(Drift::Purged),
             Some(_) => Verdict::Drifted(Drift::Migrated),
         };
     }
@@ -197,7 +197,7 @@ mod tests {
         );
         let by = |run| CurrentLedger {
             entry: entry(run, &["a"]),
-            fingerprint: vec![1],
+            fingerprint: Some(vec![1]),
         };
         assert_eq!(
             judge(&fresh, &here, Some(&by(9)), "other rows", &[9]),
@@ -216,12 +216,15 @@ mod tests {
         );
         let same = CurrentLedger {
             entry: was.clone(),
-            fingerprint: vec![0],
+            fingerprint: Some(vec![0]),
         };
-        assert_eq!(judge(&edited, &here, Some(&same), "rows", &[9]), Verdict::Apply);
+        assert_eq!(
+            judge(&edited, &here, Some(&same), "rows", &[9]),
+            Verdict::Apply
+        );
         let refreshed = CurrentLedger {
             entry: was,
-            fingerprint: vec![1],
+            fingerprint: Some(vec![1]),
         };
         assert_eq!(
             judge(&edited, &here, Some(&refreshed), "rows", &[9]),

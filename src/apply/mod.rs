@@ -392,7 +392,12 @@ struct Begun {
 
 /// Resumes the unfinished apply of this plan (unless `--restart`, which
 /// abandons it), or starts a new run record naming the plan.
-async fn begin(control: &Client, names: &Names, cfg: &RunConfig, plan: &Validated) -> Result<Begun> {
+async fn begin(
+    control: &Client,
+    names: &Names,
+    cfg: &RunConfig,
+    plan: &Validated,
+) -> Result<Begun> {
     let owner = Owner::current();
     let unfinished: Vec<&str> = RunStatus::UNFINISHED.iter().map(|s| s.as_str()).collect();
     let found = control
@@ -428,7 +433,10 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig, plan: &Validate
                 .transpose()
                 .context("the unfinished apply's checkpoint is not a record number")?
                 .unwrap_or(0);
-            tracing::info!("resuming run {id} applying {} after plan record {skip}", plan.path.display());
+            tracing::info!(
+                "resuming run {id} applying {} after plan record {skip}",
+                plan.path.display()
+            );
             return Ok(Begun { run_id: id, skip });
         }
     }
@@ -454,7 +462,10 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig, plan: &Validate
         plan.header.records,
         plan.header.created_at
     );
-    Ok(Begun { run_id: id, skip: 0 })
+    Ok(Begun {
+        run_id: id,
+        skip: 0,
+    })
 }
 
 /// The runs that applied the plan `id` (so a repeated or resumed apply
@@ -462,7 +473,9 @@ async fn begin(control: &Client, names: &Names, cfg: &RunConfig, plan: &Validate
 async fn plan_runs(control: &Client, names: &Names, id: &str) -> Result<Vec<i64>> {
     Ok(control
         .query(
-            &names.sql("SELECT id FROM {state}.runs WHERE mode = 'run' AND options->'plan'->>'id' = $1"),
+            &names.sql(
+                "SELECT id FROM {state}.runs WHERE mode = 'run' AND options->'plan'->>'id' = $1",
+            ),
             &[&id],
         )
         .await
@@ -601,9 +614,9 @@ async fn write_chunks(
             Err(err) => {
                 shared.failed.store(true, Ordering::SeqCst);
                 let first = chunk.records.first().map_or(0, |r| r.index);
-                return Err(err.context(format!(
-                    "chunk starting at plan record {first} rolled back"
-                )));
+                return Err(
+                    err.context(format!("chunk starting at plan record {first} rolled back"))
+                );
             }
         };
         if let Ok(mut wm) = shared.watermark.lock() {

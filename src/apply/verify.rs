@@ -92,8 +92,10 @@ pub async fn verify_plan(
                 Verdict::Drifted(drift) => {
                     *drifted.entry(*drift).or_default() += 1;
                     if examples.len() < EXAMPLES {
-                        examples.push(json!({"record": record.index, "profile_id": record.profile_id,
-                                             "user_id": record.user_id, "drift": drift}));
+                        examples.push(
+                            json!({"record": record.index, "profile_id": record.profile_id,
+                                             "user_id": record.user_id, "drift": drift}),
+                        );
                     }
                 }
             }
@@ -139,11 +141,19 @@ pub async fn verify_plan(
             )?;
         }
         writeln!(out, "  {:<40} {applied:>12}", "applied")?;
-        writeln!(out, "  {:<40} {drifted_total:>12}", "drifted (not applied as planned)")?;
+        writeln!(
+            out,
+            "  {:<40} {drifted_total:>12}",
+            "drifted (not applied as planned)"
+        )?;
         for (drift, n) in &drifted {
             writeln!(out, "    {:<38} {n:>12}", drift.describe())?;
         }
-        writeln!(out, "  {:<40} {pending:>12}", "pending (`relink run --plan` applies them)")?;
+        writeln!(
+            out,
+            "  {:<40} {pending:>12}",
+            "pending (`relink run --plan` applies them)"
+        )?;
         for e in &examples {
             writeln!(
                 out,

@@ -19,8 +19,8 @@ use crate::db::preflight::{self, Access};
 use crate::db::{self, Retry, Session};
 use crate::exit::Outcome;
 use crate::forecast::{Forecast, Rates};
-use crate::plan_file::{self, Header, PlanWriter, Stamp};
 use crate::plan::Counters;
+use crate::plan_file::{self, Header, PlanWriter, Stamp};
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
@@ -329,7 +329,9 @@ async fn plan_chunks(
         let (mut text, mut report, mut plan) = (Vec::new(), Vec::new(), Vec::new());
         for p in &planned {
             if render.plan {
-                let rows = existing.get(&p.profile.user_id).map_or(&[][..], Vec::as_slice);
+                let rows = existing
+                    .get(&p.profile.user_id)
+                    .map_or(&[][..], Vec::as_slice);
                 serde_json::to_writer(&mut plan, &plan_file::record(p, rows))?;
                 plan.push(b'\n');
             }

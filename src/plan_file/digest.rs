@@ -136,7 +136,10 @@ mod tests {
         let a = rows_digest(&[row("https://a.com/x", 0), row("b.com", 1)]);
         let b = rows_digest(&[row("http://www.b.com/", 1), row("https://a.com/x", 0)]);
         assert_eq!(a, b);
-        assert_ne!(a, rows_digest(&[row("https://a.com/x", 0), row("b.com", 2)]));
+        assert_ne!(
+            a,
+            rows_digest(&[row("https://a.com/x", 0), row("b.com", 2)])
+        );
         assert_ne!(a, rows_digest(&[row("https://a.com/x", 0)]));
     }
 

@@ -16,7 +16,7 @@ mod write;
 
 pub use digest::{ledger_digest, rows_digest, rules_digest, RULES_VERSION};
 pub use read::{open, PlanReader, Validated};
-pub use write::PlanWriter;
+pub use write::{header_line, PlanWriter};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -110,7 +110,10 @@ pub const PLANNED_FIELDS: [&str; 5] = ["links", "duplicates", "rejects", "expand
 pub fn record(planned: &Planned<'_>, existing: &[ExistingLink]) -> Value {
     let mut line = report::report_line(planned);
     if let Value::Object(map) = &mut line {
-        map.insert("fingerprint".into(), json!(hex(&planned.profile.fingerprint)));
+        map.insert(
+            "fingerprint".into(),
+            json!(hex(&planned.profile.fingerprint)),
+        );
         map.insert("rows_digest".into(), json!(rows_digest(existing)));
         map.insert(
             "ledger_digest".into(),

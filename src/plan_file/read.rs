@@ -12,7 +12,7 @@ use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::write::header_sha256;
+use super::write::HEADER_SHA256;
 use super::{hex, Header, PlanRecord, FORMAT, VERSION};
 
 /// A plan whose integrity was checked.
@@ -30,7 +30,8 @@ fn reader(path: &Path) -> Result<Box<dyn BufRead + Send>> {
         File::open(path).with_context(|| format!("cannot open the plan {}", path.display()))?;
     let mut magic = [0u8; 2];
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let file = File::open(path).with_context(|| format!("cannot open the plan {}", path.display()))?;
+    let file =
+        File::open(path).with_context(|| format!("cannot open the plan {}", path.display()))?;
     Ok(if gzip {
         Box::new(BufReader::with_capacity(
             1 << 16,
@@ -55,7 +56,8 @@ fn next_line(input: &mut dyn BufRead, line: &mut Vec<u8>) -> std::io::Result<Opt
 }
 
 fn parse_header(path: &Path, line: &[u8]) -> Result<(Header, String)> {
-    let mut value: Value = serde_json::from_slice(line).map_err(|e| damaged(path, format!("its header is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| damaged(path, format!("its header is not JSON: {e}")))?;
     if value["format"] != FORMAT {
         bail!(
             "{} is not a relink plan (its first line has no \"format\": \"{FORMAT}\")",
@@ -69,17 +71,25 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<(Header, String)> {
             value["version"]
         );
     }
-    let stated = value
-        .as_object_mut()
-        .and_then(|m| m.remove("header_sha256"))
-        .and_then(|v| v.as_str().map(str::to_owned))
+    // The line is `{…},"header_sha256":"<hex>"}`: the digest covers the
+    // text before `,"header_sha256"`, closed by `}`, byte for byte.
+    let text = std::str::from_utf8(line)
+        .map_err(|_| damaged(path, "its header is not UTF-8"))?
+        .trim_end_matches('\n');
+    let at = text
+        .rfind(&format!(",{HEADER_SHA256}"))
         .ok_or_else(|| damaged(path, "its header has no header_sha256"))?;
-    let header: Header =
-        serde_json::from_value(value).map_err(|e| damaged(path, format!("its header: {e}")))?;
-    if header_sha256(&header)? != stated {
+    let stated = text[at..]
+        .strip_prefix(&format!(",{HEADER_SHA256}\""))
+        .and_then(|rest| rest.strip_suffix("\"}"))
+        .ok_or_else(|| damaged(path, "its header does not end with its header_sha256"))?;
+    let signed = format!("{}}}", &text[..at]);
+    if hex(&Sha256::digest(signed.as_bytes())) != stated {
         return Err(damaged(path, "its header does not match its header_sha256"));
     }
-    Ok((header, stated))
+    let header: Header =
+        serde_json::from_str(&signed).map_err(|e| damaged(path, format!("its header: {e}")))?;
+    Ok((header, stated.to_owned()))
 }
 
 /// Opens the plan at `path` and checks it whole: a plan that is not
@@ -99,7 +109,10 @@ pub fn open(path: &Path) -> Result<Validated> {
     let mut records = 0u64;
     while next_line(&mut *input, &mut line).map_err(io)?.is_some() {
         if line.last() != Some(&b'\n') {
-            return Err(damaged(path, format!("record {} is cut short", records + 1)));
+            return Err(damaged(
+                path,
+                format!("record {} is cut short", records + 1),
+            ));
         }
         digest.update(&line);
         records += 1;
@@ -160,7 +173,10 @@ impl PlanReader {
         let value: Value = serde_json::from_slice(&self.line).map_err(|e| {
             damaged(
                 &self.path,
-                format!("record {} is not JSON ({e}); was the file changed while in use?", self.index),
+                format!(
+                    "record {} is not JSON ({e}); was the file changed while in use?",
+                    self.index
+                ),
             )
         })?;
         PlanRecord::from_value(self.index, value).map(Some)

@@ -168,8 +168,9 @@ impl PlanWriter {
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             let bytes = file.metadata()?.len();
-            std::fs::rename(&tmp, &self.path)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), self.path.display()))?;
+            std::fs::rename(&tmp, &self.path).with_context(|| {
+                format!("cannot rename {} to {}", tmp.display(), self.path.display())
+            })?;
             Ok(bytes)
         })();
         if result.is_err() {
@@ -189,26 +190,22 @@ impl Drop for PlanWriter {
     }
 }
 
-/// The header's line: the header's fields and `header_sha256`, the
-/// SHA-256 of the header's JSON without it (see [`header_sha256`]).
+/// The header's line: the header's compact JSON (fields in the order of
+/// [`Header`]) with `header_sha256` added as its last field: the SHA-256
+/// of that JSON text as it was before the field was added. The reader
+/// checks the bytes as written (never a re-serialization, which would
+/// depend on how floats are parsed back).
 ///
 /// # Errors
 /// Never in practice (serialization of plain data).
 pub fn header_line(header: &Header) -> Result<Vec<u8>> {
-    let mut value = serde_json::to_value(header)?;
-    if let Value::Object(map) = &mut value {
-        map.insert("header_sha256".into(), header_sha256(header)?.into());
-    }
-    let mut line = serde_json::to_vec(&value)?;
-    line.push(b'\n');
-    Ok(line)
+    let text = serde_json::to_string(header)?;
+    let sha = hex(&Sha256::digest(text.as_bytes()));
+    let open = text
+        .strip_suffix('}')
+        .context("a header is a JSON object")?;
+    Ok(format!("{open},{HEADER_SHA256}\"{sha}\"}}\n").into_bytes())
 }
 
-/// SHA-256 (hex) of the header's compact JSON, fields in the order of
-/// [`Header`].
-///
-/// # Errors
-/// Never in practice.
-pub fn header_sha256(header: &Header) -> Result<String> {
-    Ok(hex(&Sha256::digest(serde_json::to_vec(header)?)))
-}
+/// How the header's own digest begins, at the end of its line.
+pub const HEADER_SHA256: &str = "\"header_sha256\":";

@@ -16,6 +16,7 @@ mod lock;
 mod node_exporter;
 mod observe;
 mod online;
+mod plan;
 mod poolers;
 mod props;
 mod purge;
