@@ -64,8 +64,10 @@ STEPS = [
     ("rerun", "relink rerun"),
     ("dry_run", "relink dry run"),
     ("purge", "relink purge"),
+    ("plan", "relink plan-out"),
+    ("apply", "relink apply"),
 ]
-RELINK_STEPS = ["run", "rerun", "dry_run", "purge"]
+RELINK_STEPS = ["run", "rerun", "dry_run", "purge", "plan", "apply"]
 
 # SPEC §11, and §13 for the chunk time.
 MIN_LIMIT = 0.8
@@ -78,6 +80,8 @@ MIN_DRY_SPEEDUP = 5.0
 MAX_RSS_MIB = 64.0
 MAX_RSS_CHANGE = 0.10
 MAX_CHUNK_FACTOR = 1.5
+# SPEC §15 / issue #27: an apply within 10% of a plain run's links/s.
+MIN_APPLY_VS_RUN = 0.9
 SPEC_TARGET_CHUNK_TIME = "500ms"
 
 
@@ -103,8 +107,9 @@ def read_raw(path):
             if not line.strip():
                 continue
             cols = line.rstrip("\n").split("\t")
-            cols += [""] * (10 - len(cols))  # WAL columns: statement and run only
-            set_, profiles, rep, step, seconds, rss, links, longest, wal_bytes, wal_fpi = cols
+            cols += [""] * (11 - len(cols))  # WAL columns: statement and run only
+            (set_, profiles, rep, step, seconds, rss, links, longest, wal_bytes, wal_fpi,
+             plan_bytes) = cols[:11]
             seconds = float(seconds)
             links = int(links) if links else 0
             data[(set_, int(profiles))][step].append(
@@ -117,6 +122,7 @@ def read_raw(path):
                     "longest_chunk_seconds": float(longest) if longest else None,
                     "wal_bytes": int(wal_bytes) if wal_bytes else None,
                     "wal_full_page_images": int(wal_fpi) if wal_fpi else None,
+                    "plan_bytes_per_profile": float(plan_bytes) if plan_bytes else None,
                 }
             )
     return data
@@ -135,6 +141,7 @@ def summarize(runs):
         ),
         "wal_bytes": median(r["wal_bytes"] for r in runs),
         "wal_full_page_images": median(r["wal_full_page_images"] for r in runs),
+        "plan_bytes_per_profile": median(r["plan_bytes_per_profile"] for r in runs),
         "repetitions": runs,
     }
 
@@ -231,6 +238,8 @@ def main():
             "rerun_share": ratio(s.get("rerun", {}).get("seconds"), run.get("seconds")),
             "dry_run_speedup": ratio(run.get("seconds"), s.get("dry_run", {}).get("seconds")),
             "throughput_per_repetition": peer,
+            "apply_vs_run": median(per_repetition(s.get("apply", {}), run, rate)),
+            "apply_vs_run_per_repetition": per_repetition(s.get("apply", {}), run, rate),
         }
         r["relink_peak_rss_mib"] = max(rss) if rss else None
 
@@ -309,6 +318,14 @@ def main():
             f"rerun/run {fmt(q['rerun_share'], '.3f')}, run/dry run {fmt(q['dry_run_speedup'], '.1f')}x",
             file=out,
         )
+        if "apply" in s:
+            print(
+                f"apply/run links/s {fmt(q['apply_vs_run'], '.2f')}x (median of the repetitions': "
+                + ", ".join(f"{fmt(t, '.2f')}x" for t in q["apply_vs_run_per_repetition"])
+                + f"), plan {fmt(s.get('plan', {}).get('plan_bytes_per_profile'), '.0f')} bytes"
+                f" per profile (gzip)",
+                file=out,
+            )
 
     # (name, data set, profiles, value, limit, verdict, value and limit as
     # shown); verdict None: not measured; "info": a figure to read beside a
@@ -360,6 +377,14 @@ def main():
         target("run/dry-run time", *at, t, MIN_DRY_SPEEDUP,
                t is not None and t >= MIN_DRY_SPEEDUP, f"{fmt(t, '.1f')}x",
                f">= {MIN_DRY_SPEEDUP:.0f}x", info=small)
+        if "apply" in r["steps"]:
+            t = q["apply_vs_run"]
+            target("apply/run links/s (§15)", *at, t, MIN_APPLY_VS_RUN,
+                   t is not None and t >= MIN_APPLY_VS_RUN, f"{fmt(t, '.2f')}x",
+                   f">= {MIN_APPLY_VS_RUN}x", info=small)
+            t = r["steps"].get("plan", {}).get("plan_bytes_per_profile")
+            target("plan bytes/profile (gzip)", *at, t, None, True, fmt(t, ".0f"), "-",
+                   info=True)
         t = r["relink_peak_rss_mib"]
         target("peak RSS", *at, t, MAX_RSS_MIB, t is not None and t <= MAX_RSS_MIB,
                f"{fmt(t, '.1f')} MiB", f"<= {MAX_RSS_MIB:.0f} MiB")
