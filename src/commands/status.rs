@@ -25,12 +25,15 @@ struct Unfinished {
     status: RunStatus,
     checkpoint: Option<String>,
     /// What the checkpoint's key names: `user` (its `"userId"`), or
-    /// `profile` for a run an earlier release began in profile id order.
+    /// `profile` for a run an earlier release began in profile id order,
+    /// or `plan record` for a run applying a plan (`run --plan`).
     checkpoint_of: &'static str,
     profiles_done: u64,
     /// Profiles with legacy links up to the checkpoint, of all of them.
     position: u64,
     total: u64,
+    /// The command that resumes it.
+    resume_with: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,20 +90,35 @@ pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
         }
         if let Some(run) = status.runs.iter().find(|r| r.status.is_unfinished()) {
             let order = Order::of_run(&run.options);
-            let total = count_with_legacy(&client, names, order, None, None).await?;
-            let position = match &run.checkpoint {
-                Some(c) => count_with_legacy(&client, names, order, None, Some(c)).await?,
-                None => 0,
+            // An apply's checkpoint is a plan record's number (see `apply`),
+            // and its total the plan's records.
+            let plan_records = run.options["plan"]["records"].as_u64();
+            let total = match plan_records {
+                Some(records) => records,
+                None => count_with_legacy(&client, names, order, None, None).await?,
+            };
+            let position = match (&run.checkpoint, plan_records) {
+                (Some(c), Some(_)) => c.parse().unwrap_or(0),
+                (Some(c), None) => count_with_legacy(&client, names, order, None, Some(c)).await?,
+                (None, _) => 0,
             };
             status.unfinished = Some(Unfinished {
                 run_id: run.id,
                 mode: run.mode,
                 status: run.status,
                 checkpoint: run.checkpoint.clone(),
-                checkpoint_of: order.noun(),
+                checkpoint_of: if plan_records.is_some() {
+                    "plan record"
+                } else {
+                    order.noun()
+                },
                 profiles_done: Counters::from_flat(&run.counters).profiles_planned,
                 position,
                 total,
+                resume_with: match run.options["plan"]["path"].as_str() {
+                    Some(plan) => format!("relink run --plan {plan}"),
+                    None => format!("relink {}", run.mode),
+                },
             });
         }
         let row = client
@@ -171,7 +189,7 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
         };
         writeln!(
             out,
-            "Unfinished: {} {} is {}; checkpoint after {} {}; {} profiles done; {}/{} profiles with legacy links behind the checkpoint ({pct:.1}%). `relink {}` resumes it.",
+            "Unfinished: {} {} is {}; checkpoint after {} {}; {} profiles done; {}/{} profiles with legacy links behind the checkpoint ({pct:.1}%). `{}` resumes it.",
             u.mode,
             u.run_id,
             u.status,
@@ -180,7 +198,7 @@ fn print_text(s: &Status, out: &mut impl Write) -> std::io::Result<()> {
             u.profiles_done,
             u.position,
             u.total,
-            u.mode,
+            u.resume_with,
         )?;
     }
     writeln!(out, "Runs (latest first):")?;

@@ -673,6 +673,15 @@ async fn an_apply_killed_mid_run_then_resumed_equals_an_uninterrupted_apply() {
         "killed after {done} of {records}"
     );
 
+    let status = killed.status_json(&[]);
+    assert_eq!(
+        status["unfinished"]["checkpoint_of"], "plan record",
+        "{status}"
+    );
+    assert_eq!(
+        status["unfinished"]["resume_with"],
+        format!("relink run --plan {file_k}")
+    );
     let resumed = killed.run(&["run", "--plan", &file_k, "--format", "json"]);
     assert_success(&resumed);
     assert!(
