@@ -202,7 +202,7 @@ pub struct RunArgs {
         long,
         value_name = "FILE",
         requires = "dry_run",
-        conflicts_with = "plan"
+        conflicts_with_all = ["plan", "replan"]
     )]
     pub plan_out: Option<PathBuf>,
 

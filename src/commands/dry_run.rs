@@ -50,7 +50,9 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     let mut start_after = None;
     let mut replan = cfg.replan;
     let mut order = Order::User;
-    if with_ledger && !cfg.restart && !cfg.replan {
+    // A plan (--plan-out) holds every pending profile: its apply does not
+    // resume an unfinished plain run, so it plans as --restart would.
+    if with_ledger && !cfg.restart && !cfg.replan && cfg.plan.out.is_none() {
         if let Some(run) = state::resumable(&client, names, Mode::Run).await? {
             replan = run.options["replan"].as_bool().unwrap_or(false);
             order = Order::of_run(&run.options);
