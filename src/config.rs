@@ -12,7 +12,7 @@ use crate::cli::{
     GateArgs, GenerateArgs, GlobalArgs, Ids, MetricsArgs, Mix, OutputFormat, PurgeArgs, RepairArgs,
     RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
 };
-use crate::db::conninfo::{ConnInfo, Env};
+use crate::db::connect::{ConnInfo, Env};
 use crate::sizing::{ChunkSize, MAX_CHUNK_SIZE};
 use crate::throttle::Watched;
 

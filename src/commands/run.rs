@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::db::Pool;
 use anyhow::{anyhow, Result};
-use deadpool_postgres::Pool;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
