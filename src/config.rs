@@ -17,7 +17,7 @@ use crate::sizing::{ChunkSize, MAX_CHUNK_SIZE};
 use crate::throttle::Watched;
 
 /// Where to connect: libpq's parameters, environment and defaults,
-/// resolved once (see `db::conninfo`). `Display` is redacted (no password),
+/// resolved once (see `db::connect`). `Display` is redacted (no password),
 /// so it is safe in logs and error messages.
 #[derive(Clone)]
 pub struct Database {
