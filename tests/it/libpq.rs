@@ -18,7 +18,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,6 +25,7 @@ use crate::harness::{
     assert_code, assert_no_panic, assert_one_line_error, assert_success, json_summary, output,
     server_url, stderr, stdout, url_encode, Home, TestDb, TlsTestDb,
 };
+use crate::pki::Ca;
 
 /// A service section for the TLS server: every parameter but the password.
 fn section(name: &str, db: &TlsTestDb, port: u16) -> String {
@@ -304,28 +304,15 @@ struct SniProxy {
 
 impl SniProxy {
     async fn start(home: &Home) -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "relink SNI test CA");
-        let ca =
-            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("certificate");
+        let ca = Ca::new("relink SNI test CA");
+        let leaf = ca.issue(&["localhost"]);
         let ca_file = home.write("sni-ca.pem", &ca.pem(), 0o644);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
+            .with_single_cert(vec![leaf.cert.clone()], leaf.key())
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let backend = url::Url::parse(&server_url()).expect("the test server's URL");

@@ -16,6 +16,10 @@ mod lock;
 mod node_exporter;
 mod observe;
 mod online;
+/// The tests' one source of certificates (rcgen), shared with the unit
+/// tests and `scripts/pg-server tls`.
+#[path = "../pki/mod.rs"]
+mod pki;
 mod poolers;
 mod props;
 mod purge;

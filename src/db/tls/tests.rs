@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -19,70 +18,22 @@ use crate::db::connect::{ConnInfo, Env};
 
 // ---------------------------------------------------------------- PKI
 
-pub(crate) struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+// The tests' one source of certificates (rcgen), shared with
+// `tests/it/libpq.rs` and `scripts/pg-server tls` (examples/test_certs.rs).
+#[path = "../../../tests/pki/mod.rs"]
+mod pki;
+
+pub(crate) use pki::{Ca, Leaf};
+
+/// A rustls server presenting a leaf certificate.
+pub(crate) trait ServerConfigExt {
+    /// A server config with this certificate; asking for a client
+    /// certificate signed by `client_ca` when one is given.
+    fn server_config(&self, client_ca: Option<&Ca>) -> Arc<rustls::ServerConfig>;
 }
 
-impl Ca {
-    pub(crate) fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().expect("key");
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("CA"),
-        }
-    }
-
-    pub(crate) fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate for `names` (DNS names or IP addresses).
-    pub(crate) fn issue(&self, names: &[&str]) -> Leaf {
-        let params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        Leaf {
-            cert: cert.der().clone(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
-        }
-    }
-}
-
-pub(crate) struct Leaf {
-    cert: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-    key_der: Vec<u8>,
-}
-
-impl Leaf {
-    pub(crate) fn self_signed(names: &[&str]) -> Self {
-        let params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("self-signed");
-        Self {
-            cert: cert.der().clone(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
-        }
-    }
-
-    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(self.key_der.clone().into())
-    }
-
-    pub(crate) fn server_config(&self, client_ca: Option<&Ca>) -> Arc<rustls::ServerConfig> {
+impl ServerConfigExt for Leaf {
+    fn server_config(&self, client_ca: Option<&Ca>) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -376,48 +327,17 @@ fn the_connector_is_shareable() {
     );
 }
 
-/// A CRL of `ca` revoking `serials`, valid from `from` to `until` (years).
-fn crl(ca: &Ca, serials: &[u64], from: i32, until: i32) -> String {
-    let params = rcgen::CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(from, 1, 1),
-        next_update: rcgen::date_time_ymd(until, 1, 1),
-        crl_number: rcgen::SerialNumber::from(1_u64),
-        issuing_distribution_point: None,
-        revoked_certs: serials
-            .iter()
-            .map(|serial| rcgen::RevokedCertParams {
-                serial_number: rcgen::SerialNumber::from(*serial),
-                revocation_time: rcgen::date_time_ymd(from, 1, 1),
-                reason_code: None,
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    };
-    params
-        .signed_by(&ca.issuer)
-        .expect("CRL")
-        .pem()
-        .expect("PEM")
-}
-
 #[tokio::test]
 async fn revocation_lists_are_checked_as_openssl_checks_them_for_libpq() {
     let home = TempDir::new("tls-crl");
     let env = env_with_home(&home);
     let ca = Ca::new("CRL CA");
     let root = home.file("ca.pem", &ca.pem(), 0o644);
-    let mut params = CertificateParams::new(vec!["db.example.test".to_owned()]).expect("params");
-    params.serial_number = Some(rcgen::SerialNumber::from(7_u64));
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("sign");
-    let server = Leaf {
-        cert: cert.der().clone(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        key_der: key.serialize_der(),
-    }
-    .server_config(None);
+    let server = ca
+        .issue_with(&["db.example.test"], |params| {
+            params.serial_number = Some(rcgen::SerialNumber::from(7_u64));
+        })
+        .server_config(None);
     let with = |crl_text: &str, mode: &str| {
         let file = home.file(&format!("{}.crl", crl_text.len()), crl_text, 0o644);
         info(
@@ -435,19 +355,19 @@ async fn revocation_lists_are_checked_as_openssl_checks_them_for_libpq() {
     };
     // A current list that does not name the certificate: it passes.
     assert_eq!(
-        shake(with(&crl(&ca, &[3], 2020, 2099), "verify-full")).await,
+        shake(with(&ca.crl(&[3], 2020, 2099), "verify-full")).await,
         Ok(())
     );
     // One that does: revoked, in verify-ca too.
     for mode in ["verify-full", "verify-ca"] {
-        let result = shake(with(&crl(&ca, &[7], 2020, 2099), mode)).await;
+        let result = shake(with(&ca.crl(&[7], 2020, 2099), mode)).await;
         assert!(
             is_cert_error(&result, |e| matches!(e, rustls::CertificateError::Revoked)),
             "{mode}: {result:?}"
         );
     }
     // A list past its next update: refused, as OpenSSL refuses it.
-    let result = shake(with(&crl(&ca, &[], 2020, 2021), "verify-full")).await;
+    let result = shake(with(&ca.crl(&[], 2020, 2021), "verify-full")).await;
     assert!(
         is_cert_error(&result, |e| matches!(
             e,
@@ -459,7 +379,7 @@ async fn revocation_lists_are_checked_as_openssl_checks_them_for_libpq() {
     // Only another CA's list: the issuer has none, so the status is
     // unknown, and refused.
     let result = shake(with(
-        &crl(&Ca::new("other CA"), &[], 2020, 2099),
+        &Ca::new("other CA").crl(&[], 2020, 2099),
         "verify-full",
     ))
     .await;
@@ -472,7 +392,7 @@ async fn revocation_lists_are_checked_as_openssl_checks_them_for_libpq() {
     );
     // Without a chain check (require, no root), no list is consulted, as
     // in libpq.
-    let file = home.file("revoking.crl", &crl(&ca, &[7], 2020, 2099), 0o644);
+    let file = home.file("revoking.crl", &ca.crl(&[7], 2020, 2099), 0o644);
     let unverified = info(
         &format!(
             "host=db.example.test sslmode=require sslcrl={}",

@@ -16,7 +16,7 @@ use crate::db::connect::{Env, Host, SslMode};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::db::tls::tests::{env_with_home, info, Ca};
+use crate::db::tls::tests::{env_with_home, info, Ca, ServerConfigExt as _};
 
 #[test]
 fn the_connector_is_shareable() {
