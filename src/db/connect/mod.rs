@@ -10,7 +10,8 @@
 //! (`resolve`); every value keeps its [`Origin`] for messages. The password
 //! file (`pgpass`) is read per host at connect time
 //! ([`ConnInfo::password_for`]). Opening a session (`open`: hosts in order,
-//! `sslmode` fallbacks, `target_session_attrs`) and saying why one could
+//! `sslmode` fallbacks, `target_session_attrs`; relink's session settings
+//! in `startup`; the pool's manager in `pool`) and saying why one could
 //! not be opened (`diagnose`) come last; TLS itself is [`super::tls`]'s.
 //!
 //! The connection-string parser, the service-file and password-file
@@ -40,8 +41,10 @@ pub mod open;
 mod origin;
 mod params;
 mod pgpass;
+pub mod pool;
 mod resolve;
 pub mod service;
+mod startup;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -50,11 +53,11 @@ use std::time::Duration;
 
 pub use diagnose::Problem;
 pub use env::{Env, DEFAULT_SOCKET_DIRS};
-pub use open::{
-    ConnectError, Connector, HostFailure, Pool, PoolManager, PooledClient, SessionOptions,
-};
+pub use open::{ConnectError, Connector, HostFailure};
 pub use origin::Origin;
 pub use params::KEYWORDS;
+pub use pool::{Pool, PoolManager, PooledClient};
+pub use startup::SessionOptions;
 
 pub use crate::db::secret::Password;
 use crate::db::tls::TlsParams;

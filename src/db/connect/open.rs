@@ -20,8 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use deadpool::managed::{Metrics, RecycleError, RecycleResult};
-use deadpool_postgres::ClientWrapper;
 use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -31,95 +29,11 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, SimpleQueryMessage, Socket};
 
 use super::diagnose::{self, Failure, Problem, Stage};
+use super::pool::PoolManager;
+use super::startup::{quote_literal, SessionOptions};
 use super::{ConnInfo, Origin, Password, Target, TargetSessionAttrs};
 use crate::db::pooler::{self, Pooling};
 use crate::db::tls::{make_tls_connect, MakeRustlsConnect, TlsError};
-
-/// What relink adds to every session on top of the connection string.
-#[derive(Debug, Clone, Default)]
-pub struct SessionOptions {
-    /// relink's name for the session in `pg_stat_activity`. As libpq's
-    /// `fallback_application_name`: an `application_name` in the
-    /// connection string or `PGAPPNAME` wins, since the operator chose it.
-    pub application_name: Option<String>,
-    /// Server settings (`name`, `value`) sent at startup after the
-    /// connection string's `options`, so relink's guards (timeouts) win
-    /// over an operator's setting of the same name.
-    pub settings: Vec<(String, String)>,
-    /// Sessions refuse writes (`default_transaction_read_only=on`). Known
-    /// apart from `settings` so that `target_session_attrs=read-write`
-    /// still finds the primary for a read-only relink session.
-    pub read_only: bool,
-}
-
-impl SessionOptions {
-    /// The `options` startup parameter: the connection string's, then
-    /// relink's settings as `-c name=value`, with spaces and backslashes
-    /// escaped as the server's option parser expects.
-    fn options(&self, base: Option<&str>) -> Option<String> {
-        let mut parts: Vec<String> = base.map(str::to_owned).into_iter().collect();
-        for (name, value) in &self.settings {
-            parts.push(format!(
-                "-c {}={}",
-                escape_option(name),
-                escape_option(value)
-            ));
-        }
-        if self.read_only {
-            parts.push("-c default_transaction_read_only=on".to_owned());
-        }
-        (!parts.is_empty()).then(|| parts.join(" "))
-    }
-
-    /// The name of a setting relink sends at startup, if any: every one
-    /// comes in the one `options` parameter, so this one stands for all.
-    fn a_setting(&self) -> Option<&str> {
-        match self.settings.first() {
-            Some((name, _)) => Some(name),
-            None if self.read_only => Some("default_transaction_read_only"),
-            None => None,
-        }
-    }
-
-    /// The same settings as one `SELECT set_config(…)` statement, for a
-    /// session that did not get them at startup.
-    fn set_config_sql(&self) -> String {
-        let mut calls: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(name, value)| {
-                format!(
-                    "pg_catalog.set_config({}, {}, false)",
-                    quote_literal(name),
-                    quote_literal(value)
-                )
-            })
-            .collect();
-        if self.read_only {
-            calls.push(
-                "pg_catalog.set_config('default_transaction_read_only', 'on', false)".to_owned(),
-            );
-        }
-        format!("SELECT {}", calls.join(", "))
-    }
-}
-
-/// An SQL string literal (`'` doubled; the server runs with
-/// standard_conforming_strings on, so `\` is no escape).
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn escape_option(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\\' || c.is_whitespace() {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Why one host could not be used.
 #[derive(Debug)]
@@ -678,7 +592,7 @@ impl Connector {
     /// and session rules (after a failover, new pool connections find the
     /// new primary).
     pub fn manager(&self) -> PoolManager {
-        PoolManager(self.clone())
+        PoolManager::new(self.clone())
     }
 }
 
@@ -739,44 +653,6 @@ impl TlsConnect<Socket> for RecordingConnect {
             }
             result
         })
-    }
-}
-
-/// The pool of relink's sessions (chunk writers, readers).
-pub type Pool = deadpool::managed::Pool<PoolManager>;
-
-/// A session of the [`Pool`]: derefs to deadpool-postgres's client (with
-/// its statement cache and `transaction`), and so to tokio-postgres's.
-pub type PooledClient = deadpool::managed::Object<PoolManager>;
-
-/// The pool's [`deadpool::managed::Manager`]: sessions opened by a
-/// [`Connector`], so a failure reaches the pool's caller as the
-/// [`ConnectError`] with its cause and fix (deadpool-postgres's own
-/// manager wants a driver error, which a TLS or password-file problem does
-/// not have).
-#[derive(Debug)]
-pub struct PoolManager(Connector);
-
-impl deadpool::managed::Manager for PoolManager {
-    type Type = ClientWrapper;
-    type Error = ConnectError;
-
-    async fn create(&self) -> Result<ClientWrapper, ConnectError> {
-        let (client, task) = self.0.connect().await?;
-        Ok(ClientWrapper::new(client, task))
-    }
-
-    /// deadpool-postgres's `RecyclingMethod::Fast`: a session the server
-    /// closed is replaced; any other is handed out again as it is.
-    async fn recycle(
-        &self,
-        client: &mut ClientWrapper,
-        _: &Metrics,
-    ) -> RecycleResult<ConnectError> {
-        if client.is_closed() {
-            return Err(RecycleError::message("the server closed the session"));
-        }
-        Ok(())
     }
 }
 

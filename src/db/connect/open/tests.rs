@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::db::connect::tests::TempDir;
-use crate::db::connect::{Env, Host, SslMode};
+use crate::db::connect::{Env, Host, Pool, SslMode};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
