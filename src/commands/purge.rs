@@ -3,10 +3,11 @@
 //! chunk per transaction (or lists it, with `--dry-run`), behind the same
 //! throttle seam as `run`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::config::{Common, PurgeConfig};
@@ -90,7 +91,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
 
     let pool = db::pool(&common.database, &session, 1)?;
     let progress = Progress::new("purging", PURGE_UNITS, in_scope, !common.quiet);
-    let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.clone()));
+    let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.child()));
     if let Some(id) = run_id {
         throttle.show_on(id).await;
     }
@@ -108,7 +109,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     let figures = {
         let (totals, throttle) = (totals.clone(), throttle.clone());
         move || Snapshot {
-            work: Work::Purge(totals.lock().map(|t| t.clone()).unwrap_or_default()),
+            work: Work::Purge(totals.lock().clone()),
             throttled: throttle.throttled_seconds(),
             wal_bytes: None,
         }
@@ -171,9 +172,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                 counters.links_deleted + counters.kept_edited + counters.already_gone,
                 counters.links_deleted,
             );
-            if let Ok(mut totals) = totals.lock() {
-                totals.merge(&counters);
-            }
+            totals.lock().merge(&counters);
             after_chunk = true;
         }
     }
@@ -201,7 +200,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
             .unwrap_or(last_success);
     }
     exporter.finish(status, figures(), last_success).await;
-    let totals = totals.lock().map(|t| t.clone()).unwrap_or_default();
+    let totals = totals.lock().clone();
     report::print_purge_summary(
         &totals,
         cfg,

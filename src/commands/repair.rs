@@ -86,7 +86,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
         u64::try_from(in_ledger).unwrap_or(0),
         !common.quiet,
     );
-    let throttle = Throttle::new(Limits::default(), watch, shutdown.clone());
+    let throttle = Throttle::new(Limits::default(), watch, shutdown.child());
     if let Some(id) = run_id {
         throttle.show_on(id).await;
     }
