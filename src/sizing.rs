@@ -15,21 +15,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// How chunks are sized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkSize {
-    Fixed(usize),
-    Auto { target: Duration },
-}
+use crate::config::{ChunkSize, MAX_CHUNK_SIZE};
 
 /// First chunk under `auto`: small, so a heavy start stays short.
 const AUTO_START: usize = 100;
 /// Never smaller: a chunk of a few profiles is all overhead.
 const AUTO_MIN: usize = 10;
-/// Largest chunk accepted, fixed or auto: bigger chunks hold locks longer
-/// for no gain.
-pub const MAX_CHUNK_SIZE: usize = 50_000;
-/// Never larger (the same cap as a fixed size).
+/// Never larger (the same cap as a fixed size, [`MAX_CHUNK_SIZE`]).
 const AUTO_MAX: usize = MAX_CHUNK_SIZE;
 /// Weight of the newest chunk in the moving average of seconds per profile.
 const WEIGHT: f64 = 0.3;

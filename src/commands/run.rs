@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::Context;
 use crate::checkpoint::Watermark;
-use crate::config::{Common, Names, RunConfig};
+use crate::config::{ChunkSize, Names, RunConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
 use crate::lock_phase::LockWaits;
@@ -25,7 +26,7 @@ use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
-use crate::sizing::{ChunkSize, Sizer};
+use crate::sizing::Sizer;
 use crate::source::{self, Chunk, FeedEnd, Filter, Order, Outbox, Reader};
 use crate::state::{self, Mode, RunRecord, RunStatus};
 use crate::throttle::{Limits, Throttle, Watch};
@@ -66,8 +67,8 @@ impl Shared {
 ///
 /// # Errors
 /// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
-pub async fn run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
-    let prepared = prepare(common, cfg, shutdown).await?;
+pub async fn run(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let prepared = prepare(cx, cfg, shutdown).await?;
     let driven = drive(&prepared.shared, &prepared.start, cfg).await;
     finish(prepared, driven, cfg).await
 }
@@ -83,22 +84,28 @@ struct Prepared {
 
 /// The first phase: connect, check (preflight, gates), lock, then begin or
 /// resume the run record.
-async fn prepare(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Prepared> {
-    let names = &common.names;
-    let session = Session::new("run", common, Some(cfg.timeouts), false);
-    let control = db::connect(&common.database, &session).await?;
-    preflight::command_start(&control, common, &session, preflight::RUN).await?;
+async fn prepare(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Prepared> {
+    let names = &cx.common.names;
+    let session = Session::new("run", &cx.common, Some(cfg.timeouts), false);
+    let control = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&control, &cx.database, names, &session, preflight::RUN).await?;
     let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
     // The gates are checked once before anything is written: relink does
     // not start blind (a role that cannot read replica lag, a --replica it
     // cannot reach, a failing --throttle-query).
-    let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
-    let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
+    let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
+    let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
     let start = resume(&lock, names, cfg).await?;
     let run_id = start.begun.run_id;
-    let metrics = Metrics::new(cfg.metrics.as_ref(), Mode::Run, run_id, start.last_success);
+    let metrics = Metrics::new(
+        cfg.metrics.as_ref(),
+        &cx.database.label(),
+        Mode::Run,
+        run_id,
+        start.last_success,
+    );
     // One connection reads while the writers write.
-    let pool = db::pool(&common.database, &session, cfg.writers + 1)?;
+    let pool = db::pool(&cx.database, &session, cfg.writers + 1)?;
     let started = Instant::now();
     let stop = shutdown.child();
     let shared = Arc::new(Shared {
@@ -108,7 +115,12 @@ async fn prepare(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result
         waits,
         pool,
         lock,
-        progress: Progress::new("migrating", PROFILES_AND_LINKS, start.total, !common.quiet),
+        progress: Progress::new(
+            "migrating",
+            PROFILES_AND_LINKS,
+            start.total,
+            !cx.common.quiet,
+        ),
         throttle: Throttle::new(throttle_limits(cfg), Some(watch), stop.clone()),
         sizer: Sizer::new(cfg.chunk_size),
         watermark: Mutex::new(Watermark::default()),

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::retry::{backoff, is_retryable};
 use super::session::{connect, Session};
-use crate::config::{Database, Names};
+use super::Database;
+use crate::config::Names;
 
 /// First key of the main lock: "RLNK" in ASCII, so the lock is recognizable
 /// in `pg_locks.classid`.

@@ -150,10 +150,12 @@ struct State {
 }
 
 impl Metrics {
-    /// Metrics of run record `run_id` of `mode` (none without a config).
-    /// `last_success`: when the latest completed run of `mode` finished.
+    /// Metrics of run record `run_id` of `mode` (none without a config),
+    /// labelled with `database` (`db::Database::label`). `last_success`:
+    /// when the latest completed run of `mode` finished.
     pub fn new(
         config: Option<&MetricsConfig>,
+        database: &str,
         mode: Mode,
         run_id: i64,
         last_success: Option<f64>,
@@ -162,7 +164,7 @@ impl Metrics {
             Arc::new(Inner {
                 path: config.path.clone(),
                 interval: config.interval,
-                database: config.database.clone(),
+                database: database.to_owned(),
                 mode,
                 run_id,
                 started: unix_now(),
@@ -562,9 +564,9 @@ mod tests {
             Some(&MetricsConfig {
                 path: PathBuf::from("unused.prom"),
                 interval: Duration::from_secs(10),
-                // Empty: left out, so the series below read as written.
-                database: String::new(),
             }),
+            // Empty: left out, so the series below read as written.
+            "",
             mode,
             42,
             Some(1_700_000_000.5),
@@ -768,7 +770,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_disabled_handle_does_nothing() {
-        let metrics = Metrics::new(None, Mode::Run, 1, None);
+        let metrics = Metrics::new(None, "", Mode::Run, 1, None);
         metrics.observe_chunk(Duration::from_millis(5));
         let exporter = metrics.start(|| Snapshot::empty(Mode::Run)).await;
         exporter
@@ -784,10 +786,9 @@ mod tests {
         let config = MetricsConfig {
             path: path.clone(),
             interval: Duration::from_millis(20),
-            database: String::new(),
         };
         let read = || std::fs::read_to_string(&path).expect("the file exists");
-        let metrics = Metrics::new(Some(&config), Mode::Purge, 7, None);
+        let metrics = Metrics::new(Some(&config), "", Mode::Purge, 7, None);
         let deleted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let gather = {
             let deleted = deleted.clone();

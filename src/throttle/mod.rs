@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
-pub use watch::{Hold, Watch, Watched};
+pub use watch::{Hold, Watch};
 
 /// How long a held chunk waits before the gates are asked again.
 const RECHECK: Duration = Duration::from_secs(1);
