@@ -1,7 +1,10 @@
-//! `relink run` (SPEC §6): takes the lock, starts or resumes a run record,
-//! then one reader feeds chunks of pending profiles to parallel writers,
-//! each committing a chunk in one transaction after the throttle lets it
-//! begin; finally records how the run ended and prints the summary.
+//! `relink run` (SPEC §6), in three phases. `prepare`: connect, check
+//! (preflight, gates), take the lock, start or resume a run record.
+//! `drive`: one reader feeds chunks of pending profiles to parallel
+//! writers, each committing a chunk in one transaction after the throttle
+//! lets it begin. `finish`: record how the run ended, print the summary,
+//! write the last metrics file. One `CancellationToken` stops them all:
+//! a signal, or a task that failed.
 
 use std::sync::Arc;
 use std::time::Instant;
