@@ -1,6 +1,6 @@
-//! The database edge's mechanics, shared by every command: where and how
-//! to connect, as libpq reads it, and opening sessions that way
-//! (`connect`), TLS (`tls`), passwords kept out of logs (`secret`),
+//! The database edge's mechanics, shared by every command: where to
+//! connect (`database`), how, as libpq reads it, and opening sessions that
+//! way (`connect`), TLS (`tls`), passwords kept out of logs (`secret`),
 //! session settings and the pool (`session`), the one retry driver
 //! (`retry`), the one keyset pager (`pager`), the advisory lock and its
 //! keeper (`lock`), connection poolers (`pooler`), the checks made before
@@ -11,6 +11,7 @@
 //! changed without the rest of libpq's connection rules.
 
 pub mod connect;
+pub mod database;
 pub mod lock;
 pub mod pager;
 pub mod pooler;
@@ -22,6 +23,7 @@ pub mod tls;
 pub mod wal;
 
 pub use connect::{Pool, PooledClient};
+pub use database::Database;
 pub use lock::{LockGuard, LockHeld};
 pub use pager::{Keyset, Pager};
 pub use retry::{is_permission_denied, is_retryable, is_timeout, Attempted, Retry};

@@ -9,7 +9,8 @@ use anyhow::{Context as _, Result};
 use tokio_postgres::Client;
 
 use super::connect::{Connector, Pool, PoolManager, PooledClient, SessionOptions};
-use crate::config::{Common, Database, Timeouts};
+use super::Database;
+use crate::config::{Common, Timeouts};
 
 /// Who runs this process, recorded on runs and in `application_name`.
 #[derive(Debug, Clone)]
