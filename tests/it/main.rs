@@ -6,6 +6,7 @@ mod cli;
 mod connect;
 mod control;
 mod corpus;
+mod docs;
 mod dry_run;
 mod faults;
 mod generate;

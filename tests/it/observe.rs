@@ -3,8 +3,9 @@
 //! metrics` where installed) while runs and purges go and after they end,
 //! checked against their `--format json` summaries; a concurrent reader
 //! never sees part of a file; logs without colour codes off a terminal and
-//! under `NO_COLOR`; the progress bar on a pseudo-terminal; and the README's
-//! scheduling examples run or checked with the real tools where installed.
+//! under `NO_COLOR`; the progress bar on a pseudo-terminal; and the
+//! scheduling examples of docs/monitoring.md run or checked with the real
+//! tools where installed.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -965,26 +966,15 @@ async fn on_a_terminal_the_bar_shows_rounded_figures_and_no_color_drops_the_colo
 }
 
 // ---------------------------------------------------------------------
-// The README's "Scheduling and monitoring" examples, as written.
+// The examples of docs/monitoring.md, as written.
 
-const README: &str = include_str!("../../README.md");
+const MONITORING_PAGE: &str = include_str!("../../docs/monitoring.md");
 
-/// The README section that starts with `## {title}`.
-fn readme_section(title: &str) -> &'static str {
-    let start = README
-        .find(&format!("\n## {title}\n"))
-        .unwrap_or_else(|| panic!("README has no section {title:?}"));
-    let rest = &README[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
-    &rest[..end]
-}
-
-/// The fenced code block of the scheduling section whose info string is
-/// `lang` and whose first line contains `marker`.
-fn readme_block(lang: &str, marker: &str) -> String {
-    let section = readme_section("Scheduling and monitoring");
+/// The fenced code block of docs/monitoring.md whose info string is `lang`
+/// and whose first line contains `marker`.
+fn monitoring_block(lang: &str, marker: &str) -> String {
     let mut blocks = Vec::new();
-    let mut lines = section.lines();
+    let mut lines = MONITORING_PAGE.lines();
     while let Some(line) = lines.next() {
         if let Some(info) = line.strip_prefix("```") {
             let body: Vec<&str> = lines
@@ -999,7 +989,7 @@ fn readme_block(lang: &str, marker: &str) -> String {
     assert_eq!(
         blocks.len(),
         1,
-        "README: one ```{lang} block starting with {marker:?}"
+        "docs/monitoring.md: one ```{lang} block starting with {marker:?}"
     );
     blocks.remove(0)
 }
@@ -1020,8 +1010,8 @@ fn cron_field_ok(field: &str, max: u32) -> bool {
 }
 
 #[tokio::test]
-async fn the_readme_crontab_line_runs_as_written() {
-    let crontab = readme_block("crontab", "crontab -e");
+async fn the_monitoring_page_crontab_line_runs_as_written() {
+    let crontab = monitoring_block("crontab", "crontab -e");
     let mut env = Vec::new();
     let mut jobs = Vec::new();
     for line in crontab
@@ -1103,9 +1093,9 @@ async fn the_readme_crontab_line_runs_as_written() {
 }
 
 #[test]
-fn the_readme_systemd_units_pass_systemd_analyze_verify() {
-    let service = readme_block("ini", "/etc/systemd/system/relink.service");
-    let timer = readme_block("ini", "/etc/systemd/system/relink.timer");
+fn the_monitoring_page_systemd_units_pass_systemd_analyze_verify() {
+    let service = monitoring_block("ini", "/etc/systemd/system/relink.service");
+    let timer = monitoring_block("ini", "/etc/systemd/system/relink.timer");
     assert!(service.contains("\nType=oneshot\n"), "{service}");
     assert!(
         service.contains("--metrics-file /var/lib/node_exporter/textfile_collector/"),
@@ -1114,7 +1104,10 @@ fn the_readme_systemd_units_pass_systemd_analyze_verify() {
     assert!(service.contains("\nSuccessExitStatus=130\n"), "{service}");
     assert!(timer.contains("\nPersistent=true\n"), "{timer}");
     if !installed("systemd-analyze") {
-        note_missing("systemd-analyze", "verifying the README's systemd units");
+        note_missing(
+            "systemd-analyze",
+            "verifying the systemd units of docs/monitoring.md",
+        );
         return;
     }
     let dir = scratch("obs_systemd");
@@ -1147,8 +1140,9 @@ fn yaml(text: &str) -> yaml_rust2::Yaml {
 }
 
 #[tokio::test]
-async fn the_readme_cronjob_forbids_overlap_keeps_exit_codes_and_pushes_the_final_metrics() {
-    let manifest = yaml(&readme_block("yaml", "relink-cronjob.yaml"));
+async fn the_monitoring_page_cronjob_forbids_overlap_keeps_exit_codes_and_pushes_the_final_metrics()
+{
+    let manifest = yaml(&monitoring_block("yaml", "relink-cronjob.yaml"));
     assert_eq!(manifest["apiVersion"].as_str(), Some("batch/v1"));
     assert_eq!(manifest["kind"].as_str(), Some("CronJob"));
     let spec = &manifest["spec"];
@@ -1275,8 +1269,8 @@ fn expand(template: &str, labels: &[(&str, &str)]) -> String {
 }
 
 #[tokio::test]
-async fn the_readme_alert_rules_use_emitted_metrics_and_fire_when_they_should() {
-    let text = readme_block("yaml", "relink-alerts.yml");
+async fn the_monitoring_page_alert_rules_use_emitted_metrics_and_fire_when_they_should() {
+    let text = monitoring_block("yaml", "relink-alerts.yml");
     let rules = yaml(&text);
     let rules = rules["groups"][0]["rules"].as_vec().expect("rules").clone();
     let alert = |name: &str| {
