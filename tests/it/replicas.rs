@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_success, connect, json_summary, links_checksum_of, spawn,
-    stderr, stdout, ReplicaTestDb, TestDb,
+    stderr, stdout, Server, TestDb,
 };
 
 /// The end state of a clean plain run over the same generated data.
@@ -27,7 +27,7 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
-async fn ledger_rows(db: &ReplicaTestDb) -> i64 {
+async fn ledger_rows(db: &TestDb) -> i64 {
     let exists = count(
         &db.client,
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
@@ -40,7 +40,7 @@ async fn ledger_rows(db: &ReplicaTestDb) -> i64 {
 }
 
 /// What the run record says the run waits for, if anything.
-async fn waiting(db: &ReplicaTestDb) -> Option<String> {
+async fn waiting(db: &TestDb) -> Option<String> {
     db.client
         .query_opt(
             "SELECT to_jsonb(r)->>'waiting' FROM relink.runs r WHERE status = 'running'",
@@ -52,9 +52,9 @@ async fn waiting(db: &ReplicaTestDb) -> Option<String> {
         .and_then(|r| r.get(0))
 }
 
-fn generate(db: &ReplicaTestDb, profiles: u64) {
+fn generate(db: &TestDb, profiles: u64) {
     let out = db
-        .relink(&db.url)
+        .relink()
         .args(["generate", "--profiles", &profiles.to_string()])
         .output()
         .expect("generate");
@@ -68,12 +68,12 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
     const PROFILES: u64 = 20_000;
     const CHUNK: i64 = 200;
     let expected = clean_checksum(PROFILES).await;
-    let db = ReplicaTestDb::exclusive(tag).await;
+    let db = TestDb::on(Server::ReplicaExclusive, tag).await;
     generate(&db, PROFILES);
     db.wait_replayed(Duration::from_secs(60)).await;
 
     let replay = db.pause_replay().await;
-    let mut cmd = db.relink(&db.url);
+    let mut cmd = db.relink();
     cmd.args([
         "run",
         "--max-replica-lag",
@@ -168,8 +168,8 @@ async fn a_replica_named_with_replica_is_measured_on_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replica_side_measure_sees_replay_stop() {
-    let db = ReplicaTestDb::exclusive("r_measure").await;
-    let replica = connect(&db.replica_url).await;
+    let db = TestDb::on(Server::ReplicaExclusive, "r_measure").await;
+    let replica = connect(&db.replica_url()).await;
     let before = relink::throttle::replica::replica_sample(&replica, "r")
         .await
         .expect("sample");
@@ -216,9 +216,13 @@ async fn the_replica_side_measure_sees_replay_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
-    let db = ReplicaTestDb::new("r_nomon").await;
+    let db = TestDb::on(Server::Replica, "r_nomon").await;
     generate(&db, 300);
-    let out = db.relink(&db.nomon_url).arg("run").output().expect("run");
+    let out = db
+        .relink_on(&db.nomon_url())
+        .arg("run")
+        .output()
+        .expect("run");
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("GRANT pg_monitor TO relink_nomon"), "{err}");
@@ -233,7 +237,7 @@ async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
         "wrote before checking"
     );
     let out = db
-        .relink(&db.nomon_url)
+        .relink_on(&db.nomon_url())
         .args(["run", "--max-replica-lag", "off"])
         .output()
         .expect("run");
@@ -241,7 +245,7 @@ async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
     assert!(count(&db.client, "SELECT count(*) FROM relink.ledger").await > 0);
     // The same role may purge with the gate off too.
     let out = db
-        .relink(&db.nomon_url)
+        .relink_on(&db.nomon_url())
         .args(["purge", "--yes", "--max-replica-lag", "off"])
         .output()
         .expect("purge");
@@ -307,10 +311,10 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
-    let db = ReplicaTestDb::new("r_unreachable").await;
+    let db = TestDb::on(Server::Replica, "r_unreachable").await;
     generate(&db, 20_000);
     let out = db
-        .relink(&db.url)
+        .relink()
         .args([
             "run",
             "--replica",
@@ -329,7 +333,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         0
     );
 
-    let replica = url::Url::parse(&db.replica_url).expect("replica URL");
+    let replica = url::Url::parse(&db.replica_url()).expect("replica URL");
     let proxy = Proxy::start(format!(
         "{}:{}",
         replica.host_str().expect("host"),
@@ -341,7 +345,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         proxy.port,
         replica.path()
     );
-    let mut cmd = db.relink(&db.url);
+    let mut cmd = db.relink();
     cmd.args(["run", "--chunk-size", "200", "--replica", &via_proxy]);
     let child = spawn(cmd);
     let started = Instant::now();

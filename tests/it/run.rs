@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::corpus;
-use crate::harness::{assert_code, assert_success, json_summary, send_signal, stderr, TestDb};
+use crate::harness::{
+    assert_code, assert_success, json_summary, send_signal, stderr, streams, TestDb,
+};
 
 /// profile_links as a multiset of everything a run decides.
 const LINKS: &str =
@@ -280,11 +282,7 @@ async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: 
     db.generate(50_000);
     let clean = TestDb::clone_of(&mut db, &format!("{tag}_clean")).await;
 
-    let mut child = db
-        .relink()
-        .args(["run", "--chunk-size", "500", "-q"])
-        .spawn()
-        .expect("spawn");
+    let mut child = db.spawn(&["run", "--chunk-size", "500", "-q"]);
     let started = Instant::now();
     loop {
         let n = db.count("SELECT count(*) FROM profile_links").await;
@@ -296,14 +294,19 @@ async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: 
             "run made no progress"
         );
         assert!(
-            child.try_wait().expect("wait").is_none(),
+            !child.finished(),
             "run finished before it could be interrupted"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    send_signal(child.id(), signal);
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), expect_code, "exit after signal {signal}");
+    send_signal(child.pid, signal);
+    let out = child.wait(Duration::from_secs(120)).await;
+    assert_eq!(
+        out.status.code(),
+        expect_code,
+        "exit after signal {signal}\n{}",
+        streams(&out)
+    );
     let partial = db.count("SELECT count(*) FROM profile_links").await;
 
     let resumed = db.run(&["run"]);

@@ -14,7 +14,7 @@ use tokio_postgres::NoTls;
 
 use crate::harness::{
     assert_success, connect, parse_assignments, psql, replica_set, stderr, stdout, tls_server,
-    ReplicaTestDb, TlsTestDb,
+    Server, TestDb,
 };
 
 /// Polls `check` every 100 ms until it holds; fails naming `what` after
@@ -109,7 +109,7 @@ async fn tls_admin_url_is_the_unix_socket_and_creates_databases() {
     assert_eq!(config.get_ports(), [tls.port]);
     assert_eq!(config.get_user(), Some("postgres"));
 
-    let db = TlsTestDb::new("servers_admin").await;
+    let db = TestDb::on(Server::Tls, "servers_admin").await;
     let row = db
         .client
         .query_one(
@@ -133,8 +133,8 @@ async fn tls_admin_url_is_the_unix_socket_and_creates_databases() {
 
 #[tokio::test]
 async fn tls_server_lets_each_login_in_over_verified_tls() {
-    let db = TlsTestDb::new("servers_logins").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "servers_logins").await;
+    let tls = db.tls();
 
     // SCRAM, verify-full: it may create a state schema in its database.
     let out = psql(
@@ -265,7 +265,7 @@ fn tls_keys_are_private_and_paths_absolute() {
 
 #[tokio::test]
 async fn replica_set_streams_to_the_replica() {
-    let db = ReplicaTestDb::new("servers_stream").await;
+    let db = TestDb::on(Server::Replica, "servers_stream").await;
     let set = replica_set();
     let state: Option<String> = db
         .client
@@ -278,7 +278,7 @@ async fn replica_set_streams_to_the_replica() {
         .get(0);
     assert_eq!(state.as_deref(), Some("streaming"));
 
-    let replica = connect(&db.replica_url).await;
+    let replica = connect(&db.replica_url()).await;
     let standby: bool = replica
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -307,8 +307,8 @@ async fn replica_set_streams_to_the_replica() {
 
 #[tokio::test]
 async fn replica_paused_replay_shows_as_lag_on_the_primary() {
-    let db = ReplicaTestDb::exclusive("servers_lag").await;
-    let name = &db.set.replica_name;
+    let db = TestDb::on(Server::ReplicaExclusive, "servers_lag").await;
+    let name = &db.replicas().replica_name;
     let behind =
         "SELECT replay_lsn < sent_lsn FROM pg_stat_replication WHERE application_name = $1";
 
@@ -330,7 +330,7 @@ async fn replica_paused_replay_shows_as_lag_on_the_primary() {
         },
     )
     .await;
-    let replica = connect(&db.replica_url).await;
+    let replica = connect(&db.replica_url()).await;
     let replayed: i64 = replica
         .query_one("SELECT count(*) FROM users", &[])
         .await
@@ -357,8 +357,8 @@ async fn replica_paused_replay_shows_as_lag_on_the_primary() {
 
 #[tokio::test]
 async fn role_without_pg_monitor_sees_no_replication_figures() {
-    let db = ReplicaTestDb::new("servers_nomon").await;
-    let nomon = connect(&db.nomon_url).await;
+    let db = TestDb::on(Server::Replica, "servers_nomon").await;
+    let nomon = connect(&db.nomon_url()).await;
     let row = nomon
         .query_one(
             "SELECT current_user::text, pg_has_role('pg_monitor', 'MEMBER'),
@@ -366,12 +366,12 @@ async fn role_without_pg_monitor_sees_no_replication_figures() {
                     count(r.replay_lsn), count(r.replay_lag), count(r.reply_time)
                FROM pg_stat_replication r
               WHERE r.application_name = $1",
-            &[&db.set.replica_name],
+            &[&db.replicas().replica_name],
         )
         .await
         .expect("pg_stat_replication as relink_nomon");
     let user: String = row.get(0);
-    assert_eq!(user, db.set.nomon_user);
+    assert_eq!(user, db.replicas().nomon_user);
     assert!(!row.get::<_, bool>(1), "relink_nomon has no pg_monitor");
     // The replica's row is there, with its pid and name...
     assert_eq!(row.get::<_, i64>(2), 1);
@@ -388,10 +388,10 @@ async fn role_without_pg_monitor_sees_no_replication_figures() {
 
 #[tokio::test]
 async fn relink_writes_through_the_primary_as_relink_nomon() {
-    let db = ReplicaTestDb::new("servers_relink").await;
+    let db = TestDb::on(Server::Replica, "servers_relink").await;
     // The database and its tables belong to relink_nomon: relink can run as it.
     let out = db
-        .relink(&db.nomon_url)
+        .relink_on(&db.nomon_url())
         .args(["generate", "--profiles", "20"])
         .output()
         .expect("run relink");
@@ -405,7 +405,7 @@ async fn relink_writes_through_the_primary_as_relink_nomon() {
         .get(0);
     assert_eq!(on_primary, 20);
     db.wait_replayed(Duration::from_secs(10)).await;
-    let on_replica: i64 = connect(&db.replica_url)
+    let on_replica: i64 = connect(&db.replica_url())
         .await
         .query_one("SELECT count(*) FROM profiles", &[])
         .await

@@ -27,8 +27,8 @@ use tokio::sync::OnceCell;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_one_line_error, assert_success, checksum, chmod,
-    json_summary, output, send_signal, spawn, stderr, stdout, tls_server, url_encode, Home,
-    ReplicaTestDb, TestDb, TlsServer, TlsTestDb, LINKS_WITHOUT_TIMES,
+    json_summary, output, send_signal, spawn, stderr, stdout, tls_server, url_encode, Home, Server,
+    TestDb, TlsServer, LINKS_WITHOUT_TIMES,
 };
 
 /// Profiles generated (fixed seed) wherever a migration is compared with
@@ -100,7 +100,7 @@ async fn plain() -> &'static Plain {
 }
 
 /// Rows relink could have written: its state schema, and profile links.
-async fn written(db: &TlsTestDb) -> (i64, i64) {
+async fn written(db: &TestDb) -> (i64, i64) {
     (
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -113,10 +113,7 @@ async fn written(db: &TlsTestDb) -> (i64, i64) {
 /// plain run: generate; a dry run that writes nothing and plans what the
 /// plain run created; the run (equal links); verify --strict; status; a
 /// purge that deletes what the run created; a rerun restoring equal links.
-async fn every_command_migrates_like_a_plain_connection(
-    db: &TlsTestDb,
-    relink: &dyn Fn() -> Command,
-) {
+async fn every_command_migrates_like_a_plain_connection(db: &TestDb, relink: &dyn Fn() -> Command) {
     let plain = plain().await;
     let go = |args: &[&str]| {
         let out = output(relink(), args);
@@ -172,9 +169,9 @@ async fn every_command_migrates_like_a_plain_connection(
 
 #[tokio::test]
 async fn sslmode_require_runs_every_command_like_a_plain_connection() {
-    let db = TlsTestDb::new("tls_require").await;
+    let db = TestDb::on(Server::Tls, "tls_require").await;
     let home = Home::new("tls_require");
-    let tls = db.server;
+    let tls = db.tls();
     // Encrypted, the certificate unchecked (no root certificate anywhere).
     let url = url(
         &localhost(tls),
@@ -188,7 +185,7 @@ async fn sslmode_require_runs_every_command_like_a_plain_connection() {
 
 #[tokio::test]
 async fn verify_full_with_sslrootcert_runs_every_command_like_a_plain_connection() {
-    let db = TlsTestDb::new("tls_verify_full").await;
+    let db = TestDb::on(Server::Tls, "tls_verify_full").await;
     let home = Home::new("tls_verify_full");
     let url = db.pw_url();
     assert!(url.contains("sslmode=verify-full&sslrootcert="), "{url}");
@@ -197,7 +194,7 @@ async fn verify_full_with_sslrootcert_runs_every_command_like_a_plain_connection
 
 #[tokio::test]
 async fn a_client_certificate_runs_every_command_like_a_plain_connection() {
-    let db = TlsTestDb::new("tls_cert").await;
+    let db = TestDb::on(Server::Tls, "tls_cert").await;
     let home = Home::new("tls_cert");
     // relink_cert has no password: pg_hba.conf admits it by certificate only.
     let url = db.cert_url();
@@ -207,9 +204,9 @@ async fn a_client_certificate_runs_every_command_like_a_plain_connection() {
 
 #[tokio::test]
 async fn libpq_environment_variables_alone_run_every_command() {
-    let db = TlsTestDb::new("tls_env").await;
+    let db = TestDb::on(Server::Tls, "tls_env").await;
     let home = Home::new("tls_env");
-    let tls = db.server;
+    let tls = db.tls();
     let relink = || {
         let mut cmd = home.relink();
         cmd.env("PGHOST", &tls.host)
@@ -311,12 +308,7 @@ async fn libpq_environment_variables_alone_run_every_command() {
 /// On a database with data to migrate, every command over `url` exits 1
 /// with one line holding `needles`, and nothing is written: no state
 /// schema, no link.
-async fn refused_before_anything_is_written(
-    db: &TlsTestDb,
-    home: &Home,
-    url: &str,
-    needles: &[&str],
-) {
+async fn refused_before_anything_is_written(db: &TestDb, home: &Home, url: &str, needles: &[&str]) {
     let out = output(
         home.relink_url(&db.pw_url()),
         &["generate", "--profiles", "50"],
@@ -333,16 +325,16 @@ async fn refused_before_anything_is_written(
     ] {
         let out = output(home.relink_url(url), args);
         let err = assert_one_line_error(&out, 1, needles);
-        assert!(!err.contains(&db.server.pw), "{err}");
+        assert!(!err.contains(&db.tls().pw), "{err}");
     }
     assert_eq!(written(db).await, before, "nothing may be written");
 }
 
 #[tokio::test]
 async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
-    let db = TlsTestDb::new("tls_untrusted").await;
+    let db = TestDb::on(Server::Tls, "tls_untrusted").await;
     let home = Home::new("tls_untrusted");
-    let tls = db.server;
+    let tls = db.tls();
     let url = url(
         &localhost(tls),
         &tls.pw_user,
@@ -364,9 +356,9 @@ async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
 
 #[tokio::test]
 async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing_anything() {
-    let db = TlsTestDb::new("tls_wrong_name").await;
+    let db = TestDb::on(Server::Tls, "tls_wrong_name").await;
     let home = Home::new("tls_wrong_name");
-    let tls = db.server;
+    let tls = db.tls();
     // The certificate names localhost only; the CA is the right one.
     for host in ["127.0.0.1", "[::1]"] {
         let url = url(
@@ -392,9 +384,9 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing
 
 #[tokio::test]
 async fn sslmode_disable_is_told_the_server_requires_tls() {
-    let db = TlsTestDb::new("tls_disable").await;
+    let db = TestDb::on(Server::Tls, "tls_disable").await;
     let home = Home::new("tls_disable");
-    let tls = db.server;
+    let tls = db.tls();
     let url = url(
         &localhost(tls),
         &tls.pw_user,
@@ -504,9 +496,9 @@ fn unusable_tls_settings_are_a_bad_command_line() {
 
 #[tokio::test]
 async fn every_sslmode_and_root_certificate_source_reaches_the_tls_only_server() {
-    let db = TlsTestDb::new("tls_modes").await;
+    let db = TestDb::on(Server::Tls, "tls_modes").await;
     let home = Home::new("tls_modes");
-    let tls = db.server;
+    let tls = db.tls();
     let host = localhost(tls);
     let by_ip = format!("127.0.0.1:{}", tls.port);
     // A bundle, as providers publish them: an unrelated CA, then the one
@@ -643,8 +635,8 @@ async fn every_sslmode_and_root_certificate_source_reaches_the_tls_only_server()
 
 #[tokio::test]
 async fn root_and_client_certificates_come_from_the_environment_and_the_default_files() {
-    let db = TlsTestDb::new("tls_cert_env").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_cert_env").await;
+    let tls = db.tls();
     let plain = plain().await;
     let env = |home: &Home| {
         let mut cmd = home.relink();
@@ -735,9 +727,9 @@ async fn root_and_client_certificates_come_from_the_environment_and_the_default_
 
 #[tokio::test]
 async fn md5_and_scram_with_channel_binding() {
-    let db = TlsTestDb::new("tls_auth").await;
+    let db = TestDb::on(Server::Tls, "tls_auth").await;
     let home = Home::new("tls_auth");
-    let tls = db.server;
+    let tls = db.tls();
     let plain = plain().await;
     let host = localhost(tls);
     let verified = [("sslmode", "verify-full"), ("sslrootcert", tls.ca.as_str())];
@@ -799,8 +791,8 @@ async fn md5_and_scram_with_channel_binding() {
 
 #[tokio::test]
 async fn the_password_file_supplies_the_password_with_wildcards() {
-    let db = TlsTestDb::new("tls_pgpass").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_pgpass").await;
+    let tls = db.tls();
     let plain = plain().await;
     let env = |home: &Home| {
         let mut cmd = home.relink();
@@ -875,8 +867,8 @@ async fn the_password_file_supplies_the_password_with_wildcards() {
 
 #[tokio::test]
 async fn a_password_file_others_can_read_is_refused_naming_it() {
-    let db = TlsTestDb::new("tls_pgpass_open").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_pgpass_open").await;
+    let tls = db.tls();
     let line = format!("*:*:*:{}:{}\n", tls.pw_user, tls.pw);
     let env = |home: &Home| {
         let mut cmd = home.relink();
@@ -923,9 +915,9 @@ async fn a_password_file_others_can_read_is_refused_naming_it() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_password_says_where_it_came_from() {
-    let db = TlsTestDb::new("tls_bad_pw").await;
+    let db = TestDb::on(Server::Tls, "tls_bad_pw").await;
     let home = Home::new("tls_bad_pw");
-    let tls = db.server;
+    let tls = db.tls();
     let wrong = "not-the-password";
     let env = |home: &Home| {
         let mut cmd = home.relink();
@@ -1000,9 +992,9 @@ async fn a_wrong_or_missing_password_says_where_it_came_from() {
 
 #[tokio::test]
 async fn several_hosts_skip_one_that_cannot_be_reached() {
-    let db = TlsTestDb::new("tls_hosts").await;
+    let db = TestDb::on(Server::Tls, "tls_hosts").await;
     let home = Home::new("tls_hosts");
-    let tls = db.server;
+    let tls = db.tls();
     // Nothing listens on port 1: the first host refuses at once.
     let both = url(
         &format!("127.0.0.1:1,{}", localhost(tls)),
@@ -1055,11 +1047,11 @@ async fn several_hosts_skip_one_that_cannot_be_reached() {
 
 #[tokio::test]
 async fn read_write_skips_the_replica_and_finds_the_primary() {
-    let db = ReplicaTestDb::new("tls_primary").await;
+    let db = TestDb::on(Server::Replica, "tls_primary").await;
     let home = Home::new("tls_primary");
     let plain = plain().await;
     let port = |u: &str| url::Url::parse(u).expect("URL").port().expect("port");
-    let (primary, replica) = (port(&db.url), port(&db.replica_url));
+    let (primary, replica) = (port(&db.url), port(&db.replica_url()));
     // The replica first, as after a failover that left the old primary
     // listed first.
     let hosts = format!("127.0.0.1:{replica},127.0.0.1:{primary}");
@@ -1155,9 +1147,9 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_completes() {
-    let db = TlsTestDb::new("tls_lost").await;
+    let db = TestDb::on(Server::Tls, "tls_lost").await;
     let home = Home::new("tls_lost");
-    let tls = db.server;
+    let tls = db.tls();
     let plain = plain().await;
     home.write(
         ".pgpass",
@@ -1297,7 +1289,7 @@ fn ss_times_parse() {
 
 #[tokio::test]
 async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
-    let db = TlsTestDb::new("tls_guards").await;
+    let db = TestDb::on(Server::Tls, "tls_guards").await;
     let home = Home::new("tls_guards");
     let url = db.pw_url();
     assert_success(&output(
@@ -1360,7 +1352,7 @@ async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
     // Until the run's connections are all open, idle, and named.
     let timers = loop {
         assert!(!child.finished(), "the run ended while paused");
-        let timers = tcp_timers(child.pid, db.server.port);
+        let timers = tcp_timers(child.pid, db.tls().port);
         let named = usize::try_from(named().await).unwrap_or(0);
         if timers.len() >= 2
             && named >= timers.len()
@@ -1389,8 +1381,8 @@ async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
 
 #[tokio::test]
 async fn the_password_never_appears_in_any_output_over_tls() {
-    let db = TlsTestDb::new("tls_secret").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_secret").await;
+    let tls = db.tls();
     let wrong = "Wr0ng-S3cret-Pw";
     let secrets = [tls.pw.as_str(), tls.md5_pw.as_str(), wrong];
     let host = localhost(tls);
