@@ -96,12 +96,9 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
         send_signal(child.pid, "CONT");
         tokio::time::sleep(Duration::from_millis(37)).await;
     }
-    let checkpoint: String = db
-        .client
-        .query_one("SELECT coalesce(max(checkpoint), '') FROM relink.runs", &[])
-        .await
-        .expect("checkpoint")
-        .get(0);
+    let checkpoint = db
+        .text("SELECT coalesce(max(checkpoint), '') FROM relink.runs")
+        .await;
     let victim = locked_profile(&db, &checkpoint, 1000)
         .await
         .expect("the stopped chunk locks some profile");

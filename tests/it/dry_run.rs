@@ -51,26 +51,12 @@ async fn state_schema_exists(db: &TestDb) -> bool {
 
 /// Schemas, and the state schema's sequences: what checksums of tables do not see.
 async fn catalog_fingerprint(db: &TestDb) -> String {
-    let schemas: String = db
-        .client
-        .query_one(
-            "SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') FROM pg_namespace",
-            &[],
-        )
-        .await
-        .expect("schemas")
-        .get(0);
-    let sequences: String = db
-        .client
-        .query_one(
-            "SELECT coalesce(string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ','
+    let schemas = db
+        .text("SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') FROM pg_namespace")
+        .await;
+    let sequences = db.text("SELECT coalesce(string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ','
                                         ORDER BY schemaname, sequencename), '')
-               FROM pg_sequences",
-            &[],
-        )
-        .await
-        .expect("sequences")
-        .get(0);
+               FROM pg_sequences").await;
     format!("{schemas} | {sequences}")
 }
 
@@ -735,16 +721,12 @@ async fn after_a_partial_run_the_dry_run_plans_the_resumed_run() {
     assert_success(&out);
     assert_eq!(json_summary(&out)["status"], "partial");
     // A profile the partial run migrated gets a new legacy URL.
-    let changed: String = db
-        .client
-        .query_one(
+    let changed = db
+        .text(
             "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
                 AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-            &[],
         )
-        .await
-        .expect("a migrated object-shaped profile")
-        .get(0);
+        .await;
     db.client
         .execute(
             "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz\": \"https://resumed.example.org/\"}' WHERE id = $1",

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, connect, json_summary, send_signal, stderr,
-    stdout, verify_check, with_dbname, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_success, connect, json_summary,
+    send_signal, stderr, stdout, verify_check, with_dbname, TestDb,
 };
 
 /// Profiles with a legacy value.
@@ -51,11 +51,7 @@ async fn a_table_lock_held_by_the_application_is_waited_out_with_retries() {
     db.generate(1000);
 
     // The application (say, a migration) holds profile_links exclusively.
-    let holder = connect(&db.url).await;
-    holder
-        .batch_execute("BEGIN; LOCK TABLE profile_links IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let holder = db.lock_table("profile_links").await;
     let child = db.spawn(&[
         "run",
         "--lock-timeout",
@@ -202,8 +198,7 @@ async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resuma
         .await
         .expect("drop trigger");
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
 }
@@ -566,8 +561,7 @@ async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resum
     );
 
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
 }
@@ -584,11 +578,7 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
     // Hold the next chunks inside their transactions: the ledger is locked,
     // so the first signal cannot finish quickly and the second one must
     // abort a chunk in flight.
-    let locker = connect(&db.url).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE relink.ledger IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock the ledger");
+    let locker = db.lock_table("relink.ledger").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_signal(child.pid, "INT");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -600,8 +590,7 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
     locker.batch_execute("ROLLBACK").await.expect("unlock");
 
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
 }
@@ -640,11 +629,7 @@ async fn sigint_during_verify_changes_nothing() {
 async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
     let db = TestDb::new("f_sig_locked").await;
     db.generate(1000);
-    let holder = connect(&db.url).await;
-    holder
-        .batch_execute("BEGIN; LOCK TABLE profile_links IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let holder = db.lock_table("profile_links").await;
     let child = db.spawn(&["run", "--lock-timeout", "200ms", "--retries", "20"]);
     // Long enough for a few lock timeouts and retries.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -660,17 +645,11 @@ async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
         "{}",
         stdout(&out)
     );
-    let status: String = db
-        .client
-        .query_one("SELECT status FROM relink.runs WHERE id = 1", &[])
-        .await
-        .expect("run 1")
-        .get(0);
+    let status = db.text("SELECT status FROM relink.runs WHERE id = 1").await;
     assert_eq!(status, "interrupted");
 
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
 }
 

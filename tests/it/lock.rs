@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{assert_code, assert_no_panic, assert_success, stderr, TestDb};
+use crate::harness::{
+    assert_code, assert_no_panic, assert_resumed, assert_success, stderr, TestDb,
+};
 
 /// `pg_locks.classid` of relink's main advisory lock ("RLNK").
 const MAIN_LOCK_CLASS: i64 = 0x524C_4E4B;
@@ -90,7 +92,6 @@ async fn a_signal_cuts_a_pause_short() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     child.stop_with("INT", Duration::from_secs(5)).await;
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
 }

@@ -724,12 +724,7 @@ async fn the_file_belongs_to_the_lock_holder_and_a_failed_write_does_not_stop_th
         1,
         "{err}"
     );
-    let status: String = db
-        .client
-        .query_one("SELECT status FROM relink.runs WHERE id = 1", &[])
-        .await
-        .expect("run 1")
-        .get(0);
+    let status = db.text("SELECT status FROM relink.runs WHERE id = 1").await;
     assert_eq!(status, "partial");
     assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 1000);
 }

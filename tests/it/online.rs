@@ -275,15 +275,11 @@ async fn lock_cycle() -> bool {
         ))
         .await
         .expect("the application's schema");
-    let user: String = db
-        .client
-        .query_one(
+    let user = db
+        .text(
             "SELECT \"userId\" FROM profiles WHERE \"socialLinks\" IS NOT NULL ORDER BY id LIMIT 1",
-            &[],
         )
-        .await
-        .expect("a profile")
-        .get(0);
+        .await;
     let gate = connect(&db.url).await;
     gate.batch_execute("SELECT pg_advisory_lock(42)")
         .await

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::corpus;
 use crate::harness::{
-    assert_code, assert_success, json_summary, send_signal, stderr, streams, TestDb,
+    assert_code, assert_resumed, assert_success, json_summary, send_signal, stderr, streams, TestDb,
 };
 
 /// profile_links as a multiset of everything a run decides.
@@ -310,12 +310,7 @@ async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: 
     let partial = db.count("SELECT count(*) FROM profile_links").await;
 
     let resumed = db.run(&["run"]);
-    assert_success(&resumed);
-    assert!(
-        stderr(&resumed).contains("resuming run 1"),
-        "{}",
-        stderr(&resumed)
-    );
+    assert_resumed(&resumed, 1);
     assert_success(&clean.run(&["run"]));
 
     let total = clean.count("SELECT count(*) FROM profile_links").await;
@@ -366,8 +361,7 @@ async fn limit_migrates_a_canary_then_the_next_run_continues() {
         25
     );
     let out = db.run(&["run", "--format", "json"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     let pending = db
         .count("SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL")
         .await;
@@ -412,10 +406,7 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // The application holds a lock the next chunks need, past lock_timeout.
-    let app = crate::harness::connect(&db.url).await;
-    app.batch_execute("BEGIN; LOCK TABLE relink.ledger IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let app = db.lock_table("relink.ledger").await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     app.batch_execute("COMMIT").await.expect("unlock");
 

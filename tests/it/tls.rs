@@ -69,6 +69,27 @@ fn localhost(tls: &TlsServer) -> String {
     format!("{}:{}", tls.host, tls.port)
 }
 
+/// `home`'s relink reaching `db` (on the TLS server) through libpq's
+/// variables alone: PGHOST (the name the certificate carries), PGPORT,
+/// PGUSER = `user`, PGDATABASE and PGSSLMODE = `sslmode`.
+fn pg_env(home: &Home, db: &TestDb, user: &str, sslmode: &str) -> Command {
+    let tls = db.tls();
+    let mut cmd = home.relink();
+    cmd.env("PGHOST", &tls.host)
+        .env("PGPORT", tls.port.to_string())
+        .env("PGUSER", user)
+        .env("PGDATABASE", &db.name)
+        .env("PGSSLMODE", sslmode);
+    cmd
+}
+
+/// [`pg_env`] with `verify-full` against the test CA (PGSSLROOTCERT).
+fn verified_env(home: &Home, db: &TestDb, user: &str) -> Command {
+    let mut cmd = pg_env(home, db, user, "verify-full");
+    cmd.env("PGSSLROOTCERT", &db.tls().ca);
+    cmd
+}
+
 /// What a plain connection migrates from the same generated data.
 struct Plain {
     links_checksum: String,
@@ -208,14 +229,8 @@ async fn libpq_environment_variables_alone_run_every_command() {
     let home = Home::new("tls_env");
     let tls = db.tls();
     let relink = || {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGPASSWORD", &tls.pw)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
+        let mut cmd = verified_env(&home, &db, &tls.pw_user);
+        cmd.env("PGPASSWORD", &tls.pw);
         cmd
     };
     every_command_migrates_like_a_plain_connection(&db, &relink).await;
@@ -638,15 +653,7 @@ async fn root_and_client_certificates_come_from_the_environment_and_the_default_
     let db = TestDb::on(Server::Tls, "tls_cert_env").await;
     let tls = db.tls();
     let plain = plain().await;
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.cert_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full");
-        cmd
-    };
+    let env = |home: &Home| pg_env(home, &db, &tls.cert_user, "verify-full");
 
     // PGSSLROOTCERT, PGSSLCERT, PGSSLKEY.
     let home = Home::new("tls_cert_env");
@@ -753,24 +760,14 @@ async fn md5_and_scram_with_channel_binding() {
     let scram = url(&host, &tls.pw_user, Some(&tls.pw), &db.name, &query);
     let out = output(home.relink_url(&scram), &["verify", "--strict"]);
     assert_success(&out);
-    let mut cmd = home.relink();
-    cmd.env("PGHOST", &tls.host)
-        .env("PGPORT", tls.port.to_string())
-        .env("PGUSER", &tls.pw_user)
-        .env("PGPASSWORD", &tls.pw)
-        .env("PGDATABASE", &db.name)
-        .env("PGSSLMODE", "require")
+    let mut cmd = pg_env(&home, &db, &tls.pw_user, "require");
+    cmd.env("PGPASSWORD", &tls.pw)
         .env("PGCHANNELBINDING", "require");
     assert_success(&output(cmd, &["status"]));
 
     // md5 from the environment.
-    let mut cmd = home.relink();
-    cmd.env("PGHOST", &tls.host)
-        .env("PGPORT", tls.port.to_string())
-        .env("PGUSER", &tls.md5_user)
-        .env("PGPASSWORD", &tls.md5_pw)
-        .env("PGDATABASE", &db.name)
-        .env("PGSSLMODE", "require");
+    let mut cmd = pg_env(&home, &db, &tls.md5_user, "require");
+    cmd.env("PGPASSWORD", &tls.md5_pw);
     assert_success(&output(cmd, &["status"]));
 
     // md5 cannot bind the channel: refused, saying why and what to change.
@@ -794,16 +791,7 @@ async fn the_password_file_supplies_the_password_with_wildcards() {
     let db = TestDb::on(Server::Tls, "tls_pgpass").await;
     let tls = db.tls();
     let plain = plain().await;
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
-        cmd
-    };
+    let env = |home: &Home| verified_env(home, &db, &tls.pw_user);
 
     // ~/.pgpass: lines that do not match come first; the wildcard line
     // matches any host and database. Every pooled connection gets it too.
@@ -870,15 +858,7 @@ async fn a_password_file_others_can_read_is_refused_naming_it() {
     let db = TestDb::on(Server::Tls, "tls_pgpass_open").await;
     let tls = db.tls();
     let line = format!("*:*:*:{}:{}\n", tls.pw_user, tls.pw);
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "require");
-        cmd
-    };
+    let env = |home: &Home| pg_env(home, &db, &tls.pw_user, "require");
     let home = Home::new("tls_pgpass_open");
     assert_success(&output(
         home.relink_url(&db.pw_url()),
@@ -919,15 +899,7 @@ async fn a_wrong_or_missing_password_says_where_it_came_from() {
     let home = Home::new("tls_bad_pw");
     let tls = db.tls();
     let wrong = "not-the-password";
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "require");
-        cmd
-    };
+    let env = |home: &Home| pg_env(home, &db, &tls.pw_user, "require");
     let failed = format!(
         "password authentication failed for user \"{}\"",
         tls.pw_user
@@ -1156,16 +1128,7 @@ async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_co
         &format!("localhost:{}:*:{}:{}\n", tls.port, tls.pw_user, tls.pw),
         0o600,
     );
-    let relink = || {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
-        cmd
-    };
+    let relink = || verified_env(&home, &db, &tls.pw_user);
     assert_success(&output(
         relink(),
         &["generate", "--profiles", &PROFILES.to_string()],
@@ -1399,13 +1362,7 @@ async fn the_password_never_appears_in_any_output_over_tls() {
     let pgpass_open = Home::new("tls_secret_open");
     pgpass_open.write(".pgpass", &format!("*:*:*:*:{}\n", tls.pw), 0o644);
     let env = |home: &Home, password: Option<&str>| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
+        let mut cmd = verified_env(home, &db, &tls.pw_user);
         if let Some(password) = password {
             cmd.env("PGPASSWORD", password);
         }

@@ -166,12 +166,9 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
     .await;
     assert!(old_ids.len() > 100, "{}", old_ids.len());
     assert!(old_ids.iter().all(|id| &id[14..15] == "5"), "{old_ids:?}");
-    let checkpoint: String = db
-        .client
-        .query_one("SELECT checkpoint FROM relink.runs WHERE id = 1", &[])
-        .await
-        .expect("checkpoint")
-        .get(0);
+    let checkpoint = db
+        .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
+        .await;
 
     // The next run upgrades the state schema and finishes run 1 after its
     // checkpoint, a profile id, in profile id order.

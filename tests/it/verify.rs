@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout,
-    verify_check, verify_line, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_success, json_summary, send_signal,
+    stderr, stdout, verify_check, verify_line, TestDb,
 };
 
 const TOTAL: &str = "links total";
@@ -142,16 +142,12 @@ async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify
 #[tokio::test]
 async fn a_changed_legacy_value_is_pending_until_the_next_run() {
     let db = migrated("v_pending", 1500).await;
-    let array: String = db
-        .client
-        .query_one(
+    let array = db
+        .text(
             "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'array'
                 AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-            &[],
         )
-        .await
-        .expect("a migrated array profile")
-        .get(0);
+        .await;
     db.client
         .execute(
             "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '[\"https://new.example.com/x\"]'::jsonb WHERE id = $1",
@@ -172,16 +168,12 @@ async fn a_changed_legacy_value_is_pending_until_the_next_run() {
         ("OK".to_owned(), 0)
     );
 
-    let object: String = db
-        .client
-        .query_one(
+    let object = db
+        .text(
             "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
                 AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-            &[],
         )
-        .await
-        .expect("a migrated object profile")
-        .get(0);
+        .await;
     db.client
         .execute(
             "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"newblog\": \"https://new.example.com/y\"}'::jsonb WHERE id = $1",
@@ -557,8 +549,7 @@ async fn status_follows_a_run_that_is_killed_and_resumed() {
     );
 
     let out = db.run(&with(&["run"]));
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_eq!(db.status_json(&state)["runs"][0]["status"], "completed");
     assert_success(&db.run(&with(&["verify", "--strict"])));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);

@@ -291,6 +291,29 @@ impl TestDb {
             .get(0)
     }
 
+    /// One text value on [`Self::client`].
+    pub async fn text(&self, sql: &str) -> String {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// A session of its own holding `table` in ACCESS EXCLUSIVE mode, as an
+    /// application's migration would, in a transaction left open: `ROLLBACK`
+    /// (or `COMMIT`) on it, or its drop, releases the lock.
+    pub async fn lock_table(&self, table: &str) -> Client {
+        let holder = connect(&self.url).await;
+        holder
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("lock {table}: {e}"));
+        holder
+    }
+
     /// The first `limit` profiles, by id, whose legacy value is an object
     /// (keys can be added to it) and that have migrated links: (id, userId).
     pub async fn migrated_object_profiles(&self, limit: i64) -> Vec<(String, String)> {

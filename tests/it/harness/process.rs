@@ -68,6 +68,17 @@ pub fn assert_code(out: &Output, code: i32) {
     );
 }
 
+/// A run that succeeded resuming run `run` (its checkpoint kept).
+#[track_caller]
+pub fn assert_resumed(out: &Output, run: i64) {
+    assert_success(out);
+    assert!(
+        stderr(out).contains(&format!("resuming run {run}")),
+        "{}",
+        stderr(out)
+    );
+}
+
 /// Neither a panic nor a backtrace in a command's output.
 #[track_caller]
 pub fn assert_no_panic(out: &Output) {
