@@ -27,10 +27,7 @@ async fn wait_above(db: &TestDb, sql: &str, floor: i64, timeout: Duration) -> i6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
-    let mut db = TestDb::new("c_pause_run").await;
-    db.generate(20_000);
-    let clean = TestDb::clone_of(&mut db, "c_pause_run_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("c_pause_run", 20_000).await;
 
     let chunk = 200;
     let child = db.spawn(&["run", "--chunk-size", "200", "--format", "json"]);

@@ -36,6 +36,20 @@ async fn wait_for_first_chunk(db: &TestDb, timeout: Duration) {
     }
 }
 
+/// Every INSERT (COPY fires it too) into `db`'s profile_links takes 5 s
+/// from now on: a trigger (and its function) named `name`.
+async fn slow_inserts(db: &TestDb, name: &str) {
+    db.client
+        .batch_execute(&format!(
+            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
+             CREATE TRIGGER {name} AFTER INSERT ON profile_links
+               FOR EACH STATEMENT EXECUTE FUNCTION {name}();"
+        ))
+        .await
+        .expect("slow trigger");
+}
+
 /// stderr holds exactly one message, relink's error line.
 #[track_caller]
 fn assert_one_error_line(out: &std::process::Output) {
@@ -125,10 +139,7 @@ async fn a_table_lock_held_by_the_application_is_waited_out_with_retries() {
 
 #[tokio::test]
 async fn a_one_millisecond_statement_timeout_fails_cleanly_and_the_next_run_completes() {
-    let mut db = TestDb::new("f_stmt_1ms").await;
-    db.generate(2000);
-    let clean = TestDb::clone_of(&mut db, "f_stmt_1ms_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_stmt_1ms", 2000).await;
 
     let out = db.run(&["run", "--statement-timeout", "1ms", "--retries", "2"]);
     assert_code(&out, 1);
@@ -149,21 +160,10 @@ async fn a_one_millisecond_statement_timeout_fails_cleanly_and_the_next_run_comp
 
 #[tokio::test]
 async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resumably() {
-    let mut db = TestDb::new("f_stmt_chunk").await;
-    db.generate(2000);
-    let clean = TestDb::clone_of(&mut db, "f_stmt_chunk_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_stmt_chunk", 2000).await;
 
     // Every INSERT (COPY fires it too) into profile_links now takes 5 s.
-    db.client
-        .batch_execute(
-            "CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql
-               AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
-             CREATE TRIGGER slow_down AFTER INSERT ON profile_links
-               FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
-        )
-        .await
-        .expect("slow trigger");
+    slow_inserts(&db, "slow_down").await;
     let started = Instant::now();
     let out = db.run(&["run", "--statement-timeout", "300ms", "--retries", "2"]);
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -218,10 +218,7 @@ impl Xorshift {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_application_writing_during_a_run_is_respected() {
-    let mut db = TestDb::new("f_app").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_app_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_app", 3000).await;
     let profiles: Vec<(String, String)> = db
         .client
         .query("SELECT id, \"userId\" FROM profiles ORDER BY id", &[])
@@ -533,10 +530,7 @@ async fn legacy_json_nested_beyond_128_levels_is_a_reject_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resumes() {
-    let mut db = TestDb::new("f_sigterm").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_sigterm_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_sigterm", 3000).await;
 
     let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "200ms"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;
@@ -568,10 +562,7 @@ async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
-    let mut db = TestDb::new("f_sigint2").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_sigint2_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_sigint2", 3000).await;
 
     let mut child = db.spawn(&["run", "--chunk-size", "100", "--lock-timeout", "30s"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;
@@ -657,15 +648,7 @@ async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
 async fn a_run_that_fails_before_any_chunk_claims_nothing_unchanged() {
     let db = TestDb::new("f_fail_summary").await;
     db.generate(1000);
-    db.client
-        .batch_execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
-               AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
-             CREATE TRIGGER refuse AFTER INSERT ON profile_links
-               FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
-        )
-        .await
-        .expect("slow trigger");
+    slow_inserts(&db, "refuse").await;
     let out = db.run(&[
         "run",
         "--statement-timeout",
@@ -712,10 +695,7 @@ async fn a_server_that_accepts_but_never_answers_is_given_up_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_connections_mid_run_are_retried_and_the_result_equals_a_clean_run() {
-    let mut db = TestDb::new("f_lost_conn").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_lost_conn_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_lost_conn", 3000).await;
 
     let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "200ms"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;

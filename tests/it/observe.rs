@@ -307,6 +307,19 @@ fn assert_close(metric: f64, summary: &Json, what: &str) {
 /// Every figure of a run's file equals its `--format json` summary.
 #[track_caller]
 fn assert_run_matches(metrics: &Metrics, summary: &Json) {
+    assert_figures_match(metrics, summary, &RUN_FIGURES);
+}
+
+/// Every figure of a purge's file equals its `--format json` summary.
+#[track_caller]
+fn assert_purge_matches(metrics: &Metrics, summary: &Json) {
+    assert_figures_match(metrics, summary, &PURGE_FIGURES);
+}
+
+/// The status, run id, `figures` (metric, summary key; `rejects` by
+/// reason) and throttled seconds of a file equal its summary's.
+#[track_caller]
+fn assert_figures_match(metrics: &Metrics, summary: &Json, figures: &[(&str, &str)]) {
     assert_eq!(
         metrics.status(),
         summary["status"].as_str().expect("status")
@@ -316,7 +329,7 @@ fn assert_run_matches(metrics: &Metrics, summary: &Json) {
         &summary["run_id"],
         "run id",
     );
-    for (name, key) in RUN_FIGURES {
+    for &(name, key) in figures {
         if key == "rejects" {
             for reason in REJECT_REASONS {
                 let expected = summary["rejects"]
@@ -332,30 +345,6 @@ fn assert_run_matches(metrics: &Metrics, summary: &Json) {
         } else {
             assert_close(metrics.value(name, &[]), &summary[key], key);
         }
-    }
-    for cause in CAUSES {
-        assert_close(
-            metrics.value("relink_throttled_seconds_total", &[("cause", cause)]),
-            &summary["throttled_seconds"][cause],
-            cause,
-        );
-    }
-}
-
-/// Every figure of a purge's file equals its `--format json` summary.
-#[track_caller]
-fn assert_purge_matches(metrics: &Metrics, summary: &Json) {
-    assert_eq!(
-        metrics.status(),
-        summary["status"].as_str().expect("status")
-    );
-    assert_close(
-        metrics.value("relink_run_id", &[]),
-        &summary["run_id"],
-        "run id",
-    );
-    for (name, key) in PURGE_FIGURES {
-        assert_close(metrics.value(name, &[]), &summary[key], key);
     }
     for cause in CAUSES {
         assert_close(

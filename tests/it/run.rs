@@ -383,10 +383,7 @@ async fn limit_migrates_a_canary_then_the_next_run_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
-    let mut db = TestDb::new("r_auto_shrink").await;
-    db.generate(30_000);
-    let clean = TestDb::clone_of(&mut db, "r_auto_shrink_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("r_auto_shrink", 30_000).await;
 
     let child = db.spawn(&["run", "--lock-timeout", "300ms", "--retries", "20"]);
     // Let the sizes grow first.

@@ -69,6 +69,12 @@ fn localhost(tls: &TlsServer) -> String {
     format!("{}:{}", tls.host, tls.port)
 }
 
+/// A database of the test's own on `server` and a `HOME` of its own, both
+/// named after `tag`.
+async fn db_and_home(server: Server, tag: &str) -> (TestDb, Home) {
+    (TestDb::on(server, tag).await, Home::new(tag))
+}
+
 /// `home`'s relink reaching `db` (on the TLS server) through libpq's
 /// variables alone: PGHOST (the name the certificate carries), PGPORT,
 /// PGUSER = `user`, PGDATABASE and PGSSLMODE = `sslmode`.
@@ -190,8 +196,7 @@ async fn every_command_migrates_like_a_plain_connection(db: &TestDb, relink: &dy
 
 #[tokio::test]
 async fn sslmode_require_runs_every_command_like_a_plain_connection() {
-    let db = TestDb::on(Server::Tls, "tls_require").await;
-    let home = Home::new("tls_require");
+    let (db, home) = db_and_home(Server::Tls, "tls_require").await;
     let tls = db.tls();
     // Encrypted, the certificate unchecked (no root certificate anywhere).
     let url = url(
@@ -206,8 +211,7 @@ async fn sslmode_require_runs_every_command_like_a_plain_connection() {
 
 #[tokio::test]
 async fn verify_full_with_sslrootcert_runs_every_command_like_a_plain_connection() {
-    let db = TestDb::on(Server::Tls, "tls_verify_full").await;
-    let home = Home::new("tls_verify_full");
+    let (db, home) = db_and_home(Server::Tls, "tls_verify_full").await;
     let url = db.pw_url();
     assert!(url.contains("sslmode=verify-full&sslrootcert="), "{url}");
     every_command_migrates_like_a_plain_connection(&db, &|| home.relink_url(&url)).await;
@@ -215,8 +219,7 @@ async fn verify_full_with_sslrootcert_runs_every_command_like_a_plain_connection
 
 #[tokio::test]
 async fn a_client_certificate_runs_every_command_like_a_plain_connection() {
-    let db = TestDb::on(Server::Tls, "tls_cert").await;
-    let home = Home::new("tls_cert");
+    let (db, home) = db_and_home(Server::Tls, "tls_cert").await;
     // relink_cert has no password: pg_hba.conf admits it by certificate only.
     let url = db.cert_url();
     assert!(url.contains("sslcert=") && url.contains("sslkey="), "{url}");
@@ -225,8 +228,7 @@ async fn a_client_certificate_runs_every_command_like_a_plain_connection() {
 
 #[tokio::test]
 async fn libpq_environment_variables_alone_run_every_command() {
-    let db = TestDb::on(Server::Tls, "tls_env").await;
-    let home = Home::new("tls_env");
+    let (db, home) = db_and_home(Server::Tls, "tls_env").await;
     let tls = db.tls();
     let relink = || {
         let mut cmd = verified_env(&home, &db, &tls.pw_user);
@@ -347,8 +349,7 @@ async fn refused_before_anything_is_written(db: &TestDb, home: &Home, url: &str,
 
 #[tokio::test]
 async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
-    let db = TestDb::on(Server::Tls, "tls_untrusted").await;
-    let home = Home::new("tls_untrusted");
+    let (db, home) = db_and_home(Server::Tls, "tls_untrusted").await;
     let tls = db.tls();
     let url = url(
         &localhost(tls),
@@ -371,8 +372,7 @@ async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
 
 #[tokio::test]
 async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing_anything() {
-    let db = TestDb::on(Server::Tls, "tls_wrong_name").await;
-    let home = Home::new("tls_wrong_name");
+    let (db, home) = db_and_home(Server::Tls, "tls_wrong_name").await;
     let tls = db.tls();
     // The certificate names localhost only; the CA is the right one.
     for host in ["127.0.0.1", "[::1]"] {
@@ -399,8 +399,7 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing
 
 #[tokio::test]
 async fn sslmode_disable_is_told_the_server_requires_tls() {
-    let db = TestDb::on(Server::Tls, "tls_disable").await;
-    let home = Home::new("tls_disable");
+    let (db, home) = db_and_home(Server::Tls, "tls_disable").await;
     let tls = db.tls();
     let url = url(
         &localhost(tls),
@@ -511,8 +510,7 @@ fn unusable_tls_settings_are_a_bad_command_line() {
 
 #[tokio::test]
 async fn every_sslmode_and_root_certificate_source_reaches_the_tls_only_server() {
-    let db = TestDb::on(Server::Tls, "tls_modes").await;
-    let home = Home::new("tls_modes");
+    let (db, home) = db_and_home(Server::Tls, "tls_modes").await;
     let tls = db.tls();
     let host = localhost(tls);
     let by_ip = format!("127.0.0.1:{}", tls.port);
@@ -734,8 +732,7 @@ async fn root_and_client_certificates_come_from_the_environment_and_the_default_
 
 #[tokio::test]
 async fn md5_and_scram_with_channel_binding() {
-    let db = TestDb::on(Server::Tls, "tls_auth").await;
-    let home = Home::new("tls_auth");
+    let (db, home) = db_and_home(Server::Tls, "tls_auth").await;
     let tls = db.tls();
     let plain = plain().await;
     let host = localhost(tls);
@@ -895,8 +892,7 @@ async fn a_password_file_others_can_read_is_refused_naming_it() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_password_says_where_it_came_from() {
-    let db = TestDb::on(Server::Tls, "tls_bad_pw").await;
-    let home = Home::new("tls_bad_pw");
+    let (db, home) = db_and_home(Server::Tls, "tls_bad_pw").await;
     let tls = db.tls();
     let wrong = "not-the-password";
     let env = |home: &Home| pg_env(home, &db, &tls.pw_user, "require");
@@ -964,8 +960,7 @@ async fn a_wrong_or_missing_password_says_where_it_came_from() {
 
 #[tokio::test]
 async fn several_hosts_skip_one_that_cannot_be_reached() {
-    let db = TestDb::on(Server::Tls, "tls_hosts").await;
-    let home = Home::new("tls_hosts");
+    let (db, home) = db_and_home(Server::Tls, "tls_hosts").await;
     let tls = db.tls();
     // Nothing listens on port 1: the first host refuses at once.
     let both = url(
@@ -1019,8 +1014,7 @@ async fn several_hosts_skip_one_that_cannot_be_reached() {
 
 #[tokio::test]
 async fn read_write_skips_the_replica_and_finds_the_primary() {
-    let db = TestDb::on(Server::Replica, "tls_primary").await;
-    let home = Home::new("tls_primary");
+    let (db, home) = db_and_home(Server::Replica, "tls_primary").await;
     let plain = plain().await;
     let port = |u: &str| url::Url::parse(u).expect("URL").port().expect("port");
     let (primary, replica) = (port(&db.url), port(&db.replica_url()));
@@ -1119,8 +1113,7 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_completes() {
-    let db = TestDb::on(Server::Tls, "tls_lost").await;
-    let home = Home::new("tls_lost");
+    let (db, home) = db_and_home(Server::Tls, "tls_lost").await;
     let tls = db.tls();
     let plain = plain().await;
     home.write(
@@ -1252,8 +1245,7 @@ fn ss_times_parse() {
 
 #[tokio::test]
 async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
-    let db = TestDb::on(Server::Tls, "tls_guards").await;
-    let home = Home::new("tls_guards");
+    let (db, home) = db_and_home(Server::Tls, "tls_guards").await;
     let url = db.pw_url();
     assert_success(&output(
         home.relink_url(&url),

@@ -466,10 +466,7 @@ fn held_by(status: &serde_json::Value, pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_follows_a_run_that_is_killed_and_resumed() {
-    let mut db = TestDb::new("v_kill").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "v_kill_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("v_kill", 3000).await;
     let state = ["--state-schema", "relink_v_kill"];
     let with = |args: &[&'static str]| [&state[..], args].concat();
 

@@ -205,6 +205,17 @@ impl TestDb {
         copy
     }
 
+    /// A database with `profiles` generated (fixed seed), and a copy of it
+    /// that a plain `relink run` has migrated: what a run on the first that
+    /// faults, is interrupted or throttled must end equal to.
+    pub async fn with_clean_run(tag: &str, profiles: u64) -> (Self, Self) {
+        let mut db = Self::new(tag).await;
+        db.generate(profiles);
+        let clean = Self::clone_of(&mut db, &format!("{tag}_clean")).await;
+        assert_success(&clean.run(&["run"]));
+        (db, clean)
+    }
+
     /// The one create path: a database named after `tag` (and this process)
     /// on `server`, dropped first if a former run left it behind.
     async fn create(
