@@ -191,54 +191,59 @@ async fn tls_server_fails_what_must_fail() {
         "port={} user={} dbname=postgres sslrootcert={}",
         tls.port, tls.pw_user, tls.ca
     );
-    // The certificate names localhost only.
-    let out = psql(
-        &format!("host=127.0.0.1 sslmode=verify-full {base}"),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "does not match host name \"127.0.0.1\"");
-    // ... which verify-ca does not check.
-    let out = psql(
-        &format!("host=127.0.0.1 sslmode=verify-ca {base}"),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_ok(&out, "1");
-    // A CA that did not sign the server's certificate.
-    let out = psql(
-        &format!(
-            "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
-            tls.port, tls.pw_user, tls.untrusted_ca
+    let pw = Some(tls.pw.as_str());
+    // (conninfo, password, Ok(psql's output) or Err(its error))
+    let cases = [
+        // The certificate names localhost only.
+        (
+            format!("host=127.0.0.1 sslmode=verify-full {base}"),
+            pw,
+            Err("does not match host name \"127.0.0.1\""),
         ),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "certificate verify failed");
-    // Unencrypted, as libpq reports it.
-    let out = psql(
-        &format!("host=localhost sslmode=disable {base}"),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "no encryption");
-    // A wrong password.
-    let out = psql(
-        &format!("host=localhost sslmode=require {base}"),
-        Some("wrong"),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "password authentication failed");
-    // The certificate login without its certificate.
-    let out = psql(
-        &format!(
-            "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
-            tls.port, tls.cert_user, tls.ca
+        // ... which verify-ca does not check.
+        (
+            format!("host=127.0.0.1 sslmode=verify-ca {base}"),
+            pw,
+            Ok("1"),
         ),
-        None,
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "requires a valid client certificate");
+        // A CA that did not sign the server's certificate.
+        (
+            format!(
+                "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
+                tls.port, tls.pw_user, tls.untrusted_ca
+            ),
+            pw,
+            Err("certificate verify failed"),
+        ),
+        // Unencrypted, as libpq reports it.
+        (
+            format!("host=localhost sslmode=disable {base}"),
+            pw,
+            Err("no encryption"),
+        ),
+        // A wrong password.
+        (
+            format!("host=localhost sslmode=require {base}"),
+            Some("wrong"),
+            Err("password authentication failed"),
+        ),
+        // The certificate login without its certificate.
+        (
+            format!(
+                "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
+                tls.port, tls.cert_user, tls.ca
+            ),
+            None,
+            Err("requires a valid client certificate"),
+        ),
+    ];
+    for (conninfo, password, expected) in cases {
+        let out = psql(&conninfo, password, "SELECT 1");
+        match expected {
+            Ok(output) => assert_psql_ok(&out, output),
+            Err(error) => assert_psql_fails(&out, error),
+        }
+    }
 }
 
 #[test]

@@ -64,6 +64,19 @@ fn url(
     )
 }
 
+/// The SCRAM login with its password in the URL, to `db` on the TLS server
+/// by the name its certificate carries, with `query` (`sslmode`, …).
+fn pw_url(db: &TestDb, query: &[(&str, &str)]) -> String {
+    let tls = db.tls();
+    url(
+        &localhost(tls),
+        &tls.pw_user,
+        Some(&tls.pw),
+        &db.name,
+        query,
+    )
+}
+
 /// `localhost:port` of the TLS server (the name its certificate carries).
 fn localhost(tls: &TlsServer) -> String {
     format!("{}:{}", tls.host, tls.port)
@@ -197,15 +210,8 @@ async fn every_command_migrates_like_a_plain_connection(db: &TestDb, relink: &dy
 #[tokio::test]
 async fn sslmode_require_runs_every_command_like_a_plain_connection() {
     let (db, home) = db_and_home(Server::Tls, "tls_require").await;
-    let tls = db.tls();
     // Encrypted, the certificate unchecked (no root certificate anywhere).
-    let url = url(
-        &localhost(tls),
-        &tls.pw_user,
-        Some(&tls.pw),
-        &db.name,
-        &[("sslmode", "require")],
-    );
+    let url = pw_url(&db, &[("sslmode", "require")]);
     every_command_migrates_like_a_plain_connection(&db, &|| home.relink_url(&url)).await;
 }
 
@@ -351,11 +357,8 @@ async fn refused_before_anything_is_written(db: &TestDb, home: &Home, url: &str,
 async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
     let (db, home) = db_and_home(Server::Tls, "tls_untrusted").await;
     let tls = db.tls();
-    let url = url(
-        &localhost(tls),
-        &tls.pw_user,
-        Some(&tls.pw),
-        &db.name,
+    let url = pw_url(
+        &db,
         &[
             ("sslmode", "verify-full"),
             ("sslrootcert", &tls.untrusted_ca),
@@ -400,14 +403,7 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing
 #[tokio::test]
 async fn sslmode_disable_is_told_the_server_requires_tls() {
     let (db, home) = db_and_home(Server::Tls, "tls_disable").await;
-    let tls = db.tls();
-    let url = url(
-        &localhost(tls),
-        &tls.pw_user,
-        Some(&tls.pw),
-        &db.name,
-        &[("sslmode", "disable")],
-    );
+    let url = pw_url(&db, &[("sslmode", "disable")]);
     let cause = "the server accepts this client only over TLS";
     let fix = "use sslmode=require, or better sslmode=verify-full with sslrootcert";
     refused_before_anything_is_written(&db, &home, &url, &[cause, fix]).await;
