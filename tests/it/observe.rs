@@ -253,6 +253,24 @@ fn promtool_check_metrics(text: &str) {
     );
 }
 
+/// `promtool <args> <file>` succeeds; `context` follows what it printed
+/// in the failure message.
+#[track_caller]
+fn assert_promtool(args: &[&str], file: &Path, context: &str) {
+    let out = Command::new("promtool")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool {}:\n{}{}{context}",
+        args.join(" "),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 /// A fresh scratch directory for one test.
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("relink-it-{tag}-{}", std::process::id()));
@@ -1315,17 +1333,7 @@ async fn the_readme_alert_rules_use_emitted_metrics_and_fire_when_they_should() 
     }
     let rules_file = dir.join("relink-alerts.yml");
     std::fs::write(&rules_file, &text).expect("rules");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules_file)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check rules:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_promtool(&["check", "rules"], &rules_file, "");
 
     // The alerts fire when they should, and only then.
     let annotations = |rule: &yaml_rust2::Yaml, labels: &[(&str, &str)]| -> String {
@@ -1406,16 +1414,6 @@ tests:
     );
     let tests_file = dir.join("relink-alerts.test.yml");
     std::fs::write(&tests_file, &tests).expect("tests");
-    let out = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&tests_file)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool test rules:\n{}{}\n{tests}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_promtool(&["test", "rules"], &tests_file, &format!("\n{tests}"));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -213,32 +213,6 @@ async fn an_application_that_does_not_lock_is_mended_by_repair() {
     assert_no_collision(&db);
 }
 
-/// The backend of this database's relink writer inside its chunk's
-/// transaction (with `--writers 1`, the only one).
-async fn writer_backend(db: &TestDb) -> i32 {
-    let started = Instant::now();
-    loop {
-        let row = db
-            .client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE datname = current_database() AND application_name LIKE 'relink run%'
-                    AND state = 'idle in transaction'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity");
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no relink writer inside a chunk"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Polls `sql` (one boolean) every 2 ms until it is true or `within` ends.
 async fn until(client: &tokio_postgres::Client, sql: &str, within: Duration) -> bool {
     let started = Instant::now();
@@ -300,7 +274,7 @@ async fn lock_cycle() -> bool {
     ]);
     let child = spawn(cmd);
     wait_stopped(child.pid, Duration::from_secs(30)).await;
-    let relink_pid = writer_backend(&db).await;
+    let relink_pid = db.writer_in_chunk().await;
 
     // The application takes the user's row, and waits at the gate.
     let app = connect(&db.url).await;

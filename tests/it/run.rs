@@ -433,28 +433,7 @@ async fn replan_adds_the_links_an_earlier_planning_missed_and_nothing_else() {
     let table = db.links_checksum().await;
     // As if an older release had never created one link: its row and its
     // key are gone, while the legacy value still holds it.
-    let row = db
-        .client
-        .query_one(
-            "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
-              WHERE cardinality(link_keys) = 1 ORDER BY profile_id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("a profile with one migrated link");
-    let profile: String = row.get(0);
-    let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
-        .await
-        .expect("delete");
-    db.client
-        .execute(
-            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
-            &[&profile],
-        )
-        .await
-        .expect("forget");
+    db.lose_one_link("").await;
     assert_code(&db.run(&["verify"]), 3);
     // A plain rerun skips the unchanged profile.
     let out = db.run(&["run", "--format", "json"]);

@@ -41,34 +41,6 @@ fn statement_of(point: Point) -> &'static str {
     }
 }
 
-/// The backend of relink's writer, stopped inside its chunk's transaction
-/// (polled: a loaded server may report the state a moment after relink
-/// got its last result).
-async fn stopped_writer(db: &TestDb) -> i32 {
-    let started = Instant::now();
-    loop {
-        let rows = db
-            .client
-            .query(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE datname = current_database() AND application_name LIKE 'relink run%'
-                    AND state = 'idle in transaction'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity");
-        if let [row] = &rows[..] {
-            return row.get(0);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not one relink backend inside a chunk: {}",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Ends relink's session at `point` of its second chunk, then lets it go
 /// on: it must complete with the rows of a clean run.
 async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending: Ending) {
@@ -89,7 +61,7 @@ async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending
     ]);
     let child = spawn(cmd);
     wait_stopped(child.pid, Duration::from_secs(60)).await;
-    let backend = stopped_writer(&db).await;
+    let backend = db.writer_in_chunk().await;
     if ending == Ending::Terminate {
         db.client
             .execute("SELECT pg_terminate_backend($1)", &[&backend])

@@ -266,28 +266,7 @@ async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
     assert_eq!(verify_check(&report, MISSING), ("info".to_owned(), 1));
 
     // A row gone AND forgotten by the ledger: the legacy link is unaccounted.
-    let row = db
-        .client
-        .query_one(
-            "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
-              WHERE cardinality(link_keys) = 1 AND profile_id <> $1 ORDER BY profile_id LIMIT 1",
-            &[&kept_profile],
-        )
-        .await
-        .expect("a profile with one migrated link");
-    let profile: String = row.get(0);
-    let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
-        .await
-        .expect("delete");
-    db.client
-        .execute(
-            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
-            &[&profile],
-        )
-        .await
-        .expect("forget");
+    let profile = db.lose_one_link(&kept_profile).await;
     let out = db.run(&["verify"]);
     assert_code(&out, 3);
     let text = stdout(&out);

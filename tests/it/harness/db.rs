@@ -347,6 +347,65 @@ impl TestDb {
         rows.iter().map(|r| (r.get(0), r.get(1))).collect()
     }
 
+    /// A link lost behind relink's back: the first profile (by id, other
+    /// than `except`) with exactly one migrated link loses that row, and the
+    /// ledger forgets its key, while the legacy value still holds it.
+    /// Returns the profile's id.
+    pub async fn lose_one_link(&self, except: &str) -> String {
+        let row = self
+            .client
+            .query_one(
+                "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
+                  WHERE cardinality(link_keys) = 1 AND profile_id <> $1 ORDER BY profile_id LIMIT 1",
+                &[&except],
+            )
+            .await
+            .expect("a profile with one migrated link");
+        let profile: String = row.get(0);
+        let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
+        self.client
+            .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
+            .await
+            .expect("delete");
+        self.client
+            .execute(
+                "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
+                &[&profile],
+            )
+            .await
+            .expect("forget");
+        profile
+    }
+
+    /// The backend of this database's one relink writer inside its chunk's
+    /// transaction (run with `--writers 1`), polled: a loaded server may
+    /// report the state a moment after relink got its last result. Fails
+    /// the test after 10 s.
+    pub async fn writer_in_chunk(&self) -> i32 {
+        let started = std::time::Instant::now();
+        loop {
+            let rows = self
+                .client
+                .query(
+                    "SELECT pid FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name LIKE 'relink run%'
+                        AND state = 'idle in transaction'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if let [row] = &rows[..] {
+                return row.get(0);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not one relink backend inside a chunk: {}",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// md5 of a query's rows in a stable order: a table's checksum.
     pub async fn checksum(&self, table: &str) -> String {
         checksum(&self.client, table).await
