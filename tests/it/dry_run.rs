@@ -721,19 +721,8 @@ async fn after_a_partial_run_the_dry_run_plans_the_resumed_run() {
     assert_success(&out);
     assert_eq!(json_summary(&out)["status"], "partial");
     // A profile the partial run migrated gets a new legacy URL.
-    let changed = db
-        .text(
-            "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
-                AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-        )
+    db.change_migrated_legacy("object", r#"{"zz": "https://resumed.example.org/"}"#)
         .await;
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz\": \"https://resumed.example.org/\"}' WHERE id = $1",
-            &[&changed],
-        )
-        .await
-        .expect("append");
 
     let dry = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&dry);

@@ -310,29 +310,37 @@ async fn replica_set_streams_to_the_replica() {
     .await;
 }
 
+/// Waits (see [`eventually`]) until the primary of `db` sees the replica's
+/// `replay_lsn < sent_lsn` as `behind`.
+async fn replay_behind(db: &TestDb, behind: bool, within: Duration, what: &str) {
+    let name = &db.replicas().replica_name;
+    eventually(within, what, || async {
+        db.client
+            .query_one(
+                "SELECT replay_lsn < sent_lsn FROM pg_stat_replication WHERE application_name = $1",
+                &[name],
+            )
+            .await
+            .expect("pg_stat_replication")
+            .get::<_, Option<bool>>(0)
+            == Some(behind)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn replica_paused_replay_shows_as_lag_on_the_primary() {
     let db = TestDb::on(Server::ReplicaExclusive, "servers_lag").await;
-    let name = &db.replicas().replica_name;
-    let behind =
-        "SELECT replay_lsn < sent_lsn FROM pg_stat_replication WHERE application_name = $1";
-
     let pause = db.pause_replay().await;
     db.client
         .batch_execute("INSERT INTO users SELECT 'lag' || g FROM generate_series(1, 1000) g")
         .await
         .expect("write on the primary");
-    eventually(
+    replay_behind(
+        &db,
+        true,
         Duration::from_secs(10),
         "replay_lsn falls behind sent_lsn",
-        || async {
-            db.client
-                .query_one(behind, &[name])
-                .await
-                .expect("pg_stat_replication")
-                .get::<_, Option<bool>>(0)
-                == Some(true)
-        },
     )
     .await;
     let replica = connect(&db.replica_url()).await;
@@ -344,17 +352,11 @@ async fn replica_paused_replay_shows_as_lag_on_the_primary() {
     assert_eq!(replayed, 0, "nothing replayed while paused");
 
     pause.resume().await;
-    eventually(
+    replay_behind(
+        &db,
+        false,
         Duration::from_secs(15),
         "the replica catches up",
-        || async {
-            db.client
-                .query_one(behind, &[name])
-                .await
-                .expect("pg_stat_replication")
-                .get::<_, Option<bool>>(0)
-                == Some(false)
-        },
     )
     .await;
     db.wait_replayed(Duration::from_secs(10)).await;

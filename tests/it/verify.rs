@@ -143,18 +143,8 @@ async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify
 async fn a_changed_legacy_value_is_pending_until_the_next_run() {
     let db = migrated("v_pending", 1500).await;
     let array = db
-        .text(
-            "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'array'
-                AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-        )
+        .change_migrated_legacy("array", r#"["https://new.example.com/x"]"#)
         .await;
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '[\"https://new.example.com/x\"]'::jsonb WHERE id = $1",
-            &[&array],
-        )
-        .await
-        .expect("append to the array");
 
     let out = db.run(&["verify", "--strict"]);
     assert_code(&out, 3);
@@ -169,18 +159,8 @@ async fn a_changed_legacy_value_is_pending_until_the_next_run() {
     );
 
     let object = db
-        .text(
-            "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
-                AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-        )
+        .change_migrated_legacy("object", r#"{"newblog": "https://new.example.com/y"}"#)
         .await;
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"newblog\": \"https://new.example.com/y\"}'::jsonb WHERE id = $1",
-            &[&object],
-        )
-        .await
-        .expect("add a key to the object");
     let (out, report) = db.verify_json(&["--strict"]);
     assert_code(&out, 3);
     assert_eq!(verify_check(&report, PENDING), ("fail".to_owned(), 2));

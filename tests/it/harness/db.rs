@@ -406,6 +406,28 @@ impl TestDb {
         }
     }
 
+    /// The application changes a migrated legacy value: the first profile
+    /// (by id) in the ledger whose value is a JSON `shape` (`array`,
+    /// `object`) gets `addition` (JSON) appended. Returns its id.
+    pub async fn change_migrated_legacy(&self, shape: &str, addition: &str) -> String {
+        let id = self
+            .text(&format!(
+                "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = '{shape}'
+                    AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1"
+            ))
+            .await;
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{addition}'::jsonb WHERE id = $1"
+                ),
+                &[&id],
+            )
+            .await
+            .expect("change a legacy value");
+        id
+    }
+
     /// md5 of a query's rows in a stable order: a table's checksum.
     pub async fn checksum(&self, table: &str) -> String {
         checksum(&self.client, table).await
