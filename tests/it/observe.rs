@@ -373,6 +373,24 @@ fn assert_figures_match(metrics: &Metrics, summary: &Json, figures: &[(&str, &st
     }
 }
 
+/// Starts relink with `args` writing its metrics to `file` every
+/// `interval` (`--metrics-file`, `--metrics-interval`).
+fn spawn_with_metrics(
+    db: &TestDb,
+    file: &Path,
+    interval: &str,
+    args: &[&str],
+) -> crate::harness::Spawned {
+    let mut args = args.to_vec();
+    args.extend_from_slice(&[
+        "--metrics-file",
+        path_str(file),
+        "--metrics-interval",
+        interval,
+    ]);
+    db.spawn(&args)
+}
+
 /// Reads `path` in a tight loop until relink exits: every read must be a
 /// complete file. Returns the files seen (in order) and relink's output.
 async fn watch(
@@ -426,19 +444,20 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
     let run_file = dir.join("relink-run.prom");
     let started = unix_now();
     let wal_before = wal_position(&db).await;
-    let child = db.spawn(&[
-        "run",
-        "--format",
-        "json",
-        "--chunk-size",
-        "50",
-        "--pause",
-        "40ms",
-        "--metrics-file",
-        path_str(&run_file),
-        "--metrics-interval",
+    let child = spawn_with_metrics(
+        &db,
+        &run_file,
         "100ms",
-    ]);
+        &[
+            "run",
+            "--format",
+            "json",
+            "--chunk-size",
+            "50",
+            "--pause",
+            "40ms",
+        ],
+    );
     let (seen, out) = watch(child, &run_file, "run").await;
     assert_success(&out);
     let summary = json_summary(&out);
@@ -520,18 +539,12 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
 
     // A purge: its own figures, in its own file beside the run's.
     let purge_file = dir.join("relink-purge.prom");
-    let child = db.spawn(&[
-        "purge",
-        "--yes",
-        "--format",
-        "json",
-        "--chunk-size",
-        "100",
-        "--metrics-file",
-        path_str(&purge_file),
-        "--metrics-interval",
+    let child = spawn_with_metrics(
+        &db,
+        &purge_file,
         "50ms",
-    ]);
+        &["purge", "--yes", "--format", "json", "--chunk-size", "100"],
+    );
     let (seen, out) = watch(child, &purge_file, "purge").await;
     assert_success(&out);
     let purge_summary = json_summary(&out);
@@ -592,19 +605,20 @@ async fn an_interrupted_run_ends_its_file_interrupted_and_keeps_the_last_success
         .expect("change legacy values");
     let dir = scratch("obs_interrupt");
     let file = dir.join("relink-run.prom");
-    let mut child = db.spawn(&[
-        "run",
-        "--format",
-        "json",
-        "--chunk-size",
-        "20",
-        "--pause",
-        "100ms",
-        "--metrics-file",
-        path_str(&file),
-        "--metrics-interval",
+    let mut child = spawn_with_metrics(
+        &db,
+        &file,
         "50ms",
-    ]);
+        &[
+            "run",
+            "--format",
+            "json",
+            "--chunk-size",
+            "20",
+            "--pause",
+            "100ms",
+        ],
+    );
     // Signal once a file shows links created and profiles unchanged.
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -672,19 +686,20 @@ async fn the_file_belongs_to_the_lock_holder_and_a_failed_write_does_not_stop_th
     db.generate(2000);
     let dir = scratch("obs_owner");
     let file = dir.join("relink-run.prom");
-    let child = db.spawn(&[
-        "run",
-        "--limit",
-        "1000",
-        "--chunk-size",
-        "20",
-        "--pause",
-        "100ms",
-        "--metrics-file",
-        path_str(&file),
-        "--metrics-interval",
+    let child = spawn_with_metrics(
+        &db,
+        &file,
         "50ms",
-    ]);
+        &[
+            "run",
+            "--limit",
+            "1000",
+            "--chunk-size",
+            "20",
+            "--pause",
+            "100ms",
+        ],
+    );
     let started = Instant::now();
     let before = loop {
         assert!(
