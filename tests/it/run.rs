@@ -29,17 +29,7 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
         }
         let name = entry["name"].as_str().expect("name");
         let (user, profile) = (corpus::user_id(&entry), format!("p-{name}"));
-        db.client
-            .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
-            .await
-            .expect("user");
-        db.client
-            .execute(
-                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3::text::jsonb)",
-                &[&profile, &user, &social],
-            )
-            .await
-            .expect("profile");
+        db.insert_profile(&user, &profile, &social).await;
         for (i, row) in corpus::existing(&entry).iter().enumerate() {
             db.client
                 .execute(

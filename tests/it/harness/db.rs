@@ -325,6 +325,22 @@ impl TestDb {
         holder
     }
 
+    /// A user `user` and its profile `profile` whose legacy value is
+    /// `legacy` (JSON text).
+    pub async fn insert_profile(&self, user: &str, profile: &str, legacy: &str) {
+        self.client
+            .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
+            .await
+            .expect("user");
+        self.client
+            .execute(
+                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3::text::jsonb)",
+                &[&profile, &user, &legacy],
+            )
+            .await
+            .expect("profile");
+    }
+
     /// The first `limit` profiles, by id, whose legacy value is an object
     /// (keys can be added to it) and that have migrated links: (id, userId).
     pub async fn migrated_object_profiles(&self, limit: i64) -> Vec<(String, String)> {
