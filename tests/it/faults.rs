@@ -50,6 +50,14 @@ async fn slow_inserts(db: &TestDb, name: &str) {
         .expect("slow trigger");
 }
 
+/// A plain rerun resumes run 1 and ends where `clean` (the same data,
+/// migrated without incident) is, checked by `verify --strict` too.
+async fn resume_equals_clean(db: &TestDb, clean: &TestDb) {
+    assert_resumed(&db.run(&["run"]), 1);
+    assert_success(&db.run(&["verify", "--strict"]));
+    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+}
+
 /// stderr holds exactly one message, relink's error line.
 #[track_caller]
 fn assert_one_error_line(out: &std::process::Output) {
@@ -197,10 +205,7 @@ async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resuma
         .batch_execute("DROP TRIGGER slow_down ON profile_links")
         .await
         .expect("drop trigger");
-    let out = db.run(&["run"]);
-    assert_resumed(&out, 1);
-    assert_success(&db.run(&["verify", "--strict"]));
-    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    resume_equals_clean(&db, &clean).await;
 }
 
 /// A small deterministic generator (xorshift64*): no `rand` dependency.
@@ -554,10 +559,7 @@ async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resum
         "stopped midway: {done}"
     );
 
-    let out = db.run(&["run"]);
-    assert_resumed(&out, 1);
-    assert_success(&db.run(&["verify", "--strict"]));
-    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    resume_equals_clean(&db, &clean).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,10 +582,7 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
     assert!(!stdout(&out).contains("Summary"), "{}", stdout(&out));
     locker.batch_execute("ROLLBACK").await.expect("unlock");
 
-    let out = db.run(&["run"]);
-    assert_resumed(&out, 1);
-    assert_success(&db.run(&["verify", "--strict"]));
-    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    resume_equals_clean(&db, &clean).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,13 +701,7 @@ async fn lost_connections_mid_run_are_retried_and_the_result_equals_a_clean_run(
     // Twice, as a failover or an operator's pg_terminate_backend would:
     // every relink session of this database, the lock holder included.
     for _ in 0..2 {
-        let killed = db
-            .count(&format!(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = '{}' AND application_name LIKE 'relink run%') t",
-                db.name
-            ))
-            .await;
+        let killed = db.terminate_relink_sessions().await;
         assert!(killed >= 2, "terminated {killed} session(s)");
         tokio::time::sleep(Duration::from_millis(700)).await;
     }

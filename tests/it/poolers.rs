@@ -87,14 +87,7 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
     let before = written(&pooled).await;
     assert_eq!(before.0, 0);
 
-    let dry = [
-        "run",
-        "--dry-run",
-        "--format",
-        "json",
-        "--chunk-size",
-        CHUNK,
-    ];
+    let dry = ["run", "--dry-run", "--format=json", "--chunk-size", CHUNK];
     let (a, b) = (ok(pooled.run_on(via, &dry)), ok(direct.run_on(plain, &dry)));
     assert_eq!(figures(&json_summary(&a)), figures(&json_summary(&b)));
     assert_eq!(written(&pooled).await, before, "a dry run writes nothing");

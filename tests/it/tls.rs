@@ -165,14 +165,7 @@ async fn every_command_migrates_like_a_plain_connection(db: &TestDb, relink: &dy
     let before = written(db).await;
     assert_eq!(before.0, 0);
 
-    let out = go(&[
-        "run",
-        "--dry-run",
-        "--format",
-        "json",
-        "--chunk-size",
-        CHUNK,
-    ]);
+    let out = go(&["run", "--dry-run", "--format=json", "--chunk-size", CHUNK]);
     assert_eq!(json_summary(&out)["links_created"], plain.links_created);
     assert_eq!(written(db).await, before, "a dry run writes nothing");
 
@@ -1065,14 +1058,7 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
     // read-write skips the replica: every command reaches the primary.
     let out = output(
         home.relink_url(&read_write),
-        &[
-            "run",
-            "--dry-run",
-            "--format",
-            "json",
-            "--chunk-size",
-            CHUNK,
-        ],
+        &["run", "--dry-run", "--format=json", "--chunk-size", CHUNK],
     );
     assert_success(&out);
     assert_eq!(json_summary(&out)["links_created"], plain.links_created);
@@ -1140,13 +1126,7 @@ async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_co
     // password from ~/.pgpass. (The second time, some may still be
     // reconnecting.)
     for round in 0..2 {
-        let killed = db
-            .count(&format!(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = '{}' AND application_name LIKE 'relink run%') t",
-                db.name
-            ))
-            .await;
+        let killed = db.terminate_relink_sessions().await;
         assert!(
             killed >= 2 - round,
             "round {round}: terminated {killed} session(s)"

@@ -393,6 +393,18 @@ impl TestDb {
         profile
     }
 
+    /// Ends every relink session of this database (the lock holder's
+    /// too) as a failover or an operator's pg_terminate_backend would;
+    /// returns how many there were.
+    pub async fn terminate_relink_sessions(&self) -> i64 {
+        self.count(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = '{}' AND application_name LIKE 'relink run%') t",
+            self.name
+        ))
+        .await
+    }
+
     /// The backend of this database's one relink writer inside its chunk's
     /// transaction (run with `--writers 1`), polled: a loaded server may
     /// report the state a moment after relink got its last result. Fails
