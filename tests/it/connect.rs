@@ -68,14 +68,7 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
     ]);
     // Stop relink until it is caught inside a chunk that has written.
     let started = Instant::now();
-    while db
-        .count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
-        == 0
-        || db.count("SELECT count(*) FROM relink.ledger").await == 0
-    {
+    while db.ledger_rows().await == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no chunk committed"

@@ -33,13 +33,7 @@ async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
     let child = db.spawn(&["run", "--chunk-size", "200", "--format", "json"]);
     // The state schema exists once the run has started its record.
     let started = Instant::now();
-    while db
-        .count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
-        == 0
-    {
+    while !db.has_ledger().await {
         assert!(started.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

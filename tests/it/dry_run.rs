@@ -8,24 +8,12 @@ use serde_json::Value;
 
 use crate::harness::{
     assert_code, assert_success, connect, execute_from_drop, json_summary, server_url, stderr,
-    stdout, TestDb,
+    stdout, TestDb, REJECT_REASONS,
 };
 
-/// Every reason a skipped value can carry in the dry run's text.
-const SKIP_REASONS: [&str; 12] = [
-    "unparseable",
-    "scheme",
-    "no_host",
-    "ip_host",
-    "bad_host",
-    "credentials",
-    "too_long",
-    "not_a_string",
-    "empty",
-    "duplicate",
-    "existing",
-    "migrated",
-];
+/// Every reason a skipped value can carry in the dry run's text besides
+/// the [`REJECT_REASONS`].
+const SKIP_REASONS: [&str; 3] = ["duplicate", "existing", "migrated"];
 
 /// Summary fields that must agree between a dry run and the live run after
 /// it (everything but mode, run id and timings).
@@ -339,7 +327,10 @@ fn parse_dry_text(text: &str) -> (BTreeMap<String, Block>, Vec<String>) {
                 .rsplit_once(" (")
                 .and_then(|(_, r)| r.strip_suffix(')'))
                 .unwrap_or_else(|| panic!("bad skipped line {skip:?}"));
-            assert!(SKIP_REASONS.contains(&reason), "{skip:?}");
+            assert!(
+                SKIP_REASONS.contains(&reason) || REJECT_REASONS.contains(&reason),
+                "{skip:?}"
+            );
             block.skipped.push(reason.to_owned());
         }
         assert!(

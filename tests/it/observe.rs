@@ -16,7 +16,7 @@ use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::Value as Json;
 
 use crate::harness::{
-    assert_code, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
+    assert_code, assert_success, json_summary, send_signal, stderr, stdout, TestDb, REJECT_REASONS,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_relink");
@@ -61,18 +61,6 @@ const PURGE_FIGURES: [(&str, &str); 4] = [
     ("relink_links_deleted_total", "links_deleted"),
     ("relink_links_kept_edited_total", "kept_edited"),
     ("relink_links_already_gone_total", "already_gone"),
-];
-
-const REJECT_REASONS: [&str; 9] = [
-    "not_a_string",
-    "empty",
-    "unparseable",
-    "scheme",
-    "no_host",
-    "ip_host",
-    "bad_host",
-    "credentials",
-    "too_long",
 ];
 
 const CAUSES: [&str; 4] = ["replica_lag", "throttle_query", "pause", "max_rate"];

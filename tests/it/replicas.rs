@@ -27,18 +27,6 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
-async fn ledger_rows(db: &TestDb) -> i64 {
-    let exists = count(
-        &db.client,
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-    )
-    .await;
-    if exists == 0 {
-        return 0;
-    }
-    count(&db.client, "SELECT count(*) FROM relink.ledger").await
-}
-
 /// What the run record says the run waits for, if anything.
 async fn waiting(db: &TestDb) -> Option<String> {
     db.client
@@ -106,14 +94,14 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
         reason.contains(named) && reason.contains("lags"),
         "{reason}"
     );
-    let at_wait = ledger_rows(&db).await;
+    let at_wait = db.ledger_rows().await;
     assert!(
         at_wait < i64::try_from(PROFILES).unwrap_or(i64::MAX) * 9 / 10,
         "the run was nearly done before it waited: {at_wait}"
     );
     // At most the chunks in flight (one per writer) commit after that.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = ledger_rows(&db).await;
+    let settled = db.ledger_rows().await;
     assert!(
         settled - at_wait <= 2 * CHUNK,
         "{} more profiles",
@@ -121,7 +109,7 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        ledger_rows(&db).await,
+        db.ledger_rows().await,
         settled,
         "chunks committed while the replica lagged"
     );
@@ -349,7 +337,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
     cmd.args(["run", "--chunk-size", "200", "--replica", &via_proxy]);
     let child = spawn(cmd);
     let started = Instant::now();
-    while ledger_rows(&db).await == 0 {
+    while db.ledger_rows().await == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no chunk committed"
@@ -368,10 +356,10 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(reason.contains("cannot reach replica"), "{reason}");
-    let held = ledger_rows(&db).await;
+    let held = db.ledger_rows().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        ledger_rows(&db).await - held <= 400,
+        db.ledger_rows().await - held <= 400,
         "went on while the replica was unreachable"
     );
     proxy.restore().await;

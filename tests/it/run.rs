@@ -378,14 +378,7 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
     let child = db.spawn(&["run", "--lock-timeout", "300ms", "--retries", "20"]);
     // Let the sizes grow first.
     let started = std::time::Instant::now();
-    while db
-        .count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
-        == 0
-        || db.count("SELECT count(*) FROM relink.ledger").await < 3000
-    {
+    while db.ledger_rows().await < 3000 {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
             "too slow to start"

@@ -302,6 +302,23 @@ impl TestDb {
             .get(0)
     }
 
+    /// Whether relink's ledger exists (its state schema is set up).
+    pub async fn has_ledger(&self) -> bool {
+        self.count(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
+        )
+        .await
+            > 0
+    }
+
+    /// The rows of relink's ledger, 0 before it exists.
+    pub async fn ledger_rows(&self) -> i64 {
+        if !self.has_ledger().await {
+            return 0;
+        }
+        self.count("SELECT count(*) FROM relink.ledger").await
+    }
+
     /// One text value on [`Self::client`].
     pub async fn text(&self, sql: &str) -> String {
         self.client

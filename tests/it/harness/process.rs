@@ -111,6 +111,20 @@ pub fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) -> Strin
     err.trim_end().to_owned()
 }
 
+/// Every reason a rejected legacy value can carry (SPEC), as relink names
+/// it in summaries, reports and metrics.
+pub const REJECT_REASONS: [&str; 9] = [
+    "not_a_string",
+    "empty",
+    "unparseable",
+    "scheme",
+    "no_host",
+    "ip_host",
+    "bad_host",
+    "credentials",
+    "too_long",
+];
+
 /// The summary of `relink run --format json` (last stdout line).
 pub fn json_summary(out: &Output) -> serde_json::Value {
     let text = stdout(out);
