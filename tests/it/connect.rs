@@ -68,13 +68,7 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
     ]);
     // Stop relink until it is caught inside a chunk that has written.
     let started = Instant::now();
-    while db.ledger_rows().await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no chunk committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_ledger(Duration::from_secs(30)).await;
     loop {
         assert!(
             started.elapsed() < Duration::from_secs(60),

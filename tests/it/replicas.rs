@@ -337,13 +337,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
     cmd.args(["run", "--chunk-size", "200", "--replica", &via_proxy]);
     let child = spawn(cmd);
     let started = Instant::now();
-    while db.ledger_rows().await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no chunk committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_ledger(Duration::from_secs(30)).await;
     proxy.cut();
     let reason = loop {
         if let Some(reason) = waiting(&db).await {

@@ -4,35 +4,17 @@
 //! TLS (tokio-postgres without a TLS connector), so the TLS logins are
 //! checked with `psql` (libpq, the reference client).
 
-use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::harness::{
-    assert_success, connect, parse_assignments, psql, replica_set, stderr, stdout, tls_server,
-    Server, TestDb,
+    assert_success, connect, eventually, parse_assignments, psql, replica_set, stderr, stdout,
+    tls_server, Server, TestDb,
 };
-
-/// Polls `check` every 100 ms until it holds; fails naming `what` after
-/// `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < timeout,
-            "not within {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[track_caller]
 fn assert_psql_ok(out: &std::process::Output, expected: &str) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::process::{assert_success, relink_command, spawn, stderr, stdout, Spawned};
+use super::process::{assert_success, eventually, relink_command, spawn, stderr, stdout, Spawned};
 use super::servers::{pooler_set, replica_set, tls_server, PoolerSet, ReplicaSet, TlsServer};
 
 pub const APP_UP: &str = include_str!("../../../sql/app/up.sql");
@@ -317,6 +317,14 @@ impl TestDb {
             return 0;
         }
         self.count("SELECT count(*) FROM relink.ledger").await
+    }
+
+    /// Waits until relink has committed a chunk (a ledger row) here.
+    pub async fn wait_for_ledger(&self, timeout: Duration) {
+        eventually(timeout, "no chunk committed", || async {
+            self.ledger_rows().await > 0
+        })
+        .await;
     }
 
     /// One text value on [`Self::client`].

@@ -189,6 +189,23 @@ fn kill(pid: u32, signal: &str) -> Output {
         .expect("run kill")
 }
 
+/// Polls `check` every 20 ms until it holds; fails the test naming `what`
+/// after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < timeout,
+            "not within {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until process `pid` is stopped (SIGSTOP: state `T` in
 /// `/proc/PID/stat`); fails the test after `timeout`.
 pub async fn wait_stopped(pid: u32, timeout: Duration) {
