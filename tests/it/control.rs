@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
+    assert_code, assert_no_panic, assert_success, eventually, json_summary, send_signal, stderr,
+    stdout, TestDb,
 };
 
 async fn ledger_rows(db: &TestDb) -> i64 {
@@ -32,11 +33,10 @@ async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
     let chunk = 200;
     let child = db.spawn(&["run", "--chunk-size", "200", "--format", "json"]);
     // The state schema exists once the run has started its record.
-    let started = Instant::now();
-    while !db.has_ledger().await {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), "the state schema", || {
+        db.has_ledger()
+    })
+    .await;
     wait_above(
         &db,
         "SELECT count(*) FROM relink.ledger",

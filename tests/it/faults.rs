@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_resumed, assert_success, connect, json_summary,
-    send_signal, stderr, stdout, verify_check, with_dbname, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_success, connect, eventually,
+    json_summary, send_signal, stderr, stdout, verify_check, with_dbname, TestDb,
 };
 
 /// Profiles with a legacy value.
@@ -22,18 +22,12 @@ async fn with_legacy(db: &TestDb) -> i64 {
 /// user-created rows have ids `ul…`; relink's are UUIDs), i.e. the run is
 /// well under way and its signal handlers are installed.
 async fn wait_for_first_chunk(db: &TestDb, timeout: Duration) {
-    let started = Instant::now();
-    while db
-        .count("SELECT count(*) FROM profile_links WHERE id NOT LIKE 'ul%'")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < timeout,
-            "no chunk committed within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(timeout, "no chunk committed", || async {
+        db.count("SELECT count(*) FROM profile_links WHERE id NOT LIKE 'ul%'")
+            .await
+            > 0
+    })
+    .await;
 }
 
 /// Every INSERT (COPY fires it too) into `db`'s profile_links takes 5 s

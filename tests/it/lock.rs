@@ -2,10 +2,10 @@
 //! cuts short: one `run` or `purge` at a time, whatever happens to its
 //! sessions (SPEC §6 "One at a time").
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_resumed, assert_success, stderr, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_success, eventually, stderr, TestDb,
 };
 
 /// `pg_locks.classid` of relink's main advisory lock ("RLNK").
@@ -32,14 +32,10 @@ async fn purge_keeps_its_lock_when_its_connection_drops_and_no_run_slips_in() {
     assert!(created > users_rows + 4000, "{created}");
 
     let purge = db.spawn(&["purge", "--yes", "--chunk-size", "10"]);
-    let started = Instant::now();
-    while db.count("SELECT count(*) FROM profile_links").await == created {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "purge never began"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(20), "purge never began", || async {
+        db.count("SELECT count(*) FROM profile_links").await != created
+    })
+    .await;
     assert!(
         terminate_main_lock_holder(&db).await,
         "no backend held the main lock"
@@ -81,14 +77,10 @@ async fn a_signal_cuts_a_pause_short() {
     let db = TestDb::new("l_pause_signal").await;
     db.generate(2000);
     let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "60s"]);
-    let started = Instant::now();
-    while db.count("SELECT count(*) FROM profile_links").await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no chunk committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), "no chunk committed", || async {
+        db.count("SELECT count(*) FROM profile_links").await > 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     child.stop_with("INT", Duration::from_secs(5)).await;
     let out = db.run(&["run"]);

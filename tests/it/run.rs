@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::corpus;
 use crate::harness::{
-    assert_code, assert_resumed, assert_success, json_summary, send_signal, stderr, streams, TestDb,
+    assert_code, assert_resumed, assert_success, eventually, json_summary, send_signal, stderr,
+    streams, TestDb,
 };
 
 /// profile_links as a multiset of everything a run decides.
@@ -377,14 +378,10 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
 
     let child = db.spawn(&["run", "--lock-timeout", "300ms", "--retries", "20"]);
     // Let the sizes grow first.
-    let started = std::time::Instant::now();
-    while db.ledger_rows().await < 3000 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "too slow to start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(60), "too slow to start", || async {
+        db.ledger_rows().await >= 3000
+    })
+    .await;
     // The application holds a lock the next chunks need, past lock_timeout.
     let app = db.lock_table("relink.ledger").await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
