@@ -115,16 +115,7 @@ impl Drop for ReadOnlyRole {
 /// A profile with an object-shaped legacy value gets one more URL; returns
 /// its (profile id, user id).
 async fn append_legacy_url(db: &TestDb, key: &str, url: &str) -> (String, String) {
-    let row = db
-        .client
-        .query_one(
-            "SELECT id, \"userId\" FROM profiles
-              WHERE jsonb_typeof(\"socialLinks\") = 'object' ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("an object-shaped profile");
-    let (profile, user): (String, String) = (row.get(0), row.get(1));
+    let (profile, user) = db.object_profiles(1, false).await.remove(0);
     db.client
         .execute(
             "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object($2::text, $3::text) WHERE id = $1",

@@ -52,6 +52,20 @@ async fn resume_equals_clean(db: &TestDb, clean: &TestDb) {
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
 }
 
+/// relink failed (exit 1, no panic) on PostgreSQL's statement timeout;
+/// returns its stderr.
+#[track_caller]
+fn assert_statement_timeout(out: &std::process::Output) -> String {
+    assert_code(out, 1);
+    assert_no_panic(out);
+    let err = stderr(out);
+    assert!(
+        err.contains("canceling statement due to statement timeout"),
+        "{err}"
+    );
+    err
+}
+
 /// stderr holds exactly one message, relink's error line.
 #[track_caller]
 fn assert_one_error_line(out: &std::process::Output) {
@@ -144,13 +158,7 @@ async fn a_one_millisecond_statement_timeout_fails_cleanly_and_the_next_run_comp
     let (db, clean) = TestDb::with_clean_run("f_stmt_1ms", 2000).await;
 
     let out = db.run(&["run", "--statement-timeout", "1ms", "--retries", "2"]);
-    assert_code(&out, 1);
-    assert_no_panic(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("canceling statement due to statement timeout"),
-        "{err}"
-    );
+    let err = assert_statement_timeout(&out);
     let errors = err.lines().filter(|l| l.starts_with("relink: error:"));
     assert_eq!(errors.count(), 1, "{err}");
 
@@ -169,13 +177,7 @@ async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resuma
     let started = Instant::now();
     let out = db.run(&["run", "--statement-timeout", "300ms", "--retries", "2"]);
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert_code(&out, 1);
-    assert_no_panic(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("canceling statement due to statement timeout"),
-        "{err}"
-    );
+    let err = assert_statement_timeout(&out);
     assert!(err.contains("retry 1/1"), "{err}");
     assert!(err.contains("failed after 2 attempt(s)"), "{err}");
     assert!(err.contains("rerun `relink run` to resume"), "{err}");

@@ -366,18 +366,7 @@ async fn a_lock_cycle_with_an_application_that_deletes_user_first_is_relinks_to_
 async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are_under_the_lock() {
     let db = TestDb::new("o_read_then_changed").await;
     db.generate(300);
-    let profiles: Vec<(String, String)> = db
-        .client
-        .query(
-            "SELECT id, \"userId\" FROM profiles
-              WHERE jsonb_typeof(\"socialLinks\") = 'object' ORDER BY id LIMIT 2",
-            &[],
-        )
-        .await
-        .expect("two profiles")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let profiles = db.object_profiles(2, false).await;
     let [(edited, edited_user), (deleted, deleted_user)] = &profiles[..] else {
         panic!("two object-shaped profiles");
     };

@@ -369,21 +369,28 @@ impl TestDb {
     /// The first `limit` profiles, by id, whose legacy value is an object
     /// (keys can be added to it) and that have migrated links: (id, userId).
     pub async fn migrated_object_profiles(&self, limit: i64) -> Vec<(String, String)> {
+        self.object_profiles(limit, true).await
+    }
+
+    /// The first `limit` profiles, by id, whose legacy value is an object
+    /// (and, if `migrated`, that have migrated links): (id, userId). Fails
+    /// the test if there are fewer.
+    pub async fn object_profiles(&self, limit: i64, migrated: bool) -> Vec<(String, String)> {
         let rows = self
             .client
             .query(
                 "SELECT p.id, p.\"userId\" FROM profiles p
                   WHERE jsonb_typeof(p.\"socialLinks\") = 'object'
-                    AND EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id)
+                    AND (NOT $2 OR EXISTS (SELECT 1 FROM profile_links pl WHERE pl.\"profileId\" = p.id))
                   ORDER BY p.id LIMIT $1",
-                &[&limit],
+                &[&limit, &migrated],
             )
             .await
-            .expect("migrated object-shaped profiles");
+            .expect("object-shaped profiles");
         assert_eq!(
             i64::try_from(rows.len()).ok(),
             Some(limit),
-            "too few migrated object-shaped profiles"
+            "too few object-shaped profiles (migrated: {migrated})"
         );
         rows.iter().map(|r| (r.get(0), r.get(1))).collect()
     }
