@@ -120,6 +120,20 @@ fn shell_unquote(value: &str) -> String {
     out
 }
 
+/// `scripts/pg-server <command>` run once per process (on the first call):
+/// `build` makes `cell`'s value of the script's `KEY=value` lines, each
+/// taken with `get` (which fails naming a key the script did not print).
+fn started<T>(
+    cell: &'static OnceLock<T>,
+    command: &str,
+    build: impl FnOnce(&mut dyn FnMut(&str) -> String) -> T,
+) -> &'static T {
+    cell.get_or_init(|| {
+        let mut vars = pg_server(command);
+        build(&mut |key| take(&mut vars, command, key))
+    })
+}
+
 /// Takes `key` out of the script's output, or fails naming it.
 fn take(vars: &mut HashMap<String, String>, command: &str, key: &str) -> String {
     vars.remove(key)
@@ -129,32 +143,28 @@ fn take(vars: &mut HashMap<String, String>, command: &str, key: &str) -> String 
 /// The TLS server, started on the first call of the process.
 pub fn tls_server() -> &'static TlsServer {
     static SERVER: OnceLock<TlsServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let mut vars = pg_server("tls");
-        let mut get = |key: &str| take(&mut vars, "tls", key);
-        TlsServer {
-            host: get("PG_TLS_HOST"),
-            port: get("PG_TLS_PORT").parse().expect("PG_TLS_PORT is a port"),
-            admin_url: get("PG_TLS_ADMIN_URL"),
-            ca: get("PG_TLS_CA"),
-            untrusted_ca: get("PG_TLS_UNTRUSTED_CA"),
-            client_cert: get("PG_TLS_CLIENT_CERT"),
-            client_key: get("PG_TLS_CLIENT_KEY"),
-            pw_user: get("PG_TLS_PW_USER"),
-            pw: get("PG_TLS_PW"),
-            md5_user: get("PG_TLS_MD5_USER"),
-            md5_pw: get("PG_TLS_MD5_PW"),
-            cert_user: get("PG_TLS_CERT_USER"),
-            db_owner: get("PG_TLS_DB_OWNER"),
-            client_key_encrypted: get("PG_TLS_CLIENT_KEY_ENCRYPTED"),
-            client_key_password: get("PG_TLS_CLIENT_KEY_PASSWORD"),
-            revoked_client_cert: get("PG_TLS_REVOKED_CLIENT_CERT"),
-            revoked_client_key: get("PG_TLS_REVOKED_CLIENT_KEY"),
-            empty_crl: get("PG_TLS_EMPTY_CRL"),
-            server_revoked_crl: get("PG_TLS_SERVER_REVOKED_CRL"),
-            server_revoked_crl_dir: get("PG_TLS_SERVER_REVOKED_CRL_DIR"),
-            v1_crl: get("PG_TLS_V1_CRL"),
-        }
+    started(&SERVER, "tls", |get| TlsServer {
+        host: get("PG_TLS_HOST"),
+        port: get("PG_TLS_PORT").parse().expect("PG_TLS_PORT is a port"),
+        admin_url: get("PG_TLS_ADMIN_URL"),
+        ca: get("PG_TLS_CA"),
+        untrusted_ca: get("PG_TLS_UNTRUSTED_CA"),
+        client_cert: get("PG_TLS_CLIENT_CERT"),
+        client_key: get("PG_TLS_CLIENT_KEY"),
+        pw_user: get("PG_TLS_PW_USER"),
+        pw: get("PG_TLS_PW"),
+        md5_user: get("PG_TLS_MD5_USER"),
+        md5_pw: get("PG_TLS_MD5_PW"),
+        cert_user: get("PG_TLS_CERT_USER"),
+        db_owner: get("PG_TLS_DB_OWNER"),
+        client_key_encrypted: get("PG_TLS_CLIENT_KEY_ENCRYPTED"),
+        client_key_password: get("PG_TLS_CLIENT_KEY_PASSWORD"),
+        revoked_client_cert: get("PG_TLS_REVOKED_CLIENT_CERT"),
+        revoked_client_key: get("PG_TLS_REVOKED_CLIENT_KEY"),
+        empty_crl: get("PG_TLS_EMPTY_CRL"),
+        server_revoked_crl: get("PG_TLS_SERVER_REVOKED_CRL"),
+        server_revoked_crl_dir: get("PG_TLS_SERVER_REVOKED_CRL_DIR"),
+        v1_crl: get("PG_TLS_V1_CRL"),
     })
 }
 
@@ -162,15 +172,11 @@ pub fn tls_server() -> &'static TlsServer {
 /// the replica streams).
 pub fn replica_set() -> &'static ReplicaSet {
     static SET: OnceLock<ReplicaSet> = OnceLock::new();
-    SET.get_or_init(|| {
-        let mut vars = pg_server("replica");
-        let mut get = |key: &str| take(&mut vars, "replica", key);
-        ReplicaSet {
-            primary_url: get("PG_PRIMARY_URL"),
-            replica_url: get("PG_REPLICA_URL"),
-            replica_name: get("PG_REPLICA_NAME"),
-            nomon_user: get("PG_NOMON_USER"),
-        }
+    started(&SET, "replica", |get| ReplicaSet {
+        primary_url: get("PG_PRIMARY_URL"),
+        replica_url: get("PG_REPLICA_URL"),
+        replica_name: get("PG_REPLICA_NAME"),
+        nomon_user: get("PG_NOMON_USER"),
     })
 }
 
@@ -252,14 +258,10 @@ pub struct PoolerSet {
 /// The pooler set, started on the first call of the process.
 pub fn pooler_set() -> &'static PoolerSet {
     static SET: OnceLock<PoolerSet> = OnceLock::new();
-    SET.get_or_init(|| {
-        let mut vars = pg_server("pooler");
-        let mut get = |key: &str| take(&mut vars, "pooler", key);
-        PoolerSet {
-            direct_url: get("PG_POOLER_DIRECT_URL"),
-            session_url: get("PG_BOUNCER_SESSION_URL"),
-            transaction_url: get("PG_BOUNCER_TRANSACTION_URL"),
-        }
+    started(&SET, "pooler", |get| PoolerSet {
+        direct_url: get("PG_POOLER_DIRECT_URL"),
+        session_url: get("PG_BOUNCER_SESSION_URL"),
+        transaction_url: get("PG_BOUNCER_TRANSACTION_URL"),
     })
 }
 
@@ -277,14 +279,10 @@ pub struct NodeExporter {
 /// node_exporter, started on the first call of the process.
 pub fn node_exporter() -> &'static NodeExporter {
     static EXPORTER: OnceLock<NodeExporter> = OnceLock::new();
-    EXPORTER.get_or_init(|| {
-        let mut vars = pg_server("node-exporter");
-        let mut get = |key: &str| take(&mut vars, "node-exporter", key);
-        NodeExporter {
-            url: get("PG_NODE_EXPORTER_URL"),
-            textfile_dir: PathBuf::from(get("PG_NODE_EXPORTER_TEXTFILE_DIR")),
-            log: PathBuf::from(get("PG_NODE_EXPORTER_LOG")),
-        }
+    started(&EXPORTER, "node-exporter", |get| NodeExporter {
+        url: get("PG_NODE_EXPORTER_URL"),
+        textfile_dir: PathBuf::from(get("PG_NODE_EXPORTER_TEXTFILE_DIR")),
+        log: PathBuf::from(get("PG_NODE_EXPORTER_LOG")),
     })
 }
 
