@@ -365,28 +365,11 @@ async fn the_dry_run_shows_exactly_what_the_live_run_writes_with_uuid_ids() {
 async fn dry_run_equals_live_run(db: &TestDb) {
     // Users create rows through the new API: five duplicate a link the
     // dry run plans for them, five are new links at position 0.
-    let scratch = std::env::temp_dir().join(format!("{}_first.jsonl", db.name));
-    let out = db.run(&[
-        "run",
-        "--dry-run",
-        "-q",
-        "--report",
-        scratch.to_str().expect("path"),
-    ]);
-    assert_success(&out);
-    let first: Vec<Value> = std::fs::read_to_string(&scratch)
-        .expect("report")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    let _ = std::fs::remove_file(&scratch);
+    let (_, first) = db.report_lines("first", &["run", "--dry-run", "-q"]);
     let with_rows: BTreeSet<String> = db
-        .client
-        .query("SELECT DISTINCT \"userId\" FROM profile_links", &[])
+        .texts("SELECT DISTINCT \"userId\" FROM profile_links")
         .await
-        .expect("users with rows")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     let candidates: Vec<&Value> = first
         .iter()
@@ -420,35 +403,17 @@ async fn dry_run_equals_live_run(db: &TestDb) {
             .expect("user row");
     }
 
-    let report_path = std::env::temp_dir().join(format!("{}.jsonl", db.name));
     // Small pages: chunk boundaries must not change the plan.
-    let dry = db.run(&[
-        "run",
-        "--dry-run",
-        "--chunk-size",
-        "7",
-        "--report",
-        report_path.to_str().expect("path"),
-    ]);
-    assert_success(&dry);
-    let report: Vec<Value> = std::fs::read_to_string(&report_path)
-        .expect("report")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    let _ = std::fs::remove_file(&report_path);
+    let (dry, report) = db.report_lines("dry", &["run", "--dry-run", "--chunk-size", "7"]);
     let dry_json = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&dry_json);
     let quiet = db.run(&["run", "--dry-run", "-q"]);
     assert_success(&quiet);
 
     let pre_existing: BTreeSet<String> = db
-        .client
-        .query("SELECT id FROM profile_links", &[])
+        .texts("SELECT id FROM profile_links")
         .await
-        .expect("ids")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert!(pre_existing.len() >= 10);
     let live = db.run(&["run", "--format", "json"]);
@@ -669,15 +634,9 @@ async fn limit_plans_exactly_that_many_profiles() {
     assert_success(&live);
     assert_eq!(json_summary(&live)["profiles_planned"], 10);
     let migrated: Vec<String> = db
-        .client
-        .query(
-            "SELECT profile_id FROM relink.ledger ORDER BY profile_id",
-            &[],
-        )
+        .texts("SELECT profile_id FROM relink.ledger ORDER BY profile_id")
         .await
-        .expect("ledger")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     let mut sorted = planned.clone();
     sorted.sort();

@@ -362,12 +362,9 @@ async fn limit_migrates_a_canary_then_the_next_run_continues() {
         pending
     );
     let ids: BTreeSet<String> = db
-        .client
-        .query("SELECT status FROM relink.runs", &[])
+        .texts("SELECT status FROM relink.runs")
         .await
-        .expect("runs")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(ids, BTreeSet::from(["completed".to_owned()]));
 }

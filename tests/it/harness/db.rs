@@ -336,6 +336,35 @@ impl TestDb {
             .get(0)
     }
 
+    /// The first column (text) of every row of `sql` on [`Self::client`].
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        self.client
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Runs relink with `args` and `--report FILE` (a file of its own,
+    /// removed afterwards); it must succeed. Returns its output and the
+    /// report's JSON lines.
+    pub fn report_lines(&self, tag: &str, args: &[&str]) -> (Output, Vec<serde_json::Value>) {
+        let path = std::env::temp_dir().join(format!("{}_{tag}.jsonl", self.name));
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["--report", path.to_str().expect("a UTF-8 path")]);
+        let out = self.run(&args);
+        assert_success(&out);
+        let lines = std::fs::read_to_string(&path)
+            .expect("report")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        let _ = std::fs::remove_file(&path);
+        (out, lines)
+    }
+
     /// A session of its own holding `table` in ACCESS EXCLUSIVE mode, as an
     /// application's migration would, in a transaction left open: `ROLLBACK`
     /// (or `COMMIT`) on it, or its drop, releases the lock.
