@@ -1,6 +1,8 @@
 //! The binary's contract: preflight, exit codes, help, password redaction.
 
-use crate::harness::{assert_code, assert_success, stderr, stdout, with_dbname, TestDb};
+use crate::harness::{
+    assert_code, assert_stderr_has, assert_success, stderr, stdout, with_dbname, TestDb,
+};
 
 #[tokio::test]
 async fn preflight_passes_on_the_app_schema() {
@@ -49,11 +51,7 @@ async fn preflight_names_a_missing_table() {
     let db = TestDb::empty("preflight_tbl").await;
     let out = db.run(&["verify"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("table public.users does not exist"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "table public.users does not exist");
 }
 
 /// Over an unencrypted connection to a server that trusts everyone; the
@@ -139,7 +137,7 @@ async fn bad_command_lines_exit_2() {
         .output()
         .expect("run");
     assert_code(&out, 2);
-    assert!(stderr(&out).contains("\"sslmod\""), "{}", stderr(&out));
+    assert_stderr_has(&out, "\"sslmod\"");
 }
 
 #[tokio::test]
@@ -169,7 +167,7 @@ async fn without_a_url_libpq_environment_variables_reach_the_server() {
         .output()
         .expect("run");
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    assert_stderr_has(&out, "127.0.0.1:1");
 }
 
 #[test]

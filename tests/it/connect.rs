@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{assert_no_panic, assert_success, connect, send_signal, stderr, TestDb};
+use crate::harness::{
+    assert_no_panic, assert_stderr_has, assert_success, connect, send_signal, TestDb,
+};
 
 /// A relink backend of this database inside a transaction that has
 /// written (so it holds row locks), as seen while relink is stopped.
@@ -110,7 +112,7 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
     let out = child.wait(Duration::from_secs(120)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("retry"), "{}", stderr(&out));
+    assert_stderr_has(&out, "retry");
 
     // Equal to a clean run over the same data with the same deletion.
     clean

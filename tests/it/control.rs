@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, eventually, json_summary, send_signal, stderr,
-    stdout, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success, eventually,
+    json_summary, send_signal, stderr, stdout, TestDb,
 };
 
 async fn ledger_rows(db: &TestDb) -> i64 {
@@ -82,11 +82,7 @@ async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
     let out = child.wait(Duration::from_secs(120)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(
-        stderr(&out).contains("waiting before the next chunk: paused by"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "waiting before the next chunk: paused by");
     let summary = json_summary(&out);
     let paused = summary["throttled_seconds"]["pause"]
         .as_f64()
@@ -106,14 +102,10 @@ async fn a_run_started_while_paused_writes_nothing_and_stops_on_sigterm() {
     // A pause before any run creates the state schema to hold cron's runs.
     let out = db.run(&["pause"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("Paused"), "{}", stdout(&out));
+    assert_stdout_has(&out, "Paused");
     let again = db.run(&["pause", "--reason", "ignored"]);
     assert_success(&again);
-    assert!(
-        stdout(&again).contains("Already paused"),
-        "{}",
-        stdout(&again)
-    );
+    assert_stdout_has(&again, "Already paused");
 
     let child = db.spawn(&["run"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -125,7 +117,7 @@ async fn a_run_started_while_paused_writes_nothing_and_stops_on_sigterm() {
     assert_success(&db.run(&["resume"]));
     let out = db.run(&["resume"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("Not paused"), "{}", stdout(&out));
+    assert_stdout_has(&out, "Not paused");
     assert_success(&db.run(&["run"]));
     assert_success(&db.run(&["verify", "--strict"]));
 }
@@ -223,11 +215,7 @@ async fn a_throttle_query_holds_the_run_until_its_answer_changes() {
         .expect("release");
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
-    assert!(
-        stderr(&out).contains("--throttle-query answered true"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "--throttle-query answered true");
     let summary = json_summary(&out);
     assert!(
         summary["throttled_seconds"]["throttle_query"]
@@ -251,11 +239,7 @@ async fn a_failing_throttle_query_stops_the_run_before_any_write() {
     db.generate(500);
     let out = db.run(&["run", "--throttle-query", "SELECT hold FROM no_such_table"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("--throttle-query failed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "--throttle-query failed");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -264,7 +248,7 @@ async fn a_failing_throttle_query_stops_the_run_before_any_write() {
     );
     let out = db.run(&["run", "--throttle-query", "SELECT 1"]);
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("boolean"), "{}", stderr(&out));
+    assert_stderr_has(&out, "boolean");
 }
 
 #[test]

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_resumed, assert_success, connect, eventually,
-    json_summary, send_signal, stderr, stdout, verify_check, with_dbname, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_stdout_has,
+    assert_success, connect, eventually, json_summary, send_signal, stderr, stdout, verify_check,
+    with_dbname, TestDb,
 };
 
 /// Profiles with a legacy value.
@@ -539,16 +540,8 @@ async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resum
     let out = child.wait(Duration::from_secs(15)).await;
     assert_code(&out, 130);
     assert_no_panic(&out);
-    assert!(
-        stdout(&out).contains("Summary of run 1 (interrupted)"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("checkpoint saved"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stdout_has(&out, "Summary of run 1 (interrupted)");
+    assert_stderr_has(&out, "checkpoint saved");
     let done = db.count("SELECT count(*) FROM relink.ledger").await;
     assert!(
         done > 0 && done < with_legacy(&db).await,
@@ -573,7 +566,7 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!child.finished(), "stopped before the second signal");
     let out = child.stop_with("INT", Duration::from_millis(500)).await;
-    assert!(stderr(&out).contains("second signal"), "{}", stderr(&out));
+    assert_stderr_has(&out, "second signal");
     // Aborted, not finished: no summary.
     assert!(!stdout(&out).contains("Summary"), "{}", stdout(&out));
     locker.batch_execute("ROLLBACK").await.expect("unlock");
@@ -624,13 +617,9 @@ async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
     holder.batch_execute("ROLLBACK").await.expect("unlock");
 
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("retry"), "{}", stderr(&out));
+    assert_stderr_has(&out, "retry");
     assert_code(&out, 130);
-    assert!(
-        stdout(&out).contains("Summary of run 1 (interrupted)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_stdout_has(&out, "Summary of run 1 (interrupted)");
     let status = db.text("SELECT status FROM relink.runs WHERE id = 1").await;
     assert_eq!(status, "interrupted");
 
@@ -683,7 +672,7 @@ async fn a_server_that_accepts_but_never_answers_is_given_up_on() {
         );
         assert_code(&out, 1);
         assert_no_panic(&out);
-        assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+        assert_stderr_has(&out, "cannot connect");
     }
     drop(silent);
 }
@@ -704,7 +693,7 @@ async fn lost_connections_mid_run_are_retried_and_the_result_equals_a_clean_run(
     let out = child.wait(Duration::from_secs(30)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_stderr_has(&out, "reconnecting");
     assert_success(&db.run(&["verify", "--strict"]));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
     let out = db.run(&["run", "--format", "json"]);

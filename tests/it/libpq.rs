@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_one_line_error, assert_success, json_summary, output,
-    server_url, stderr, stdout, url_encode, Home, Server, TestDb,
+    assert_code, assert_no_panic, assert_one_line_error, assert_stderr_has, assert_success,
+    json_summary, output, server_url, stdout, url_encode, Home, Server, TestDb,
 };
 
 /// A service section for the TLS server: every parameter but the password.
@@ -443,9 +443,8 @@ async fn sslsni_sends_the_host_name_unless_turned_off() {
         &["status"],
     );
     assert_code(&out, 2);
-    assert!(
-        stderr(&out).contains("invalid value \"yes\" for connection parameter \"sslsni\""),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "invalid value \"yes\" for connection parameter \"sslsni\"",
     );
 }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_resumed, assert_success, eventually, stderr, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_success, eventually,
+    TestDb,
 };
 
 /// `pg_locks.classid` of relink's main advisory lock ("RLNK").
@@ -44,17 +45,13 @@ async fn purge_keeps_its_lock_when_its_connection_drops_and_no_run_slips_in() {
     for _ in 0..5 {
         let out = db.run(&["run"]);
         assert_code(&out, 4);
-        assert!(stderr(&out).contains("holds the lock"), "{}", stderr(&out));
+        assert_stderr_has(&out, "holds the lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = purge.wait(Duration::from_secs(120)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(
-        stderr(&out).contains("lock taken again"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "lock taken again");
     // Everything relink created is gone, and nothing was created meanwhile.
     assert_eq!(
         db.count("SELECT count(*) FROM profile_links").await,

@@ -16,7 +16,8 @@ use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::Value as Json;
 
 use crate::harness::{
-    assert_code, assert_success, json_summary, send_signal, stderr, stdout, TestDb, REJECT_REASONS,
+    assert_code, assert_stderr_has, assert_success, json_summary, send_signal, stderr, stdout,
+    TestDb, REJECT_REASONS,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_relink");
@@ -757,11 +758,7 @@ async fn a_failed_run_ends_its_file_failed() {
     let file = dir.join("relink-run.prom");
     let out = db.run(&["run", "--format", "json", "--metrics-file", path_str(&file)]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("no new links today"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "no new links today");
     let summary = json_summary(&out);
     let last = Metrics::parse(&std::fs::read_to_string(&file).expect("final file"), "run");
     assert_eq!(last.status(), "failed");
@@ -889,7 +886,7 @@ async fn logs_to_a_pipe_carry_no_escape_codes() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     let out = db.run(&["run"]);
-    assert!(stderr(&out).contains(" INFO "), "{}", stderr(&out));
+    assert_stderr_has(&out, " INFO ");
 }
 
 /// Runs relink with `args` on a pseudo-terminal (util-linux `script`):
@@ -1258,11 +1255,7 @@ async fn the_readme_cronjob_forbids_overlap_keeps_exit_codes_and_pushes_the_fina
         &dir.join("volume-2"),
     );
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("metrics not pushed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "metrics not pushed");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 

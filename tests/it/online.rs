@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::application::{self, Activity, Kind};
 use crate::harness::{
-    assert_no_panic, assert_success, connect, json_summary, send_signal, spawn, stderr,
-    verify_check, wait_stopped, TestDb,
+    assert_no_panic, assert_stderr_has, assert_success, connect, json_summary, send_signal, spawn,
+    stderr, verify_check, wait_stopped, TestDb,
 };
 
 /// relink's target chunk time in these tests: small chunks.
@@ -344,7 +344,7 @@ async fn lock_cycle() -> bool {
             .find(|l| l.contains("retry"))
             .unwrap_or_default()
     );
-    assert!(stderr(&out).contains("lock timeout"), "{}", stderr(&out));
+    assert_stderr_has(&out, "lock timeout");
     assert_eq!(json_summary(&out)["profiles_gone"], 1);
     assert_no_collision(&db);
     assert_success(&db.run(&["verify", "--strict"]));

@@ -24,7 +24,8 @@ use relink::db::pooler::{self, Pooling};
 use tokio_postgres::NoTls;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, stderr, stdout, Server, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_success, json_summary, stderr, stdout,
+    Server, TestDb,
 };
 
 /// Profiles generated (fixed seed): several chunks of [`CHUNK`].
@@ -139,19 +140,15 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
         ],
     );
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("\"7s/3s/UTC\""), "{}", stderr(&out));
+    assert_stderr_has(&out, "\"7s/3s/UTC\"");
 
     // An `options` of the operator's own, which the pooler refuses, is not
     // silently dropped: relink says so and how to set it instead.
     let with_options = format!("{via}?options=-c%20work_mem%3D7MB");
     let out = pooled.run_on(&with_options, &["status"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("the server refused the startup parameter \"options\"")
-            && stderr(&out).contains("ALTER ROLE"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "the server refused the startup parameter \"options\"");
+    assert_stderr_has(&out, "ALTER ROLE");
 
     // The fix it names works through the pooler: a setting on the role,
     // in force for server sessions started after it (the pooler's idle ones
@@ -174,7 +171,7 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
             "SELECT current_setting('work_mem')::int = 0",
         ],
     );
-    assert!(stderr(&out).contains("\"7MB\""), "{}", stderr(&out));
+    assert_stderr_has(&out, "\"7MB\"");
 
     let purge = ["purge", "--yes", "--format", "json", "--chunk-size", CHUNK];
     let (a, b) = (

@@ -8,7 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
+    assert_code, assert_stderr_has, assert_success, json_summary, send_signal, stderr, stdout,
+    TestDb,
 };
 
 /// One profile_links row, keyed by id elsewhere.
@@ -203,7 +204,7 @@ async fn purge_deletes_only_unedited_migrated_rows_and_a_rerun_restores_them() {
         .output()
         .expect("run relink");
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_stderr_has(&out, "--yes");
     assert_eq!(db.checksum_all().await, all);
 
     // --dry-run: lists and counts, deletes nothing.
@@ -393,11 +394,7 @@ async fn purge_refuses_an_unknown_run_and_a_database_never_migrated() {
     db.generate(300);
     let out = db.run(&["purge", "--yes"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("nothing to purge"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "nothing to purge");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -435,11 +432,7 @@ async fn purge_refuses_an_unknown_run_and_a_database_never_migrated() {
     let before = db.checksum_all().await;
     let out = db.run(&["purge", "--yes", "--run", "2"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("run 2 is a purge run"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "run 2 is a purge run");
     assert_eq!(db.checksum_all().await, before);
 }
 

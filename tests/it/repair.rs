@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout,
-    verify_check, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success,
+    json_summary, send_signal, stderr, stdout, verify_check, TestDb,
 };
 
 /// The application's rows of these tests (and the generated ones users
@@ -139,11 +139,7 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
     // Without --yes and without a terminal: refused, nothing changed.
     let out = db.run(&["repair"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("refusing to repair without confirmation"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "refusing to repair without confirmation");
     assert_eq!(db.checksum_all().await, before);
 
     // The dry run lists, changes nothing, and says what is left (exit 3).
@@ -309,12 +305,12 @@ async fn an_interrupted_repair_resumes_after_its_checkpoint() {
     send_signal(child.pid, "TERM");
     let out = child.wait(Duration::from_secs(30)).await;
     assert_code(&out, 130);
-    assert!(stdout(&out).contains("(interrupted)"), "{}", stdout(&out));
+    assert_stdout_has(&out, "(interrupted)");
 
     // The rest: 3 if what is the application's to mend lies after the
     // checkpoint, else 0.
     let out = db.run(&["repair", "--yes", "--chunk-size", "20"]);
     assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
-    assert!(stderr(&out).contains("resuming repair"), "{}", stderr(&out));
+    assert_stderr_has(&out, "resuming repair");
     assert_eq!(db.links_checksum().await, unbroken.links_checksum().await);
 }

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, connect, json_summary, links_checksum_of, spawn,
-    stderr, stdout, Server, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success, connect,
+    json_summary, links_checksum_of, spawn, stderr, Server, TestDb,
 };
 
 /// The end state of a clean plain run over the same generated data.
@@ -118,16 +118,8 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
     let out = child.wait(Duration::from_secs(180)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(
-        stderr(&out).contains("waiting before the next chunk: replica"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("carrying on after waiting"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "waiting before the next chunk: replica");
+    assert_stderr_has(&out, "carrying on after waiting");
     let summary = json_summary(&out);
     let waited = summary["throttled_seconds"]["replica_lag"]
         .as_f64()
@@ -311,7 +303,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         .output()
         .expect("run");
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("--replica"), "{}", stderr(&out));
+    assert_stderr_has(&out, "--replica");
     assert_eq!(
         count(
             &db.client,
@@ -359,14 +351,6 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
     proxy.restore().await;
     let out = child.wait(Duration::from_secs(120)).await;
     assert_success(&out);
-    assert!(
-        stdout(&out).contains("throttled: replica lag"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("cannot reach replica"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stdout_has(&out, "throttled: replica lag");
+    assert_stderr_has(&out, "cannot reach replica");
 }

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_one_line_error, assert_success, checksum, chmod,
-    json_summary, output, send_signal, spawn, stderr, stdout, tls_server, url_encode, Home, Server,
-    TestDb, TlsServer, LINKS_WITHOUT_TIMES,
+    assert_code, assert_no_panic, assert_one_line_error, assert_stderr_has, assert_success,
+    checksum, chmod, json_summary, output, send_signal, spawn, stderr, stdout, tls_server,
+    url_encode, Home, Server, TestDb, TlsServer, LINKS_WITHOUT_TIMES,
 };
 
 /// Profiles generated (fixed seed) wherever a migration is compared with
@@ -1136,7 +1136,7 @@ async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_co
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_stderr_has(&out, "reconnecting");
     assert_eq!(db.links_checksum().await, plain.links_checksum);
     assert_success(&output(relink(), &["verify", "--strict"]));
 }

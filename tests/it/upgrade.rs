@@ -5,29 +5,17 @@
 
 use std::collections::BTreeSet;
 
-use crate::harness::{assert_success, json_summary, ledger_ids, stderr, TestDb};
+use crate::harness::{assert_stderr_has, assert_success, json_summary, ledger_ids, stderr, TestDb};
 
 const STATE_V1: &str = include_str!("../../fixtures/state_v1.sql");
 
 async fn ids(db: &TestDb, sql: &str) -> BTreeSet<String> {
-    db.client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.texts(sql).await.into_iter().collect()
 }
 
 async fn schema_version(db: &TestDb) -> String {
-    db.client
-        .query_one(
-            "SELECT value FROM relink.meta WHERE key = 'schema_version'",
-            &[],
-        )
+    db.text("SELECT value FROM relink.meta WHERE key = 'schema_version'")
         .await
-        .expect("version")
-        .get(0)
 }
 
 async fn relink_rows(db: &TestDb) -> BTreeSet<String> {
@@ -65,13 +53,12 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     // The next live run upgrades, finds nothing pending, writes nothing.
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
-    assert!(
-        stderr(&out).contains(&format!(
+    assert_stderr_has(
+        &out,
+        &format!(
             "upgraded relink's state schema \"relink\" from version 1 to version {}",
             relink::state::SCHEMA_VERSION
-        )),
-        "{}",
-        stderr(&out)
+        ),
     );
     let summary = json_summary(&out);
     assert_eq!(summary["profiles_planned"], 0, "{summary}");

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_resumed, assert_success, json_summary, send_signal,
-    stderr, stdout, verify_check, verify_line, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_stdout_has,
+    assert_success, json_summary, send_signal, stderr, stdout, verify_check, verify_line, TestDb,
 };
 
 const TOTAL: &str = "links total";
@@ -93,7 +93,7 @@ async fn after_a_clean_run_verify_reports_nothing_wrong() {
 
     let out = db.run(&["verify", "--strict"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("verify: OK"), "{}", stdout(&out));
+    assert_stdout_has(&out, "verify: OK");
 }
 
 #[tokio::test]
@@ -346,8 +346,8 @@ async fn status_before_and_after_a_run() {
 
     let out = db.run(&with(&["status"]));
     assert_success(&out);
-    assert!(stdout(&out).contains("No runs yet"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("Lock: free"), "{}", stdout(&out));
+    assert_stdout_has(&out, "No runs yet");
+    assert_stdout_has(&out, "Lock: free");
     let status = db.status_json(&state);
     assert_eq!(status["runs"], serde_json::json!([]), "{status}");
     assert!(status["ledger"].is_null(), "{status}");
@@ -498,11 +498,7 @@ async fn status_follows_a_run_that_is_killed_and_resumed() {
     assert!(position < legacy, "killed midway: {status}");
     let out = db.run(&with(&["status"]));
     assert_success(&out);
-    assert!(
-        stdout(&out).contains(&format!("checkpoint after user {checkpoint}")),
-        "{}",
-        stdout(&out)
-    );
+    assert_stdout_has(&out, &format!("checkpoint after user {checkpoint}"));
 
     let out = db.run(&with(&["run"]));
     assert_resumed(&out, 1);
@@ -599,7 +595,7 @@ async fn status_and_the_lock_only_see_their_own_database() {
     let status = db.status_json(&[]);
     assert!(status["lock_holder"].is_null(), "{status}");
     let out = db.run(&["status"]);
-    assert!(stdout(&out).contains("Lock: free"), "{}", stdout(&out));
+    assert_stdout_has(&out, "Lock: free");
 
     // With a run here too, status names this database's holder, and a
     // second run here exits 4 naming it.
@@ -614,11 +610,7 @@ async fn status_and_the_lock_only_see_their_own_database() {
     );
     let out = db.run(&["run"]);
     assert_code(&out, 4);
-    assert!(
-        stderr(&out).contains(&format!("pid={mine} ")),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, &format!("pid={mine} "));
 
     send_signal(pid, "TERM");
     send_signal(mine, "TERM");

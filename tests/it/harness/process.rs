@@ -79,6 +79,18 @@ pub fn assert_resumed(out: &Output, run: i64) {
     );
 }
 
+/// `out`'s stderr holds `needle`.
+#[track_caller]
+pub fn assert_stderr_has(out: &Output, needle: &str) {
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
+}
+
+/// `out`'s stdout holds `needle`.
+#[track_caller]
+pub fn assert_stdout_has(out: &Output, needle: &str) {
+    assert!(stdout(out).contains(needle), "{}", stdout(out));
+}
+
 /// Neither a panic nor a backtrace in a command's output.
 #[track_caller]
 pub fn assert_no_panic(out: &Output) {
