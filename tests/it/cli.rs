@@ -15,10 +15,8 @@ async fn preflight_passes_on_the_app_schema() {
 #[tokio::test]
 async fn preflight_names_a_missing_column_for_every_command() {
     let db = TestDb::new("preflight_col").await;
-    db.client
-        .batch_execute("ALTER TABLE profile_links DROP COLUMN position")
-        .await
-        .expect("alter");
+    db.batch("ALTER TABLE profile_links DROP COLUMN position")
+        .await;
     for args in [
         &["run"][..],
         &["run", "--dry-run"],

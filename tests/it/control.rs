@@ -186,12 +186,8 @@ async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
 async fn a_throttle_query_holds_the_run_until_its_answer_changes() {
     let mut db = TestDb::new("c_throttle_query").await;
     db.generate(3000);
-    db.client
-        .batch_execute(
-            "CREATE TABLE ops_flags (hold boolean NOT NULL); INSERT INTO ops_flags VALUES (true)",
-        )
-        .await
-        .expect("flag table");
+    db.batch("CREATE TABLE ops_flags (hold boolean NOT NULL); INSERT INTO ops_flags VALUES (true)")
+        .await;
     let clean = TestDb::clone_of(&mut db, "c_throttle_query_clean").await;
     assert_success(&clean.run(&["run"]));
     let before = db.links_checksum().await;
@@ -209,10 +205,7 @@ async fn a_throttle_query_holds_the_run_until_its_answer_changes() {
         before,
         "wrote while the query said hold"
     );
-    db.client
-        .batch_execute("UPDATE ops_flags SET hold = false")
-        .await
-        .expect("release");
+    db.batch("UPDATE ops_flags SET hold = false").await;
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
     assert_stderr_has(&out, "--throttle-query answered true");

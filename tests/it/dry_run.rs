@@ -77,28 +77,24 @@ impl ReadOnlyRole {
                 url.to_string()
             },
         };
-        db.client
-            .batch_execute(&format!(
-                "GRANT CONNECT ON DATABASE {db} TO {name};
+        db.batch(&format!(
+            "GRANT CONNECT ON DATABASE {db} TO {name};
                  GRANT USAGE ON SCHEMA public TO {name};
                  GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name};",
-                db = db.name
-            ))
-            .await
-            .expect("grant");
+            db = db.name
+        ))
+        .await;
         role
     }
 
     /// Also lets the role read relink's state schema (the ledger).
     async fn grant_state(&self, db: &TestDb) {
-        db.client
-            .batch_execute(&format!(
-                "GRANT USAGE ON SCHEMA relink TO {name};
+        db.batch(&format!(
+            "GRANT USAGE ON SCHEMA relink TO {name};
                  GRANT SELECT ON ALL TABLES IN SCHEMA relink TO {name};",
-                name = self.name
-            ))
-            .await
-            .expect("grant on relink");
+            name = self.name
+        ))
+        .await;
     }
 }
 
@@ -116,13 +112,7 @@ impl Drop for ReadOnlyRole {
 /// its (profile id, user id).
 async fn append_legacy_url(db: &TestDb, key: &str, url: &str) -> (String, String) {
     let (profile, user) = db.object_profiles(1, false).await.remove(0);
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object($2::text, $3::text) WHERE id = $1",
-            &[&profile, &key, &url],
-        )
-        .await
-        .expect("append a legacy URL");
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object($2::text, $3::text) WHERE id = $1", &[&profile, &key, &url]).await;
     (profile, user)
 }
 
@@ -393,14 +383,8 @@ async fn dry_run_equals_live_run(db: &TestDb) {
         } else {
             format!("https://user-made-{i}.example.net/")
         };
-        db.client
-            .execute(
-                "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-                 VALUES ($1, $2, $3, 'Mine', $4, 'other', 0, now())",
-                &[&format!("user-made-{i}"), &user, &profile, &url],
-            )
-            .await
-            .expect("user row");
+        db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+                 VALUES ($1, $2, $3, 'Mine', $4, 'other', 0, now())", &[&format!("user-made-{i}"), &user, &profile, &url]).await;
     }
 
     // Small pages: chunk boundaries must not change the plan.

@@ -34,15 +34,13 @@ async fn wait_for_first_chunk(db: &TestDb, timeout: Duration) {
 /// Every INSERT (COPY fires it too) into `db`'s profile_links takes 5 s
 /// from now on: a trigger (and its function) named `name`.
 async fn slow_inserts(db: &TestDb, name: &str) {
-    db.client
-        .batch_execute(&format!(
-            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql
+    db.batch(&format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql
                AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
              CREATE TRIGGER {name} AFTER INSERT ON profile_links
                FOR EACH STATEMENT EXECUTE FUNCTION {name}();"
-        ))
-        .await
-        .expect("slow trigger");
+    ))
+    .await;
 }
 
 /// A plain rerun resumes run 1 and ends where `clean` (the same data,
@@ -198,10 +196,7 @@ async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resuma
         .get::<_, Option<String>>(1)
         .is_some_and(|e| e.contains("statement timeout")));
 
-    db.client
-        .batch_execute("DROP TRIGGER slow_down ON profile_links")
-        .await
-        .expect("drop trigger");
+    db.batch("DROP TRIGGER slow_down ON profile_links").await;
     resume_equals_clean(&db, &clean).await;
 }
 
@@ -393,19 +388,14 @@ fn accounted(summary: &serde_json::Value) -> u64 {
 #[tokio::test]
 async fn hostile_legacy_values_are_all_accounted_for() {
     let db = TestDb::new("f_hostile").await;
-    db.client
-        .batch_execute(
-            "INSERT INTO users (id) SELECT 'hu' || i FROM generate_series(1, 6) i;
+    db.batch("INSERT INTO users (id) SELECT 'hu' || i FROM generate_series(1, 6) i;
              INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES
                -- 1 value: a 5 MB URL
                ('hp1', 'hu1', jsonb_build_object('website', 'https://big.example.com/' || repeat('a', 5 * 1024 * 1024))),
                -- 100,000 values: 1,000 distinct hosts without a scheme, each 100 times
                ('hp2', 'hu2', (SELECT jsonb_agg('e' || (i % 1000) || '.example.io' ORDER BY i) FROM generate_series(1, 100000) i)),
                -- 1 value: a 63-deep array inside the array (64 deep in all)
-               ('hp3', 'hu3', (repeat('[', 64) || '\"https://deep.example.com/\"' || repeat(']', 64))::jsonb);",
-        )
-        .await
-        .expect("big profiles");
+               ('hp3', 'hu3', (repeat('[', 64) || '\"https://deep.example.com/\"' || repeat(']', 64))::jsonb);").await;
     let unicode = serde_json::json!({
         "website": "https://例え.テスト/パス",
         "imdb": "https://www.imdb.com/name/nm0000042/",
@@ -429,13 +419,11 @@ async fn hostile_legacy_values_are_all_accounted_for() {
             .to_owned(),
     );
     for (i, value) in [(4, &unicode), (5, &quotes), (6, &nul)] {
-        db.client
-            .execute(
-                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3)",
-                &[&format!("hp{i}"), &format!("hu{i}"), value],
-            )
-            .await
-            .expect("insert a hostile profile");
+        db.exec(
+            "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3)",
+            &[&format!("hp{i}"), &format!("hu{i}"), value],
+        )
+        .await;
     }
     let candidates = 1 + 100_000 + 1 + 8 + 4 + 3;
 
@@ -503,15 +491,10 @@ async fn hostile_legacy_values_are_all_accounted_for() {
 async fn legacy_json_nested_beyond_128_levels_is_a_reject_not_a_crash() {
     let db = TestDb::new("f_deep").await;
     db.generate(200);
-    db.client
-        .batch_execute(
-            "INSERT INTO users (id) VALUES ('deepu1'), ('deepu2');
+    db.batch("INSERT INTO users (id) VALUES ('deepu1'), ('deepu2');
              INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES
                ('deep1', 'deepu1', (repeat('[', 200) || '\"https://deep.example.com/\"' || repeat(']', 200))::jsonb),
-               ('deep2', 'deepu2', (repeat('{\"website\": ', 200) || '\"https://deeper.example.com/\"' || repeat('}', 200))::jsonb);",
-        )
-        .await
-        .expect("deep profiles");
+               ('deep2', 'deepu2', (repeat('{\"website\": ', 200) || '\"https://deeper.example.com/\"' || repeat('}', 200))::jsonb);").await;
     let legacy = with_legacy(&db).await;
 
     for args in [

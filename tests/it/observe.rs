@@ -585,13 +585,11 @@ async fn an_interrupted_run_ends_its_file_interrupted_and_keeps_the_last_success
     let first_success = finished_at(&db, 1).await;
     // About half the legacy values change: the next run migrates those and
     // counts the others unchanged, as it goes.
-    db.client
-        .batch_execute(
-            "UPDATE profiles SET \"socialLinks\" = jsonb_build_array('https://example.org/' || id)
+    db.batch(
+        "UPDATE profiles SET \"socialLinks\" = jsonb_build_array('https://example.org/' || id)
               WHERE \"socialLinks\" IS NOT NULL AND md5(id) < '8'",
-        )
-        .await
-        .expect("change legacy values");
+    )
+    .await;
     let dir = scratch("obs_interrupt");
     let file = dir.join("relink-run.prom");
     let mut child = spawn_with_metrics(
@@ -745,15 +743,13 @@ async fn a_failed_run_ends_its_file_failed() {
     let db = TestDb::new("obs_failed").await;
     db.generate(300);
     // The application refuses every new link: the first chunk fails for good.
-    db.client
-        .batch_execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+    db.batch(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
                AS $$ BEGIN RAISE EXCEPTION 'no new links today'; END $$;
              CREATE TRIGGER refuse BEFORE INSERT ON profile_links
                FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
-        )
-        .await
-        .expect("trigger");
+    )
+    .await;
     let dir = scratch("obs_failed");
     let file = dir.join("relink-run.prom");
     let out = db.run(&["run", "--format", "json", "--metrics-file", path_str(&file)]);

@@ -164,7 +164,7 @@ async fn an_application_that_keeps_the_contract_and_relink_never_collide() {
 async fn an_application_that_does_not_lock_is_mended_by_repair() {
     let db = TestDb::new("o_nolock").await;
     db.generate(4000);
-    db.client.batch_execute(USER_FIRST).await.expect("schema");
+    db.batch(USER_FIRST).await;
     let beside = run_beside_cleanly(&db, Kind::DoesNotLock).await;
     let activity = &beside.activity;
     assert_waits_bounded(&beside);
@@ -240,15 +240,13 @@ async fn lock_cycle() -> bool {
     // The application deletes accounts user-first; a gate in its deletion,
     // between taking the user's row and cascading to the profile, lets the
     // test line the two up.
-    db.client
-        .batch_execute(&format!(
-            "{USER_FIRST};
+    db.batch(&format!(
+        "{USER_FIRST};
              CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql
                AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN OLD; END $$;
              CREATE TRIGGER gate BEFORE DELETE ON users FOR EACH ROW EXECUTE FUNCTION gate();"
-        ))
-        .await
-        .expect("the application's schema");
+    ))
+    .await;
     let user = db
         .text(
             "SELECT \"userId\" FROM profiles WHERE \"socialLinks\" IS NOT NULL ORDER BY id LIMIT 1",

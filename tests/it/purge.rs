@@ -101,14 +101,8 @@ async fn edit_row(db: &TestDb, id: &str) {
 }
 
 async fn add_user_row(db: &TestDb, id: &str, user: &str, profile: &str, position: i32) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ($1, $2, $3, 'My site', $4, 'website', $5, now())",
-            &[&id, &user, &profile, &format!("https://{id}.example.net/"), &position],
-        )
-        .await
-        .expect("user row");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ($1, $2, $3, 'My site', $4, 'website', $5, now())", &[&id, &user, &profile, &format!("https://{id}.example.net/"), &position]).await;
 }
 
 /// The figure on a line of the text summary that starts with `label`.
@@ -349,13 +343,7 @@ async fn purge_of_one_run_removes_only_its_rows() {
     let rows = db.migrated_object_profiles(5).await;
     assert_eq!(rows.len(), 5);
     for (i, (id, _)) in rows.iter().enumerate() {
-        db.client
-            .execute(
-                "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz later', $2::text) WHERE id = $1",
-                &[&id, &format!("https://run-two-{i}.example.org/")],
-            )
-            .await
-            .expect("append");
+        db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz later', $2::text) WHERE id = $1", &[&id, &format!("https://run-two-{i}.example.org/")]).await;
     }
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
@@ -444,10 +432,8 @@ async fn rows_users_deleted_count_as_gone_and_are_never_resurrected() {
     let migrated = ledger_ids(&db, None).await;
     let users = users_with_only_migrated_rows(&db, &migrated, 1).await;
     let deleted = first_row(&db, &users[0].0).await;
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
-        .await
-        .expect("delete");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await;
     let before = links(&db).await;
 
     let out = db.run(&["purge", "--dry-run"]);
@@ -487,10 +473,8 @@ async fn interrupted_purge_equals_clean_purge(tag: &str, signal: &str, expect_co
     let edited = first_row(&db, &users[0].0).await;
     edit_row(&db, &edited).await;
     let deleted = first_row(&db, &users[1].0).await;
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
-        .await
-        .expect("delete");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await;
     let clean = TestDb::clone_of(&mut db, &format!("{tag}_c")).await;
     assert_success(&clean.run(&["purge", "--yes", "-q"]));
     let total = db.count("SELECT count(*) FROM profile_links").await;

@@ -36,14 +36,8 @@ async fn migrated_users(db: &TestDb, n: i64) -> Vec<(String, String)> {
 
 /// Adds an application row for `user`.
 async fn app_row(db: &TestDb, id: &str, user: &(String, String), url: &str, position: i32) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ($1, $2, $3, 'Added by the app', $4, 'website', $5, '2030-01-01')",
-            &[&id, &user.0, &user.1, &url, &position],
-        )
-        .await
-        .expect("an application row");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ($1, $2, $3, 'Added by the app', $4, 'website', $5, '2030-01-01')", &[&id, &user.0, &user.1, &url, &position]).await;
 }
 
 /// (id, url, position) of a user's rows, by position and id.
@@ -105,13 +99,11 @@ async fn raced(tag: &str) -> (TestDb, Vec<(String, String)>, String) {
     // User 3: the user edited relink's first row; the application added at
     // its position.
     let (edited, _, position) = first(3).await;
-    db.client
-        .execute(
-            "UPDATE profile_links SET label = 'Edited', \"updatedAt\" = '2031-01-01' WHERE id = $1",
-            &[&edited],
-        )
-        .await
-        .expect("edit relink's row");
+    db.exec(
+        "UPDATE profile_links SET label = 'Edited', \"updatedAt\" = '2031-01-01' WHERE id = $1",
+        &[&edited],
+    )
+    .await;
     app_row(
         &db,
         "app-at-edited",
@@ -231,13 +223,11 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
 
     // The application mends its own; then everything passes, a second
     // repair has nothing to do, and no run creates relink's deleted row.
-    db.client
-        .batch_execute(
-            "DELETE FROM profile_links WHERE id = 'app-own2';
+    db.batch(
+        "DELETE FROM profile_links WHERE id = 'app-own2';
              UPDATE profile_links SET position = 1000 WHERE id = 'app-at-edited';",
-        )
-        .await
-        .expect("the application's own fix");
+    )
+    .await;
     assert_success(&db.run(&["verify", "--strict"]));
     let out = db.run(&["repair", "--yes", "--format", "json"]);
     assert_success(&out);

@@ -154,10 +154,8 @@ async fn the_replica_side_measure_sees_replay_stop() {
         .await
         .expect("sample");
     let replay = db.pause_replay().await;
-    db.client
-        .batch_execute("CREATE TABLE filler AS SELECT g AS n FROM generate_series(1, 50000) g")
-        .await
-        .expect("write on the primary");
+    db.batch("CREATE TABLE filler AS SELECT g AS n FROM generate_series(1, 50000) g")
+        .await;
     let started = Instant::now();
     let paused = loop {
         let sample = relink::throttle::replica::replica_sample(&replica, "r")

@@ -47,15 +47,13 @@ impl AppRole {
             .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
             .await
             .expect("create role");
-        db.client
-            .batch_execute(&format!(
-                "GRANT CONNECT, CREATE ON DATABASE {db} TO {name};
+        db.batch(&format!(
+            "GRANT CONNECT, CREATE ON DATABASE {db} TO {name};
                  GRANT USAGE ON SCHEMA public TO {name};
                  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name};",
-                db = db.name
-            ))
-            .await
-            .expect("grant");
+            db = db.name
+        ))
+        .await;
         let mut url = url::Url::parse(&db.url).expect("url");
         url.set_username(&name).expect("username");
         Self {
@@ -127,7 +125,7 @@ async fn row_level_security_stops_every_command_before_it_reads_or_writes_anythi
     let db = TestDb::new("rls_refused").await;
     db.generate(PROFILES);
     let role = AppRole::create(&db).await;
-    db.client.batch_execute(POLICIES).await.expect("policies");
+    db.batch(POLICIES).await;
     let before = written(&db).await;
     assert_eq!(before.0, 0);
     let commands: [&[&str]; 8] = [
@@ -164,13 +162,11 @@ async fn with_bypassrls_the_run_migrates_everything_and_no_duplicate_beside_hidd
     // The same data, then policies that hide every row from relink's role.
     let db = TestDb::clone_of(&mut plain, "rls_bypass").await;
     let role = AppRole::create(&db).await;
-    db.client.batch_execute(POLICIES).await.expect("policies");
+    db.batch(POLICIES).await;
     let hidden = db.count("SELECT count(*) FROM profile_links").await;
     assert!(hidden > 0, "generate makes rows users created");
-    db.client
-        .batch_execute(&format!("ALTER ROLE {} BYPASSRLS", role.name))
-        .await
-        .expect("BYPASSRLS");
+    db.batch(&format!("ALTER ROLE {} BYPASSRLS", role.name))
+        .await;
 
     let out = role.run(&db, &["run", "--format", "json"]);
     assert_success(&out);
@@ -215,16 +211,14 @@ async fn the_owner_passes_unless_force_row_level_security_applies_the_policies_t
     let db = TestDb::new("rls_owner").await;
     db.generate(PROFILES);
     let role = AppRole::create(&db).await;
-    db.client
-        .batch_execute(&format!(
-            "{POLICIES}
+    db.batch(&format!(
+        "{POLICIES}
              ALTER TABLE profiles OWNER TO {r};
              ALTER TABLE profile_links OWNER TO {r};
              ALTER TABLE profile_links FORCE ROW LEVEL SECURITY;",
-            r = role.name
-        ))
-        .await
-        .expect("owner and FORCE");
+        r = role.name
+    ))
+    .await;
     let before = written(&db).await;
     let out = role.run(&db, &["run"]);
     assert_refused(
@@ -242,10 +236,8 @@ async fn the_owner_passes_unless_force_row_level_security_applies_the_policies_t
     );
     assert_eq!(written(&db).await, before);
 
-    db.client
-        .batch_execute("ALTER TABLE profile_links NO FORCE ROW LEVEL SECURITY")
-        .await
-        .expect("NO FORCE");
+    db.batch("ALTER TABLE profile_links NO FORCE ROW LEVEL SECURITY")
+        .await;
     let out = role.run(&db, &["run", "--format", "json"]);
     assert_success(&out);
     assert!(json_summary(&out)["links_created"]
@@ -258,13 +250,11 @@ async fn row_level_security_switched_on_mid_run_fails_the_copy_naming_the_table(
     let db = TestDb::new("rls_mid_run").await;
     db.generate(PROFILES);
     let role = AppRole::create(&db).await;
-    db.client
-        .batch_execute(&format!(
-            "ALTER TABLE profiles OWNER TO {r}; ALTER TABLE profile_links OWNER TO {r};",
-            r = role.name
-        ))
-        .await
-        .expect("owner");
+    db.batch(&format!(
+        "ALTER TABLE profiles OWNER TO {r}; ALTER TABLE profile_links OWNER TO {r};",
+        r = role.name
+    ))
+    .await;
     // Held by a pause, the run passes its checks and waits before its
     // first chunk.
     assert_success(&role.run(&db, &["pause", "--reason", "test"]));
@@ -283,14 +273,12 @@ async fn row_level_security_switched_on_mid_run_fails_the_copy_naming_the_table(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    db.client
-        .batch_execute(
-            "ALTER TABLE profile_links ENABLE ROW LEVEL SECURITY;
+    db.batch(
+        "ALTER TABLE profile_links ENABLE ROW LEVEL SECURITY;
              ALTER TABLE profile_links FORCE ROW LEVEL SECURITY;
              CREATE POLICY everything ON profile_links USING (true) WITH CHECK (true);",
-        )
-        .await
-        .expect("RLS on");
+    )
+    .await;
     let links = db.checksum("profile_links").await;
     assert_success(&db.run(&["resume"]));
     let out = run.wait(Duration::from_secs(120)).await;

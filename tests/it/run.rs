@@ -32,25 +32,13 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
         let (user, profile) = (corpus::user_id(&entry), format!("p-{name}"));
         db.insert_profile(&user, &profile, &social).await;
         for (i, row) in corpus::existing(&entry).iter().enumerate() {
-            db.client
-                .execute(
-                    "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-                     VALUES ($1, $2, $3, 'Mine', $4, 'other', $5, now())",
-                    &[&format!("existing-{name}-{i}"), &user, &profile, &row.url, &row.position],
-                )
-                .await
-                .expect("existing row");
+            db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+                     VALUES ($1, $2, $3, 'Mine', $4, 'other', $5, now())", &[&format!("existing-{name}-{i}"), &user, &profile, &row.url, &row.position]).await;
         }
         let migrated = corpus::migrated(&entry);
         if !migrated.is_empty() {
-            db.client
-                .execute(
-                    "INSERT INTO relink.ledger (user_id, profile_id, run_id, fingerprint, link_keys, migrated_at)
-                     VALUES ($1, $2, 1, NULL, $3, now())",
-                    &[&user, &profile, &migrated],
-                )
-                .await
-                .expect("ledger row");
+            db.exec("INSERT INTO relink.ledger (user_id, profile_id, run_id, fingerprint, link_keys, migrated_at)
+                     VALUES ($1, $2, 1, NULL, $3, now())", &[&user, &profile, &migrated]).await;
         }
         loaded.push(entry);
     }
@@ -152,13 +140,7 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
             "SELECT max(position)::bigint FROM profile_links WHERE \"profileId\" = '{a}'"
         ))
         .await;
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz new\": \"https://incremental.example.com/x\"}' WHERE id = $1",
-            &[&a],
-        )
-        .await
-        .expect("update a");
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz new\": \"https://incremental.example.com/x\"}' WHERE id = $1", &[&a]).await;
     // b: the user deleted a migrated row, and the legacy value changed since.
     let deleted: String = db
         .client
@@ -169,33 +151,13 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
         .await
         .expect("row of b")
         .get(0);
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
-        .await
-        .expect("delete");
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz other\": \"https://other-new.example.com/\"}' WHERE id = $1",
-            &[&b],
-        )
-        .await
-        .expect("update b");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await;
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz other\": \"https://other-new.example.com/\"}' WHERE id = $1", &[&b]).await;
     // c: the user created a link through the new API; legacy gets the same link spelled differently.
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ('user-made', $1, $2, 'Mine', 'https://usercreated.example.com/', 'other', 99, now())",
-            &[&user_c, &c],
-        )
-        .await
-        .expect("user row");
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz mine\": \"http://www.usercreated.example.com\"}' WHERE id = $1",
-            &[&c],
-        )
-        .await
-        .expect("update c");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ('user-made', $1, $2, 'Mine', 'https://usercreated.example.com/', 'other', 99, now())", &[&user_c, &c]).await;
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz mine\": \"http://www.usercreated.example.com\"}' WHERE id = $1", &[&c]).await;
 
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
@@ -237,16 +199,14 @@ async fn the_ledger_grows_with_changes_not_with_reruns() {
     // A change that plans nothing new: a migrated link again, under a new
     // key.
     let (changed, _) = db.migrated_object_profiles(1).await.remove(0);
-    db.client
-        .execute(
-            "UPDATE profiles p SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz again',
+    db.exec(
+        "UPDATE profiles p SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz again',
                     (SELECT url FROM profile_links
                       WHERE \"profileId\" = p.id ORDER BY position LIMIT 1))
               WHERE id = $1",
-            &[&changed],
-        )
-        .await
-        .expect("change");
+        &[&changed],
+    )
+    .await;
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
     let summary = json_summary(&out);

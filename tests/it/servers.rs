@@ -273,10 +273,8 @@ async fn replica_set_streams_to_the_replica() {
         .get(0);
     assert!(standby, "the replica is a standby");
 
-    db.client
-        .execute("INSERT INTO users VALUES ('replicated')", &[])
-        .await
-        .expect("insert on the primary");
+    db.exec("INSERT INTO users VALUES ('replicated')", &[])
+        .await;
     eventually(
         Duration::from_secs(10),
         "the row reaches the replica",
@@ -314,10 +312,8 @@ async fn replay_behind(db: &TestDb, behind: bool, within: Duration, what: &str) 
 async fn replica_paused_replay_shows_as_lag_on_the_primary() {
     let db = TestDb::on(Server::ReplicaExclusive, "servers_lag").await;
     let pause = db.pause_replay().await;
-    db.client
-        .batch_execute("INSERT INTO users SELECT 'lag' || g FROM generate_series(1, 1000) g")
-        .await
-        .expect("write on the primary");
+    db.batch("INSERT INTO users SELECT 'lag' || g FROM generate_series(1, 1000) g")
+        .await;
     replay_behind(
         &db,
         true,

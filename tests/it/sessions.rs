@@ -63,10 +63,8 @@ async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending
     wait_stopped(child.pid, Duration::from_secs(60)).await;
     let backend = db.writer_in_chunk().await;
     if ending == Ending::Terminate {
-        db.client
-            .execute("SELECT pg_terminate_backend($1)", &[&backend])
-            .await
-            .expect("terminate relink's backend");
+        db.exec("SELECT pg_terminate_backend($1)", &[&backend])
+            .await;
     }
     let started = Instant::now();
     while db

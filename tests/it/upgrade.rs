@@ -28,10 +28,7 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     // The same generated data the fixture was made over, then what the
     // previous release left: its rows and its state schema.
     db.generate(200);
-    db.client
-        .batch_execute(STATE_V1)
-        .await
-        .expect("load the v1 state");
+    db.batch(STATE_V1).await;
     assert_eq!(schema_version(&db).await, "1");
     // What the previous release recorded, in its own words.
     let v1_all = ids(&db, "SELECT unnest(link_ids) FROM relink.ledger").await;
@@ -141,10 +138,7 @@ async fn migrated_content(db: &TestDb) -> BTreeSet<(String, String, i32, String,
 async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_order() {
     let db = TestDb::new("u_v3").await;
     generate_v3_data(&db);
-    db.client
-        .batch_execute(STATE_V3)
-        .await
-        .expect("load the v3 state");
+    db.batch(STATE_V3).await;
     assert_eq!(schema_version(&db).await, "3");
     let old_ids = ids(
         &db,

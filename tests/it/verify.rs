@@ -41,16 +41,10 @@ async fn migrated_row(db: &TestDb, extra: &str) -> (String, String, String, Stri
 
 /// Inserts a user-created row for `user`/`profile` at the user's next position.
 async fn insert_link(db: &TestDb, id: &str, user: &str, profile: &str, url: &str) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
              SELECT $1, $2, $3, 'Added by hand', $4, 'other',
                     coalesce(max(position), -1) + 1, localtimestamp(3)
-               FROM profile_links WHERE \"userId\" = $2",
-            &[&id, &user, &profile, &url],
-        )
-        .await
-        .expect("insert a link");
+               FROM profile_links WHERE \"userId\" = $2", &[&id, &user, &profile, &url]).await;
 }
 
 /// A migrated database: `n` generated profiles and one clean run.
@@ -132,10 +126,8 @@ async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify
     assert_eq!(verify_check(&report, DUPLICATES), ("fail".to_owned(), 2));
 
     // Removing both brings verify back to clean.
-    db.client
-        .batch_execute("DELETE FROM profile_links WHERE id LIKE 'dup-%'")
-        .await
-        .expect("delete");
+    db.batch("DELETE FROM profile_links WHERE id LIKE 'dup-%'")
+        .await;
     assert_success(&db.run(&["verify"]));
 }
 
@@ -204,13 +196,11 @@ async fn two_rows_of_a_user_at_one_position_fail_verify() {
         .await
         .expect("a user with two links");
     let (user, low, high): (String, i32, i32) = (row.get(0), row.get(1), row.get(2));
-    db.client
-        .execute(
-            "UPDATE profile_links SET position = $2 WHERE \"userId\" = $1 AND position = $3",
-            &[&user, &low, &high],
-        )
-        .await
-        .expect("collide positions");
+    db.exec(
+        "UPDATE profile_links SET position = $2 WHERE \"userId\" = $1 AND position = $3",
+        &[&user, &low, &high],
+    )
+    .await;
 
     let out = db.run(&["verify"]);
     assert_code(&out, 3);
@@ -232,10 +222,8 @@ async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
 
     // A user deleted a migrated row: the ledger remembers it, nothing is lost.
     let (gone, _, kept_profile, _) = migrated_row(&db, "true").await;
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&gone])
-        .await
-        .expect("delete");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&gone])
+        .await;
     let out = db.run(&["verify"]);
     assert_success(&out);
     let text = stdout(&out);
@@ -265,16 +253,11 @@ async fn a_user_deleting_their_own_row_that_a_legacy_link_duplicated_loses_nothi
     db.generate(300);
     // A user whose legacy website is also a row they created through the
     // new API before the migration.
-    db.client
-        .batch_execute(
-            "INSERT INTO users (id) VALUES ('own-u');
+    db.batch("INSERT INTO users (id) VALUES ('own-u');
              INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ('own-p', 'own-u',
                '{\"website\": \"https://own-site.example.com/\", \"imdb\": \"https://www.imdb.com/name/nm0000001/\"}');
              INSERT INTO profile_links VALUES ('ul-own', 'own-u', 'own-p', 'My site',
-               'https://own-site.example.com/', 'website', 0, '2024-01-01', '2024-01-01');",
-        )
-        .await
-        .expect("setup");
+               'https://own-site.example.com/', 'website', 0, '2024-01-01', '2024-01-01');").await;
     assert_success(&db.run(&["run"]));
     assert_eq!(
         db.count("SELECT count(*) FROM profile_links WHERE \"userId\" = 'own-u'")
@@ -285,10 +268,8 @@ async fn a_user_deleting_their_own_row_that_a_legacy_link_duplicated_loses_nothi
     assert_success(&db.run(&["verify", "--strict"]));
 
     // The user deletes their own row; relink lost nothing.
-    db.client
-        .batch_execute("DELETE FROM profile_links WHERE id = 'ul-own'")
-        .await
-        .expect("delete");
+    db.batch("DELETE FROM profile_links WHERE id = 'ul-own'")
+        .await;
     let out = db.run(&["verify"]);
     assert_success(&out);
     assert_eq!(

@@ -293,6 +293,27 @@ impl TestDb {
         assert_success(&out);
     }
 
+    /// Runs `sql` with `params` on [`Self::client`]; returns the rows it
+    /// touched.
+    pub async fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> u64 {
+        self.client
+            .execute(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs `sql` (statements without parameters) on [`Self::client`].
+    pub async fn batch(&self, sql: &str) {
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// A count (or any bigint) on [`Self::client`].
     pub async fn count(&self, sql: &str) -> i64 {
         self.client
