@@ -7,8 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::harness::{
-    assert_code, assert_success, connect, execute_from_drop, json_summary, server_url, stderr,
-    stdout, TestDb, REJECT_REASONS,
+    assert_code, assert_success, json_summary, stderr, stdout, Role, TestDb, REJECT_REASONS,
 };
 
 /// Every reason a skipped value can carry in the dry run's text besides
@@ -49,63 +48,25 @@ async fn catalog_fingerprint(db: &TestDb) -> String {
 }
 
 /// A LOGIN role that may only read the application's tables (CONNECT,
-/// USAGE on public, SELECT on its tables). Roles are cluster-wide: the name
-/// comes from the test's database, and dropping the guard revokes what it
-/// was granted (`DROP OWNED BY`) and drops the role.
-struct ReadOnlyRole {
-    name: String,
-    db_url: String,
-    /// The test database's URL, logging in as this role.
-    url: String,
+/// USAGE on public, SELECT on its tables).
+async fn read_only_role(db: &TestDb) -> Role {
+    db.role(
+        "ro",
+        "GRANT CONNECT ON DATABASE {db} TO {role};
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};",
+    )
+    .await
 }
 
-impl ReadOnlyRole {
-    async fn create(db: &TestDb) -> Self {
-        let name = format!("{}_ro", db.name);
-        assert!(name.len() <= 63, "role name too long: {name}");
-        let admin = connect(&server_url()).await;
-        admin
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
-            .await
-            .expect("create role");
-        let role = Self {
-            name: name.clone(),
-            db_url: db.url.clone(),
-            url: {
-                let mut url = url::Url::parse(&db.url).expect("url");
-                url.set_username(&name).expect("username");
-                url.to_string()
-            },
-        };
-        db.batch(&format!(
-            "GRANT CONNECT ON DATABASE {db} TO {name};
-                 GRANT USAGE ON SCHEMA public TO {name};
-                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name};",
-            db = db.name
-        ))
-        .await;
-        role
-    }
-
-    /// Also lets the role read relink's state schema (the ledger).
-    async fn grant_state(&self, db: &TestDb) {
-        db.batch(&format!(
-            "GRANT USAGE ON SCHEMA relink TO {name};
-                 GRANT SELECT ON ALL TABLES IN SCHEMA relink TO {name};",
-            name = self.name
-        ))
-        .await;
-    }
-}
-
-impl Drop for ReadOnlyRole {
-    fn drop(&mut self) {
-        let name = &self.name;
-        execute_from_drop(&[
-            (self.db_url.clone(), format!("DROP OWNED BY {name}")),
-            (server_url(), format!("DROP ROLE IF EXISTS {name}")),
-        ]);
-    }
+/// Also lets `role` read relink's state schema (the ledger).
+async fn grant_state(db: &TestDb, role: &Role) {
+    db.batch(&format!(
+        "GRANT USAGE ON SCHEMA relink TO {name};
+         GRANT SELECT ON ALL TABLES IN SCHEMA relink TO {name};",
+        name = role.name
+    ))
+    .await;
 }
 
 /// A profile with an object-shaped legacy value gets one more URL; returns
@@ -187,7 +148,7 @@ async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
 async fn a_select_only_role_can_dry_run_but_not_run() {
     let db = TestDb::new("dry_role").await;
     db.generate(500);
-    let role = ReadOnlyRole::create(&db).await;
+    let role = read_only_role(&db).await;
     let before = db.checksum_all().await;
     let links_before = db.count("SELECT count(*) FROM profile_links").await;
 
@@ -234,8 +195,8 @@ async fn a_select_only_role_dry_runs_against_the_ledger() {
     let db = TestDb::new("dry_role_led").await;
     db.generate(500);
     assert_success(&db.run(&["run"]));
-    let role = ReadOnlyRole::create(&db).await;
-    role.grant_state(&db).await;
+    let role = read_only_role(&db).await;
+    grant_state(&db, &role).await;
     let (_, user) = append_legacy_url(&db, "newsite", "https://read-only.example.org/").await;
     let before = db.checksum_all().await;
 

@@ -723,6 +723,52 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A LOGIN role `{name}_{suffix}` of its own (roles are cluster-wide,
+    /// so it is named after the database), given `grants`: SQL in which
+    /// `{role}` and `{db}` stand for the role's and the database's names.
+    /// Its guard revokes what it was granted (`DROP OWNED BY`) and drops it.
+    pub async fn role(&self, suffix: &str, grants: &str) -> Role {
+        let name = format!("{}_{suffix}", self.name);
+        assert!(name.len() <= 63, "role name too long: {name}");
+        connect(&self.server.admin_url())
+            .await
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
+            .await
+            .expect("create role");
+        self.batch(&grants.replace("{role}", &name).replace("{db}", &self.name))
+            .await;
+        Role {
+            url: with_user(&self.url, &name),
+            name,
+            db_url: self.url.clone(),
+            admin_url: self.server.admin_url(),
+        }
+    }
+}
+
+/// A role of a test's own (see [`TestDb::role`]).
+pub struct Role {
+    pub name: String,
+    /// The test database's URL, logging in as this role.
+    pub url: String,
+    db_url: String,
+    admin_url: String,
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let name = &self.name;
+        execute_from_drop(&[
+            (self.db_url.clone(), format!("DROP OWNED BY {name}")),
+            (
+                self.admin_url.clone(),
+                format!("DROP ROLE IF EXISTS {name}"),
+            ),
+        ]);
+    }
+}
+
 /// The one drop path: the database goes unless the test failed.
 impl Drop for TestDb {
     fn drop(&mut self) {
