@@ -336,18 +336,12 @@ async fn a_relink_killed_behind_a_session_pooler_leaves_no_lock_on_its_server_se
     let mut cmd = db.relink_on(via);
     cmd.arg("run");
     let run = crate::harness::spawn(cmd);
-    let started = std::time::Instant::now();
-    while db
-        .count("SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the run never waited on the pause"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    db.wait_for_count(
+        "SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL",
+        std::time::Duration::from_secs(60),
+        "the run never waited on the pause",
+    )
+    .await;
     assert_eq!(advisory_locks(&db).await, 2, "the run's two lock keys");
     crate::harness::send_signal(run.pid, "KILL");
     let out = run.wait(std::time::Duration::from_secs(30)).await;

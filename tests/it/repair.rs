@@ -4,7 +4,7 @@
 //! `--dry-run`, the refusal without `--yes` off a terminal, exit 3 for
 //! what is the application's to mend, resuming, and purge afterwards.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success,
@@ -280,18 +280,12 @@ async fn an_interrupted_repair_resumes_after_its_checkpoint() {
         "--throttle-query",
         hold,
     ]);
-    let started = Instant::now();
-    while db
-        .count("SELECT count(*) FROM relink.runs WHERE mode = 'repair' AND waiting IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the repair never waited after its first chunk"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_count(
+        "SELECT count(*) FROM relink.runs WHERE mode = 'repair' AND waiting IS NOT NULL",
+        Duration::from_secs(30),
+        "the repair never waited after its first chunk",
+    )
+    .await;
     send_signal(child.pid, "TERM");
     let out = child.wait(Duration::from_secs(30)).await;
     assert_code(&out, 130);

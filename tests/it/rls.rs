@@ -18,7 +18,7 @@
 //!   the message names the table as the server knows it (no `{app}`
 //!   placeholder).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_success, json_summary, stderr, stdout, verify_check, Role,
@@ -220,18 +220,12 @@ async fn row_level_security_switched_on_mid_run_fails_the_copy_naming_the_table(
     let mut cmd = db.relink();
     cmd.env("DATABASE_URL", &role.url).args(["run"]);
     let run = crate::harness::spawn(cmd);
-    let started = Instant::now();
-    while db
-        .count("SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never waited on the pause"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    db.wait_for_count(
+        "SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL",
+        Duration::from_secs(60),
+        "the run never waited on the pause",
+    )
+    .await;
     db.batch(
         "ALTER TABLE profile_links ENABLE ROW LEVEL SECURITY;
              ALTER TABLE profile_links FORCE ROW LEVEL SECURITY;

@@ -340,6 +340,12 @@ impl TestDb {
         self.count("SELECT count(*) FROM relink.ledger").await
     }
 
+    /// Waits until `sql` counts more than zero; fails the test naming
+    /// `what` after `timeout`.
+    pub async fn wait_for_count(&self, sql: &str, timeout: Duration, what: &str) {
+        eventually(timeout, what, || async { self.count(sql).await > 0 }).await;
+    }
+
     /// Waits until relink has committed a chunk (a ledger row) here.
     pub async fn wait_for_ledger(&self, timeout: Duration) {
         eventually(timeout, "no chunk committed", || async {
