@@ -93,12 +93,7 @@ async fn the_password_never_appears_in_any_output() {
         );
     }
     // The flag form too, including --help (which shows env values otherwise).
-    let out = db
-        .relink()
-        .env("DATABASE_URL", &good)
-        .args(["--database-url", &good, "status"])
-        .output()
-        .expect("run");
+    let out = db.run_on(&good, &["--database-url", &good, "status"]);
     assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains(secret));
     let out = db
         .relink()

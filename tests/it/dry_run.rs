@@ -154,12 +154,7 @@ async fn a_select_only_role_can_dry_run_but_not_run() {
 
     let as_owner = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&as_owner);
-    let out = db
-        .relink()
-        .env("DATABASE_URL", &role.url)
-        .args(["run", "--dry-run", "--format", "json"])
-        .output()
-        .expect("run relink");
+    let out = db.run_on(&role.url, &["run", "--dry-run", "--format", "json"]);
     assert_success(&out);
     let (mine, owners) = (json_summary(&out), json_summary(&as_owner));
     assert!(mine["links_created"].as_u64().unwrap_or(0) > 500, "{mine}");
@@ -200,12 +195,7 @@ async fn a_select_only_role_dry_runs_against_the_ledger() {
     let (_, user) = append_legacy_url(&db, "newsite", "https://read-only.example.org/").await;
     let before = db.checksum_all().await;
 
-    let out = db
-        .relink()
-        .env("DATABASE_URL", &role.url)
-        .args(["run", "--dry-run"])
-        .output()
-        .expect("run relink");
+    let out = db.run_on(&role.url, &["run", "--dry-run"]);
     assert_success(&out);
     let text = stdout(&out);
     assert!(

@@ -40,15 +40,6 @@ async fn waiting(db: &TestDb) -> Option<String> {
         .and_then(|r| r.get(0))
 }
 
-fn generate(db: &TestDb, profiles: u64) {
-    let out = db
-        .relink()
-        .args(["generate", "--profiles", &profiles.to_string()])
-        .output()
-        .expect("generate");
-    assert_success(&out);
-}
-
 /// Runs relink with replay paused and `extra` arguments; checks that it
 /// stops committing once the lag passes 2 s, waits naming `named`, and
 /// completes equal to a clean run after replay resumes.
@@ -57,7 +48,7 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
     const CHUNK: i64 = 200;
     let expected = clean_checksum(PROFILES).await;
     let db = TestDb::on(Server::ReplicaExclusive, tag).await;
-    generate(&db, PROFILES);
+    db.generate(PROFILES);
     db.wait_replayed(Duration::from_secs(60)).await;
 
     let replay = db.pause_replay().await;
@@ -195,12 +186,8 @@ async fn the_replica_side_measure_sees_replay_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
     let db = TestDb::on(Server::Replica, "r_nomon").await;
-    generate(&db, 300);
-    let out = db
-        .relink_on(&db.nomon_url())
-        .arg("run")
-        .output()
-        .expect("run");
+    db.generate(300);
+    let out = db.run_on(&db.nomon_url(), &["run"]);
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("GRANT pg_monitor TO relink_nomon"), "{err}");
@@ -214,19 +201,14 @@ async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
         0,
         "wrote before checking"
     );
-    let out = db
-        .relink_on(&db.nomon_url())
-        .args(["run", "--max-replica-lag", "off"])
-        .output()
-        .expect("run");
+    let out = db.run_on(&db.nomon_url(), &["run", "--max-replica-lag", "off"]);
     assert_success(&out);
     assert!(count(&db.client, "SELECT count(*) FROM relink.ledger").await > 0);
     // The same role may purge with the gate off too.
-    let out = db
-        .relink_on(&db.nomon_url())
-        .args(["purge", "--yes", "--max-replica-lag", "off"])
-        .output()
-        .expect("purge");
+    let out = db.run_on(
+        &db.nomon_url(),
+        &["purge", "--yes", "--max-replica-lag", "off"],
+    );
     assert_success(&out);
 }
 
@@ -290,7 +272,7 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
     let db = TestDb::on(Server::Replica, "r_unreachable").await;
-    generate(&db, 20_000);
+    db.generate(20_000);
     let out = db
         .relink()
         .args([

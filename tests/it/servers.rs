@@ -375,11 +375,7 @@ async fn role_without_pg_monitor_sees_no_replication_figures() {
 async fn relink_writes_through_the_primary_as_relink_nomon() {
     let db = TestDb::on(Server::Replica, "servers_relink").await;
     // The database and its tables belong to relink_nomon: relink can run as it.
-    let out = db
-        .relink_on(&db.nomon_url())
-        .args(["generate", "--profiles", "20"])
-        .output()
-        .expect("run relink");
+    let out = db.run_on(&db.nomon_url(), &["generate", "--profiles", "20"]);
     assert_success(&out);
     // And postgres, the superuser, sees the same rows.
     let on_primary: i64 = connect(&db.url)
