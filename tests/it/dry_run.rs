@@ -69,6 +69,19 @@ async fn grant_state(db: &TestDb, role: &Role) {
     .await;
 }
 
+/// A successful dry run whose text shows one profile only, with `block`.
+#[track_caller]
+fn assert_only_profile(out: &std::process::Output, block: &str) {
+    assert_success(out);
+    let text = stdout(out);
+    assert!(text.contains(block), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("Profile ")).count(),
+        1,
+        "only the changed profile is shown:\n{text}"
+    );
+}
+
 /// A profile with an object-shaped legacy value gets one more URL; returns
 /// its (profile id, user id).
 async fn append_legacy_url(db: &TestDb, key: &str, url: &str) -> (String, String) {
@@ -118,16 +131,9 @@ async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
     );
 
     let out = db.run(&["run", "--dry-run"]);
-    assert_success(&out);
-    let text = stdout(&out);
-    assert!(
-        text.contains(&format!("Profile {user}: Found 1 links to migrate\n  [DRY RUN] Would create 1 profile links\n  - Newsite (other): https://brand-new.example.org/dry\n")),
-        "{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("Profile ")).count(),
-        1,
-        "only the changed profile is shown:\n{text}"
+    assert_only_profile(
+        &out,
+        &format!("Profile {user}: Found 1 links to migrate\n  [DRY RUN] Would create 1 profile links\n  - Newsite (other): https://brand-new.example.org/dry\n"),
     );
     let json = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&json);
@@ -196,17 +202,7 @@ async fn a_select_only_role_dry_runs_against_the_ledger() {
     let before = db.checksum_all().await;
 
     let out = db.run_on(&role.url, &["run", "--dry-run"]);
-    assert_success(&out);
-    let text = stdout(&out);
-    assert!(
-        text.contains(&format!("Profile {user}: Found 1 links to migrate")),
-        "{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("Profile ")).count(),
-        1,
-        "{text}"
-    );
+    assert_only_profile(&out, &format!("Profile {user}: Found 1 links to migrate"));
     assert_eq!(db.checksum_all().await, before);
 }
 
