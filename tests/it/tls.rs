@@ -27,8 +27,8 @@ use tokio::sync::OnceCell;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_one_line_error, assert_stderr_has, assert_success,
-    checksum, chmod, json_summary, output, send_signal, spawn, stderr, stdout, tls_server,
-    url_encode, Home, Server, TestDb, TlsServer, LINKS_WITHOUT_TIMES,
+    checksum, chmod, json_summary, output, pg_url as url, send_signal, spawn, stderr, stdout,
+    tls_server, url_encode, Home, Server, TestDb, TlsServer, LINKS_WITHOUT_TIMES,
 };
 
 /// Profiles generated (fixed seed) wherever a migration is compared with
@@ -39,30 +39,6 @@ const CHUNK: &str = "100";
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// `postgres://user[:password]@hosts/dbname?query`, values percent-encoded;
-/// `hosts` as written (`localhost:54339`, `127.0.0.1:1,localhost:54339`).
-fn url(
-    hosts: &str,
-    user: &str,
-    password: Option<&str>,
-    dbname: &str,
-    query: &[(&str, &str)],
-) -> String {
-    let password = password
-        .map(|p| format!(":{}", url_encode(p)))
-        .unwrap_or_default();
-    let query: Vec<String> = query
-        .iter()
-        .map(|(k, v)| format!("{k}={}", url_encode(v)))
-        .collect();
-    format!(
-        "postgres://{}{password}@{hosts}/{}?{}",
-        url_encode(user),
-        url_encode(dbname),
-        query.join("&")
-    )
-}
 
 /// The SCRAM login with its password in the URL, to `db` on the TLS server
 /// by the name its certificate carries, with `query` (`sslmode`, …).

@@ -194,6 +194,30 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// `postgres://user[:password]@hosts/dbname?query`, values percent-encoded;
+/// `hosts` as written (`localhost:54339`, `127.0.0.1:1,localhost:54339`).
+pub fn pg_url(
+    hosts: &str,
+    user: &str,
+    password: Option<&str>,
+    dbname: &str,
+    query: &[(&str, &str)],
+) -> String {
+    let password = password
+        .map(|p| format!(":{}", url_encode(p)))
+        .unwrap_or_default();
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect();
+    format!(
+        "postgres://{}{password}@{hosts}/{}?{}",
+        url_encode(user),
+        url_encode(dbname),
+        query.join("&")
+    )
+}
+
 impl TlsServer {
     /// `postgres://user[:password]@localhost:port/dbname?sslmode=verify-full
     /// &sslrootcert=CA`, plus `extra` query parameters (`(name, value)`).
@@ -204,21 +228,13 @@ impl TlsServer {
         dbname: &str,
         extra: &[(&str, &str)],
     ) -> String {
-        let password = password
-            .map(|p| format!(":{}", url_encode(p)))
-            .unwrap_or_default();
-        let mut url = format!(
-            "postgres://{}{password}@{}:{}/{}?sslmode=verify-full&sslrootcert={}",
-            url_encode(user),
-            self.host,
-            self.port,
-            url_encode(dbname),
-            url_encode(&self.ca)
-        );
-        for (name, value) in extra {
-            url.push_str(&format!("&{name}={}", url_encode(value)));
-        }
-        url
+        let mut query = vec![
+            ("sslmode", "verify-full"),
+            ("sslrootcert", self.ca.as_str()),
+        ];
+        query.extend_from_slice(extra);
+        let hosts = format!("{}:{}", self.host, self.port);
+        pg_url(&hosts, user, password, dbname, &query)
     }
 
     /// The SCRAM login, password in the URL, TLS verified.
