@@ -409,17 +409,9 @@ impl TestDb {
     /// A user `user` and its profile `profile` whose legacy value is
     /// `legacy` (JSON text).
     pub async fn insert_profile(&self, user: &str, profile: &str, legacy: &str) {
-        self.client
-            .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
-            .await
-            .expect("user");
-        self.client
-            .execute(
-                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3::text::jsonb)",
-                &[&profile, &user, &legacy],
-            )
-            .await
-            .expect("profile");
+        self.exec("INSERT INTO users (id) VALUES ($1)", &[&user])
+            .await;
+        self.exec("INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3::text::jsonb)", &[&profile, &user, &legacy]).await;
     }
 
     /// The first `limit` profiles, by id, whose legacy value is an object
@@ -467,17 +459,13 @@ impl TestDb {
             .expect("a profile with one migrated link");
         let profile: String = row.get(0);
         let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
-        self.client
-            .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
-            .await
-            .expect("delete");
-        self.client
-            .execute(
-                "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
-                &[&profile],
-            )
-            .await
-            .expect("forget");
+        self.exec("DELETE FROM profile_links WHERE id = $1", &[&link])
+            .await;
+        self.exec(
+            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
+            &[&profile],
+        )
+        .await;
         profile
     }
 
@@ -532,15 +520,9 @@ impl TestDb {
                     AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1"
             ))
             .await;
-        self.client
-            .execute(
-                &format!(
+        self.exec(&format!(
                     "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{addition}'::jsonb WHERE id = $1"
-                ),
-                &[&id],
-            )
-            .await
-            .expect("change a legacy value");
+                ), &[&id]).await;
         id
     }
 
