@@ -166,9 +166,7 @@ async fn purge_waits_while_paused_and_completes_after_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
-    let db = TestDb::new("c_pause_purge_term").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("c_pause_purge_term", 1000).await;
     let migrated = db.links_checksum().await;
     assert_success(&db.run(&["pause"]));
     let child = db.spawn(&["purge", "--yes"]);

@@ -119,9 +119,7 @@ async fn a_dry_run_on_a_fresh_database_writes_nothing() {
 
 #[tokio::test]
 async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
-    let db = TestDb::new("dry_after").await;
-    db.generate(2000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("dry_after", 2000).await;
     let (_, user) = append_legacy_url(&db, "newsite", "https://brand-new.example.org/dry").await;
     let before = db.checksum_all().await;
     let catalog = catalog_fingerprint(&db).await;
@@ -193,9 +191,7 @@ async fn a_select_only_role_can_dry_run_but_not_run() {
 
 #[tokio::test]
 async fn a_select_only_role_dry_runs_against_the_ledger() {
-    let db = TestDb::new("dry_role_led").await;
-    db.generate(500);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("dry_role_led", 500).await;
     let role = read_only_role(&db).await;
     grant_state(&db, &role).await;
     let (_, user) = append_legacy_url(&db, "newsite", "https://read-only.example.org/").await;

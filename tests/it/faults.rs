@@ -301,9 +301,7 @@ async fn the_application_writing_during_a_run_is_respected() {
 
 #[tokio::test]
 async fn bad_configuration_is_one_clear_message_and_the_documented_code() {
-    let db = TestDb::new("f_config").await;
-    db.generate(200);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("f_config", 200).await;
 
     let mut unreachable = url::Url::parse(&db.url).expect("url");
     unreachable.set_port(Some(1)).expect("port");
@@ -559,9 +557,7 @@ async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_verify_changes_nothing() {
-    let db = TestDb::new("f_sigint_verify").await;
-    db.generate(3000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("f_sigint_verify", 3000).await;
     let before = db.checksum_all().await;
 
     for delay in [0, 30, 100] {

@@ -579,9 +579,7 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_ends_its_file_interrupted_and_keeps_the_last_success() {
-    let db = TestDb::new("obs_interrupt").await;
-    db.generate(1500);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("obs_interrupt", 1500).await;
     let first_success = finished_at(&db, 1).await;
     // About half the legacy values change: the next run migrates those and
     // counts the others unchanged, as it goes.

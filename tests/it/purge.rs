@@ -169,9 +169,7 @@ fn assert_restored(
 
 #[tokio::test]
 async fn purge_deletes_only_unedited_migrated_rows_and_a_rerun_restores_them() {
-    let db = TestDb::new("purge_main").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_main", 1000).await;
     let migrated = ledger_ids(&db, None).await;
     assert!(migrated.len() > 1500, "{}", migrated.len());
 
@@ -285,9 +283,7 @@ async fn purge_deletes_only_unedited_migrated_rows_and_a_rerun_restores_them() {
 
 #[tokio::test]
 async fn include_edited_also_deletes_edited_rows() {
-    let db = TestDb::new("purge_incl").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_incl", 1000).await;
     let original = links(&db).await;
     let migrated = ledger_ids(&db, None).await;
     let users = users_with_only_migrated_rows(&db, &migrated, 1).await;
@@ -426,9 +422,7 @@ async fn purge_refuses_an_unknown_run_and_a_database_never_migrated() {
 
 #[tokio::test]
 async fn rows_users_deleted_count_as_gone_and_are_never_resurrected() {
-    let db = TestDb::new("purge_gone").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_gone", 1000).await;
     let migrated = ledger_ids(&db, None).await;
     let users = users_with_only_migrated_rows(&db, &migrated, 1).await;
     let deleted = first_row(&db, &users[0].0).await;
@@ -590,9 +584,7 @@ fn purge_on_a_terminal(db: &TestDb, answer: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn on_a_terminal_purge_asks_and_only_yes_purges() {
-    let db = TestDb::new("purge_tty").await;
-    db.generate(300);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_tty", 300).await;
     let migrated = ledger_ids(&db, None).await;
     assert!(migrated.len() > 400);
     let before = db.checksum_all().await;

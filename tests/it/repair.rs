@@ -60,9 +60,7 @@ async fn rows_of(db: &TestDb, user: &str) -> Vec<(String, String, i32)> {
 /// one link (user 2), its row at the position of a relink row the user
 /// edited (user 3). Returns the users and relink's duplicate row.
 async fn raced(tag: &str) -> (TestDb, Vec<(String, String)>, String) {
-    let db = TestDb::new(tag).await;
-    db.generate(300);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated(tag, 300).await;
     let users = migrated_users(&db, 4).await;
     assert_eq!(users.len(), 4);
     let first = |user: usize| {

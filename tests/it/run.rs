@@ -99,9 +99,7 @@ async fn the_corpus_is_migrated_exactly_as_planned() {
 
 #[tokio::test]
 async fn a_second_run_writes_nothing() {
-    let db = TestDb::new("run_rerun").await;
-    db.generate(2000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("run_rerun", 2000).await;
     let tables = [
         "users",
         "profiles",
@@ -126,9 +124,7 @@ async fn a_second_run_writes_nothing() {
 
 #[tokio::test]
 async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
-    let db = TestDb::new("run_incr").await;
-    db.generate(500);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("run_incr", 500).await;
     // Three users with migrated links and object-shaped legacy values.
     let rows = db.migrated_object_profiles(3).await;
     let (a, b) = (rows[0].0.clone(), rows[1].0.clone());
@@ -191,9 +187,7 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
 
 #[tokio::test]
 async fn the_ledger_grows_with_changes_not_with_reruns() {
-    let db = TestDb::new("run_ledger_size").await;
-    db.generate(300);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("run_ledger_size", 300).await;
     let rows = "SELECT count(*) FROM relink.ledger";
     let after_first = db.count(rows).await;
     // A change that plans nothing new: a migrated link again, under a new
@@ -364,9 +358,7 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replan_adds_the_links_an_earlier_planning_missed_and_nothing_else() {
-    let db = TestDb::new("r_replan").await;
-    db.generate(2000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("r_replan", 2000).await;
     let table = db.links_checksum().await;
     // As if an older release had never created one link: its row and its
     // key are gone, while the legacy value still holds it.

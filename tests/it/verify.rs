@@ -48,16 +48,9 @@ async fn insert_link(db: &TestDb, id: &str, user: &str, profile: &str, url: &str
 }
 
 /// A migrated database: `n` generated profiles and one clean run.
-async fn migrated(tag: &str, n: u64) -> TestDb {
-    let db = TestDb::new(tag).await;
-    db.generate(n);
-    assert_success(&db.run(&["run"]));
-    db
-}
-
 #[tokio::test]
 async fn after_a_clean_run_verify_reports_nothing_wrong() {
-    let db = migrated("v_clean", 2000).await;
+    let db = TestDb::migrated("v_clean", 2000).await;
 
     let out = db.run(&["verify"]);
     assert_success(&out);
@@ -92,7 +85,7 @@ async fn after_a_clean_run_verify_reports_nothing_wrong() {
 
 #[tokio::test]
 async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify() {
-    let db = migrated("v_dup", 1500).await;
+    let db = TestDb::migrated("v_dup", 1500).await;
     let (_, user, profile, url) = migrated_row(&db, "pl.url LIKE 'https://%'").await;
     insert_link(&db, "dup-slash", &user, &profile, &format!("{url}/")).await;
 
@@ -133,7 +126,7 @@ async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify
 
 #[tokio::test]
 async fn a_changed_legacy_value_is_pending_until_the_next_run() {
-    let db = migrated("v_pending", 1500).await;
+    let db = TestDb::migrated("v_pending", 1500).await;
     let array = db
         .change_migrated_legacy("array", r#"["https://new.example.com/x"]"#)
         .await;
@@ -185,7 +178,7 @@ async fn a_changed_legacy_value_is_pending_until_the_next_run() {
 
 #[tokio::test]
 async fn two_rows_of_a_user_at_one_position_fail_verify() {
-    let db = migrated("v_positions", 1500).await;
+    let db = TestDb::migrated("v_positions", 1500).await;
     let row = db
         .client
         .query_one(
@@ -218,7 +211,7 @@ async fn two_rows_of_a_user_at_one_position_fail_verify() {
 
 #[tokio::test]
 async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
-    let db = migrated("v_lost", 1500).await;
+    let db = TestDb::migrated("v_lost", 1500).await;
 
     // A user deleted a migrated row: the ledger remembers it, nothing is lost.
     let (gone, _, kept_profile, _) = migrated_row(&db, "true").await;

@@ -184,6 +184,15 @@ impl TestDb {
         Self::create(Server::Plain, tag, None, None).await
     }
 
+    /// A database with `profiles` generated (fixed seed) and migrated by
+    /// a plain `relink run`.
+    pub async fn migrated(tag: &str, profiles: u64) -> Self {
+        let db = Self::new(tag).await;
+        db.generate(profiles);
+        assert_success(&db.run(&["run"]));
+        db
+    }
+
     /// A copy of `template` (CREATE DATABASE … TEMPLATE), for comparing two
     /// runs over identical data. The template's connection is closed for the
     /// copy (PostgreSQL requires it) and opened again.
