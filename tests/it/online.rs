@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::application::{self, Activity, Kind};
 use crate::harness::{
-    assert_no_panic, assert_stderr_has, assert_success, connect, json_summary, send_signal, spawn,
-    stderr, verify_check, wait_stopped, TestDb,
+    assert_no_panic, assert_stderr_has, assert_success, connect, json_summary, send_signal, stderr,
+    verify_check, TestDb,
 };
 
 /// relink's target chunk time in these tests: small chunks.
@@ -258,20 +258,23 @@ async fn lock_cycle() -> bool {
         .expect("close the gate");
 
     // relink stops at its first chunk's lock phase (one chunk: every profile).
-    let mut cmd = db.relink();
-    cmd.env(relink::test_hook::STOP_AT, "lock-phase").args([
-        "run",
-        "--writers",
-        "1",
-        "--chunk-size",
-        "1000",
-        "--retries",
-        "20",
-        "--format",
-        "json",
-    ]);
-    let child = spawn(cmd);
-    wait_stopped(child.pid, Duration::from_secs(30)).await;
+    let child = db
+        .spawn_stopped_at(
+            "lock-phase",
+            &[
+                "run",
+                "--writers",
+                "1",
+                "--chunk-size",
+                "1000",
+                "--retries",
+                "20",
+                "--format",
+                "json",
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
     let relink_pid = db.writer_in_chunk().await;
 
     // The application takes the user's row, and waits at the gate.
@@ -371,16 +374,13 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
 
     // relink has read its first chunk (every profile) and stops before
     // locking it; the application edits one profile and deletes another.
-    let mut cmd = db.relink();
-    cmd.env(relink::test_hook::STOP_AT, "lock-phase").args([
-        "run",
-        "--chunk-size",
-        "1000",
-        "--format",
-        "json",
-    ]);
-    let child = spawn(cmd);
-    wait_stopped(child.pid, Duration::from_secs(30)).await;
+    let child = db
+        .spawn_stopped_at(
+            "lock-phase",
+            &["run", "--chunk-size", "1000", "--format", "json"],
+            Duration::from_secs(30),
+        )
+        .await;
     let app = connect(&db.url).await;
     let lock = application::lock_statement();
     app.batch_execute("BEGIN").await.expect("begin");

@@ -11,11 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use relink::test_hook::{Point, STOP_AT};
+use relink::test_hook::Point;
 
-use crate::harness::{
-    assert_no_panic, assert_success, send_signal, spawn, stderr, wait_stopped, TestDb,
-};
+use crate::harness::{assert_no_panic, assert_success, send_signal, stderr, TestDb};
 
 /// How the server ends relink's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,18 +47,21 @@ async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending
         Ending::Terminate => "60s",
         Ending::IdleTimeout => "2s",
     };
-    let mut cmd = db.relink();
-    cmd.env(STOP_AT, format!("{point}@2")).args([
-        "--idle-timeout",
-        idle_timeout,
-        "run",
-        "--chunk-size",
-        "100",
-        "--writers",
-        "1",
-    ]);
-    let child = spawn(cmd);
-    wait_stopped(child.pid, Duration::from_secs(60)).await;
+    let child = db
+        .spawn_stopped_at(
+            &format!("{point}@2"),
+            &[
+                "--idle-timeout",
+                idle_timeout,
+                "run",
+                "--chunk-size",
+                "100",
+                "--writers",
+                "1",
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
     let backend = db.writer_in_chunk().await;
     if ending == Ending::Terminate {
         db.exec("SELECT pg_terminate_backend($1)", &[&backend])

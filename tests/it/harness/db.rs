@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::process::{assert_success, eventually, relink_command, spawn, stderr, stdout, Spawned};
+use super::process::{
+    assert_success, eventually, relink_command, spawn, stderr, stdout, wait_stopped, Spawned,
+};
 use super::servers::{pooler_set, replica_set, tls_server, PoolerSet, ReplicaSet, TlsServer};
 
 pub const APP_UP: &str = include_str!("../../../sql/app/up.sql");
@@ -294,6 +296,17 @@ impl TestDb {
         let mut cmd = self.relink();
         cmd.args(args);
         spawn(cmd)
+    }
+
+    /// Starts relink with `args`, stopped (SIGSTOP, by its test hook) at
+    /// `point` (`RELINK_TEST_STOP_AT`, e.g. `lock-phase`, `commit@2`);
+    /// returns once it is stopped (fails the test after `timeout`).
+    pub async fn spawn_stopped_at(&self, point: &str, args: &[&str], timeout: Duration) -> Spawned {
+        let mut cmd = self.relink();
+        cmd.env(relink::test_hook::STOP_AT, point).args(args);
+        let child = spawn(cmd);
+        wait_stopped(child.pid, timeout).await;
+        child
     }
 
     /// Fills the database with `n` generated profiles (fixed seed).
