@@ -50,19 +50,13 @@ async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
 
     // Chunks in flight (one per writer, two writers) may still commit;
     // then nothing more, for as long as the pause lasts.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let settled = ledger_rows(&db).await;
-    assert!(
-        settled - at_pause <= 2 * chunk,
-        "{} profiles committed after the pause",
-        settled - at_pause
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        ledger_rows(&db).await,
-        settled,
-        "the run kept going while paused"
-    );
+    db.assert_ledger_settles(
+        at_pause,
+        2 * chunk,
+        Duration::from_millis(1500),
+        "the run kept going while paused",
+    )
+    .await;
 
     let status = db.status_json(&[]);
     assert_eq!(status["pause"]["reason"], "vacuum window", "{status}");

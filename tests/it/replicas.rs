@@ -91,19 +91,13 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
         "the run was nearly done before it waited: {at_wait}"
     );
     // At most the chunks in flight (one per writer) commit after that.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = db.ledger_rows().await;
-    assert!(
-        settled - at_wait <= 2 * CHUNK,
-        "{} more profiles",
-        settled - at_wait
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        db.ledger_rows().await,
-        settled,
-        "chunks committed while the replica lagged"
-    );
+    db.assert_ledger_settles(
+        at_wait,
+        2 * CHUNK,
+        Duration::from_secs(2),
+        "chunks committed while the replica lagged",
+    )
+    .await;
 
     replay.resume().await;
     let out = child.wait(Duration::from_secs(180)).await;

@@ -376,6 +376,27 @@ impl TestDb {
         .await;
     }
 
+    /// A run held (paused, throttled) since its ledger had `at` rows
+    /// settles: after `in_flight_wait`, at most `in_flight` more rows (the
+    /// chunks that were in flight); then none for 3 s (`held` names why).
+    pub async fn assert_ledger_settles(
+        &self,
+        at: i64,
+        in_flight: i64,
+        in_flight_wait: Duration,
+        held: &str,
+    ) {
+        tokio::time::sleep(in_flight_wait).await;
+        let settled = self.ledger_rows().await;
+        assert!(
+            settled - at <= in_flight,
+            "{} profiles committed after the run was held",
+            settled - at
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(self.ledger_rows().await, settled, "{held}");
+    }
+
     /// One text value on [`Self::client`].
     pub async fn text(&self, sql: &str) -> String {
         self.client
