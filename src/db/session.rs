@@ -10,7 +10,8 @@ use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Client;
 
 use super::tls::{Connector, SessionOptions};
-use crate::config::{Common, Database, Timeouts};
+use super::Database;
+use crate::config::{Common, Timeouts};
 
 /// Who runs this process, recorded on runs and in `application_name`.
 #[derive(Debug, Clone)]

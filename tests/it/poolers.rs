@@ -308,9 +308,11 @@ async fn the_pooler_check_tells_transaction_mode_from_a_session_of_its_own_every
     ] {
         let cli = relink::cli::Cli::parse_from(["relink", "--database-url", url, "status"]);
         let common = relink::config::Common::from_args(&cli.global).expect("configuration");
+        let database = relink::db::Database::resolve(Some(url), common.connect_timeout)
+            .expect("connection parameters");
         let session = relink::db::Session::new("status", &common, None, true);
         let client = bare(url).await;
-        let checked = relink::db::preflight::check_pooler(&client, &common, &session).await;
+        let checked = relink::db::preflight::check_pooler(&client, &database, &session).await;
         match (checked, refused) {
             (Ok(()), false) => {}
             (Err(err), true) => {
