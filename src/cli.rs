@@ -2,7 +2,9 @@
 //! them into one checked configuration before anything connects.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Migrates every profile's legacy `profiles."socialLinks"` JSON into the
@@ -74,8 +76,14 @@ pub struct GlobalArgs {
     /// this long (e.g. a process stopped with Ctrl-Z or a paused VM), which
     /// releases the application's rows; the chunk is retried when relink
     /// continues.
-    #[arg(long, default_value = "60s", global = true, value_name = "DURATION")]
-    pub idle_timeout: String,
+    #[arg(
+        long,
+        default_value = "60s",
+        global = true,
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,8 +164,8 @@ pub struct RunArgs {
 
     /// With --chunk-size auto: how long one chunk's transaction should take
     /// (locks on the application's rows are held that long at most, about).
-    #[arg(long, default_value = "500ms", value_name = "DURATION")]
-    pub target_chunk_time: String,
+    #[arg(long, default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub target_chunk_time: Duration,
 
     /// Migrate at most N profiles in this invocation (a canary).
     #[arg(long, value_name = "N")]
@@ -168,8 +176,8 @@ pub struct RunArgs {
     pub max_rate: Option<u64>,
 
     /// Sleep this long after each chunk (e.g. 200ms, 2s).
-    #[arg(long, value_name = "DURATION")]
-    pub pause: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub pause: Option<Duration>,
 
     /// Ignore the checkpoint of an unfinished run and rescan from the start
     /// (safe: the ledger skips what is done). With --dry-run: plan as such a
@@ -217,8 +225,8 @@ pub struct RunArgs {
 
     /// With --plan: refuse a plan made longer ago than this (by the
     /// database's clock), e.g. 30m, 24h.
-    #[arg(long, default_value = "24h", value_name = "DURATION")]
-    pub plan_max_age: String,
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    pub plan_max_age: Duration,
 
     /// With --dry-run: forecast the live run at the rates of a rehearsal
     /// (the `relink run --format json` summary of a run on a staging copy,
@@ -246,13 +254,19 @@ pub struct MetricsArgs {
     /// beside it, then renamed), so point it into node_exporter's textfile
     /// collector directory (which reads *.prom files) or push it to a
     /// Pushgateway after the run. The directory must exist and be writable.
-    /// Not with --dry-run. Metric names: README, "Scheduling and monitoring".
+    /// Not with --dry-run. Metric names: docs/monitoring.md.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
     /// How often the metrics file is replaced during the run (tests shorten it).
-    #[arg(long, default_value = "10s", value_name = "DURATION", hide = true)]
-    pub metrics_interval: String,
+    #[arg(
+        long,
+        default_value = "10s",
+        value_name = "DURATION",
+        hide = true,
+        value_parser = parse_duration
+    )]
+    pub metrics_interval: Duration,
 }
 
 /// What holds `run` and `purge` before each chunk (besides `relink pause`).
@@ -261,8 +275,8 @@ pub struct GateArgs {
     /// Wait before each chunk while any streaming replica lags more than
     /// this (read on the primary from pg_stat_replication, which needs
     /// pg_monitor, and on each --replica); `off` to not watch replicas.
-    #[arg(long, default_value = "10s", value_name = "DURATION|off")]
-    pub max_replica_lag: String,
+    #[arg(long, default_value = "10s", value_name = "DURATION|off", value_parser = parse_lag)]
+    pub max_replica_lag: LagLimit,
 
     /// A replica to watch directly, on its own connection (repeatable):
     /// e.g. a replica the primary does not list, such as a cascading one.
@@ -282,12 +296,12 @@ pub struct TimeoutArgs {
     /// and retried, so the application is never blocked longer. (A chunk
     /// waits for the application's rows far less: at most 150 ms, in its
     /// lock phase, so that relink, never the application, gives way.)
-    #[arg(long, default_value = "2s", value_name = "DURATION")]
-    pub lock_timeout: String,
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
 
     /// Cancel any single statement that runs longer (the chunk is retried).
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub statement_timeout: String,
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
 
     /// Attempts per chunk on lock timeouts, serialization failures and lost
     /// connections before giving up (checkpoint saved, exit 1).
@@ -432,4 +446,118 @@ pub enum Ids {
     Ordered,
     /// Random version-4 UUIDs (Prisma's `@default(uuid())`): no locality.
     Uuid,
+}
+
+/// `--max-replica-lag`: a duration, or `off` (replicas not watched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagLimit {
+    Off,
+    At(Duration),
+}
+
+/// A duration flag's value that does not parse; says what would.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadDuration(String);
+
+/// Parses `250ms`, `2s`, `1.5s`, `5m`, `1h`; a bare number is seconds: the
+/// value parser of every duration flag.
+///
+/// # Errors
+/// On anything else.
+pub fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
+    seconds(text).map_err(|e| BadDuration(format!("{e:#}")))
+}
+
+fn seconds(text: &str) -> anyhow::Result<Duration> {
+    use anyhow::{bail, Context as _};
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration (try 500ms, 2s, 1m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => bail!("unknown unit {other:?} in {text:?} (use ms, s, m or h)"),
+    };
+    Duration::try_from_secs_f64(seconds).with_context(|| format!("{text:?} is out of range"))
+}
+
+/// Parses `--max-replica-lag`: `off`, or a duration.
+///
+/// # Errors
+/// As [`parse_duration`].
+pub fn parse_lag(text: &str) -> Result<LagLimit, BadDuration> {
+    match text.trim() {
+        "off" => Ok(LagLimit::Off),
+        text => parse_duration(text).map(LagLimit::At),
+    }
+}
+
+/// A duration flag that did not parse, said as relink's checks of the
+/// command line say what is wrong (`invalid --pause: "soon" is not a
+/// duration …`, exit 2); `None` for every other error, which clap reports.
+pub fn bad_duration(err: &clap::Error) -> Option<String> {
+    if err.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let bad = std::error::Error::source(err)?.downcast_ref::<BadDuration>()?;
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    Some(format!("invalid {flag}: {bad}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_duration("1.5").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn a_bad_duration_is_named_after_its_flag() {
+        let err = Cli::try_parse_from(["relink", "run", "--pause", "soon"]).expect_err("refused");
+        let message = bad_duration(&err).expect("named");
+        assert!(
+            message
+                .starts_with("invalid --pause: \"soon\" is not a duration (try 500ms, 2s, 1m): "),
+            "{message}"
+        );
+        let err = Cli::try_parse_from(["relink", "run", "--max-replica-lag", "5 parsecs"])
+            .expect_err("refused");
+        assert_eq!(
+            bad_duration(&err).as_deref(),
+            Some("invalid --max-replica-lag: unknown unit \"parsecs\" in \"5 parsecs\" (use ms, s, m or h)")
+        );
+        let err = Cli::try_parse_from(["relink", "run", "--writers", "lots"]).expect_err("refused");
+        assert_eq!(bad_duration(&err), None, "clap's own errors stay clap's");
+        let cli =
+            Cli::try_parse_from(["relink", "run", "--max-replica-lag", "off"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(args.gates.max_replica_lag, LagLimit::Off);
+    }
 }

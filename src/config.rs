@@ -1,6 +1,11 @@
 //! One checked configuration, built from the command line before anything
-//! connects: parsed durations, bounded sizes, quoted schema names, and a
-//! database target whose display never shows the password.
+//! connects: bounded sizes, checked durations, quoted schema names. It sits
+//! on top: every layer reads its types (names, timeouts, chunk sizes, the
+//! gates, the metrics file), and it imports none of the layers it
+//! configures (the connection string is resolved by `db`, see
+//! `commands::Context`).
+
+pub mod metrics_file;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,59 +14,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{
-    GateArgs, GenerateArgs, GlobalArgs, Ids, MetricsArgs, Mix, OutputFormat, PurgeArgs, RepairArgs,
-    RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
+    GateArgs, GenerateArgs, GlobalArgs, Ids, LagLimit, MetricsArgs, Mix, OutputFormat, PurgeArgs,
+    RepairArgs, RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
 };
-use crate::db::conninfo::{ConnInfo, Env};
-use crate::sizing::{ChunkSize, MAX_CHUNK_SIZE};
-use crate::throttle::Watched;
-
-/// Where to connect: libpq's parameters, environment and defaults,
-/// resolved once (see `db::conninfo`). `Display` is redacted (no password),
-/// so it is safe in logs and error messages.
-#[derive(Clone)]
-pub struct Database {
-    pub info: ConnInfo,
-}
-
-impl Database {
-    /// Resolves a URL or key=value string, or with none libpq's environment
-    /// (`PGHOST`, `PGUSER`, …), as `psql` would. `connect_timeout` applies
-    /// unless the string or `PGCONNECT_TIMEOUT` sets one.
-    ///
-    /// # Errors
-    /// When the parameters cannot be used; the message names the parameter
-    /// and never repeats the password.
-    pub fn resolve(text: Option<&str>, connect_timeout: Duration) -> Result<Self> {
-        let text = text.filter(|t| !t.trim().is_empty());
-        let info = ConnInfo::resolve(text, &Env::from_process())
-            .map_err(anyhow::Error::new)?
-            .with_default_connect_timeout(connect_timeout);
-        Ok(Self { info })
-    }
-}
-
-impl Database {
-    /// `host:port/dbname` (hosts comma-separated when several are listed),
-    /// for the `database` label of metrics: which database a series is
-    /// about, never who connected (no user, no password).
-    pub fn label(&self) -> String {
-        let hosts: Vec<String> = self.info.targets.iter().map(ToString::to_string).collect();
-        format!("{}/{}", hosts.join(","), self.info.dbname)
-    }
-}
-
-impl fmt::Display for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.info.fmt(f)
-    }
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Database({self})")
-    }
-}
 
 /// The two PostgreSQL schemas relink works with, as quoted identifiers.
 #[derive(Debug, Clone)]
@@ -108,10 +63,10 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Settings shared by every command.
+/// Settings shared by every command (the database they name is resolved
+/// by `db::Database`).
 #[derive(Debug, Clone)]
 pub struct Common {
-    pub database: Database,
     pub names: Names,
     pub quiet: bool,
     pub connect_timeout: Duration,
@@ -121,20 +76,19 @@ pub struct Common {
 
 impl Common {
     /// # Errors
-    /// On a missing or invalid database URL or schema name.
+    /// On an invalid schema name or timeout.
     pub fn from_args(args: &GlobalArgs) -> Result<Self> {
         if args.connect_timeout == 0 {
             bail!("--connect-timeout must be at least 1 second");
         }
         let connect_timeout = Duration::from_secs(args.connect_timeout);
-        let idle_timeout = parse_duration(&args.idle_timeout).context("invalid --idle-timeout")?;
+        let idle_timeout = args.idle_timeout;
         if idle_timeout < Duration::from_secs(1) {
             // Zero would mean no guard at all; under a second would cut
             // relink's own chunks off between two statements.
             bail!("--idle-timeout must be at least 1s");
         }
         Ok(Self {
-            database: Database::resolve(args.database_url.as_deref(), connect_timeout)?,
             names: Names::new(&args.schema, &args.state_schema)?,
             quiet: args.quiet,
             connect_timeout,
@@ -155,9 +109,7 @@ pub struct Timeouts {
 impl Timeouts {
     fn from_args(args: &TimeoutArgs) -> Result<Self> {
         let attempts = args.retries;
-        let lock = parse_duration(&args.lock_timeout).context("invalid --lock-timeout")?;
-        let statement =
-            parse_duration(&args.statement_timeout).context("invalid --statement-timeout")?;
+        let (lock, statement) = (args.lock_timeout, args.statement_timeout);
         if lock.is_zero() || statement.is_zero() {
             // Zero means "no timeout" to PostgreSQL: the opposite of gentle.
             bail!("--lock-timeout and --statement-timeout must be greater than zero");
@@ -180,15 +132,12 @@ pub struct MetricsConfig {
     pub path: PathBuf,
     /// Between two writes during the run.
     pub interval: Duration,
-    /// The `database` label of every series: [`Database::label`].
-    pub database: String,
 }
 
 impl MetricsConfig {
     /// `None` without `--metrics-file`.
-    fn from_args(args: &MetricsArgs, dry_run: bool, database: &Database) -> Result<Option<Self>> {
-        let interval =
-            parse_duration(&args.metrics_interval).context("invalid --metrics-interval")?;
+    fn from_args(args: &MetricsArgs, dry_run: bool) -> Result<Option<Self>> {
+        let interval = args.metrics_interval;
         if interval < Duration::from_millis(10) {
             bail!("--metrics-interval must be at least 10ms");
         }
@@ -198,11 +147,10 @@ impl MetricsConfig {
         if dry_run {
             bail!("--metrics-file is for live runs and purges: a dry run records nothing (drop --dry-run or --metrics-file)");
         }
-        crate::metrics::textfile::check(path)?;
+        metrics_file::check(path)?;
         Ok(Some(Self {
             path: path.clone(),
             interval,
-            database: database.label(),
         }))
     }
 }
@@ -221,7 +169,7 @@ pub struct RunConfig {
     pub format: OutputFormat,
     pub writers: usize,
     pub timeouts: Timeouts,
-    pub watched: Watched,
+    pub gates: GateConfig,
     pub metrics: Option<MetricsConfig>,
     /// `--plan-out`, `--plan`, `--plan-max-age`, `--forecast-from` (SPEC §15).
     pub plan: PlanConfig,
@@ -242,12 +190,11 @@ pub struct PlanConfig {
 
 impl RunConfig {
     /// # Errors
-    /// On out-of-range sizes or unparsable durations.
-    pub fn from_args(args: &RunArgs, common: &Common) -> Result<Self> {
+    /// On out-of-range sizes or durations.
+    pub fn from_args(args: &RunArgs) -> Result<Self> {
         let chunk_size = match args.chunk_size.trim() {
             "auto" => {
-                let target = parse_duration(&args.target_chunk_time)
-                    .context("invalid --target-chunk-time")?;
+                let target = args.target_chunk_time;
                 if target < Duration::from_millis(10) {
                     bail!("--target-chunk-time must be at least 10ms");
                 }
@@ -276,23 +223,18 @@ impl RunConfig {
             chunk_size,
             limit: args.limit,
             max_rate: args.max_rate,
-            pause: args
-                .pause
-                .as_deref()
-                .map(parse_duration)
-                .transpose()
-                .context("invalid --pause")?,
+            pause: args.pause,
             restart: args.restart,
             replan: args.replan,
             format: args.format,
             writers: args.writers,
             timeouts: Timeouts::from_args(&args.timeouts)?,
-            watched: watched(&args.gates, common)?,
-            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run, &common.database)?,
+            gates: GateConfig::from_args(&args.gates)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
             plan: PlanConfig {
                 out: args.plan_out.clone(),
                 apply: args.plan.clone(),
-                max_age: parse_duration(&args.plan_max_age).context("invalid --plan-max-age")?,
+                max_age: args.plan_max_age,
                 forecast_from: args.forecast_from.clone(),
             },
         })
@@ -309,14 +251,14 @@ pub struct PurgeConfig {
     pub chunk_size: usize,
     pub format: OutputFormat,
     pub timeouts: Timeouts,
-    pub watched: Watched,
+    pub gates: GateConfig,
     pub metrics: Option<MetricsConfig>,
 }
 
 impl PurgeConfig {
     /// # Errors
-    /// On out-of-range sizes or unparsable durations.
-    pub fn from_args(args: &PurgeArgs, common: &Common) -> Result<Self> {
+    /// On out-of-range sizes or durations.
+    pub fn from_args(args: &PurgeArgs) -> Result<Self> {
         check_chunk_size(args.chunk_size)?;
         if args.run.is_some_and(|id| id < 1) {
             bail!("--run takes a run id (a positive number, see `relink status`)");
@@ -329,8 +271,8 @@ impl PurgeConfig {
             chunk_size: args.chunk_size,
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
-            watched: watched(&args.gates, common)?,
-            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run, &common.database)?,
+            gates: GateConfig::from_args(&args.gates)?,
+            metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
         })
     }
 }
@@ -343,13 +285,13 @@ pub struct RepairConfig {
     pub chunk_size: usize,
     pub format: OutputFormat,
     pub timeouts: Timeouts,
-    pub watched: Watched,
+    pub gates: GateConfig,
 }
 
 impl RepairConfig {
     /// # Errors
-    /// On out-of-range sizes or unparsable durations.
-    pub fn from_args(args: &RepairArgs, common: &Common) -> Result<Self> {
+    /// On out-of-range sizes or durations.
+    pub fn from_args(args: &RepairArgs) -> Result<Self> {
         check_chunk_size(args.chunk_size)?;
         Ok(Self {
             dry_run: args.dry_run,
@@ -357,45 +299,60 @@ impl RepairConfig {
             chunk_size: args.chunk_size,
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
-            watched: watched(&args.gates, common)?,
+            gates: GateConfig::from_args(&args.gates)?,
         })
     }
 }
 
-/// The database gates of `run`, `purge` and `repair` (SPEC §13).
-fn watched(args: &GateArgs, common: &Common) -> Result<Watched> {
-    let max_replica_lag = match args.max_replica_lag.trim() {
-        "off" => None,
-        text => {
-            let lag = parse_duration(text).context("invalid --max-replica-lag")?;
-            if lag.is_zero() {
-                bail!("--max-replica-lag must be greater than zero, or `off`");
+/// The database gates of `run`, `purge` and `repair` (SPEC §13): what
+/// `throttle::Watch` asks before each chunk.
+#[derive(Clone, Default)]
+pub struct GateConfig {
+    /// `--max-replica-lag`; `None` is `off`.
+    pub max_replica_lag: Option<Duration>,
+    /// `--replica URL`s, as given (resolved with the database, by
+    /// `commands::Context`, before anything connects).
+    pub replicas: Vec<String>,
+    /// `--throttle-query SQL`.
+    pub throttle_query: Option<String>,
+}
+
+impl GateConfig {
+    fn from_args(args: &GateArgs) -> Result<Self> {
+        let max_replica_lag = match args.max_replica_lag {
+            LagLimit::Off => None,
+            LagLimit::At(lag) if lag.is_zero() => {
+                bail!("--max-replica-lag must be greater than zero, or `off`")
             }
-            Some(lag)
+            LagLimit::At(lag) => Some(lag),
+        };
+        if max_replica_lag.is_none() && !args.replicas.is_empty() {
+            bail!("--replica needs --max-replica-lag (it is `off`): say how much lag to allow");
         }
-    };
-    if max_replica_lag.is_none() && !args.replicas.is_empty() {
-        bail!("--replica needs --max-replica-lag (it is `off`): say how much lag to allow");
-    }
-    let replicas = args
-        .replicas
-        .iter()
-        .map(|url| {
-            Database::resolve(Some(url), common.connect_timeout).context("invalid --replica")
+        if args
+            .throttle_query
+            .as_deref()
+            .is_some_and(|q| q.trim().is_empty())
+        {
+            bail!("--throttle-query is empty");
+        }
+        Ok(Self {
+            max_replica_lag,
+            replicas: args.replicas.clone(),
+            throttle_query: args.throttle_query.clone(),
         })
-        .collect::<Result<_>>()?;
-    if args
-        .throttle_query
-        .as_deref()
-        .is_some_and(|q| q.trim().is_empty())
-    {
-        bail!("--throttle-query is empty");
     }
-    Ok(Watched {
-        max_replica_lag,
-        replicas,
-        throttle_query: args.throttle_query.clone(),
-    })
+}
+
+/// Never the replicas' URLs: they may carry a password.
+impl fmt::Debug for GateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateConfig")
+            .field("max_replica_lag", &self.max_replica_lag)
+            .field("replicas", &self.replicas.len())
+            .field("throttle_query", &self.throttle_query)
+            .finish()
+    }
 }
 
 /// Largest `verify --page-size`.
@@ -479,6 +436,17 @@ impl GenerateConfig {
     }
 }
 
+/// How chunks are sized (`--chunk-size`): see `sizing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSize {
+    Fixed(usize),
+    Auto { target: Duration },
+}
+
+/// Largest chunk accepted, fixed or auto: bigger chunks hold locks longer
+/// for no gain.
+pub const MAX_CHUNK_SIZE: usize = 50_000;
+
 fn check_chunk_size(n: usize) -> Result<()> {
     if !(1..=MAX_CHUNK_SIZE).contains(&n) {
         bail!("--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {n}");
@@ -486,91 +454,9 @@ fn check_chunk_size(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `5m`, `1h`; a bare number is seconds.
-///
-/// # Errors
-/// On anything else.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a duration (try 500ms, 2s, 1m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => bail!("unknown unit {other:?} in {text:?} (use ms, s, m or h)"),
-    };
-    Duration::try_from_secs_f64(seconds).with_context(|| format!("{text:?} is out of range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("250ms").ok(),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
-        assert_eq!(
-            parse_duration("1.5").ok(),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn database_display_hides_the_password() {
-        let db = Database::resolve(
-            Some("postgres://alice:s3cret@db.example:6543/app?sslmode=disable"),
-            Duration::from_secs(1),
-        )
-        .expect("parses");
-        assert!(
-            db.to_string()
-                .starts_with("postgres://alice@db.example:6543/app"),
-            "{db}"
-        );
-        assert!(!format!("{db:?}").contains("s3cret"));
-        let db = Database::resolve(
-            Some("host=h user=u password=s3cret dbname=d sslmode=disable"),
-            Duration::from_secs(1),
-        )
-        .expect("parses");
-        assert!(!db.to_string().contains("s3cret"));
-    }
-
-    #[test]
-    fn the_database_label_names_hosts_ports_and_database_only() {
-        let label = |url: &str| {
-            Database::resolve(Some(url), Duration::from_secs(1))
-                .expect("parses")
-                .label()
-        };
-        assert_eq!(
-            label("postgres://alice:s3cret@db.example:6543/app?sslmode=disable"),
-            "db.example:6543/app"
-        );
-        assert_eq!(
-            label("postgres://u@h1,h2:5433,[::1]/app?sslmode=disable"),
-            "h1:5432,h2:5433,[::1]:5432/app"
-        );
-        assert_eq!(
-            label("host=/var/run/pg port=5433 user=u password=s3cret dbname=d sslmode=disable"),
-            "/var/run/pg:5433/d"
-        );
-    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -34,6 +34,7 @@ pub mod sizing;
 pub mod source;
 pub mod state;
 pub mod test_hook;
+pub mod text_enum;
 pub mod throttle;
 
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
+use crate::commands::Context;
 use crate::config::{
     usage, Common, GenerateConfig, PurgeConfig, RepairConfig, RunConfig, StatusConfig, VerifyConfig,
 };
@@ -56,41 +58,45 @@ pub async fn main(cli: Cli) -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<Outcome> {
     let shutdown = shutdown::Shutdown::install();
     let common = Common::from_args(&cli.global).map_err(usage)?;
+    let cx = Context::new(common, cli.global.database_url.as_deref()).map_err(usage)?;
     match &cli.command {
         Command::Run(args) => {
-            let cfg = RunConfig::from_args(args, &common).map_err(usage)?;
+            let cfg = RunConfig::from_args(args).map_err(usage)?;
+            let cx = cx.with_replicas(&cfg.gates).map_err(usage)?;
             if cfg.dry_run {
-                commands::dry_run::dry_run(&common, &cfg, shutdown).await
+                commands::dry_run::dry_run(&cx, &cfg, shutdown).await
             } else if let Some(plan) = &cfg.plan.apply {
-                apply::apply(&common, &cfg, plan, shutdown).await
+                apply::apply(&cx, &cfg, plan, shutdown).await
             } else {
-                commands::run::run(&common, &cfg, shutdown).await
+                commands::run::run(&cx, &cfg, shutdown).await
             }
         }
         Command::Purge(args) => {
-            let cfg = PurgeConfig::from_args(args, &common).map_err(usage)?;
-            commands::purge::purge(&common, &cfg, shutdown).await
+            let cfg = PurgeConfig::from_args(args).map_err(usage)?;
+            let cx = cx.with_replicas(&cfg.gates).map_err(usage)?;
+            commands::purge::purge(&cx, &cfg, shutdown).await
         }
         Command::Repair(args) => {
-            let cfg = RepairConfig::from_args(args, &common).map_err(usage)?;
-            commands::repair::repair(&common, &cfg, shutdown).await
+            let cfg = RepairConfig::from_args(args).map_err(usage)?;
+            let cx = cx.with_replicas(&cfg.gates).map_err(usage)?;
+            commands::repair::repair(&cx, &cfg, shutdown).await
         }
         Command::Verify(args) => {
             let cfg = VerifyConfig::from_args(args).map_err(usage)?;
             match &cfg.plan {
-                Some(plan) => apply::verify::verify_plan(&common, &cfg, plan, shutdown).await,
-                None => commands::verify::verify(&common, &cfg, shutdown).await,
+                Some(plan) => apply::verify::verify_plan(&cx, &cfg, plan, shutdown).await,
+                None => commands::verify::verify(&cx, &cfg, shutdown).await,
             }
         }
         Command::Status(args) => {
             let cfg = StatusConfig::from_args(args).map_err(usage)?;
-            commands::status::status(&common, &cfg).await
+            commands::status::status(&cx, &cfg).await
         }
-        Command::Pause(args) => commands::pause::pause(&common, args.reason.as_deref()).await,
-        Command::Resume => commands::pause::resume(&common).await,
+        Command::Pause(args) => commands::pause::pause(&cx, args.reason.as_deref()).await,
+        Command::Resume => commands::pause::resume(&cx).await,
         Command::Generate(args) => {
             let cfg = GenerateConfig::from_args(args).map_err(usage)?;
-            commands::generate::generate(&common, &cfg).await
+            commands::generate::generate(&cx, &cfg).await
         }
     }
 }

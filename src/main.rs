@@ -5,12 +5,21 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use relink::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match relink::cli::bad_duration(&err) {
+            Some(message) => {
+                eprintln!("relink: error: {message}");
+                return ExitCode::from(relink::exit::USAGE);
+            }
+            None => err.exit(),
+        },
+    };
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",

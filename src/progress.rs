@@ -6,10 +6,10 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use parking_lot::Mutex;
 
 /// How often a log line reports progress when there is no terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -77,9 +77,7 @@ impl Progress {
             bar.set_message(format!("{} {}", grouped(also), self.units.also));
             return;
         }
-        let Ok(mut last) = self.last_log.lock() else {
-            return;
-        };
+        let mut last = self.last_log.lock();
         if last.elapsed() >= LOG_EVERY {
             *last = Instant::now();
             let line = log_line(

@@ -11,24 +11,17 @@
 //! long, and quarters the size after a timeout, before it has learnt
 //! anything from the failed chunk. Pure: no I/O, no clock of its own.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// How chunks are sized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkSize {
-    Fixed(usize),
-    Auto { target: Duration },
-}
+use parking_lot::Mutex;
+
+use crate::config::{ChunkSize, MAX_CHUNK_SIZE};
 
 /// First chunk under `auto`: small, so a heavy start stays short.
 const AUTO_START: usize = 100;
 /// Never smaller: a chunk of a few profiles is all overhead.
 const AUTO_MIN: usize = 10;
-/// Largest chunk accepted, fixed or auto: bigger chunks hold locks longer
-/// for no gain.
-pub const MAX_CHUNK_SIZE: usize = 50_000;
-/// Never larger (the same cap as a fixed size).
+/// Never larger (the same cap as a fixed size, [`MAX_CHUNK_SIZE`]).
 const AUTO_MAX: usize = MAX_CHUNK_SIZE;
 /// Weight of the newest chunk in the moving average of seconds per profile.
 const WEIGHT: f64 = 0.3;
@@ -69,7 +62,7 @@ impl Sizer {
 
     /// Profiles in the next chunk.
     pub fn next(&self) -> usize {
-        self.state.lock().map_or(AUTO_MIN, |s| s.size)
+        self.state.lock().size
     }
 
     /// Profiles in the next chunk, at most `most` under `auto` (what fits
@@ -90,9 +83,7 @@ impl Sizer {
         if profiles == 0 {
             return;
         }
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
+        let mut state = self.state.lock();
         let sample = took.as_secs_f64() / profiles as f64;
         let per_profile = match state.per_profile {
             None => sample,
@@ -112,15 +103,14 @@ impl Sizer {
     /// of the size, and the average forgets what made them big.
     pub fn timed_out(&self) {
         if let ChunkSize::Auto { .. } = self.mode {
-            if let Ok(mut state) = self.state.lock() {
-                let before = state.size;
-                state.size = (before / 4).max(AUTO_MIN);
-                state.per_profile = None;
-                tracing::info!(
-                    "a chunk timed out: chunks shrink from {before} to {} profiles",
-                    state.size
-                );
-            }
+            let mut state = self.state.lock();
+            let before = state.size;
+            state.size = (before / 4).max(AUTO_MIN);
+            state.per_profile = None;
+            tracing::info!(
+                "a chunk timed out: chunks shrink from {before} to {} profiles",
+                state.size
+            );
         }
     }
 }

@@ -116,7 +116,7 @@ pub fn replan<'a>(
 /// # Errors
 /// On a database error (rolled back; the caller may retry).
 pub async fn commit(
-    client: &mut deadpool_postgres::Client,
+    client: &mut crate::db::PooledClient,
     names: &Names,
     run_id: i64,
     waits: LockWaits,

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use deadpool_postgres::Pool;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -31,8 +30,9 @@ use tokio_postgres::Client;
 use self::commit::Drifted;
 use crate::checkpoint::Watermark;
 use crate::cli::OutputFormat;
-use crate::config::{Common, Names, RunConfig};
-use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
+use crate::commands::Context;
+use crate::config::{ChunkSize, Names, RunConfig};
+use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pool, Retry, Session};
 use crate::exit::Outcome;
 use crate::forecast::Forecast;
 use crate::lock_phase::LockWaits;
@@ -42,7 +42,7 @@ use crate::plan_file::{self, PlanReader, PlanRecord, Stamp, Validated};
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
-use crate::sizing::{ChunkSize, Sizer};
+use crate::sizing::Sizer;
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle::{Limits, Throttle, Watch};
 
@@ -206,20 +206,20 @@ impl Output {
 /// # Errors
 /// A refused plan or a fatal error (exit 1), or [`db::LockHeld`] (exit 4).
 pub async fn apply(
-    common: &Common,
+    cx: &Context,
     cfg: &RunConfig,
     path: &Path,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("run", common, Some(cfg.timeouts), false);
-    let control = db::connect(&common.database, &session).await?;
-    preflight::command_start(&control, common, &session, preflight::RUN).await?;
+    let names = &cx.common.names;
+    let session = Session::new("run", &cx.common, Some(cfg.timeouts), false);
+    let control = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&control, &cx.database, names, &session, preflight::RUN).await?;
     // The whole plan is checked before anything is locked or written.
     let plan = accept(path, &control, names, cfg.plan.max_age).await?;
     let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
-    let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
-    let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
+    let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
+    let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
     let wal_start = db::wal::position(&*lock.client().await?).await;
     let (begun, plan_runs, last_success) = {
         let mut control = lock.client().await?;
@@ -230,8 +230,14 @@ pub async fn apply(
         (begun, plan_runs, last_success)
     };
     let run_id = begun.run_id;
-    let metrics = Metrics::new(cfg.metrics.as_ref(), Mode::Run, run_id, last_success);
-    let pool = db::pool(&common.database, &session, cfg.writers)?;
+    let metrics = Metrics::new(
+        cfg.metrics.as_ref(),
+        &cx.database.label(),
+        Mode::Run,
+        run_id,
+        last_success,
+    );
+    let pool = db::pool(&cx.database, &session, cfg.writers)?;
     let started = Instant::now();
     let total = plan.header.records.saturating_sub(begun.skip);
     let report = crate::report::open_report(cfg.report.as_deref())?;
@@ -243,14 +249,14 @@ pub async fn apply(
         waits,
         pool,
         lock,
-        progress: Progress::new("applying", PROFILES_AND_LINKS, total, !common.quiet),
+        progress: Progress::new("applying", PROFILES_AND_LINKS, total, !cx.common.quiet),
         throttle: Throttle::new(
             Limits {
                 max_rate: cfg.max_rate,
                 pause: cfg.pause,
             },
             Some(watch),
-            shutdown.clone(),
+            shutdown.child(),
         ),
         sizer: Sizer::new(cfg.chunk_size),
         watermark: Mutex::new(Watermark::default()),
@@ -260,7 +266,7 @@ pub async fn apply(
         shutdown,
         metrics: metrics.clone(),
         out: Mutex::new(Output {
-            text: cfg.format == OutputFormat::Text && !common.quiet,
+            text: cfg.format == OutputFormat::Text && !cx.common.quiet,
             report,
         }),
     });

@@ -17,7 +17,8 @@ use super::commit::{judge_all, replan};
 use super::current;
 use super::judge::{Drift, Verdict};
 use crate::cli::OutputFormat;
-use crate::config::{Common, VerifyConfig};
+use crate::commands::Context;
+use crate::config::VerifyConfig;
 use crate::db::preflight::{self, Access};
 use crate::db::{self, Session};
 use crate::exit::Outcome;
@@ -31,15 +32,15 @@ const EXAMPLES: usize = 20;
 /// # Errors
 /// On a database error, or a plan that cannot be read or is damaged.
 pub async fn verify_plan(
-    common: &Common,
+    cx: &Context,
     cfg: &VerifyConfig,
     path: &std::path::Path,
     shutdown: Shutdown,
 ) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("verify", common, None, true);
-    let client = db::connect(&common.database, &session).await?;
-    preflight::command_start(&client, common, &session, Access::Read).await?;
+    let names = &cx.common.names;
+    let session = Session::new("verify", &cx.common, None, true);
+    let client = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&client, &cx.database, names, &session, Access::Read).await?;
     let owned = path.to_owned();
     let plan = tokio::task::spawn_blocking(move || plan_file::open(&owned))
         .await

@@ -8,13 +8,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::db::Pool;
 use anyhow::{anyhow, Context as _, Result};
-use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
+use super::Context;
 use crate::chunk;
 use crate::cli::OutputFormat;
-use crate::config::{Common, Names, RunConfig};
+use crate::config::{ChunkSize, Names, RunConfig};
 use crate::db::preflight::{self, Access};
 use crate::db::{self, Retry, Session};
 use crate::exit::Outcome;
@@ -24,7 +25,7 @@ use crate::plan_file::{self, Header, PlanWriter, Stamp};
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::{self, Summary};
 use crate::shutdown::Shutdown;
-use crate::sizing::{ChunkSize, Sizer};
+use crate::sizing::Sizer;
 use crate::source::{self, Chunk, FeedEnd, Filter, Order, Reader};
 use crate::state::{self, Mode, RunStatus};
 use crate::throttle;
@@ -38,13 +39,13 @@ const PLANNERS: usize = 2;
 ///
 /// # Errors
 /// On a database error, or when stdout or the report cannot be written.
-pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("dry-run", common, Some(cfg.timeouts), true);
-    let client = db::connect(&common.database, &session).await?;
-    preflight::command_start(&client, common, &session, Access::Read).await?;
+pub async fn dry_run(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let names = &cx.common.names;
+    let session = Session::new("dry-run", &cx.common, Some(cfg.timeouts), true);
+    let client = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&client, &cx.database, names, &session, Access::Read).await?;
     let with_ledger = state::exists(&client, names).await?;
-    let planning = Planning::start(&client, common, cfg, with_ledger).await?;
+    let planning = Planning::start(&client, &cx.common, cfg, with_ledger).await?;
     // Plan what the next live run would do: it resumes an unfinished run
     // after its checkpoint (unless --restart), so the dry run does too.
     let mut start_after = None;
@@ -67,11 +68,11 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         }
     }
     // One connection reads, the planners plan on the others.
-    let pool = db::pool(&common.database, &session, PLANNERS + 1)?;
+    let pool = db::pool(&cx.database, &session, PLANNERS + 1)?;
     let started = Instant::now();
     let total =
         source::count_with_legacy(&client, names, order, start_after.as_deref(), None).await?;
-    let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !common.quiet);
+    let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !cx.common.quiet);
 
     let (outbox, chunks) = source::outbox(PLANNERS);
     let filter = match (with_ledger, replan) {
@@ -110,7 +111,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
     // `--report -` owns stdout: no runbook lines there, and the summary goes to stderr.
     let report_on_stdout = cfg.report.as_deref().is_some_and(|p| p.as_os_str() == "-");
     let render = Render {
-        profiles: cfg.format == OutputFormat::Text && !common.quiet && !report_on_stdout,
+        profiles: cfg.format == OutputFormat::Text && !cx.common.quiet && !report_on_stdout,
         report: report.is_some(),
         plan: planning.writer.is_some(),
     };
@@ -203,7 +204,7 @@ pub async fn dry_run(common: &Common, cfg: &RunConfig, shutdown: Shutdown) -> Re
         if interrupted {
             tracing::warn!("interrupted: no plan written");
         } else {
-            finish_plan(writer, stamp, common, cfg, &summary)?;
+            finish_plan(writer, stamp, &cx.common, cfg, &summary)?;
         }
     }
     if report_on_stdout {
@@ -231,7 +232,7 @@ impl Planning {
     /// run's) and begins the plan file, before anything is planned.
     async fn start(
         client: &tokio_postgres::Client,
-        common: &Common,
+        common: &crate::config::Common,
         cfg: &RunConfig,
         with_ledger: bool,
     ) -> Result<Self> {
@@ -259,7 +260,7 @@ impl Planning {
 fn finish_plan(
     writer: PlanWriter,
     stamp: Stamp,
-    common: &Common,
+    common: &crate::config::Common,
     cfg: &RunConfig,
     summary: &Summary,
 ) -> Result<()> {

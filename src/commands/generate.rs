@@ -4,8 +4,9 @@
 
 use anyhow::{bail, Context as _, Result};
 
+use super::Context;
 use crate::cli::{Ids, Mix};
-use crate::config::{Common, GenerateConfig};
+use crate::config::GenerateConfig;
 use crate::db::{self, preflight, Session};
 use crate::exit::Outcome;
 
@@ -13,13 +14,13 @@ const GENERATE_SQL: &str = include_str!("../../sql/generate.sql");
 
 /// # Errors
 /// On a non-empty database or a database error.
-pub async fn generate(common: &Common, args: &GenerateConfig) -> Result<Outcome> {
-    let session = Session::new("generate", common, None, false);
-    let client = db::connect(&common.database, &session).await?;
-    preflight::check(&client, &common.names).await?;
+pub async fn generate(cx: &Context, args: &GenerateConfig) -> Result<Outcome> {
+    let session = Session::new("generate", &cx.common, None, false);
+    let client = db::connect(&cx.database, &session).await?;
+    preflight::check(&client, &cx.common.names).await?;
     let existing: i64 = client
         .query_one(
-            &common.names.sql("SELECT count(*) FROM {app}.profiles"),
+            &cx.common.names.sql("SELECT count(*) FROM {app}.profiles"),
             &[],
         )
         .await?
@@ -27,7 +28,11 @@ pub async fn generate(common: &Common, args: &GenerateConfig) -> Result<Outcome>
     if existing > 0 {
         bail!("profiles already holds {existing} rows: generate only fills an empty database");
     }
-    let sql = format!("SET search_path TO {};\n{}", common.names.app, script(args));
+    let sql = format!(
+        "SET search_path TO {};\n{}",
+        cx.common.names.app,
+        script(args)
+    );
     let started = std::time::Instant::now();
     client
         .batch_execute(&sql)

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::config::Common;
+use super::Context;
 use crate::db::{self, preflight, Owner, Session};
 use crate::exit::Outcome;
 use crate::state;
@@ -14,11 +14,11 @@ use crate::state;
 ///
 /// # Errors
 /// When the state schema cannot be created or written.
-pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("pause", common, None, false);
-    let mut client = db::connect(&common.database, &session).await?;
-    preflight::command_start(&client, common, &session, preflight::CONTROL).await?;
+pub async fn pause(cx: &Context, reason: Option<&str>) -> Result<Outcome> {
+    let names = &cx.common.names;
+    let session = Session::new("pause", &cx.common, None, false);
+    let mut client = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&client, &cx.database, names, &session, preflight::CONTROL).await?;
     // A pause may come before the first run (e.g. to hold cron): it creates
     // the state schema, or upgrades it, as a run would.
     state::ensure_schema(&mut client, names).await?;
@@ -32,7 +32,7 @@ pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
     if new {
         println!(
             "Paused: every relink run and purge on {} (state schema {:?}) finishes its chunk in flight and waits, holding its lock and checkpoint; new ones wait before their first chunk. `relink resume` lifts it.",
-            common.database, names.state_raw
+            cx.database, names.state_raw
         );
     } else {
         println!(
@@ -47,11 +47,11 @@ pub async fn pause(common: &Common, reason: Option<&str>) -> Result<Outcome> {
 ///
 /// # Errors
 /// When the state schema cannot be written.
-pub async fn resume(common: &Common) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("resume", common, None, false);
-    let client = db::connect(&common.database, &session).await?;
-    preflight::command_start(&client, common, &session, preflight::CONTROL).await?;
+pub async fn resume(cx: &Context) -> Result<Outcome> {
+    let names = &cx.common.names;
+    let session = Session::new("resume", &cx.common, None, false);
+    let client = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&client, &cx.database, names, &session, preflight::CONTROL).await?;
     if state::current_pause(&client, names).await?.is_none() {
         println!("Not paused; nothing to resume.");
         return Ok(Outcome::Done);

@@ -3,13 +3,15 @@
 //! chunk per transaction (or lists it, with `--dry-run`), behind the same
 //! throttle seam as `run`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::config::{Common, PurgeConfig};
+use super::Context;
+use crate::config::PurgeConfig;
 use crate::db::preflight::{self, Access};
 use crate::db::{self, Attempted, LockGuard, Owner, Retry, Session};
 use crate::exit::Outcome;
@@ -26,20 +28,20 @@ use crate::throttle::{Limits, Throttle, Watch};
 ///
 /// # Errors
 /// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
-pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Result<Outcome> {
-    let names = &common.names;
+pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let names = &cx.common.names;
     let scope = Scope {
         run: cfg.run,
         include_edited: cfg.include_edited,
     };
-    let session = Session::new("purge", common, Some(cfg.timeouts), cfg.dry_run);
-    let control = db::connect(&common.database, &session).await?;
+    let session = Session::new("purge", &cx.common, Some(cfg.timeouts), cfg.dry_run);
+    let control = db::connect(&cx.database, &session).await?;
     let access = if cfg.dry_run {
         Access::Read
     } else {
         preflight::PURGE
     };
-    preflight::command_start(&control, common, &session, access).await?;
+    preflight::command_start(&control, &cx.database, names, &session, access).await?;
     if !state::exists(&control, names).await? {
         bail!("nothing to purge: relink's state schema {:?} does not exist (no live run has happened here)", names.state_raw);
     }
@@ -61,7 +63,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         super::confirm(&format!(
             "Delete up to {in_scope} profile links created by relink ({scope_text}{}) from {}? Rows users created are kept. [y/N] ",
             if cfg.include_edited { ", including rows users edited since" } else { "; rows users edited since are kept" },
-            common.database
+            cx.database
         ), "purge", "what would go", "nothing was deleted")?;
     }
 
@@ -70,8 +72,8 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
         (None, None, None, None)
     } else {
         // Checked before anything is written, as in `run`.
-        let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
-        let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
+        let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
+        let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
         // Its checkpoint is the last user purged (status counts up to it).
@@ -88,9 +90,9 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
-    let pool = db::pool(&common.database, &session, 1)?;
-    let progress = Progress::new("purging", PURGE_UNITS, in_scope, !common.quiet);
-    let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.clone()));
+    let pool = db::pool(&cx.database, &session, 1)?;
+    let progress = Progress::new("purging", PURGE_UNITS, in_scope, !cx.common.quiet);
+    let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.child()));
     if let Some(id) = run_id {
         throttle.show_on(id).await;
     }
@@ -101,6 +103,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     // with --dry-run).
     let metrics = Metrics::new(
         cfg.metrics.as_ref().filter(|_| run_id.is_some()),
+        &cx.database.label(),
         Mode::Purge,
         run_id.unwrap_or_default(),
         last_success,
@@ -108,7 +111,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
     let figures = {
         let (totals, throttle) = (totals.clone(), throttle.clone());
         move || Snapshot {
-            work: Work::Purge(totals.lock().map(|t| t.clone()).unwrap_or_default()),
+            work: Work::Purge(totals.lock().clone()),
             throttled: throttle.throttled_seconds(),
             wal_bytes: None,
         }
@@ -152,7 +155,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                                 &users,
                                 scope,
                                 &mut stdout.lock(),
-                                common.quiet,
+                                cx.common.quiet,
                             )
                             .await?
                         };
@@ -171,9 +174,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
                 counters.links_deleted + counters.kept_edited + counters.already_gone,
                 counters.links_deleted,
             );
-            if let Ok(mut totals) = totals.lock() {
-                totals.merge(&counters);
-            }
+            totals.lock().merge(&counters);
             after_chunk = true;
         }
     }
@@ -201,7 +202,7 @@ pub async fn purge(common: &Common, cfg: &PurgeConfig, shutdown: Shutdown) -> Re
             .unwrap_or(last_success);
     }
     exporter.finish(status, figures(), last_success).await;
-    let totals = totals.lock().map(|t| t.clone()).unwrap_or_default();
+    let totals = totals.lock().clone();
     report::print_purge_summary(
         &totals,
         cfg,

@@ -11,8 +11,9 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
+use super::Context;
 use crate::cli::OutputFormat;
-use crate::config::{Common, Names, RepairConfig};
+use crate::config::{Names, RepairConfig};
 use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pager, Retry, Session};
 use crate::exit::Outcome;
 use crate::lock_phase::LockWaits;
@@ -27,16 +28,16 @@ use crate::throttle::{Limits, Throttle, Watch};
 ///
 /// # Errors
 /// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
-pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("repair", common, Some(cfg.timeouts), cfg.dry_run);
-    let control = db::connect(&common.database, &session).await?;
+pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let names = &cx.common.names;
+    let session = Session::new("repair", &cx.common, Some(cfg.timeouts), cfg.dry_run);
+    let control = db::connect(&cx.database, &session).await?;
     let access = if cfg.dry_run {
         preflight::Access::Read
     } else {
         preflight::REPAIR
     };
-    preflight::command_start(&control, common, &session, access).await?;
+    preflight::command_start(&control, &cx.database, names, &session, access).await?;
     if !state::exists(&control, names).await? {
         bail!(
             "nothing to repair: relink's state schema {:?} does not exist (no live run has happened here)",
@@ -47,7 +48,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
         super::confirm(
             &format!(
                 "Delete relink's duplicate rows and move relink's rows off positions the application's rows hold, in {}? Only rows relink created and no one edited since are changed. [y/N] ",
-                common.database
+                cx.database
             ),
             "repair",
             "what would change",
@@ -69,8 +70,8 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
         (None, None, None, None)
     } else {
         // Checked before anything is written, as in `run`.
-        let watch = Watch::open(&common.database, &session, names, cfg.watched.clone()).await?;
-        let lock = LockGuard::acquire(&common.database, &session, names, control).await?;
+        let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
+        let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
         let mut control = lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
         let (id, after) = begin(&control, names, cfg).await?;
@@ -79,14 +80,14 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
-    let pool = db::pool(&common.database, &session, 1)?;
+    let pool = db::pool(&cx.database, &session, 1)?;
     let progress = Progress::new(
         "repairing",
         REPAIR_UNITS,
         u64::try_from(in_ledger).unwrap_or(0),
-        !common.quiet,
+        !cx.common.quiet,
     );
-    let throttle = Throttle::new(Limits::default(), watch, shutdown.clone());
+    let throttle = Throttle::new(Limits::default(), watch, shutdown.child());
     if let Some(id) = run_id {
         throttle.show_on(id).await;
     }
@@ -124,7 +125,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
                                 waits,
                                 run_id,
                                 &mut lines,
-                                common.quiet,
+                                cx.common.quiet,
                             )
                             .await?;
                             tx.commit()
@@ -138,7 +139,7 @@ pub async fn repair(common: &Common, cfg: &RepairConfig, shutdown: Shutdown) -> 
                                 names,
                                 &users,
                                 &mut stdout.lock(),
-                                common.quiet,
+                                cx.common.quiet,
                             )
                             .await?
                         };

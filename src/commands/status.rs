@@ -9,8 +9,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::json;
 
+use super::Context;
 use crate::cli::OutputFormat;
-use crate::config::{Common, StatusConfig};
+use crate::config::StatusConfig;
 use crate::db::preflight::{self, Access};
 use crate::db::{self, lock, Session};
 use crate::exit::Outcome;
@@ -57,11 +58,11 @@ struct Status {
 
 /// # Errors
 /// On a database error.
-pub async fn status(common: &Common, args: &StatusConfig) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("status", common, None, true);
-    let client = db::connect(&common.database, &session).await?;
-    preflight::command_start(&client, common, &session, Access::Read).await?;
+pub async fn status(cx: &Context, args: &StatusConfig) -> Result<Outcome> {
+    let names = &cx.common.names;
+    let session = Session::new("status", &cx.common, None, true);
+    let client = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&client, &cx.database, names, &session, Access::Read).await?;
     let lock_holder = lock::holder(&client, names).await?;
     let mut status = Status {
         state_schema: names.state_raw.clone(),

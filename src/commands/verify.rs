@@ -9,9 +9,10 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::Context;
 use crate::chunk;
 use crate::cli::OutputFormat;
-use crate::config::{Common, Names, VerifyConfig};
+use crate::config::{Names, VerifyConfig};
 use crate::db::preflight::{self, Access};
 use crate::db::{self, Keyset, Pager, Session};
 use crate::exit::Outcome;
@@ -45,11 +46,11 @@ const EXAMPLES: usize = 5;
 
 /// # Errors
 /// On a database error.
-pub async fn verify(common: &Common, args: &VerifyConfig, shutdown: Shutdown) -> Result<Outcome> {
-    let names = &common.names;
-    let session = Session::new("verify", common, None, true);
-    let client = db::connect(&common.database, &session).await?;
-    preflight::command_start(&client, common, &session, Access::Read).await?;
+pub async fn verify(cx: &Context, args: &VerifyConfig, shutdown: Shutdown) -> Result<Outcome> {
+    let names = &cx.common.names;
+    let session = Session::new("verify", &cx.common, None, true);
+    let client = db::connect(&cx.database, &session).await?;
+    preflight::command_start(&client, &cx.database, names, &session, Access::Read).await?;
     let with_ledger = state::exists(&client, names).await?;
     let page = args.page_size;
     let mut checks = Vec::new();

@@ -10,7 +10,6 @@
 //! then finds its key taken and stops this command, so two never write
 //! side by side.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +17,12 @@ use anyhow::{Context as _, Result};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use super::retry::{backoff, is_retryable};
 use super::session::{connect, Session};
-use crate::config::{Database, Names};
+use super::Database;
+use crate::config::Names;
 
 /// First key of the main lock: "RLNK" in ASCII, so the lock is recognizable
 /// in `pg_locks.classid`.
@@ -76,7 +77,8 @@ async fn held_elsewhere(client: &Client, names: &Names) -> anyhow::Error {
 /// The lock, held for as long as the guard lives.
 pub struct LockGuard {
     control: Arc<Mutex<Client>>,
-    lost: Arc<AtomicBool>,
+    /// Cancelled when the lock could not be kept.
+    lost: CancellationToken,
     keeper: JoinHandle<()>,
     db: Database,
     session: Session,
@@ -103,7 +105,7 @@ impl LockGuard {
             return Err(held_elsewhere(&control, names).await);
         }
         let control = Arc::new(Mutex::new(control));
-        let lost = Arc::new(AtomicBool::new(false));
+        let lost = CancellationToken::new();
         let keeper = tokio::spawn(keep(
             [
                 (MAIN_CLASS, control.clone()),
@@ -147,7 +149,7 @@ impl LockGuard {
 
     /// Whether the lock could not be kept: the command must stop.
     pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.lost.is_cancelled()
     }
 }
 
@@ -166,7 +168,7 @@ async fn keep(
     db: Database,
     session: Session,
     names: Names,
-    lost: Arc<AtomicBool>,
+    lost: CancellationToken,
 ) {
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
@@ -183,7 +185,7 @@ async fn keep(
                 }
                 Err(e) => {
                     tracing::error!("cannot take the lock again: {e:#}; stopping");
-                    lost.store(true, Ordering::SeqCst);
+                    lost.cancel();
                     return;
                 }
             }

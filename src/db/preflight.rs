@@ -9,7 +9,8 @@ use tokio_postgres::Client;
 
 use super::pooler::{self, Pooling};
 use super::session::Session;
-use crate::config::{quote_ident, Common, Names};
+use super::Database;
+use crate::config::{quote_ident, Names};
 
 /// What a command does with the database, for [`command_start`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +58,16 @@ pub const CONTROL: Access = Access::Write { privileges: &[] };
 /// Naming the cause and the fix (exit 1).
 pub async fn command_start(
     client: &Client,
-    common: &Common,
+    db: &Database,
+    names: &Names,
     session: &Session,
     access: Access,
 ) -> Result<()> {
-    check_pooler(client, common, session).await?;
-    check(client, &common.names).await?;
-    check_row_security(client, &common.names).await?;
+    check_pooler(client, db, session).await?;
+    check(client, names).await?;
+    check_row_security(client, names).await?;
     if let Access::Write { privileges } = access {
-        check_write_permission(client, &common.names, privileges).await?;
+        check_write_permission(client, names, privileges).await?;
     }
     Ok(())
 }
@@ -74,10 +76,9 @@ pub async fn command_start(
 ///
 /// # Errors
 /// [`pooler::TransactionPooler`], or a database error.
-pub async fn check_pooler(client: &Client, common: &Common, session: &Session) -> Result<()> {
-    let connector = session.connector(&common.database)?;
-    let server = common
-        .database
+pub async fn check_pooler(client: &Client, db: &Database, session: &Session) -> Result<()> {
+    let connector = session.connector(db)?;
+    let server = db
         .info
         .targets
         .iter()

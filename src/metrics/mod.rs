@@ -24,10 +24,11 @@ pub mod textfile;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_postgres::GenericClient;
 
@@ -149,10 +150,12 @@ struct State {
 }
 
 impl Metrics {
-    /// Metrics of run record `run_id` of `mode` (none without a config).
-    /// `last_success`: when the latest completed run of `mode` finished.
+    /// Metrics of run record `run_id` of `mode` (none without a config),
+    /// labelled with `database` (`db::Database::label`). `last_success`:
+    /// when the latest completed run of `mode` finished.
     pub fn new(
         config: Option<&MetricsConfig>,
+        database: &str,
         mode: Mode,
         run_id: i64,
         last_success: Option<f64>,
@@ -161,7 +164,7 @@ impl Metrics {
             Arc::new(Inner {
                 path: config.path.clone(),
                 interval: config.interval,
-                database: config.database.clone(),
+                database: database.to_owned(),
                 mode,
                 run_id,
                 started: unix_now(),
@@ -182,11 +185,10 @@ impl Metrics {
     /// A chunk's transaction committed after `duration`.
     pub fn observe_chunk(&self, duration: Duration) {
         if let Some(inner) = &self.inner {
-            if let Ok(mut state) = inner.state.lock() {
-                let seconds = duration.as_secs_f64();
-                state.chunks.observe(seconds);
-                state.longest_chunk = state.longest_chunk.max(seconds);
-            }
+            let mut state = inner.state.lock();
+            let seconds = duration.as_secs_f64();
+            state.chunks.observe(seconds);
+            state.longest_chunk = state.longest_chunk.max(seconds);
         }
     }
 
@@ -239,7 +241,8 @@ impl Exporter {
         let Some(inner) = self.metrics.inner.take() else {
             return;
         };
-        if let Ok(mut state) = inner.state.lock() {
+        {
+            let mut state = inner.state.lock();
             state.status = status;
             state.last_success = last_success.or(state.last_success);
             state.snapshot = snapshot;
@@ -265,9 +268,7 @@ impl Drop for Exporter {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        if let Ok(mut state) = inner.state.lock() {
-            state.status = RunStatus::Failed;
-        }
+        inner.state.lock().status = RunStatus::Failed;
         // Synchronous: a drop cannot wait for a blocking task.
         inner.write_file();
     }
@@ -275,21 +276,14 @@ impl Drop for Exporter {
 
 impl Inner {
     fn update(&self, snapshot: Snapshot) {
-        if let Ok(mut state) = self.state.lock() {
-            state.snapshot = snapshot;
-        }
+        self.state.lock().snapshot = snapshot;
     }
 
     /// Renders the latest state and replaces the file; a failure is logged,
     /// never fatal (monitoring must not stop a migration).
     fn write_file(&self) {
-        let Ok(_one_at_a_time) = self.file.lock() else {
-            return;
-        };
-        let text = match self.state.lock() {
-            Ok(state) => self.render(&state),
-            Err(_) => return,
-        };
+        let _one_at_a_time = self.file.lock();
+        let text = self.render(&self.state.lock());
         match textfile::replace(&self.path, &text) {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::SeqCst) {
@@ -571,9 +565,9 @@ mod tests {
             Some(&MetricsConfig {
                 path: PathBuf::from("unused.prom"),
                 interval: Duration::from_secs(10),
-                // Empty: left out, so the series below read as written.
-                database: String::new(),
             }),
+            // Empty: left out, so the series below read as written.
+            "",
             mode,
             42,
             Some(1_700_000_000.5),
@@ -584,12 +578,12 @@ mod tests {
 
     fn rendered(mode: Mode, snapshot: Snapshot, status: RunStatus) -> String {
         let (metrics, inner) = enabled(mode);
-        let mut state = inner.state.lock().expect("state");
+        let mut state = inner.state.lock();
         state.snapshot = snapshot;
         state.status = status;
         drop(state);
         metrics.observe_chunk(Duration::from_millis(300));
-        let state = inner.state.lock().expect("state");
+        let state = inner.state.lock();
         inner.render(&state)
     }
 
@@ -761,7 +755,7 @@ mod tests {
     fn the_longest_chunk_is_the_maximum_of_every_observation() {
         let (metrics, inner) = enabled(Mode::Run);
         let longest = || {
-            let state = inner.state.lock().expect("state");
+            let state = inner.state.lock();
             value_of(
                 &inner.render(&state),
                 "relink_chunk_duration_max_seconds{mode=\"run\"}",
@@ -777,7 +771,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_disabled_handle_does_nothing() {
-        let metrics = Metrics::new(None, Mode::Run, 1, None);
+        let metrics = Metrics::new(None, "", Mode::Run, 1, None);
         metrics.observe_chunk(Duration::from_millis(5));
         let exporter = metrics.start(|| Snapshot::empty(Mode::Run)).await;
         exporter
@@ -793,10 +787,9 @@ mod tests {
         let config = MetricsConfig {
             path: path.clone(),
             interval: Duration::from_millis(20),
-            database: String::new(),
         };
         let read = || std::fs::read_to_string(&path).expect("the file exists");
-        let metrics = Metrics::new(Some(&config), Mode::Purge, 7, None);
+        let metrics = Metrics::new(Some(&config), "", Mode::Purge, 7, None);
         let deleted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let gather = {
             let deleted = deleted.clone();

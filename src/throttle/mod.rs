@@ -15,16 +15,17 @@ pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 // tokio's clock: the same as std's, and pausable in tests.
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
-use crate::shutdown::Shutdown;
-pub use watch::{Hold, Watch, Watched};
+use crate::text_enum::text_enum;
+pub use watch::{Hold, Watch};
 
 /// How long a held chunk waits before the gates are asked again.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -47,23 +48,12 @@ pub enum Cause {
     MaxRate,
 }
 
-impl Cause {
-    pub const ALL: [Self; 4] = [
-        Self::ReplicaLag,
-        Self::ThrottleQuery,
-        Self::Pause,
-        Self::MaxRate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ReplicaLag => "replica_lag",
-            Self::ThrottleQuery => "throttle_query",
-            Self::Pause => "pause",
-            Self::MaxRate => "max_rate",
-        }
-    }
-}
+text_enum!(Cause "throttle cause" {
+    ReplicaLag = "replica_lag",
+    ThrottleQuery = "throttle_query",
+    Pause = "pause",
+    MaxRate = "max_rate",
+});
 
 /// Seconds waited, by cause; every cause present (0 when it never held).
 pub type Throttled = BTreeMap<Cause, f64>;
@@ -87,18 +77,19 @@ pub struct Throttle {
     /// Links committed so far (for `--max-rate`).
     links: AtomicU64,
     waited: Mutex<BTreeMap<Cause, Duration>>,
-    shutdown: Shutdown,
+    /// Cuts every wait short (a signal, or the command stopping).
+    stop: CancellationToken,
 }
 
 impl Throttle {
-    pub fn new(limits: Limits, watch: Option<Watch>, shutdown: Shutdown) -> Self {
+    pub fn new(limits: Limits, watch: Option<Watch>, stop: CancellationToken) -> Self {
         Self {
             limits,
             watch: watch.map(tokio::sync::Mutex::new),
             started: Instant::now(),
             links: AtomicU64::new(0),
             waited: Mutex::new(BTreeMap::new()),
-            shutdown,
+            stop,
         }
     }
 
@@ -134,7 +125,7 @@ impl Throttle {
                 return false;
             }
         }
-        !self.shutdown.requested()
+        !self.stop.is_cancelled()
     }
 
     /// Waits while a database gate holds.
@@ -183,18 +174,21 @@ impl Throttle {
         true
     }
 
+    /// Sleeps `duration` unless stopped first: whether it slept the whole
+    /// time.
     async fn wait(&self, cause: Cause, duration: Duration) -> bool {
         let started = Instant::now();
-        let slept = self.shutdown.sleep(duration).await;
-        if let Ok(mut waited) = self.waited.lock() {
-            *waited.entry(cause).or_default() += started.elapsed();
-        }
+        let slept = tokio::select! {
+            () = tokio::time::sleep(duration) => !self.stop.is_cancelled(),
+            () = self.stop.cancelled() => false,
+        };
+        *self.waited.lock().entry(cause).or_default() += started.elapsed();
         slept
     }
 
     /// Seconds spent waiting, by cause.
     pub fn throttled_seconds(&self) -> Throttled {
-        let waited = self.waited.lock().map(|w| w.clone()).unwrap_or_default();
+        let waited = self.waited.lock().clone();
         Cause::ALL
             .iter()
             .map(|c| (*c, waited.get(c).map_or(0.0, Duration::as_secs_f64)))
@@ -223,7 +217,7 @@ mod tests {
                 pause: None,
             },
             None,
-            Shutdown::never(),
+            CancellationToken::new(),
         );
         throttle.committed(300);
         let before = Instant::now();
@@ -246,7 +240,7 @@ mod tests {
                 pause: Some(Duration::from_millis(250)),
             },
             None,
-            Shutdown::never(),
+            CancellationToken::new(),
         );
         let before = Instant::now();
         assert!(throttle.before_chunk(false, &progress()).await);
@@ -260,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_limits_no_wait() {
-        let throttle = Throttle::new(Limits::default(), None, Shutdown::never());
+        let throttle = Throttle::new(Limits::default(), None, CancellationToken::new());
         throttle.committed(1_000_000);
         assert!(throttle.before_chunk(true, &progress()).await);
         assert!(throttle.throttled_seconds().values().all(|s| *s == 0.0));

@@ -5,28 +5,15 @@
 //! throttle query that fails) and reopened as needed mid-run (where a
 //! problem holds the chunk: relink never proceeds blind).
 
-use std::time::Duration;
-
 use anyhow::{Context as _, Result};
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use super::replica::{self, Lag, Tracker};
 use super::Cause;
-use crate::config::{Database, Names};
-use crate::db::{self, Session};
+use crate::config::{GateConfig, Names};
+use crate::db::{self, Database, Session};
 use crate::state;
-
-/// What the gates watch, from the command line.
-#[derive(Debug, Clone, Default)]
-pub struct Watched {
-    /// `--max-replica-lag`; `None` is `off`.
-    pub max_replica_lag: Option<Duration>,
-    /// `--replica URL`s.
-    pub replicas: Vec<Database>,
-    /// `--throttle-query SQL`.
-    pub throttle_query: Option<String>,
-}
 
 /// Why the next chunk must wait.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +55,7 @@ impl Conn {
 /// The database-backed gates of one command.
 pub struct Watch {
     names: Names,
-    watched: Watched,
+    gates: GateConfig,
     /// On the primary: the pause flag, `pg_stat_replication`, the run's
     /// `waiting` column.
     primary: Conn,
@@ -83,19 +70,20 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Opens the gates' sessions and checks each gate once.
+    /// Opens the gates' sessions (on `db`, and on each of `replicas`: the
+    /// gates' `--replica`s, resolved) and checks each gate once.
     ///
     /// # Errors
     /// When a gate cannot be checked: relink does not start blind.
     pub async fn open(
         db: &Database,
+        replicas: &[Database],
         session: &Session,
         names: &Names,
-        watched: Watched,
+        gates: &GateConfig,
     ) -> Result<Self> {
         let primary = Conn::new(db.clone(), session.named("watch"));
-        let replicas = watched
-            .replicas
+        let replicas = replicas
             .iter()
             .map(|r| {
                 (
@@ -104,13 +92,13 @@ impl Watch {
                 )
             })
             .collect();
-        let query = watched
+        let query = gates
             .throttle_query
             .as_ref()
             .map(|_| Conn::new(db.clone(), session.named("throttle-query").read_only()));
         let mut watch = Self {
             names: names.clone(),
-            watched,
+            gates: gates.clone(),
             primary,
             replicas,
             query,
@@ -169,7 +157,7 @@ impl Watch {
         match self.replica_lag().await {
             Ok(None) => {}
             Ok(Some(lag)) => {
-                let limit = self.watched.max_replica_lag.unwrap_or_default();
+                let limit = self.gates.max_replica_lag.unwrap_or_default();
                 return Some(hold(
                     Cause::ReplicaLag,
                     format!("{} (limit {:.1} s)", lag.describe(), limit.as_secs_f64()),
@@ -210,7 +198,7 @@ impl Watch {
 
     /// The most lagging replica over the limit, if any.
     async fn replica_lag(&mut self) -> Result<Option<Lag>> {
-        let Some(limit) = self.watched.max_replica_lag else {
+        let Some(limit) = self.gates.max_replica_lag else {
             return Ok(None);
         };
         let mut samples = match self.primary.get().await {
@@ -237,7 +225,7 @@ impl Watch {
 
     /// Whether `--throttle-query` says wait.
     async fn throttle_query(&mut self) -> Result<bool> {
-        let (Some(conn), Some(sql)) = (&mut self.query, &self.watched.throttle_query) else {
+        let (Some(conn), Some(sql)) = (&mut self.query, &self.gates.throttle_query) else {
             return Ok(false);
         };
         let answer = match conn.get().await {
