@@ -18,21 +18,21 @@ pub mod verify;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use self::commit::Drifted;
-use crate::checkpoint::Watermark;
 use crate::cli::OutputFormat;
 use crate::commands::Context;
 use crate::config::{ChunkSize, Names, RunConfig};
-use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pool, Retry, Session};
+use crate::db::{self, preflight, LockGuard, Owner, PooledClient, Session};
+use crate::drive::{self, Committer, Drive, Held};
 use crate::exit::Outcome;
 use crate::forecast::Forecast;
 use crate::lock_phase::LockWaits;
@@ -42,9 +42,8 @@ use crate::plan_file::{self, PlanReader, PlanRecord, Stamp, Validated};
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
-use crate::sizing::Sizer;
 use crate::state::{self, Mode, RunStatus};
-use crate::throttle::{Limits, Throttle, Watch};
+use crate::throttle::Watch;
 
 /// Checks the plan at `path` whole and against the database `client` is
 /// connected to: refused — before anything is written — when damaged or
@@ -132,33 +131,62 @@ struct Chunk {
     last_key: String,
 }
 
-/// State shared by the reader and the writers of one apply.
-struct Shared {
-    names: Names,
-    run_id: i64,
+impl drive::Batch for Chunk {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn last_key(&self) -> &str {
+        &self.last_key
+    }
+
+    fn size(&self) -> usize {
+        self.records.len()
+    }
+
+    fn first(&self) -> Option<String> {
+        self.records
+            .first()
+            .map(|r| format!("plan record {}", r.index))
+    }
+}
+
+/// How an apply commits a chunk: records that still hold get exactly
+/// their rows, drifted ones are reported and left pending.
+struct Applier {
     /// Runs that applied this plan, this one included.
     plan_runs: Vec<i64>,
-    retry: Retry,
-    waits: LockWaits,
-    pool: Pool,
-    lock: LockGuard,
-    progress: Progress,
-    throttle: Throttle,
-    sizer: Sizer,
-    watermark: Mutex<Watermark>,
-    counters: Mutex<Counters>,
-    /// Records of the committed chunks.
-    scanned: AtomicU64,
-    failed: AtomicBool,
-    shutdown: Shutdown,
-    metrics: Metrics,
     /// Where drifted profiles are reported.
     out: Mutex<Output>,
 }
 
-impl Shared {
-    fn stopping(&self) -> bool {
-        self.failed.load(Ordering::SeqCst) || self.shutdown.requested() || self.lock.lost()
+impl Committer for Applier {
+    type Chunk = Chunk;
+    type Done = commit::Committed;
+    const WHAT: &'static str = "applying a chunk of the plan";
+
+    async fn commit(
+        &self,
+        drive: &Drive,
+        client: &mut PooledClient,
+        chunk: &Chunk,
+        _retry: bool,
+    ) -> Result<commit::Committed> {
+        commit::commit(
+            client,
+            &drive.names,
+            drive.run_id,
+            drive.waits,
+            &chunk.records,
+            &self.plan_runs,
+            || drive.checkpoint_for(chunk.seq),
+        )
+        .await
+    }
+
+    fn settle(&self, done: commit::Committed) -> Result<Counters> {
+        self.out.lock().drifted(&done.drifted)?;
+        Ok(done.counters)
     }
 }
 
@@ -241,30 +269,24 @@ pub async fn apply(
     let started = Instant::now();
     let total = plan.header.records.saturating_sub(begun.skip);
     let report = crate::report::open_report(cfg.report.as_deref())?;
-    let shared = Arc::new(Shared {
-        names: names.clone(),
-        run_id,
-        plan_runs,
-        retry: Retry::new(cfg.timeouts.attempts),
-        waits,
-        pool,
+    let progress = Progress::new("applying", PROFILES_AND_LINKS, total, !cx.common.quiet);
+    let held = Held {
         lock,
-        progress: Progress::new("applying", PROFILES_AND_LINKS, total, !cx.common.quiet),
-        throttle: Throttle::new(
-            Limits {
-                max_rate: cfg.max_rate,
-                pause: cfg.pause,
-            },
-            Some(watch),
-            shutdown.child(),
-        ),
-        sizer: Sizer::new(cfg.chunk_size),
-        watermark: Mutex::new(Watermark::default()),
-        counters: Mutex::new(Counters::default()),
-        scanned: AtomicU64::new(0),
-        failed: AtomicBool::new(false),
+        pool,
+        waits,
+        watch,
+    };
+    let shared = Arc::new(Drive::new(
+        cfg,
+        names,
+        run_id,
+        held,
+        progress,
+        metrics.clone(),
         shutdown,
-        metrics: metrics.clone(),
+    ));
+    let applier = Arc::new(Applier {
+        plan_runs,
         out: Mutex::new(Output {
             text: cfg.format == OutputFormat::Text && !cx.common.quiet,
             report,
@@ -279,50 +301,15 @@ pub async fn apply(
     shared.throttle.show_on(run_id).await;
 
     let (sender, receiver) = mpsc::channel::<Chunk>(cfg.writers);
-    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let reader = {
         let shared = shared.clone();
         let (plan, skip, limit) = (plan.clone(), begun.skip, cfg.limit);
         tokio::task::spawn_blocking(move || feed(&plan, skip, limit, &shared, &sender))
     };
-    let writers: Vec<_> = (0..cfg.writers)
-        .map(|_| tokio::spawn(write_chunks(shared.clone(), receiver.clone())))
-        .collect();
-    let mut error: Option<anyhow::Error> = None;
-    for writer in writers {
-        match writer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error = error.or(Some(e)),
-            Err(e) => error = error.or(Some(anyhow!("a writer task failed: {e}"))),
-        }
-    }
-    let reached_end = match reader.await {
-        Ok(Ok(end)) => end,
-        Ok(Err(e)) => {
-            error = error.or(Some(e));
-            false
-        }
-        Err(e) => {
-            error = error.or(Some(anyhow!("the plan reader failed: {e}")));
-            false
-        }
-    };
-    if shared.lock.lost() {
-        error = error.or(Some(anyhow!(
-            "lost the advisory lock (its connections dropped) and could not take it again"
-        )));
-    }
-    shared.progress.finish();
-    let stopped = shared.shutdown.requested();
-    let status = if error.is_some() {
-        RunStatus::Failed
-    } else if stopped {
-        RunStatus::Interrupted
-    } else if reached_end {
-        RunStatus::Completed
-    } else {
-        RunStatus::Partial
-    };
+    let reader = (reader, "the plan reader");
+    let driven = drive::drive(&shared, &applier, cfg.writers, receiver, reader).await;
+    let status = driven.status(shared.shutdown.requested());
+    let error = driven.error;
     let control = shared.lock.client().await?;
     let wal_bytes = db::wal::since(&*control, wal_start).await;
     let mut figures = json!({ "elapsed_ms": started.elapsed().as_millis() });
@@ -339,17 +326,13 @@ pub async fn apply(
         .await
         .unwrap_or(last_success);
     drop(control);
-    let counters = shared
-        .counters
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let counters = shared.counters();
     let forecast: Option<Forecast> = serde_json::from_value(plan.header.forecast.clone()).ok();
     let summary = Summary::new(
         "run",
         Some(run_id),
         status,
-        shared.scanned.load(Ordering::SeqCst),
+        shared.scanned(),
         counters,
         started,
         shared.throttle.throttled_seconds(),
@@ -498,7 +481,7 @@ fn feed(
     plan: &Validated,
     skip: u64,
     limit: Option<u64>,
-    shared: &Shared,
+    shared: &Drive,
     chunks: &mpsc::Sender<Chunk>,
 ) -> Result<bool> {
     let mut reader = PlanReader::new(plan)?;
@@ -554,99 +537,9 @@ fn feed(
     }
 }
 
-/// A writer: waits for the throttle, takes the next chunk and commits it in
-/// one transaction, retried as a unit (as a live run's writers do).
-async fn write_chunks(
-    shared: Arc<Shared>,
-    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
-) -> Result<()> {
-    let mut after_chunk = false;
-    loop {
-        let go = !shared.stopping()
-            && shared
-                .throttle
-                .before_chunk(after_chunk, &shared.progress)
-                .await;
-        let chunk = receiver.lock().await.recv().await;
-        let Some(chunk) = chunk else { return Ok(()) };
-        if !go || shared.stopping() {
-            continue;
-        }
-        if let Ok(mut wm) = shared.watermark.lock() {
-            wm.begin(chunk.seq, &chunk.last_key);
-        }
-        let committed = shared
-            .retry
-            .run(
-                "applying a chunk of the plan",
-                || shared.stopping(),
-                |_| {
-                    let (shared, chunk) = (&shared, &chunk);
-                    async move {
-                        let mut client = db::checkout(&shared.pool).await?;
-                        let began = Instant::now();
-                        let done = commit::commit(
-                            &mut client,
-                            &shared.names,
-                            shared.run_id,
-                            shared.waits,
-                            &chunk.records,
-                            &shared.plan_runs,
-                            || {
-                                shared
-                                    .watermark
-                                    .lock()
-                                    .ok()
-                                    .and_then(|wm| wm.checkpoint_for(chunk.seq))
-                            },
-                        )
-                        .await
-                        .inspect_err(|e| {
-                            if db::is_timeout(e) {
-                                shared.sizer.timed_out();
-                            }
-                        })?;
-                        let took = began.elapsed();
-                        shared.metrics.observe_chunk(took);
-                        shared.sizer.observed(chunk.records.len(), took);
-                        Ok(done)
-                    }
-                },
-            )
-            .await;
-        let done = match committed {
-            Ok(Attempted::Done(done)) => done,
-            Ok(Attempted::Stopped) => continue,
-            Err(err) => {
-                shared.failed.store(true, Ordering::SeqCst);
-                let first = chunk.records.first().map_or(0, |r| r.index);
-                return Err(
-                    err.context(format!("chunk starting at plan record {first} rolled back"))
-                );
-            }
-        };
-        if let Ok(mut wm) = shared.watermark.lock() {
-            wm.commit(chunk.seq);
-        }
-        if let Ok(mut out) = shared.out.lock() {
-            out.drifted(&done.drifted)?;
-        }
-        let links = done.counters.links_created;
-        shared.progress.advance(chunk.records.len() as u64, links);
-        shared.throttle.committed(links);
-        shared
-            .scanned
-            .fetch_add(chunk.records.len() as u64, Ordering::SeqCst);
-        if let Ok(mut total) = shared.counters.lock() {
-            total.merge(&done.counters);
-        }
-        after_chunk = true;
-    }
-}
-
 /// An apply's figures for its metrics file.
 struct ApplyFigures {
-    shared: Arc<Shared>,
+    shared: Arc<Drive>,
     wal_start: Option<u64>,
 }
 
@@ -657,12 +550,8 @@ impl metrics::Gather for ApplyFigures {
         if let Ok(control) = shared.lock.client().await {
             wal_bytes = db::wal::since(&*control, self.wal_start).await;
         }
-        let counters = shared
-            .counters
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        let scanned = shared.scanned.load(Ordering::SeqCst);
+        let counters = shared.counters();
+        let scanned = shared.scanned();
         Snapshot {
             work: Work::Run {
                 unchanged: scanned

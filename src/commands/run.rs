@@ -9,17 +9,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
-use parking_lot::Mutex;
+use anyhow::Result;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_postgres::Client;
-use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::checkpoint::Watermark;
 use crate::config::{ChunkSize, Names, RunConfig};
-use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pool, Retry, Session};
+use crate::db::{self, preflight, LockGuard, Owner, PooledClient, Session};
+use crate::drive::{self, Committer, Drive, Driven, Held};
 use crate::exit::Outcome;
 use crate::lock_phase::LockWaits;
 use crate::metrics::{self, Exporter, Metrics, Snapshot};
@@ -28,42 +25,9 @@ use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
-use crate::sizing::Sizer;
 use crate::source::{self, Chunk, FeedEnd, Filter, Order, Outbox, Reader};
 use crate::state::{self, Mode, RunRecord, RunStatus};
-use crate::throttle::{Limits, Throttle, Watch};
-
-/// State shared by the reader and the writers of one run.
-struct Shared {
-    names: Names,
-    run_id: i64,
-    retry: Retry,
-    /// How long a chunk's lock phase waits (relink yields).
-    waits: LockWaits,
-    pool: Pool,
-    lock: LockGuard,
-    progress: Progress,
-    throttle: Throttle,
-    sizer: Sizer,
-    watermark: Mutex<Watermark>,
-    counters: Mutex<Counters>,
-    /// Cancelled by a signal, or by the reader or a writer failing: every
-    /// task stops after its chunk in flight.
-    stop: CancellationToken,
-    shutdown: Shutdown,
-    metrics: Metrics,
-}
-
-impl Shared {
-    fn stopping(&self) -> bool {
-        self.stop.is_cancelled() || self.lock.lost()
-    }
-
-    /// Stops every task of the run (a task failed).
-    fn fail(&self) {
-        self.stop.cancel();
-    }
-}
+use crate::throttle::Watch;
 
 /// Runs a live `relink run`: prepare → drive → finish.
 ///
@@ -78,7 +42,7 @@ pub async fn run(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Ou
 /// A run ready to write: connected, checked, locked, its record begun or
 /// resumed, its metrics exporting.
 struct Prepared {
-    shared: Arc<Shared>,
+    shared: Arc<Drive>,
     start: Start,
     exporter: Exporter,
     started: Instant,
@@ -109,28 +73,27 @@ async fn prepare(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Pr
     // One connection reads while the writers write.
     let pool = db::pool(&cx.database, &session, cfg.writers + 1)?;
     let started = Instant::now();
-    let stop = shutdown.child();
-    let shared = Arc::new(Shared {
-        names: names.clone(),
-        run_id,
-        retry: Retry::new(cfg.timeouts.attempts),
-        waits,
-        pool,
+    let progress = Progress::new(
+        "migrating",
+        PROFILES_AND_LINKS,
+        start.total,
+        !cx.common.quiet,
+    );
+    let held = Held {
         lock,
-        progress: Progress::new(
-            "migrating",
-            PROFILES_AND_LINKS,
-            start.total,
-            !cx.common.quiet,
-        ),
-        throttle: Throttle::new(throttle_limits(cfg), Some(watch), stop.clone()),
-        sizer: Sizer::new(cfg.chunk_size),
-        watermark: Mutex::new(Watermark::default()),
-        counters: Mutex::new(Counters::default()),
-        stop,
+        pool,
+        waits,
+        watch,
+    };
+    let shared = Arc::new(Drive::new(
+        cfg,
+        names,
+        run_id,
+        held,
+        progress,
+        metrics.clone(),
         shutdown,
-        metrics: metrics.clone(),
-    });
+    ));
     let exporter = metrics
         .start(RunFigures {
             shared: shared.clone(),
@@ -145,13 +108,6 @@ async fn prepare(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Pr
         exporter,
         started,
     })
-}
-
-fn throttle_limits(cfg: &RunConfig) -> Limits {
-    Limits {
-        max_rate: cfg.max_rate,
-        pause: cfg.pause,
-    }
 }
 
 /// Where a run starts: its record, and what was counted before it began.
@@ -193,34 +149,11 @@ async fn resume(lock: &LockGuard, names: &Names, cfg: &RunConfig) -> Result<Star
     })
 }
 
-/// How the writing phase ended.
-struct Driven {
-    /// The first error, of a writer, the reader or the lock.
-    error: Option<anyhow::Error>,
-    /// The reader handed out the last chunk (not stopped by `--limit`).
-    reached_end: bool,
-}
-
-impl Driven {
-    /// How the run ended; `signalled`: a signal asked it to stop.
-    fn status(&self, signalled: bool) -> RunStatus {
-        if self.error.is_some() {
-            RunStatus::Failed
-        } else if signalled {
-            RunStatus::Interrupted
-        } else if self.reached_end {
-            RunStatus::Completed
-        } else {
-            RunStatus::Partial
-        }
-    }
-}
-
-/// The second phase: one reader feeds chunks to the writers, each passing
-/// the throttle before it begins one; waits for them all.
-async fn drive(shared: &Arc<Shared>, start: &Start, cfg: &RunConfig) -> Driven {
+/// The second phase: one reader feeds chunks of pending profiles to the
+/// writers, each passing the throttle before it begins one; waits for them
+/// all.
+async fn drive(shared: &Arc<Drive>, start: &Start, cfg: &RunConfig) -> Driven {
     let (outbox, receiver) = source::outbox(cfg.writers);
-    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let filter = if start.begun.replan {
         Filter::All { ledger: true }
     } else {
@@ -235,46 +168,25 @@ async fn drive(shared: &Arc<Shared>, start: &Start, cfg: &RunConfig) -> Driven {
         1,
     );
     let reader = tokio::spawn(feed(shared.clone(), reader, cfg.limit, outbox));
-    let writers: Vec<_> = (0..cfg.writers)
-        .map(|_| tokio::spawn(write_chunks(shared.clone(), receiver.clone())))
-        .collect();
-
-    let mut error: Option<anyhow::Error> = None;
-    for writer in writers {
-        match writer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error = error.or(Some(e)),
-            Err(e) => error = error.or(Some(anyhow!("a writer task failed: {e}"))),
-        }
-    }
-    let reached_end = match reader.await {
-        Ok(Ok(end)) => end == FeedEnd::End,
-        Ok(Err(e)) => {
-            error = error.or(Some(e));
-            false
-        }
-        Err(e) => {
-            error = error.or(Some(anyhow!("the reader task failed: {e}")));
-            false
-        }
-    };
-    if shared.lock.lost() {
-        error = error.or(Some(anyhow!(
-            "lost the advisory lock (its connections dropped) and could not take it again"
-        )));
-    }
-    shared.progress.finish();
-    Driven { error, reached_end }
+    let live = Arc::new(Live);
+    drive::drive(
+        shared,
+        &live,
+        cfg.writers,
+        receiver,
+        (reader, "the reader task"),
+    )
+    .await
 }
 
 /// The reader: hands out chunks of the profiles to plan until the end,
-/// `--limit` or a stop.
+/// `--limit` or a stop; `true` at the end of the table.
 async fn feed(
-    shared: Arc<Shared>,
+    shared: Arc<Drive>,
     reader: Reader,
     limit: Option<u64>,
     outbox: Outbox,
-) -> Result<FeedEnd> {
+) -> Result<bool> {
     let fed = source::feed(
         reader,
         &shared.pool,
@@ -288,7 +200,7 @@ async fn feed(
     if fed.is_err() {
         shared.fail();
     }
-    fed.map(|(end, _)| end)
+    fed.map(|(end, _)| end == FeedEnd::End)
 }
 
 /// The third phase: records how the run ended, prints the summary, writes
@@ -338,7 +250,7 @@ struct Ended {
 /// Records the run's end (status, error, WAL written) and reads back its
 /// checkpoint and the profiles it covered.
 async fn record_end(
-    shared: &Shared,
+    shared: &Drive,
     start: &Start,
     driven: &Driven,
     status: RunStatus,
@@ -357,7 +269,7 @@ async fn record_end(
     }
     state::record_chunk(&*control, names, run_id, None, &figures).await?;
     state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
-    let counters = shared.counters.lock().clone();
+    let counters = shared.counters();
     if status == RunStatus::Completed && counters.profiles_planned > 0 {
         analyze(&control, names).await;
     }
@@ -524,85 +436,55 @@ fn run_options(cfg: &RunConfig) -> serde_json::Value {
     })
 }
 
-/// A writer: waits for the throttle, takes the next chunk and commits it in
-/// one transaction, retried as a unit.
-async fn write_chunks(
-    shared: Arc<Shared>,
-    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
-) -> Result<()> {
-    let mut after_chunk = false;
-    loop {
-        let go = !shared.stopping()
-            && shared
-                .throttle
-                .before_chunk(after_chunk, &shared.progress)
-                .await;
-        let chunk = receiver.lock().await.recv().await;
-        let Some(chunk) = chunk else { return Ok(()) };
-        if !go || shared.stopping() {
-            // Not begun: it stays uncommitted and the checkpoint stays before
-            // it. Keep draining so the reader is never left blocked.
-            continue;
-        }
-        let Some(first) = chunk.profiles.first() else {
-            continue;
-        };
-        shared.watermark.lock().begin(chunk.seq, &chunk.last_key);
-        let counters = match write_chunk(&shared, &chunk).await {
-            Ok(Attempted::Done(counters)) => counters,
-            // Rolled back while stopping: stays after the checkpoint.
-            Ok(Attempted::Stopped) => continue,
-            Err(err) => {
-                shared.fail();
-                return Err(err.context(format!(
-                    "chunk starting at profile {} rolled back",
-                    first.id
-                )));
-            }
-        };
-        shared.watermark.lock().commit(chunk.seq);
-        shared
-            .progress
-            .advance(chunk.profiles.len() as u64, counters.links_created);
-        shared.throttle.committed(counters.links_created);
-        shared.counters.lock().merge(&counters);
-        after_chunk = true;
+/// A live run's chunks: pages of profiles, planned and written as they
+/// are now.
+struct Live;
+
+impl drive::Batch for Chunk {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn last_key(&self) -> &str {
+        &self.last_key
+    }
+
+    fn size(&self) -> usize {
+        self.profiles.len()
+    }
+
+    fn first(&self) -> Option<String> {
+        self.profiles.first().map(|p| format!("profile {}", p.id))
     }
 }
 
-/// Commits one chunk in one transaction, retried as a unit; feeds its
-/// duration to the metrics and the chunk sizer.
-async fn write_chunk(shared: &Shared, chunk: &Chunk) -> Result<Attempted<Counters>> {
-    shared
-        .retry
-        .run(
-            "writing a chunk",
-            || shared.stopping(),
-            |attempt| async move {
-                let mut client = db::checkout(&shared.pool).await?;
-                let began = Instant::now();
-                let counters = sink::commit_chunk(
-                    &mut client,
-                    &shared.names,
-                    shared.run_id,
-                    shared.waits,
-                    &chunk.profiles,
-                    attempt > 0,
-                    || shared.watermark.lock().checkpoint_for(chunk.seq),
-                )
-                .await
-                .inspect_err(|e| {
-                    if db::is_timeout(e) {
-                        shared.sizer.timed_out();
-                    }
-                })?;
-                let took = began.elapsed();
-                shared.metrics.observe_chunk(took);
-                shared.sizer.observed(chunk.profiles.len(), took);
-                Ok(counters)
-            },
+impl Committer for Live {
+    type Chunk = Chunk;
+    type Done = Counters;
+    const WHAT: &'static str = "writing a chunk";
+
+    async fn commit(
+        &self,
+        drive: &Drive,
+        client: &mut PooledClient,
+        chunk: &Chunk,
+        retry: bool,
+    ) -> Result<Counters> {
+        sink::commit_chunk(
+            client,
+            &drive.names,
+            drive.run_id,
+            drive.waits,
+            &chunk.profiles,
+            retry,
+            || drive.checkpoint_for(chunk.seq),
         )
         .await
+    }
+
+    fn settle(&self, counters: Counters) -> Result<Counters> {
+        Ok(counters)
+    }
 }
 
 /// An estimate of the profiles a run from the start will plan, for the
@@ -626,7 +508,7 @@ async fn pending_estimate(client: &Client, names: &Names, with_legacy: u64) -> R
 /// checkpoint (counted on the lock holder's connection, which is otherwise
 /// idle during the run).
 struct RunFigures {
-    shared: Arc<Shared>,
+    shared: Arc<Drive>,
     scanned: metrics::Scanned,
     wal_start: Option<u64>,
 }
@@ -641,7 +523,7 @@ impl metrics::Gather for RunFigures {
                 .await;
             wal_bytes = db::wal::since(&*control, self.wal_start).await;
         }
-        let counters = shared.counters.lock().clone();
+        let counters = shared.counters();
         self.scanned
             .snapshot(counters, shared.throttle.throttled_seconds(), wal_bytes)
     }
