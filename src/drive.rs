@@ -13,20 +13,23 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use parking_lot::Mutex;
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Watermark;
+use crate::commands::Context;
 use crate::config::{Names, RunConfig};
-use crate::db::{self, Attempted, LockGuard, Pool, PooledClient, Retry};
+use crate::db::{self, Attempted, LockGuard, Pool, PooledClient, Retry, Session};
 use crate::lock_phase::LockWaits;
 use crate::metrics::Metrics;
 use crate::plan::Counters;
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::sizing::Sizer;
-use crate::state::RunStatus;
+use crate::state::{self, Mode, RunStatus};
 use crate::throttle::{Limits, Throttle, Watch};
 
 /// State shared by the reader and the writers of one run.
@@ -61,24 +64,71 @@ pub struct Held {
     pub watch: Watch,
 }
 
-impl Drive {
-    /// The shared state of run `run_id`, stopped by `shutdown`.
-    pub fn new(
+impl Held {
+    /// With `control` connected and checked: checks the gates once before
+    /// anything is written (relink does not start blind: a role that
+    /// cannot read replica lag, a --replica it cannot reach, a failing
+    /// --throttle-query), then takes the lock on `control`; the writers'
+    /// pool has `pool_size` connections.
+    ///
+    /// # Errors
+    /// A gate that cannot be read, a database error, or [`db::LockHeld`].
+    pub async fn take(
+        cx: &Context,
         cfg: &RunConfig,
-        names: &Names,
+        session: &Session,
+        control: Client,
+        pool_size: usize,
+    ) -> Result<Self> {
+        let names = &cx.common.names;
+        let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
+        let watch = Watch::open(&cx.database, &cx.replicas, session, names, &cfg.gates).await?;
+        let lock = LockGuard::acquire(&cx.database, session, names, control).await?;
+        let pool = db::pool(&cx.database, session, pool_size)?;
+        Ok(Self {
+            lock,
+            pool,
+            waits,
+            watch,
+        })
+    }
+}
+
+/// What the run record holds once the run's end is recorded.
+pub struct Recorded {
+    /// WAL written since the run began, when the server tells.
+    pub wal_bytes: Option<u64>,
+    /// The run's saved checkpoint.
+    pub checkpoint: Option<String>,
+}
+
+impl Drive {
+    /// The shared state of run `run_id`, stopped by `shutdown`; its
+    /// metrics know `last_success` (when the latest completed run ended).
+    pub fn new(
+        cx: &Context,
+        cfg: &RunConfig,
         run_id: i64,
         held: Held,
         progress: Progress,
-        metrics: Metrics,
+        last_success: Option<f64>,
         shutdown: Shutdown,
     ) -> Self {
+        let label = cx.database.label();
+        let metrics = Metrics::new(
+            cfg.metrics.as_ref(),
+            &label,
+            Mode::Run,
+            run_id,
+            last_success,
+        );
         let stop = shutdown.child();
         let limits = Limits {
             max_rate: cfg.max_rate,
             pause: cfg.pause,
         };
         Self {
-            names: names.clone(),
+            names: cx.common.names.clone(),
             run_id,
             retry: Retry::new(cfg.timeouts.attempts),
             waits: held.waits,
@@ -120,6 +170,40 @@ impl Drive {
     /// Profiles (or plan records) of the committed chunks so far.
     pub fn scanned(&self) -> u64 {
         self.scanned.load(Ordering::SeqCst)
+    }
+
+    /// Records the run's end, on the lock holder's connection: its figures
+    /// (elapsed time, WAL written since `wal_start`), `status` and `error`.
+    ///
+    /// # Errors
+    /// On a database error.
+    pub async fn record_end(
+        &self,
+        wal_start: Option<u64>,
+        status: RunStatus,
+        error: Option<&anyhow::Error>,
+        started: Instant,
+    ) -> Result<Recorded> {
+        let (names, run_id) = (&self.names, self.run_id);
+        let control = self.lock.client().await?;
+        let wal_bytes = db::wal::since(&*control, wal_start).await;
+        // Summed over the run's invocations, like its counters: what a
+        // forecast reads back (links/s and bytes per link of the last
+        // completed run, SPEC §15).
+        let mut figures = json!({ "elapsed_ms": started.elapsed().as_millis() });
+        if let Some(bytes) = wal_bytes {
+            figures["wal_bytes"] = json!(bytes);
+        }
+        state::record_chunk(&*control, names, run_id, None, &figures).await?;
+        let message = error.map(|e| format!("{e:#}"));
+        state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
+        let checkpoint = state::load_run(&*control, names, run_id)
+            .await?
+            .and_then(|r| r.checkpoint);
+        Ok(Recorded {
+            wal_bytes,
+            checkpoint,
+        })
     }
 }
 

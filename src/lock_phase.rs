@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Row};
 
 use crate::config::Names;
 use crate::source::FINGERPRINT;
@@ -128,6 +128,27 @@ pub struct Locked {
     pub users: HashSet<String>,
 }
 
+impl Locked {
+    /// From the rows found: profiles (id, user id, fingerprint, and the
+    /// edited value's text when there is a fourth column) and users (id).
+    pub fn of_rows(profiles: &[Row], users: &[Row]) -> Self {
+        Self {
+            profiles: profiles
+                .iter()
+                .map(|r| {
+                    let profile = LockedProfile {
+                        user_id: r.get(1),
+                        fingerprint: r.get(2),
+                        edited: if r.len() > 3 { r.get(3) } else { None },
+                    };
+                    (r.get(0), profile)
+                })
+                .collect(),
+            users: users.iter().map(|r| r.get(0)).collect(),
+        }
+    }
+}
+
 /// Why a profile of the chunk is not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gone {
@@ -218,22 +239,7 @@ pub async fn lock(
     let profiles = profiles.context("cannot lock the chunk's profiles")?;
     let users = users.context("cannot lock the chunk's users")?;
     end.context("cannot set lock_timeout back after the lock phase")?;
-    Ok(Locked {
-        profiles: profiles
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    LockedProfile {
-                        user_id: r.get(1),
-                        fingerprint: r.get(2),
-                        edited: r.get(3),
-                    },
-                )
-            })
-            .collect(),
-        users: users.iter().map(|r| r.get(0)).collect(),
-    })
+    Ok(Locked::of_rows(&profiles, &users))
 }
 
 #[cfg(test)]

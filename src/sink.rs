@@ -83,18 +83,27 @@ pub async fn commit_chunk(
     write_chunk(&tx, names, run_id, now, &planned).await?;
     let mut counters = chunk::counters(&planned);
     counters.profiles_gone = gone;
-    test_hook::reached(Point::Checkpoint);
-    state::record_chunk(
-        &*tx,
-        names,
-        run_id,
-        checkpoint().as_deref(),
-        &counters.to_flat(),
-    )
-    .await?;
-    test_hook::reached(Point::Commit);
-    tx.commit().await.context("cannot commit the chunk")?;
+    record_and_commit(tx, names, run_id, checkpoint(), &counters).await?;
     Ok(counters)
+}
+
+/// Ends a chunk's transaction `tx`: records its counters and `checkpoint`
+/// in the run record `run_id`, then commits.
+///
+/// # Errors
+/// On a database error (rolled back; the caller may retry).
+pub async fn record_and_commit(
+    tx: Transaction<'_>,
+    names: &Names,
+    run_id: i64,
+    checkpoint: Option<String>,
+    counters: &Counters,
+) -> Result<()> {
+    test_hook::reached(Point::Checkpoint);
+    let flat = counters.to_flat();
+    state::record_chunk(&*tx, names, run_id, checkpoint.as_deref(), &flat).await?;
+    test_hook::reached(Point::Commit);
+    tx.commit().await.context("cannot commit the chunk")
 }
 
 fn recorded_by(profile: &SourceProfile, run_id: i64) -> bool {

@@ -19,7 +19,6 @@ use crate::plan_file::{planned_part, rows_digest, PlanRecord};
 use crate::report;
 use crate::sink;
 use crate::source::SourceProfile;
-use crate::state;
 use crate::test_hook::{self, Point};
 
 /// A drifted record, for the operator.
@@ -154,16 +153,6 @@ pub async fn commit(
         })
         .collect();
     counters.profiles_drifted = drifted.len() as u64;
-    test_hook::reached(Point::Checkpoint);
-    state::record_chunk(
-        &*tx,
-        names,
-        run_id,
-        checkpoint().as_deref(),
-        &counters.to_flat(),
-    )
-    .await?;
-    test_hook::reached(Point::Commit);
-    tx.commit().await.context("cannot commit the chunk")?;
+    sink::record_and_commit(tx, names, run_id, checkpoint(), &counters).await?;
     Ok(Committed { counters, drifted })
 }

@@ -14,7 +14,7 @@ use tokio_postgres::GenericClient;
 use super::judge::CurrentLedger;
 use crate::chunk;
 use crate::config::Names;
-use crate::lock_phase::{Locked, LockedProfile};
+use crate::lock_phase::Locked;
 use crate::plan::ExistingLink;
 use crate::plan_file::PlanRecord;
 use crate::source::{LedgerEntry, FINGERPRINT};
@@ -135,20 +135,5 @@ pub async fn peek(
         )
         .await
         .context("cannot read the plan's users")?;
-    Ok(Locked {
-        profiles: profiles
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    LockedProfile {
-                        user_id: r.get(1),
-                        fingerprint: r.get(2),
-                        edited: None,
-                    },
-                )
-            })
-            .collect(),
-        users: found.iter().map(|r| r.get(0)).collect(),
-    })
+    Ok(Locked::of_rows(&profiles, &found))
 }

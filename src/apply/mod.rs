@@ -31,19 +31,17 @@ use self::commit::Drifted;
 use crate::cli::OutputFormat;
 use crate::commands::Context;
 use crate::config::{ChunkSize, Names, RunConfig};
-use crate::db::{self, preflight, LockGuard, Owner, PooledClient, Session};
+use crate::db::{self, preflight, Owner, PooledClient, Session};
 use crate::drive::{self, Committer, Drive, Held};
 use crate::exit::Outcome;
 use crate::forecast::Forecast;
-use crate::lock_phase::LockWaits;
-use crate::metrics::{self, Metrics, Snapshot, Work};
+use crate::metrics::{self, Snapshot, Work};
 use crate::plan::Counters;
 use crate::plan_file::{self, PlanReader, PlanRecord, Stamp, Validated};
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::state::{self, Mode, RunStatus};
-use crate::throttle::Watch;
 
 /// Checks the plan at `path` whole and against the database `client` is
 /// connected to: refused — before anything is written — when damaged or
@@ -245,12 +243,10 @@ pub async fn apply(
     preflight::command_start(&control, &cx.database, names, &session, preflight::RUN).await?;
     // The whole plan is checked before anything is locked or written.
     let plan = accept(path, &control, names, cfg.plan.max_age).await?;
-    let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
-    let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
-    let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
-    let wal_start = db::wal::position(&*lock.client().await?).await;
+    let held = Held::take(cx, cfg, &session, control, cfg.writers).await?;
+    let wal_start = db::wal::position(&*held.lock.client().await?).await;
     let (begun, plan_runs, last_success) = {
-        let mut control = lock.client().await?;
+        let mut control = held.lock.client().await?;
         state::ensure_schema(&mut control, names).await?;
         let begun = begin(&control, names, cfg, &plan).await?;
         let plan_runs = plan_runs(&control, names, &plan.id).await?;
@@ -258,33 +254,12 @@ pub async fn apply(
         (begun, plan_runs, last_success)
     };
     let run_id = begun.run_id;
-    let metrics = Metrics::new(
-        cfg.metrics.as_ref(),
-        &cx.database.label(),
-        Mode::Run,
-        run_id,
-        last_success,
-    );
-    let pool = db::pool(&cx.database, &session, cfg.writers)?;
     let started = Instant::now();
     let total = plan.header.records.saturating_sub(begun.skip);
     let report = crate::report::open_report(cfg.report.as_deref())?;
     let progress = Progress::new("applying", PROFILES_AND_LINKS, total, !cx.common.quiet);
-    let held = Held {
-        lock,
-        pool,
-        waits,
-        watch,
-    };
-    let shared = Arc::new(Drive::new(
-        cfg,
-        names,
-        run_id,
-        held,
-        progress,
-        metrics.clone(),
-        shutdown,
-    ));
+    let shared = Drive::new(cx, cfg, run_id, held, progress, last_success, shutdown);
+    let shared = Arc::new(shared);
     let applier = Arc::new(Applier {
         plan_runs,
         out: Mutex::new(Output {
@@ -292,7 +267,9 @@ pub async fn apply(
             report,
         }),
     });
-    let exporter = metrics
+    let exporter = shared
+        .metrics
+        .clone()
         .start(ApplyFigures {
             shared: shared.clone(),
             wal_start,
@@ -310,22 +287,16 @@ pub async fn apply(
     let driven = drive::drive(&shared, &applier, cfg.writers, receiver, reader).await;
     let status = driven.status(shared.shutdown.requested());
     let error = driven.error;
-    let control = shared.lock.client().await?;
-    let wal_bytes = db::wal::since(&*control, wal_start).await;
-    let mut figures = json!({ "elapsed_ms": started.elapsed().as_millis() });
-    if let Some(bytes) = wal_bytes {
-        figures["wal_bytes"] = json!(bytes);
-    }
-    state::record_chunk(&*control, names, run_id, None, &figures).await?;
-    let message = error.as_ref().map(|e| format!("{e:#}"));
-    state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
-    let checkpoint = state::load_run(&*control, names, run_id)
-        .await?
-        .and_then(|r| r.checkpoint);
-    let last_success = state::last_success(&*control, names, Mode::Run)
-        .await
-        .unwrap_or(last_success);
-    drop(control);
+    let recorded = shared
+        .record_end(wal_start, status, error.as_ref(), started)
+        .await?;
+    let (wal_bytes, checkpoint) = (recorded.wal_bytes, recorded.checkpoint);
+    let last_success = {
+        let control = shared.lock.client().await?;
+        state::last_success(&*control, names, Mode::Run)
+            .await
+            .unwrap_or(last_success)
+    };
     let counters = shared.counters();
     let forecast: Option<Forecast> = serde_json::from_value(plan.header.forecast.clone()).ok();
     let summary = Summary::new(
@@ -344,9 +315,26 @@ pub async fn apply(
         .finish(status, Snapshot::of_summary(&summary), last_success)
         .await;
     summary.print_to_stdout(cfg.format, false)?;
+    let at = Position {
+        run_id,
+        path,
+        checkpoint,
+    };
+    outcome(&at, status, error)
+}
 
+/// Where an apply stands: its run, its plan, its saved checkpoint.
+struct Position<'a> {
+    run_id: i64,
+    path: &'a Path,
+    checkpoint: Option<String>,
+}
+
+/// The command's outcome, and what the operator does next.
+fn outcome(at: &Position<'_>, status: RunStatus, error: Option<anyhow::Error>) -> Result<Outcome> {
+    let (run_id, path) = (at.run_id, at.path);
     let at = || {
-        checkpoint.as_deref().map_or_else(
+        at.checkpoint.as_deref().map_or_else(
             || "no chunk committed yet".to_owned(),
             |c| format!("checkpoint after plan record {}", c.trim_start_matches('0')),
         )

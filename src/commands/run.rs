@@ -18,8 +18,7 @@ use crate::config::{ChunkSize, Names, RunConfig};
 use crate::db::{self, preflight, LockGuard, Owner, PooledClient, Session};
 use crate::drive::{self, Committer, Drive, Driven, Held};
 use crate::exit::Outcome;
-use crate::lock_phase::LockWaits;
-use crate::metrics::{self, Exporter, Metrics, Snapshot};
+use crate::metrics::{self, Exporter, Snapshot};
 use crate::plan::Counters;
 use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
@@ -27,7 +26,6 @@ use crate::shutdown::Shutdown;
 use crate::sink;
 use crate::source::{self, Chunk, FeedEnd, Filter, Order, Outbox, Reader};
 use crate::state::{self, Mode, RunRecord, RunStatus};
-use crate::throttle::Watch;
 
 /// Runs a live `relink run`: prepare → drive → finish.
 ///
@@ -55,23 +53,10 @@ async fn prepare(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Pr
     let session = Session::new("run", &cx.common, Some(cfg.timeouts), false);
     let control = db::connect(&cx.database, &session).await?;
     preflight::command_start(&control, &cx.database, names, &session, preflight::RUN).await?;
-    let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
-    // The gates are checked once before anything is written: relink does
-    // not start blind (a role that cannot read replica lag, a --replica it
-    // cannot reach, a failing --throttle-query).
-    let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
-    let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
-    let start = resume(&lock, names, cfg).await?;
-    let run_id = start.begun.run_id;
-    let metrics = Metrics::new(
-        cfg.metrics.as_ref(),
-        &cx.database.label(),
-        Mode::Run,
-        run_id,
-        start.last_success,
-    );
     // One connection reads while the writers write.
-    let pool = db::pool(&cx.database, &session, cfg.writers + 1)?;
+    let held = Held::take(cx, cfg, &session, control, cfg.writers + 1).await?;
+    let start = resume(&held.lock, names, cfg).await?;
+    let run_id = start.begun.run_id;
     let started = Instant::now();
     let progress = Progress::new(
         "migrating",
@@ -79,22 +64,12 @@ async fn prepare(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Pr
         start.total,
         !cx.common.quiet,
     );
-    let held = Held {
-        lock,
-        pool,
-        waits,
-        watch,
-    };
-    let shared = Arc::new(Drive::new(
-        cfg,
-        names,
-        run_id,
-        held,
-        progress,
-        metrics.clone(),
-        shutdown,
-    ));
-    let exporter = metrics
+    let last_success = start.last_success;
+    let shared = Drive::new(cx, cfg, run_id, held, progress, last_success, shutdown);
+    let shared = Arc::new(shared);
+    let exporter = shared
+        .metrics
+        .clone()
         .start(RunFigures {
             shared: shared.clone(),
             scanned: metrics::Scanned::new(start.begun.order, start.begun.start_after.clone()),
@@ -256,32 +231,23 @@ async fn record_end(
     status: RunStatus,
     started: Instant,
 ) -> Result<Ended> {
-    let (names, run_id) = (&shared.names, shared.run_id);
+    let error = driven.error.as_ref();
+    let recorded = shared
+        .record_end(start.wal_start, status, error, started)
+        .await?;
+    let names = &shared.names;
     let control = shared.lock.client().await?;
-    let message = driven.error.as_ref().map(|e| format!("{e:#}"));
-    let wal_bytes = db::wal::since(&*control, start.wal_start).await;
-    // Summed over the run's invocations, like its counters: what a
-    // forecast reads back (links/s and bytes per link of the last
-    // completed run, SPEC §15).
-    let mut figures = json!({ "elapsed_ms": started.elapsed().as_millis() });
-    if let Some(bytes) = wal_bytes {
-        figures["wal_bytes"] = json!(bytes);
-    }
-    state::record_chunk(&*control, names, run_id, None, &figures).await?;
-    state::finish_run(&control, names, run_id, status, message.as_deref()).await?;
     let counters = shared.counters();
     if status == RunStatus::Completed && counters.profiles_planned > 0 {
         analyze(&control, names).await;
     }
-    let checkpoint = state::load_run(&*control, names, run_id)
-        .await?
-        .and_then(|r| r.checkpoint);
     let last_success = state::last_success(&*control, names, Mode::Run)
         .await
         .unwrap_or(start.last_success);
     // Everything up to the end committed only if nothing failed or stopped
     // (the reader may have reached the end with chunks still in flight).
     let (order, after) = (start.begun.order, start.begun.start_after.as_deref());
+    let checkpoint = recorded.checkpoint;
     let scanned = match (status == RunStatus::Completed, &checkpoint) {
         (true, _) => start.with_legacy,
         (false, Some(upto)) => {
@@ -294,7 +260,7 @@ async fn record_end(
         counters,
         checkpoint,
         scanned,
-        wal_bytes,
+        wal_bytes: recorded.wal_bytes,
         last_success,
     })
 }
