@@ -11,6 +11,7 @@ pub mod repair;
 pub mod run;
 pub mod status;
 pub mod verify;
+mod walk;
 
 use std::io::{IsTerminal, Write};
 
