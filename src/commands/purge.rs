@@ -34,7 +34,7 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
         run: cfg.run,
         include_edited: cfg.include_edited,
     };
-    let session = Session::new("purge", &cx.common, Some(cfg.timeouts), cfg.dry_run);
+    let session = Session::new("purge", &cx.common, Some(cfg.walk.timeouts), cfg.dry_run);
     let control = walk::open(cx, &session, "purge", preflight::PURGE, cfg.dry_run).await?;
     if let Some(id) = cfg.run {
         match state::load_run(&control, names, id).await? {
@@ -62,7 +62,7 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
     let (lock, run_id, watch, last_success) = if cfg.dry_run {
         (None, None, None, None)
     } else {
-        let (lock, watch) = walk::lock(cx, &session, &cfg.gates, control).await?;
+        let (lock, watch) = walk::lock(cx, &session, &cfg.walk.gates, control).await?;
         let control = lock.client().await?;
         // Its checkpoint is the last user purged (status counts up to it).
         let options = json!({
@@ -86,7 +86,7 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
         &pool,
         &throttle,
         &progress,
-        cfg.timeouts.attempts,
+        cfg.walk.timeouts.attempts,
         scope.run,
     );
     let pages = removal::users(names, None, cfg.chunk_size);

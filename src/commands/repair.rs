@@ -30,7 +30,7 @@ use crate::state::{self, Mode, RunStatus};
 /// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
 pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &cx.common.names;
-    let session = Session::new("repair", &cx.common, Some(cfg.timeouts), cfg.dry_run);
+    let session = Session::new("repair", &cx.common, Some(cfg.walk.timeouts), cfg.dry_run);
     let control = walk::open(cx, &session, "repair", preflight::REPAIR, cfg.dry_run).await?;
     if !cfg.dry_run && !cfg.yes {
         super::confirm(
@@ -43,7 +43,7 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
             "nothing was changed",
         )?;
     }
-    let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
+    let waits = LockWaits::of_server(&control, cfg.walk.timeouts.lock).await?;
     let in_ledger: i64 = control
         .query_one(
             &names.sql("SELECT count(DISTINCT user_id) FROM {state}.ledger"),
@@ -57,7 +57,7 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
     let (lock, run_id, after, watch) = if cfg.dry_run {
         (None, None, None, None)
     } else {
-        let (lock, watch) = walk::lock(cx, &session, &cfg.gates, control).await?;
+        let (lock, watch) = walk::lock(cx, &session, &cfg.walk.gates, control).await?;
         let control = lock.client().await?;
         let (id, after) = begin(&control, names, cfg).await?;
         drop(control);
@@ -78,7 +78,7 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
         &pool,
         &throttle,
         &progress,
-        cfg.timeouts.attempts,
+        cfg.walk.timeouts.attempts,
         None,
     );
     let pages = removal::users(names, after, cfg.chunk_size);
@@ -186,7 +186,7 @@ fn print_summary(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let elapsed = started.elapsed().as_secs_f64();
-    if cfg.format == OutputFormat::Json {
+    if cfg.walk.format == OutputFormat::Json {
         serde_json::to_writer(
             &mut out,
             &json!({"mode": if cfg.dry_run { "repair-dry-run" } else { "repair" }, "run_id": run_id,
