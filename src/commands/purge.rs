@@ -10,11 +10,11 @@ use anyhow::{bail, Context as _, Result};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::walk::{self, Walk};
+use super::walk;
 use super::Context;
 use crate::config::PurgeConfig;
 use crate::db::preflight;
-use crate::db::{self, LockGuard, Owner, Session};
+use crate::db::{LockGuard, Owner, Session};
 use crate::exit::Outcome;
 use crate::metrics::{Metrics, Snapshot, Work};
 use crate::progress::{Progress, Units};
@@ -27,7 +27,7 @@ use crate::state::{self, Mode};
 /// Runs `relink purge`.
 ///
 /// # Errors
-/// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
+/// Fatal errors (exit 1), or [`crate::db::LockHeld`] (exit 4).
 pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &cx.common.names;
     let scope = Scope {
@@ -78,17 +78,10 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
-    let pool = db::pool(&cx.database, &session, 1)?;
     let progress = Progress::new("purging", PURGE_UNITS, in_scope, !cx.common.quiet);
-    let throttle = walk::throttle(watch, &shutdown, run_id).await;
-    let walk = Walk::new(
-        "purging a chunk",
-        &pool,
-        &throttle,
-        &progress,
-        cfg.walk.timeouts.attempts,
-        scope.run,
-    );
+    let walking = walk::start(cx, &session, watch, &shutdown, run_id).await?;
+    let walk = walking.walk("purging a chunk", &progress, &cfg.walk, scope.run);
+    let throttle = &walking.throttle;
     let pages = removal::users(names, None, cfg.chunk_size);
     let totals = Arc::new(Mutex::new(PurgeCounters::default()));
     // Metrics (SPEC §14): a live purge only (the configuration refuses them

@@ -11,11 +11,11 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use serde_json::json;
 
-use super::walk::{self, Walk};
+use super::walk;
 use super::Context;
 use crate::cli::OutputFormat;
 use crate::config::{Names, RepairConfig};
-use crate::db::{self, preflight, LockGuard, Owner, Session};
+use crate::db::{preflight, LockGuard, Owner, Session};
 use crate::exit::Outcome;
 use crate::lock_phase::LockWaits;
 use crate::progress::{Progress, Units};
@@ -27,7 +27,7 @@ use crate::state::{self, Mode, RunStatus};
 /// Runs `relink repair`.
 ///
 /// # Errors
-/// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
+/// Fatal errors (exit 1), or [`crate::db::LockHeld`] (exit 4).
 pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &cx.common.names;
     let session = Session::new("repair", &cx.common, Some(cfg.walk.timeouts), cfg.dry_run);
@@ -65,22 +65,14 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
-    let pool = db::pool(&cx.database, &session, 1)?;
     let progress = Progress::new(
         "repairing",
         REPAIR_UNITS,
         u64::try_from(in_ledger).unwrap_or(0),
         !cx.common.quiet,
     );
-    let throttle = walk::throttle(watch, &shutdown, run_id).await;
-    let walk = Walk::new(
-        "repairing a chunk",
-        &pool,
-        &throttle,
-        &progress,
-        cfg.walk.timeouts.attempts,
-        None,
-    );
+    let walking = walk::start(cx, &session, watch, &shutdown, run_id).await?;
+    let walk = walking.walk("repairing a chunk", &progress, &cfg.walk, None);
     let pages = removal::users(names, after, cfg.chunk_size);
     let mut totals = RepairCounters::default();
     let stdout = std::io::stdout();

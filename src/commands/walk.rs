@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use deadpool_postgres::{Object, Pool};
 
 use super::Context;
-use crate::config::{GateConfig, Names};
+use crate::config::{GateConfig, Names, WalkConfig};
 use crate::db::preflight::{self, Access};
 use crate::db::{self, Attempted, LockGuard, Pager, Retry, Session};
 use crate::progress::Progress;
@@ -66,17 +66,52 @@ pub(super) async fn lock(
     Ok((lock, watch))
 }
 
-/// The throttle of a walk, shown on its run's record (a live walk).
-pub(super) async fn throttle(
+/// What a walk runs on: its one connection (chunks run one at a time)
+/// and its throttle, shown on its run's record (a live walk).
+pub(super) struct Walking {
+    pool: Pool,
+    pub throttle: Arc<Throttle>,
+}
+
+/// Connects the walk's pool and sets up its throttle behind `watch`.
+///
+/// # Errors
+/// When the pool cannot be set up.
+pub(super) async fn start(
+    cx: &Context,
+    session: &Session,
     watch: Option<Watch>,
     shutdown: &Shutdown,
     run_id: Option<i64>,
-) -> Arc<Throttle> {
+) -> Result<Walking> {
+    let pool = db::pool(&cx.database, session, 1)?;
     let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.child()));
     if let Some(id) = run_id {
         throttle.show_on(id).await;
     }
-    throttle
+    Ok(Walking { pool, throttle })
+}
+
+impl Walking {
+    /// A walk of `what` (the unit retried, for messages) over the ledger
+    /// rows of `run` (all with `None`), each chunk tried as often as
+    /// `cfg`'s timeouts say.
+    pub fn walk<'a>(
+        &'a self,
+        what: &'static str,
+        progress: &'a Progress,
+        cfg: &WalkConfig,
+        run: Option<i64>,
+    ) -> Walk<'a> {
+        Walk {
+            what,
+            pool: &self.pool,
+            retry: Retry::new(cfg.timeouts.attempts),
+            throttle: &self.throttle,
+            progress,
+            run,
+        }
+    }
 }
 
 /// A walk over the ledger's users, page by page.
@@ -89,27 +124,7 @@ pub(super) struct Walk<'a> {
     run: Option<i64>,
 }
 
-impl<'a> Walk<'a> {
-    /// A walk of `what` (the unit retried, for messages), `attempts` tries
-    /// a chunk, over the ledger rows of `run` (all with `None`).
-    pub fn new(
-        what: &'static str,
-        pool: &'a Pool,
-        throttle: &'a Throttle,
-        progress: &'a Progress,
-        attempts: u32,
-        run: Option<i64>,
-    ) -> Self {
-        Self {
-            what,
-            pool,
-            retry: Retry::new(attempts),
-            throttle,
-            progress,
-            run,
-        }
-    }
-
+impl Walk<'_> {
     /// Walks from `pages` on: each page of users is given to `chunk` with
     /// the connection it was read on, and what `chunk` returns to `done`.
     /// `Ok(true)` once every page is done, `Ok(false)` when it stopped
