@@ -8,6 +8,8 @@
 CARGO ?= cargo
 # Extra arguments for cargo test, e.g. `make test ARGS='purge -- --nocapture'`.
 ARGS ?=
+# The build the measuring targets use (the docs test sets dev: commands, not figures).
+RELINK_CARGO_PROFILE ?= release
 
 .DEFAULT_GOAL := help
 .PHONY: help lint test demo bench bench-plan build pg-status pg-stop pg-tls pg-replica clean
@@ -33,7 +35,7 @@ bench: ## relink vs the set-based SQL yardstick on 1M and 100k profiles (scripts
 	scripts/bench
 
 bench-plan: ## planning throughput of the pure core on one core (no database)
-	$(CARGO) run --release --quiet --example plan_throughput
+	$(CARGO) run --profile $(RELINK_CARGO_PROFILE) --quiet --example plan_throughput
 
 build: ## build the release binary (target/release/relink)
 	$(CARGO) build --release

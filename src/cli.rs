@@ -220,7 +220,7 @@ pub struct MetricsArgs {
     /// beside it, then renamed), so point it into node_exporter's textfile
     /// collector directory (which reads *.prom files) or push it to a
     /// Pushgateway after the run. The directory must exist and be writable.
-    /// Not with --dry-run. Metric names: README, "Scheduling and monitoring".
+    /// Not with --dry-run. Metric names: docs/monitoring.md.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 

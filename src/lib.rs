@@ -31,6 +31,7 @@ pub mod sizing;
 pub mod source;
 pub mod state;
 pub mod test_hook;
+pub mod text_enum;
 pub mod throttle;
 
 use std::process::ExitCode;

@@ -40,7 +40,7 @@ const MAX_RAW_BYTES: usize = 4096;
 /// # Errors
 /// On a database error (rolled back; the caller may retry).
 pub async fn commit_chunk(
-    client: &mut deadpool_postgres::Client,
+    client: &mut crate::db::PooledClient,
     names: &Names,
     run_id: i64,
     waits: LockWaits,

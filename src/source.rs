@@ -5,8 +5,8 @@
 //! previous ones are planned and written; and the counts of profiles with
 //! legacy links that summaries, `status` and `verify` report.
 
+use crate::db::Pool;
 use anyhow::{Context as _, Result};
-use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::GenericClient;
 
@@ -15,6 +15,7 @@ use crate::db::{self, Attempted, Keyset, Pager, Retry};
 use crate::inflight::{Budget, Held, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
+use crate::text_enum::text_enum;
 
 /// One profile to plan.
 #[derive(Debug, Clone)]
@@ -84,15 +85,12 @@ pub enum Order {
     Profile,
 }
 
-impl Order {
-    /// The name a run record's options give it (`"order"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Profile => "profile",
-        }
-    }
+text_enum!(Order "page order" {
+    User = "user",
+    Profile = "profile",
+});
 
+impl Order {
     /// The order of a run record, from its options: a run recorded without
     /// one was begun by a release that paged by profile id.
     pub fn of_run(options: &serde_json::Value) -> Self {

@@ -9,10 +9,10 @@
 //! server ends are replaced"). A stop rather than a sleep: it is what an
 //! operator's Ctrl-Z or a paused VM does.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+
+use crate::text_enum::text_enum;
 
 /// The environment variable naming the point (hidden from `--help`: it is
 /// for tests).
@@ -36,48 +36,16 @@ pub enum Point {
     Commit,
 }
 
-impl Point {
-    pub const ALL: [Self; 8] = [
-        Self::SetUp,
-        Self::LockPhase,
-        Self::ContextRead,
-        Self::CopyLinks,
-        Self::Ledger,
-        Self::Rejects,
-        Self::Checkpoint,
-        Self::Commit,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SetUp => "set-up",
-            Self::LockPhase => "lock-phase",
-            Self::ContextRead => "context-read",
-            Self::CopyLinks => "copy-links",
-            Self::Ledger => "ledger",
-            Self::Rejects => "rejects",
-            Self::Checkpoint => "checkpoint",
-            Self::Commit => "commit",
-        }
-    }
-}
-
-impl fmt::Display for Point {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for Point {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == text)
-            .ok_or_else(|| format!("unknown point {text:?}"))
-    }
-}
+text_enum!(Point "stop point" {
+    SetUp = "set-up",
+    LockPhase = "lock-phase",
+    ContextRead = "context-read",
+    CopyLinks = "copy-links",
+    Ledger = "ledger",
+    Rejects = "rejects",
+    Checkpoint = "checkpoint",
+    Commit = "commit",
+});
 
 /// The point and on which visit to stop, from the environment.
 fn target() -> Option<(Point, u32)> {

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::db::Pool;
 use anyhow::{anyhow, Context as _, Result};
-use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
 use super::Context;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use deadpool_postgres::Pool;
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use crate::checkpoint::Watermark;
 use crate::config::{ChunkSize, Names, RunConfig};
-use crate::db::{self, preflight, Attempted, LockGuard, Owner, Retry, Session};
+use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pool, Retry, Session};
 use crate::exit::Outcome;
 use crate::lock_phase::LockWaits;
 use crate::metrics::{self, Exporter, Metrics, Snapshot};

@@ -1,13 +1,13 @@
 //! Where to connect: the database a command names (`--database-url`,
 //! `DATABASE_URL` or libpq's environment) and each `--replica`, resolved
-//! once, before anything connects, with libpq's rules (`conninfo`).
+//! once, before anything connects, with libpq's rules (`connect`).
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use super::conninfo::{ConnInfo, Env};
+use super::connect::{ConnInfo, Env};
 
 /// libpq's parameters, environment and defaults, resolved once.
 /// `Display` is redacted (no password), so it is safe in logs and error

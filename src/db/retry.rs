@@ -9,9 +9,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Result;
+use deadpool::managed::PoolError;
 use tokio_postgres::error::SqlState;
 
-use super::tls::ConnectError;
+use super::connect::ConnectError;
 
 /// How a unit of work ended under [`Retry::run`] when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,10 +97,10 @@ pub fn is_retryable(err: &anyhow::Error) -> bool {
         if let Some(connect) = cause.downcast_ref::<ConnectError>() {
             return connect.is_transient();
         }
-        if let Some(pool) = cause.downcast_ref::<deadpool_postgres::PoolError>() {
+        if let Some(pool) = cause.downcast_ref::<PoolError<ConnectError>>() {
             return match pool {
-                deadpool_postgres::PoolError::Backend(pg) => pg_retryable(pg),
-                deadpool_postgres::PoolError::Timeout(_) => true,
+                PoolError::Backend(connect) => connect.is_transient(),
+                PoolError::Timeout(_) => true,
                 _ => false,
             };
         }

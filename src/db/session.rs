@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Client;
 
-use super::tls::{Connector, SessionOptions};
+use super::connect::{Connector, Pool, PoolManager, PooledClient, SessionOptions};
 use super::Database;
 use crate::config::{Common, Timeouts};
 
@@ -22,27 +21,13 @@ pub struct Owner {
 
 impl Owner {
     /// The operating-system user: `USER`, `LOGNAME`, else the name of this
-    /// process's uid in `/etc/passwd` (cron and containers often set neither).
+    /// process's uid in the user database (cron and containers often set
+    /// neither), through the `whoami` crate.
     pub fn os_user() -> Option<String> {
-        if let Some(user) = ["USER", "LOGNAME"]
+        ["USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-        {
-            return Some(user);
-        }
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let uid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))?
-            .split_whitespace()
-            .next()?
-            .to_owned();
-        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-        passwd.lines().find_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            (fields.nth(1)? == uid).then(|| name.to_owned())
-        })
+            .or_else(|| whoami::username().ok().filter(|u| !u.is_empty()))
     }
 
     pub fn current() -> Self {
@@ -167,16 +152,14 @@ pub async fn connect(db: &Database, session: &Session) -> Result<Client> {
 /// # Errors
 /// When the pool cannot be built (a configuration error).
 pub fn pool(db: &Database, session: &Session, size: usize) -> Result<Pool> {
-    let manager = session.connector(db)?.manager(ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
-    });
+    let manager: PoolManager = session.connector(db)?.manager();
     // The connector bounds each host by the connect timeout; the pool's
     // own limit covers all hosts of one attempt.
     let per_host = db.info.connect_timeout.unwrap_or(Duration::from_secs(10));
     let hosts = u32::try_from(db.info.targets.len()).unwrap_or(u32::MAX);
     Pool::builder(manager)
         .max_size(size)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(60)))
         .create_timeout(Some(per_host.saturating_mul(hosts.saturating_mul(2))))
         .build()
@@ -187,6 +170,6 @@ pub fn pool(db: &Database, session: &Session, size: usize) -> Result<Pool> {
 ///
 /// # Errors
 /// When none can be had (retryable: the server may be restarting).
-pub async fn checkout(pool: &Pool) -> Result<deadpool_postgres::Object> {
+pub async fn checkout(pool: &Pool) -> Result<PooledClient> {
     pool.get().await.context("cannot get a database connection")
 }

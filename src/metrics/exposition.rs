@@ -11,6 +11,8 @@
 
 use std::fmt::Write as _;
 
+use crate::text_enum::text_enum;
+
 /// A family's `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -19,15 +21,11 @@ pub enum Kind {
     Histogram,
 }
 
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Counter => "counter",
-            Self::Gauge => "gauge",
-            Self::Histogram => "histogram",
-        }
-    }
-}
+text_enum!(Kind "metric type" {
+    Counter = "counter",
+    Gauge = "gauge",
+    Histogram = "histogram",
+});
 
 /// A sample's value: integers are written exactly (no detour through f64,
 /// so counts and ids never lose digits).

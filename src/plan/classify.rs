@@ -3,7 +3,6 @@
 //! Pure: no I/O, no clock. Rejects are values, never errors or panics.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use serde::Serialize;
 use url::{Host, Url};
@@ -11,6 +10,7 @@ use url::{Host, Url};
 use super::legacy::{is_blank, normalize_key, Candidate, Json};
 pub use super::link_type::LinkType;
 use super::platforms;
+use crate::text_enum::text_enum;
 
 /// Longest stored URL accepted, in bytes (SPEC §3 `too_long`).
 pub const MAX_URL_BYTES: usize = 2048;
@@ -33,39 +33,17 @@ pub enum RejectReason {
     TooLong,
 }
 
-impl RejectReason {
-    pub const ALL: [Self; 9] = [
-        Self::NotAString,
-        Self::Empty,
-        Self::Unparseable,
-        Self::Scheme,
-        Self::NoHost,
-        Self::IpHost,
-        Self::BadHost,
-        Self::Credentials,
-        Self::TooLong,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotAString => "not_a_string",
-            Self::Empty => "empty",
-            Self::Unparseable => "unparseable",
-            Self::Scheme => "scheme",
-            Self::NoHost => "no_host",
-            Self::IpHost => "ip_host",
-            Self::BadHost => "bad_host",
-            Self::Credentials => "credentials",
-            Self::TooLong => "too_long",
-        }
-    }
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+text_enum!(RejectReason "reject reason" {
+    NotAString = "not_a_string",
+    Empty = "empty",
+    Unparseable = "unparseable",
+    Scheme = "scheme",
+    NoHost = "no_host",
+    IpHost = "ip_host",
+    BadHost = "bad_host",
+    Credentials = "credentials",
+    TooLong = "too_long",
+});
 
 /// A candidate that passed the URL rules.
 #[derive(Debug, Clone, PartialEq)]

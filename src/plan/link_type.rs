@@ -1,9 +1,9 @@
 //! `profile_links.type` (SPEC §1, §4): the four link types, shared by the
 //! shapes reader (an entry's explicit `type`) and the URL rules.
 
-use std::fmt;
-
 use serde::Serialize;
+
+use crate::text_enum::{text_enum, TextEnum as _};
 
 /// `profile_links.type`. The declaration order is the order of object
 /// entries (SPEC §2): website, imdb, showreel, other.
@@ -20,27 +20,13 @@ impl LinkType {
     /// An explicit `type` field: one of the four, ignoring case and
     /// surrounding whitespace.
     pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "website" => Some(Self::Website),
-            "imdb" => Some(Self::Imdb),
-            "showreel" => Some(Self::Showreel),
-            "other" => Some(Self::Other),
-            _ => None,
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Website => "website",
-            Self::Imdb => "imdb",
-            Self::Showreel => "showreel",
-            Self::Other => "other",
-        }
+        Self::from_text(&text.trim().to_ascii_lowercase())
     }
 }
 
-impl fmt::Display for LinkType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+text_enum!(LinkType "link type" {
+    Website = "website",
+    Imdb = "imdb",
+    Showreel = "showreel",
+    Other = "other",
+});

@@ -9,9 +9,6 @@
 mod control;
 mod runs;
 
-use std::fmt;
-use std::str::FromStr;
-
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
@@ -19,6 +16,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::config::Names;
 use crate::db;
+use crate::text_enum::text_enum;
 
 pub use control::{current_pause, pause, resume, set_waiting, Pause};
 pub use runs::{
@@ -50,42 +48,13 @@ pub enum RunStatus {
     Abandoned,
 }
 
-/// Spells the enums exactly as the schema's CHECK constraints do.
-macro_rules! text_enum {
-    ($ty:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = anyhow::Error;
-
-            fn from_str(text: &str) -> Result<Self> {
-                match text {
-                    $($text => Ok(Self::$variant),)+
-                    other => bail!("unknown {} {other:?} in the state schema", stringify!($ty)),
-                }
-            }
-        }
-    };
-}
-
-text_enum!(Mode {
+// Spelled exactly as the schema's CHECK constraints do.
+text_enum!(Mode "run mode" {
     Run = "run",
     Purge = "purge",
     Repair = "repair",
 });
-text_enum!(RunStatus {
+text_enum!(RunStatus "run status" {
     Running = "running",
     Completed = "completed",
     Partial = "partial",
@@ -306,7 +275,7 @@ mod tests {
             .collect();
         assert_eq!(statuses, check_values("status"));
         for status in RunStatus::ALL {
-            assert_eq!(status.as_str().parse::<RunStatus>().ok(), Some(*status));
+            assert_eq!(status.as_str().parse::<RunStatus>().ok(), Some(status));
         }
         assert!("paused".parse::<RunStatus>().is_err());
     }

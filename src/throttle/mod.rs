@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
+use crate::text_enum::text_enum;
 pub use watch::{Hold, Watch};
 
 /// How long a held chunk waits before the gates are asked again.
@@ -47,23 +48,12 @@ pub enum Cause {
     MaxRate,
 }
 
-impl Cause {
-    pub const ALL: [Self; 4] = [
-        Self::ReplicaLag,
-        Self::ThrottleQuery,
-        Self::Pause,
-        Self::MaxRate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ReplicaLag => "replica_lag",
-            Self::ThrottleQuery => "throttle_query",
-            Self::Pause => "pause",
-            Self::MaxRate => "max_rate",
-        }
-    }
-}
+text_enum!(Cause "throttle cause" {
+    ReplicaLag = "replica_lag",
+    ThrottleQuery = "throttle_query",
+    Pause = "pause",
+    MaxRate = "max_rate",
+});
 
 /// Seconds waited, by cause; every cause present (0 when it never held).
 pub type Throttled = BTreeMap<Cause, f64>;

@@ -1,6 +1,8 @@
 //! The binary's contract: preflight, exit codes, help, password redaction.
 
-use crate::harness::{assert_code, assert_success, stderr, stdout, with_dbname, TestDb};
+use crate::harness::{
+    assert_code, assert_stderr_has, assert_success, stderr, stdout, with_dbname, TestDb,
+};
 
 #[tokio::test]
 async fn preflight_passes_on_the_app_schema() {
@@ -13,10 +15,8 @@ async fn preflight_passes_on_the_app_schema() {
 #[tokio::test]
 async fn preflight_names_a_missing_column_for_every_command() {
     let db = TestDb::new("preflight_col").await;
-    db.client
-        .batch_execute("ALTER TABLE profile_links DROP COLUMN position")
-        .await
-        .expect("alter");
+    db.batch("ALTER TABLE profile_links DROP COLUMN position")
+        .await;
     for args in [
         &["run"][..],
         &["run", "--dry-run"],
@@ -49,11 +49,7 @@ async fn preflight_names_a_missing_table() {
     let db = TestDb::empty("preflight_tbl").await;
     let out = db.run(&["verify"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("table public.users does not exist"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "table public.users does not exist");
 }
 
 /// Over an unencrypted connection to a server that trusts everyone; the
@@ -97,12 +93,7 @@ async fn the_password_never_appears_in_any_output() {
         );
     }
     // The flag form too, including --help (which shows env values otherwise).
-    let out = db
-        .relink()
-        .env("DATABASE_URL", &good)
-        .args(["--database-url", &good, "status"])
-        .output()
-        .expect("run");
+    let out = db.run_on(&good, &["--database-url", &good, "status"]);
     assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains(secret));
     let out = db
         .relink()
@@ -139,7 +130,7 @@ async fn bad_command_lines_exit_2() {
         .output()
         .expect("run");
     assert_code(&out, 2);
-    assert!(stderr(&out).contains("\"sslmod\""), "{}", stderr(&out));
+    assert_stderr_has(&out, "\"sslmod\"");
 }
 
 #[tokio::test]
@@ -169,7 +160,7 @@ async fn without_a_url_libpq_environment_variables_reach_the_server() {
         .output()
         .expect("run");
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    assert_stderr_has(&out, "127.0.0.1:1");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{assert_no_panic, assert_success, connect, send_signal, stderr, TestDb};
+use crate::harness::{
+    assert_no_panic, assert_stderr_has, assert_success, connect, send_signal, TestDb,
+};
 
 /// A relink backend of this database inside a transaction that has
 /// written (so it holds row locks), as seen while relink is stopped.
@@ -68,20 +70,7 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
     ]);
     // Stop relink until it is caught inside a chunk that has written.
     let started = Instant::now();
-    while db
-        .count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
-        == 0
-        || db.count("SELECT count(*) FROM relink.ledger").await == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no chunk committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_ledger(Duration::from_secs(30)).await;
     loop {
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -96,12 +85,9 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
         send_signal(child.pid, "CONT");
         tokio::time::sleep(Duration::from_millis(37)).await;
     }
-    let checkpoint: String = db
-        .client
-        .query_one("SELECT coalesce(max(checkpoint), '') FROM relink.runs", &[])
-        .await
-        .expect("checkpoint")
-        .get(0);
+    let checkpoint = db
+        .text("SELECT coalesce(max(checkpoint), '') FROM relink.runs")
+        .await;
     let victim = locked_profile(&db, &checkpoint, 1000)
         .await
         .expect("the stopped chunk locks some profile");
@@ -126,7 +112,7 @@ async fn a_stopped_relink_releases_the_applications_rows_within_the_idle_timeout
     let out = child.wait(Duration::from_secs(120)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("retry"), "{}", stderr(&out));
+    assert_stderr_has(&out, "retry");
 
     // Equal to a clean run over the same data with the same deletion.
     clean

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success, eventually,
+    json_summary, send_signal, stderr, stdout, TestDb,
 };
 
 async fn ledger_rows(db: &TestDb) -> i64 {
@@ -27,25 +28,15 @@ async fn wait_above(db: &TestDb, sql: &str, floor: i64, timeout: Duration) -> i6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
-    let mut db = TestDb::new("c_pause_run").await;
-    db.generate(20_000);
-    let clean = TestDb::clone_of(&mut db, "c_pause_run_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("c_pause_run", 20_000).await;
 
     let chunk = 200;
     let child = db.spawn(&["run", "--chunk-size", "200", "--format", "json"]);
     // The state schema exists once the run has started its record.
-    let started = Instant::now();
-    while db
-        .count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
-        == 0
-    {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), "the state schema", || {
+        db.has_ledger()
+    })
+    .await;
     wait_above(
         &db,
         "SELECT count(*) FROM relink.ledger",
@@ -59,19 +50,13 @@ async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
 
     // Chunks in flight (one per writer, two writers) may still commit;
     // then nothing more, for as long as the pause lasts.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let settled = ledger_rows(&db).await;
-    assert!(
-        settled - at_pause <= 2 * chunk,
-        "{} profiles committed after the pause",
-        settled - at_pause
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        ledger_rows(&db).await,
-        settled,
-        "the run kept going while paused"
-    );
+    db.assert_ledger_settles(
+        at_pause,
+        2 * chunk,
+        Duration::from_millis(1500),
+        "the run kept going while paused",
+    )
+    .await;
 
     let status = db.status_json(&[]);
     assert_eq!(status["pause"]["reason"], "vacuum window", "{status}");
@@ -91,11 +76,7 @@ async fn pause_holds_a_running_run_within_one_chunk_and_resume_completes_it() {
     let out = child.wait(Duration::from_secs(120)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(
-        stderr(&out).contains("waiting before the next chunk: paused by"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "waiting before the next chunk: paused by");
     let summary = json_summary(&out);
     let paused = summary["throttled_seconds"]["pause"]
         .as_f64()
@@ -115,14 +96,10 @@ async fn a_run_started_while_paused_writes_nothing_and_stops_on_sigterm() {
     // A pause before any run creates the state schema to hold cron's runs.
     let out = db.run(&["pause"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("Paused"), "{}", stdout(&out));
+    assert_stdout_has(&out, "Paused");
     let again = db.run(&["pause", "--reason", "ignored"]);
     assert_success(&again);
-    assert!(
-        stdout(&again).contains("Already paused"),
-        "{}",
-        stdout(&again)
-    );
+    assert_stdout_has(&again, "Already paused");
 
     let child = db.spawn(&["run"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -134,7 +111,7 @@ async fn a_run_started_while_paused_writes_nothing_and_stops_on_sigterm() {
     assert_success(&db.run(&["resume"]));
     let out = db.run(&["resume"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("Not paused"), "{}", stdout(&out));
+    assert_stdout_has(&out, "Not paused");
     assert_success(&db.run(&["run"]));
     assert_success(&db.run(&["verify", "--strict"]));
 }
@@ -183,9 +160,7 @@ async fn purge_waits_while_paused_and_completes_after_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
-    let db = TestDb::new("c_pause_purge_term").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("c_pause_purge_term", 1000).await;
     let migrated = db.links_checksum().await;
     assert_success(&db.run(&["pause"]));
     let child = db.spawn(&["purge", "--yes"]);
@@ -203,12 +178,8 @@ async fn a_purge_held_by_a_pause_stops_on_sigterm_with_nothing_deleted() {
 async fn a_throttle_query_holds_the_run_until_its_answer_changes() {
     let mut db = TestDb::new("c_throttle_query").await;
     db.generate(3000);
-    db.client
-        .batch_execute(
-            "CREATE TABLE ops_flags (hold boolean NOT NULL); INSERT INTO ops_flags VALUES (true)",
-        )
-        .await
-        .expect("flag table");
+    db.batch("CREATE TABLE ops_flags (hold boolean NOT NULL); INSERT INTO ops_flags VALUES (true)")
+        .await;
     let clean = TestDb::clone_of(&mut db, "c_throttle_query_clean").await;
     assert_success(&clean.run(&["run"]));
     let before = db.links_checksum().await;
@@ -226,17 +197,10 @@ async fn a_throttle_query_holds_the_run_until_its_answer_changes() {
         before,
         "wrote while the query said hold"
     );
-    db.client
-        .batch_execute("UPDATE ops_flags SET hold = false")
-        .await
-        .expect("release");
+    db.batch("UPDATE ops_flags SET hold = false").await;
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
-    assert!(
-        stderr(&out).contains("--throttle-query answered true"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "--throttle-query answered true");
     let summary = json_summary(&out);
     assert!(
         summary["throttled_seconds"]["throttle_query"]
@@ -260,11 +224,7 @@ async fn a_failing_throttle_query_stops_the_run_before_any_write() {
     db.generate(500);
     let out = db.run(&["run", "--throttle-query", "SELECT hold FROM no_such_table"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("--throttle-query failed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "--throttle-query failed");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -273,7 +233,7 @@ async fn a_failing_throttle_query_stops_the_run_before_any_write() {
     );
     let out = db.run(&["run", "--throttle-query", "SELECT 1"]);
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("boolean"), "{}", stderr(&out));
+    assert_stderr_has(&out, "boolean");
 }
 
 #[test]

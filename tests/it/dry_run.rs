@@ -7,25 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::harness::{
-    assert_code, assert_success, connect, execute_from_drop, json_summary, server_url, stderr,
-    stdout, TestDb,
+    assert_code, assert_success, json_summary, stderr, stdout, Role, TestDb, REJECT_REASONS,
 };
 
-/// Every reason a skipped value can carry in the dry run's text.
-const SKIP_REASONS: [&str; 12] = [
-    "unparseable",
-    "scheme",
-    "no_host",
-    "ip_host",
-    "bad_host",
-    "credentials",
-    "too_long",
-    "not_a_string",
-    "empty",
-    "duplicate",
-    "existing",
-    "migrated",
-];
+/// Every reason a skipped value can carry in the dry run's text besides
+/// the [`REJECT_REASONS`].
+const SKIP_REASONS: [&str; 3] = ["duplicate", "existing", "migrated"];
 
 /// Summary fields that must agree between a dry run and the live run after
 /// it (everything but mode, run id and timings).
@@ -51,113 +38,55 @@ async fn state_schema_exists(db: &TestDb) -> bool {
 
 /// Schemas, and the state schema's sequences: what checksums of tables do not see.
 async fn catalog_fingerprint(db: &TestDb) -> String {
-    let schemas: String = db
-        .client
-        .query_one(
-            "SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') FROM pg_namespace",
-            &[],
-        )
-        .await
-        .expect("schemas")
-        .get(0);
-    let sequences: String = db
-        .client
-        .query_one(
-            "SELECT coalesce(string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ','
+    let schemas = db
+        .text("SELECT coalesce(string_agg(nspname, ',' ORDER BY nspname), '') FROM pg_namespace")
+        .await;
+    let sequences = db.text("SELECT coalesce(string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ','
                                         ORDER BY schemaname, sequencename), '')
-               FROM pg_sequences",
-            &[],
-        )
-        .await
-        .expect("sequences")
-        .get(0);
+               FROM pg_sequences").await;
     format!("{schemas} | {sequences}")
 }
 
 /// A LOGIN role that may only read the application's tables (CONNECT,
-/// USAGE on public, SELECT on its tables). Roles are cluster-wide: the name
-/// comes from the test's database, and dropping the guard revokes what it
-/// was granted (`DROP OWNED BY`) and drops the role.
-struct ReadOnlyRole {
-    name: String,
-    db_url: String,
-    /// The test database's URL, logging in as this role.
-    url: String,
+/// USAGE on public, SELECT on its tables).
+async fn read_only_role(db: &TestDb) -> Role {
+    db.role(
+        "ro",
+        "GRANT CONNECT ON DATABASE {db} TO {role};
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};",
+    )
+    .await
 }
 
-impl ReadOnlyRole {
-    async fn create(db: &TestDb) -> Self {
-        let name = format!("{}_ro", db.name);
-        assert!(name.len() <= 63, "role name too long: {name}");
-        let admin = connect(&server_url()).await;
-        admin
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
-            .await
-            .expect("create role");
-        let role = Self {
-            name: name.clone(),
-            db_url: db.url.clone(),
-            url: {
-                let mut url = url::Url::parse(&db.url).expect("url");
-                url.set_username(&name).expect("username");
-                url.to_string()
-            },
-        };
-        db.client
-            .batch_execute(&format!(
-                "GRANT CONNECT ON DATABASE {db} TO {name};
-                 GRANT USAGE ON SCHEMA public TO {name};
-                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name};",
-                db = db.name
-            ))
-            .await
-            .expect("grant");
-        role
-    }
-
-    /// Also lets the role read relink's state schema (the ledger).
-    async fn grant_state(&self, db: &TestDb) {
-        db.client
-            .batch_execute(&format!(
-                "GRANT USAGE ON SCHEMA relink TO {name};
-                 GRANT SELECT ON ALL TABLES IN SCHEMA relink TO {name};",
-                name = self.name
-            ))
-            .await
-            .expect("grant on relink");
-    }
+/// Also lets `role` read relink's state schema (the ledger).
+async fn grant_state(db: &TestDb, role: &Role) {
+    db.batch(&format!(
+        "GRANT USAGE ON SCHEMA relink TO {name};
+         GRANT SELECT ON ALL TABLES IN SCHEMA relink TO {name};",
+        name = role.name
+    ))
+    .await;
 }
 
-impl Drop for ReadOnlyRole {
-    fn drop(&mut self) {
-        let name = &self.name;
-        execute_from_drop(&[
-            (self.db_url.clone(), format!("DROP OWNED BY {name}")),
-            (server_url(), format!("DROP ROLE IF EXISTS {name}")),
-        ]);
-    }
+/// A successful dry run whose text shows one profile only, with `block`.
+#[track_caller]
+fn assert_only_profile(out: &std::process::Output, block: &str) {
+    assert_success(out);
+    let text = stdout(out);
+    assert!(text.contains(block), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("Profile ")).count(),
+        1,
+        "only the changed profile is shown:\n{text}"
+    );
 }
 
 /// A profile with an object-shaped legacy value gets one more URL; returns
 /// its (profile id, user id).
 async fn append_legacy_url(db: &TestDb, key: &str, url: &str) -> (String, String) {
-    let row = db
-        .client
-        .query_one(
-            "SELECT id, \"userId\" FROM profiles
-              WHERE jsonb_typeof(\"socialLinks\") = 'object' ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("an object-shaped profile");
-    let (profile, user): (String, String) = (row.get(0), row.get(1));
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object($2::text, $3::text) WHERE id = $1",
-            &[&profile, &key, &url],
-        )
-        .await
-        .expect("append a legacy URL");
+    let (profile, user) = db.object_profiles(1, false).await.remove(0);
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object($2::text, $3::text) WHERE id = $1", &[&profile, &key, &url]).await;
     (profile, user)
 }
 
@@ -190,9 +119,7 @@ async fn a_dry_run_on_a_fresh_database_writes_nothing() {
 
 #[tokio::test]
 async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
-    let db = TestDb::new("dry_after").await;
-    db.generate(2000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("dry_after", 2000).await;
     let (_, user) = append_legacy_url(&db, "newsite", "https://brand-new.example.org/dry").await;
     let before = db.checksum_all().await;
     let catalog = catalog_fingerprint(&db).await;
@@ -202,16 +129,9 @@ async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
     );
 
     let out = db.run(&["run", "--dry-run"]);
-    assert_success(&out);
-    let text = stdout(&out);
-    assert!(
-        text.contains(&format!("Profile {user}: Found 1 links to migrate\n  [DRY RUN] Would create 1 profile links\n  - Newsite (other): https://brand-new.example.org/dry\n")),
-        "{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("Profile ")).count(),
-        1,
-        "only the changed profile is shown:\n{text}"
+    assert_only_profile(
+        &out,
+        &format!("Profile {user}: Found 1 links to migrate\n  [DRY RUN] Would create 1 profile links\n  - Newsite (other): https://brand-new.example.org/dry\n"),
     );
     let json = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&json);
@@ -232,18 +152,13 @@ async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
 async fn a_select_only_role_can_dry_run_but_not_run() {
     let db = TestDb::new("dry_role").await;
     db.generate(500);
-    let role = ReadOnlyRole::create(&db).await;
+    let role = read_only_role(&db).await;
     let before = db.checksum_all().await;
     let links_before = db.count("SELECT count(*) FROM profile_links").await;
 
     let as_owner = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&as_owner);
-    let out = db
-        .relink()
-        .env("DATABASE_URL", &role.url)
-        .args(["run", "--dry-run", "--format", "json"])
-        .output()
-        .expect("run relink");
+    let out = db.run_on(&role.url, &["run", "--dry-run", "--format", "json"]);
     assert_success(&out);
     let (mine, owners) = (json_summary(&out), json_summary(&as_owner));
     assert!(mine["links_created"].as_u64().unwrap_or(0) > 500, "{mine}");
@@ -276,31 +191,14 @@ async fn a_select_only_role_can_dry_run_but_not_run() {
 
 #[tokio::test]
 async fn a_select_only_role_dry_runs_against_the_ledger() {
-    let db = TestDb::new("dry_role_led").await;
-    db.generate(500);
-    assert_success(&db.run(&["run"]));
-    let role = ReadOnlyRole::create(&db).await;
-    role.grant_state(&db).await;
+    let db = TestDb::migrated("dry_role_led", 500).await;
+    let role = read_only_role(&db).await;
+    grant_state(&db, &role).await;
     let (_, user) = append_legacy_url(&db, "newsite", "https://read-only.example.org/").await;
     let before = db.checksum_all().await;
 
-    let out = db
-        .relink()
-        .env("DATABASE_URL", &role.url)
-        .args(["run", "--dry-run"])
-        .output()
-        .expect("run relink");
-    assert_success(&out);
-    let text = stdout(&out);
-    assert!(
-        text.contains(&format!("Profile {user}: Found 1 links to migrate")),
-        "{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("Profile ")).count(),
-        1,
-        "{text}"
-    );
+    let out = db.run_on(&role.url, &["run", "--dry-run"]);
+    assert_only_profile(&out, &format!("Profile {user}: Found 1 links to migrate"));
     assert_eq!(db.checksum_all().await, before);
 }
 
@@ -353,7 +251,10 @@ fn parse_dry_text(text: &str) -> (BTreeMap<String, Block>, Vec<String>) {
                 .rsplit_once(" (")
                 .and_then(|(_, r)| r.strip_suffix(')'))
                 .unwrap_or_else(|| panic!("bad skipped line {skip:?}"));
-            assert!(SKIP_REASONS.contains(&reason), "{skip:?}");
+            assert!(
+                SKIP_REASONS.contains(&reason) || REJECT_REASONS.contains(&reason),
+                "{skip:?}"
+            );
             block.skipped.push(reason.to_owned());
         }
         assert!(
@@ -397,28 +298,11 @@ async fn the_dry_run_shows_exactly_what_the_live_run_writes_with_uuid_ids() {
 async fn dry_run_equals_live_run(db: &TestDb) {
     // Users create rows through the new API: five duplicate a link the
     // dry run plans for them, five are new links at position 0.
-    let scratch = std::env::temp_dir().join(format!("{}_first.jsonl", db.name));
-    let out = db.run(&[
-        "run",
-        "--dry-run",
-        "-q",
-        "--report",
-        scratch.to_str().expect("path"),
-    ]);
-    assert_success(&out);
-    let first: Vec<Value> = std::fs::read_to_string(&scratch)
-        .expect("report")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    let _ = std::fs::remove_file(&scratch);
+    let (_, first) = db.report_lines("first", &["run", "--dry-run", "-q"]);
     let with_rows: BTreeSet<String> = db
-        .client
-        .query("SELECT DISTINCT \"userId\" FROM profile_links", &[])
+        .texts("SELECT DISTINCT \"userId\" FROM profile_links")
         .await
-        .expect("users with rows")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     let candidates: Vec<&Value> = first
         .iter()
@@ -442,45 +326,21 @@ async fn dry_run_equals_live_run(db: &TestDb) {
         } else {
             format!("https://user-made-{i}.example.net/")
         };
-        db.client
-            .execute(
-                "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-                 VALUES ($1, $2, $3, 'Mine', $4, 'other', 0, now())",
-                &[&format!("user-made-{i}"), &user, &profile, &url],
-            )
-            .await
-            .expect("user row");
+        db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+                 VALUES ($1, $2, $3, 'Mine', $4, 'other', 0, now())", &[&format!("user-made-{i}"), &user, &profile, &url]).await;
     }
 
-    let report_path = std::env::temp_dir().join(format!("{}.jsonl", db.name));
     // Small pages: chunk boundaries must not change the plan.
-    let dry = db.run(&[
-        "run",
-        "--dry-run",
-        "--chunk-size",
-        "7",
-        "--report",
-        report_path.to_str().expect("path"),
-    ]);
-    assert_success(&dry);
-    let report: Vec<Value> = std::fs::read_to_string(&report_path)
-        .expect("report")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    let _ = std::fs::remove_file(&report_path);
+    let (dry, report) = db.report_lines("dry", &["run", "--dry-run", "--chunk-size", "7"]);
     let dry_json = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&dry_json);
     let quiet = db.run(&["run", "--dry-run", "-q"]);
     assert_success(&quiet);
 
     let pre_existing: BTreeSet<String> = db
-        .client
-        .query("SELECT id FROM profile_links", &[])
+        .texts("SELECT id FROM profile_links")
         .await
-        .expect("ids")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert!(pre_existing.len() >= 10);
     let live = db.run(&["run", "--format", "json"]);
@@ -701,15 +561,9 @@ async fn limit_plans_exactly_that_many_profiles() {
     assert_success(&live);
     assert_eq!(json_summary(&live)["profiles_planned"], 10);
     let migrated: Vec<String> = db
-        .client
-        .query(
-            "SELECT profile_id FROM relink.ledger ORDER BY profile_id",
-            &[],
-        )
+        .texts("SELECT profile_id FROM relink.ledger ORDER BY profile_id")
         .await
-        .expect("ledger")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     let mut sorted = planned.clone();
     sorted.sort();
@@ -735,23 +589,8 @@ async fn after_a_partial_run_the_dry_run_plans_the_resumed_run() {
     assert_success(&out);
     assert_eq!(json_summary(&out)["status"], "partial");
     // A profile the partial run migrated gets a new legacy URL.
-    let changed: String = db
-        .client
-        .query_one(
-            "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
-                AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("a migrated object-shaped profile")
-        .get(0);
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz\": \"https://resumed.example.org/\"}' WHERE id = $1",
-            &[&changed],
-        )
-        .await
-        .expect("append");
+    db.change_migrated_legacy("object", r#"{"zz": "https://resumed.example.org/"}"#)
+        .await;
 
     let dry = db.run(&["run", "--dry-run", "--format", "json"]);
     assert_success(&dry);

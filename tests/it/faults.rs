@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, connect, json_summary, send_signal, stderr,
-    stdout, verify_check, with_dbname, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_stdout_has,
+    assert_success, connect, eventually, json_summary, send_signal, stderr, stdout, verify_check,
+    with_dbname, TestDb,
 };
 
 /// Profiles with a legacy value.
@@ -22,18 +23,46 @@ async fn with_legacy(db: &TestDb) -> i64 {
 /// user-created rows have ids `ul…`; relink's are UUIDs), i.e. the run is
 /// well under way and its signal handlers are installed.
 async fn wait_for_first_chunk(db: &TestDb, timeout: Duration) {
-    let started = Instant::now();
-    while db
-        .count("SELECT count(*) FROM profile_links WHERE id NOT LIKE 'ul%'")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < timeout,
-            "no chunk committed within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(timeout, "no chunk committed", || async {
+        db.count("SELECT count(*) FROM profile_links WHERE id NOT LIKE 'ul%'")
+            .await
+            > 0
+    })
+    .await;
+}
+
+/// Every INSERT (COPY fires it too) into `db`'s profile_links takes 5 s
+/// from now on: a trigger (and its function) named `name`.
+async fn slow_inserts(db: &TestDb, name: &str) {
+    db.batch(&format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
+             CREATE TRIGGER {name} AFTER INSERT ON profile_links
+               FOR EACH STATEMENT EXECUTE FUNCTION {name}();"
+    ))
+    .await;
+}
+
+/// A plain rerun resumes run 1 and ends where `clean` (the same data,
+/// migrated without incident) is, checked by `verify --strict` too.
+async fn resume_equals_clean(db: &TestDb, clean: &TestDb) {
+    assert_resumed(&db.run(&["run"]), 1);
+    assert_success(&db.run(&["verify", "--strict"]));
+    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+}
+
+/// relink failed (exit 1, no panic) on PostgreSQL's statement timeout;
+/// returns its stderr.
+#[track_caller]
+fn assert_statement_timeout(out: &std::process::Output) -> String {
+    assert_code(out, 1);
+    assert_no_panic(out);
+    let err = stderr(out);
+    assert!(
+        err.contains("canceling statement due to statement timeout"),
+        "{err}"
+    );
+    err
 }
 
 /// stderr holds exactly one message, relink's error line.
@@ -51,11 +80,7 @@ async fn a_table_lock_held_by_the_application_is_waited_out_with_retries() {
     db.generate(1000);
 
     // The application (say, a migration) holds profile_links exclusively.
-    let holder = connect(&db.url).await;
-    holder
-        .batch_execute("BEGIN; LOCK TABLE profile_links IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let holder = db.lock_table("profile_links").await;
     let child = db.spawn(&[
         "run",
         "--lock-timeout",
@@ -129,19 +154,10 @@ async fn a_table_lock_held_by_the_application_is_waited_out_with_retries() {
 
 #[tokio::test]
 async fn a_one_millisecond_statement_timeout_fails_cleanly_and_the_next_run_completes() {
-    let mut db = TestDb::new("f_stmt_1ms").await;
-    db.generate(2000);
-    let clean = TestDb::clone_of(&mut db, "f_stmt_1ms_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_stmt_1ms", 2000).await;
 
     let out = db.run(&["run", "--statement-timeout", "1ms", "--retries", "2"]);
-    assert_code(&out, 1);
-    assert_no_panic(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("canceling statement due to statement timeout"),
-        "{err}"
-    );
+    let err = assert_statement_timeout(&out);
     let errors = err.lines().filter(|l| l.starts_with("relink: error:"));
     assert_eq!(errors.count(), 1, "{err}");
 
@@ -153,31 +169,14 @@ async fn a_one_millisecond_statement_timeout_fails_cleanly_and_the_next_run_comp
 
 #[tokio::test]
 async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resumably() {
-    let mut db = TestDb::new("f_stmt_chunk").await;
-    db.generate(2000);
-    let clean = TestDb::clone_of(&mut db, "f_stmt_chunk_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_stmt_chunk", 2000).await;
 
     // Every INSERT (COPY fires it too) into profile_links now takes 5 s.
-    db.client
-        .batch_execute(
-            "CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql
-               AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
-             CREATE TRIGGER slow_down AFTER INSERT ON profile_links
-               FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
-        )
-        .await
-        .expect("slow trigger");
+    slow_inserts(&db, "slow_down").await;
     let started = Instant::now();
     let out = db.run(&["run", "--statement-timeout", "300ms", "--retries", "2"]);
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert_code(&out, 1);
-    assert_no_panic(&out);
-    let err = stderr(&out);
-    assert!(
-        err.contains("canceling statement due to statement timeout"),
-        "{err}"
-    );
+    let err = assert_statement_timeout(&out);
     assert!(err.contains("retry 1/1"), "{err}");
     assert!(err.contains("failed after 2 attempt(s)"), "{err}");
     assert!(err.contains("rerun `relink run` to resume"), "{err}");
@@ -197,15 +196,8 @@ async fn a_chunk_that_exceeds_the_statement_timeout_is_retried_then_fails_resuma
         .get::<_, Option<String>>(1)
         .is_some_and(|e| e.contains("statement timeout")));
 
-    db.client
-        .batch_execute("DROP TRIGGER slow_down ON profile_links")
-        .await
-        .expect("drop trigger");
-    let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
-    assert_success(&db.run(&["verify", "--strict"]));
-    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    db.batch("DROP TRIGGER slow_down ON profile_links").await;
+    resume_equals_clean(&db, &clean).await;
 }
 
 /// A small deterministic generator (xorshift64*): no `rand` dependency.
@@ -223,10 +215,7 @@ impl Xorshift {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_application_writing_during_a_run_is_respected() {
-    let mut db = TestDb::new("f_app").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_app_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_app", 3000).await;
     let profiles: Vec<(String, String)> = db
         .client
         .query("SELECT id, \"userId\" FROM profiles ORDER BY id", &[])
@@ -312,9 +301,7 @@ async fn the_application_writing_during_a_run_is_respected() {
 
 #[tokio::test]
 async fn bad_configuration_is_one_clear_message_and_the_documented_code() {
-    let db = TestDb::new("f_config").await;
-    db.generate(200);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("f_config", 200).await;
 
     let mut unreachable = url::Url::parse(&db.url).expect("url");
     unreachable.set_port(Some(1)).expect("port");
@@ -399,19 +386,14 @@ fn accounted(summary: &serde_json::Value) -> u64 {
 #[tokio::test]
 async fn hostile_legacy_values_are_all_accounted_for() {
     let db = TestDb::new("f_hostile").await;
-    db.client
-        .batch_execute(
-            "INSERT INTO users (id) SELECT 'hu' || i FROM generate_series(1, 6) i;
+    db.batch("INSERT INTO users (id) SELECT 'hu' || i FROM generate_series(1, 6) i;
              INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES
                -- 1 value: a 5 MB URL
                ('hp1', 'hu1', jsonb_build_object('website', 'https://big.example.com/' || repeat('a', 5 * 1024 * 1024))),
                -- 100,000 values: 1,000 distinct hosts without a scheme, each 100 times
                ('hp2', 'hu2', (SELECT jsonb_agg('e' || (i % 1000) || '.example.io' ORDER BY i) FROM generate_series(1, 100000) i)),
                -- 1 value: a 63-deep array inside the array (64 deep in all)
-               ('hp3', 'hu3', (repeat('[', 64) || '\"https://deep.example.com/\"' || repeat(']', 64))::jsonb);",
-        )
-        .await
-        .expect("big profiles");
+               ('hp3', 'hu3', (repeat('[', 64) || '\"https://deep.example.com/\"' || repeat(']', 64))::jsonb);").await;
     let unicode = serde_json::json!({
         "website": "https://例え.テスト/パス",
         "imdb": "https://www.imdb.com/name/nm0000042/",
@@ -435,13 +417,11 @@ async fn hostile_legacy_values_are_all_accounted_for() {
             .to_owned(),
     );
     for (i, value) in [(4, &unicode), (5, &quotes), (6, &nul)] {
-        db.client
-            .execute(
-                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3)",
-                &[&format!("hp{i}"), &format!("hu{i}"), value],
-            )
-            .await
-            .expect("insert a hostile profile");
+        db.exec(
+            "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3)",
+            &[&format!("hp{i}"), &format!("hu{i}"), value],
+        )
+        .await;
     }
     let candidates = 1 + 100_000 + 1 + 8 + 4 + 3;
 
@@ -509,15 +489,10 @@ async fn hostile_legacy_values_are_all_accounted_for() {
 async fn legacy_json_nested_beyond_128_levels_is_a_reject_not_a_crash() {
     let db = TestDb::new("f_deep").await;
     db.generate(200);
-    db.client
-        .batch_execute(
-            "INSERT INTO users (id) VALUES ('deepu1'), ('deepu2');
+    db.batch("INSERT INTO users (id) VALUES ('deepu1'), ('deepu2');
              INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES
                ('deep1', 'deepu1', (repeat('[', 200) || '\"https://deep.example.com/\"' || repeat(']', 200))::jsonb),
-               ('deep2', 'deepu2', (repeat('{\"website\": ', 200) || '\"https://deeper.example.com/\"' || repeat('}', 200))::jsonb);",
-        )
-        .await
-        .expect("deep profiles");
+               ('deep2', 'deepu2', (repeat('{\"website\": ', 200) || '\"https://deeper.example.com/\"' || repeat('}', 200))::jsonb);").await;
     let legacy = with_legacy(&db).await;
 
     for args in [
@@ -538,10 +513,7 @@ async fn legacy_json_nested_beyond_128_levels_is_a_reject_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resumes() {
-    let mut db = TestDb::new("f_sigterm").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_sigterm_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_sigterm", 3000).await;
 
     let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "200ms"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;
@@ -549,68 +521,43 @@ async fn sigterm_stops_after_the_chunk_prints_the_summary_and_the_next_run_resum
     let out = child.wait(Duration::from_secs(15)).await;
     assert_code(&out, 130);
     assert_no_panic(&out);
-    assert!(
-        stdout(&out).contains("Summary of run 1 (interrupted)"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("checkpoint saved"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stdout_has(&out, "Summary of run 1 (interrupted)");
+    assert_stderr_has(&out, "checkpoint saved");
     let done = db.count("SELECT count(*) FROM relink.ledger").await;
     assert!(
         done > 0 && done < with_legacy(&db).await,
         "stopped midway: {done}"
     );
 
-    let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
-    assert_success(&db.run(&["verify", "--strict"]));
-    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    resume_equals_clean(&db, &clean).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigint_aborts_at_once_and_the_next_run_resumes() {
-    let mut db = TestDb::new("f_sigint2").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_sigint2_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_sigint2", 3000).await;
 
     let mut child = db.spawn(&["run", "--chunk-size", "100", "--lock-timeout", "30s"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;
     // Hold the next chunks inside their transactions: the ledger is locked,
     // so the first signal cannot finish quickly and the second one must
     // abort a chunk in flight.
-    let locker = connect(&db.url).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE relink.ledger IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock the ledger");
+    let locker = db.lock_table("relink.ledger").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_signal(child.pid, "INT");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!child.finished(), "stopped before the second signal");
     let out = child.stop_with("INT", Duration::from_millis(500)).await;
-    assert!(stderr(&out).contains("second signal"), "{}", stderr(&out));
+    assert_stderr_has(&out, "second signal");
     // Aborted, not finished: no summary.
     assert!(!stdout(&out).contains("Summary"), "{}", stdout(&out));
     locker.batch_execute("ROLLBACK").await.expect("unlock");
 
-    let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
-    assert_success(&db.run(&["verify", "--strict"]));
-    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    resume_equals_clean(&db, &clean).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_verify_changes_nothing() {
-    let db = TestDb::new("f_sigint_verify").await;
-    db.generate(3000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("f_sigint_verify", 3000).await;
     let before = db.checksum_all().await;
 
     for delay in [0, 30, 100] {
@@ -640,11 +587,7 @@ async fn sigint_during_verify_changes_nothing() {
 async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
     let db = TestDb::new("f_sig_locked").await;
     db.generate(1000);
-    let holder = connect(&db.url).await;
-    holder
-        .batch_execute("BEGIN; LOCK TABLE profile_links IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let holder = db.lock_table("profile_links").await;
     let child = db.spawn(&["run", "--lock-timeout", "200ms", "--retries", "20"]);
     // Long enough for a few lock timeouts and retries.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -653,24 +596,14 @@ async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
     holder.batch_execute("ROLLBACK").await.expect("unlock");
 
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("retry"), "{}", stderr(&out));
+    assert_stderr_has(&out, "retry");
     assert_code(&out, 130);
-    assert!(
-        stdout(&out).contains("Summary of run 1 (interrupted)"),
-        "{}",
-        stdout(&out)
-    );
-    let status: String = db
-        .client
-        .query_one("SELECT status FROM relink.runs WHERE id = 1", &[])
-        .await
-        .expect("run 1")
-        .get(0);
+    assert_stdout_has(&out, "Summary of run 1 (interrupted)");
+    let status = db.text("SELECT status FROM relink.runs WHERE id = 1").await;
     assert_eq!(status, "interrupted");
 
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
 }
 
@@ -678,15 +611,7 @@ async fn a_signal_while_a_chunk_retries_a_lock_interrupts_the_run() {
 async fn a_run_that_fails_before_any_chunk_claims_nothing_unchanged() {
     let db = TestDb::new("f_fail_summary").await;
     db.generate(1000);
-    db.client
-        .batch_execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
-               AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
-             CREATE TRIGGER refuse AFTER INSERT ON profile_links
-               FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
-        )
-        .await
-        .expect("slow trigger");
+    slow_inserts(&db, "refuse").await;
     let out = db.run(&[
         "run",
         "--statement-timeout",
@@ -726,37 +651,28 @@ async fn a_server_that_accepts_but_never_answers_is_given_up_on() {
         );
         assert_code(&out, 1);
         assert_no_panic(&out);
-        assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+        assert_stderr_has(&out, "cannot connect");
     }
     drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_connections_mid_run_are_retried_and_the_result_equals_a_clean_run() {
-    let mut db = TestDb::new("f_lost_conn").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "f_lost_conn_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("f_lost_conn", 3000).await;
 
     let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "200ms"]);
     wait_for_first_chunk(&db, Duration::from_secs(15)).await;
     // Twice, as a failover or an operator's pg_terminate_backend would:
     // every relink session of this database, the lock holder included.
     for _ in 0..2 {
-        let killed = db
-            .count(&format!(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = '{}' AND application_name LIKE 'relink run%') t",
-                db.name
-            ))
-            .await;
+        let killed = db.terminate_relink_sessions().await;
         assert!(killed >= 2, "terminated {killed} session(s)");
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let out = child.wait(Duration::from_secs(30)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_stderr_has(&out, "reconnecting");
     assert_success(&db.run(&["verify", "--strict"]));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
     let out = db.run(&["run", "--format", "json"]);

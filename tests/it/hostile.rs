@@ -13,10 +13,8 @@ use crate::harness::{assert_no_panic, assert_success, json_summary, stdout, Test
 /// The deepest `deep(depth)` PostgreSQL stores on this server (bounded by
 /// its `max_stack_depth`), found by bisection on a scratch table.
 async fn deepest(db: &TestDb, deep: impl Fn(usize) -> String) -> usize {
-    db.client
-        .batch_execute("CREATE TEMP TABLE IF NOT EXISTS probe (v jsonb)")
-        .await
-        .expect("probe table");
+    db.batch("CREATE TEMP TABLE IF NOT EXISTS probe (v jsonb)")
+        .await;
     let stores = |depth: usize| {
         let text = deep(depth);
         async move {
@@ -101,10 +99,7 @@ async fn hostile_parts_beside_valid_links_are_one_reject_each() {
         ),
     ];
     for (id, _) in &profiles {
-        db.client
-            .execute("INSERT INTO users (id) VALUES ($1)", &[id])
-            .await
-            .expect("users");
+        db.exec("INSERT INTO users (id) VALUES ($1)", &[id]).await;
     }
     for (id, text) in &profiles {
         insert(&db, id, text)
@@ -124,10 +119,7 @@ async fn hostile_parts_beside_valid_links_are_one_reject_each() {
         ),
         ("h_object", &object_value, object_depth),
     ] {
-        db.client
-            .execute("INSERT INTO users (id) VALUES ($1)", &[&id])
-            .await
-            .expect("user");
+        db.exec("INSERT INTO users (id) VALUES ($1)", &[&id]).await;
         let mut stored = None;
         for depth in (depth.saturating_sub(20)..=depth).rev() {
             if insert(&db, id, &value(depth)).await.is_ok() {

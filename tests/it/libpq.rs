@@ -18,18 +18,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_one_line_error, assert_success, json_summary, output,
-    server_url, stderr, stdout, url_encode, Home, TestDb, TlsTestDb,
+    assert_code, assert_no_panic, assert_one_line_error, assert_stderr_has, assert_success,
+    json_summary, output, server_url, stdout, url_encode, Home, Server, TestDb,
 };
+use crate::pki::Ca;
 
 /// A service section for the TLS server: every parameter but the password.
-fn section(name: &str, db: &TlsTestDb, port: u16) -> String {
-    let tls = db.server;
+fn section(name: &str, db: &TestDb, port: u16) -> String {
+    let tls = db.tls();
     format!(
         "# relink's test service\n[{name}]\nhost={host}\nport={port}\nuser={user}\n\
          dbname={dbname}\nsslmode=verify-full\nsslrootcert={ca}\n\n[other]\nhost=nowhere.invalid\n",
@@ -51,8 +51,8 @@ fn status_ok(out: &std::process::Output) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_service_file_reaches_the_tls_server_and_direct_parameters_win() {
-    let db = TlsTestDb::new("svc").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "svc").await;
+    let tls = db.tls();
     let home = Home::new("svc");
     let file = home.write(
         "services/pg_service.conf",
@@ -168,8 +168,8 @@ async fn a_service_file_reaches_the_tls_server_and_direct_parameters_win() {
 
 #[tokio::test]
 async fn sslpassword_opens_an_encrypted_client_key() {
-    let db = TlsTestDb::new("sslpassword").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "sslpassword").await;
+    let tls = db.tls();
     let home = Home::new("sslpassword");
     // relink refuses a key others can read, as libpq does: a private copy.
     let key = home.copy(&tls.client_key_encrypted, "client.enc.key", 0o600);
@@ -206,8 +206,8 @@ async fn sslpassword_opens_an_encrypted_client_key() {
 
 #[tokio::test]
 async fn revocation_lists_refuse_a_revoked_certificate_on_either_side() {
-    let db = TlsTestDb::new("sslcrl").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "sslcrl").await;
+    let tls = db.tls();
     let home = Home::new("sslcrl");
     let url = |extra: &[(&str, &str)]| tls.url(&tls.pw_user, Some(&tls.pw), &db.name, extra);
 
@@ -304,28 +304,15 @@ struct SniProxy {
 
 impl SniProxy {
     async fn start(home: &Home) -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "relink SNI test CA");
-        let ca =
-            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("certificate");
+        let ca = Ca::new("relink SNI test CA");
+        let leaf = ca.issue(&["localhost"]);
         let ca_file = home.write("sni-ca.pem", &ca.pem(), 0o644);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
+            .with_single_cert(vec![leaf.cert.clone()], leaf.key())
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let backend = url::Url::parse(&server_url()).expect("the test server's URL");
@@ -443,9 +430,8 @@ async fn sslsni_sends_the_host_name_unless_turned_off() {
         &["status"],
     );
     assert_code(&out, 2);
-    assert!(
-        stderr(&out).contains("invalid value \"yes\" for connection parameter \"sslsni\""),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "invalid value \"yes\" for connection parameter \"sslsni\"",
     );
 }

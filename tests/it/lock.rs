@@ -2,9 +2,12 @@
 //! cuts short: one `run` or `purge` at a time, whatever happens to its
 //! sessions (SPEC §6 "One at a time").
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{assert_code, assert_no_panic, assert_success, stderr, TestDb};
+use crate::harness::{
+    assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_success, eventually,
+    TestDb,
+};
 
 /// `pg_locks.classid` of relink's main advisory lock ("RLNK").
 const MAIN_LOCK_CLASS: i64 = 0x524C_4E4B;
@@ -30,14 +33,10 @@ async fn purge_keeps_its_lock_when_its_connection_drops_and_no_run_slips_in() {
     assert!(created > users_rows + 4000, "{created}");
 
     let purge = db.spawn(&["purge", "--yes", "--chunk-size", "10"]);
-    let started = Instant::now();
-    while db.count("SELECT count(*) FROM profile_links").await == created {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "purge never began"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(20), "purge never began", || async {
+        db.count("SELECT count(*) FROM profile_links").await != created
+    })
+    .await;
     assert!(
         terminate_main_lock_holder(&db).await,
         "no backend held the main lock"
@@ -46,17 +45,13 @@ async fn purge_keeps_its_lock_when_its_connection_drops_and_no_run_slips_in() {
     for _ in 0..5 {
         let out = db.run(&["run"]);
         assert_code(&out, 4);
-        assert!(stderr(&out).contains("holds the lock"), "{}", stderr(&out));
+        assert_stderr_has(&out, "holds the lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = purge.wait(Duration::from_secs(120)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(
-        stderr(&out).contains("lock taken again"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "lock taken again");
     // Everything relink created is gone, and nothing was created meanwhile.
     assert_eq!(
         db.count("SELECT count(*) FROM profile_links").await,
@@ -79,18 +74,13 @@ async fn a_signal_cuts_a_pause_short() {
     let db = TestDb::new("l_pause_signal").await;
     db.generate(2000);
     let child = db.spawn(&["run", "--chunk-size", "100", "--pause", "60s"]);
-    let started = Instant::now();
-    while db.count("SELECT count(*) FROM profile_links").await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no chunk committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), "no chunk committed", || async {
+        db.count("SELECT count(*) FROM profile_links").await > 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     child.stop_with("INT", Duration::from_secs(5)).await;
     let out = db.run(&["run"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
 }

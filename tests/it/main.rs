@@ -6,6 +6,7 @@ mod cli;
 mod connect;
 mod control;
 mod corpus;
+mod docs;
 mod dry_run;
 mod faults;
 mod generate;
@@ -16,6 +17,10 @@ mod lock;
 mod node_exporter;
 mod observe;
 mod online;
+/// The tests' one source of certificates (rcgen), shared with the unit
+/// tests and `scripts/pg-server tls`.
+#[path = "../pki/mod.rs"]
+mod pki;
 mod poolers;
 mod props;
 mod purge;

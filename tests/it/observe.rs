@@ -3,8 +3,9 @@
 //! metrics` where installed) while runs and purges go and after they end,
 //! checked against their `--format json` summaries; a concurrent reader
 //! never sees part of a file; logs without colour codes off a terminal and
-//! under `NO_COLOR`; the progress bar on a pseudo-terminal; and the README's
-//! scheduling examples run or checked with the real tools where installed.
+//! under `NO_COLOR`; the progress bar on a pseudo-terminal; and the
+//! scheduling examples of docs/monitoring.md run or checked with the real
+//! tools where installed.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -16,7 +17,8 @@ use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::Value as Json;
 
 use crate::harness::{
-    assert_code, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
+    assert_code, assert_stderr_has, assert_success, json_summary, send_signal, stderr, stdout,
+    TestDb, REJECT_REASONS,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_relink");
@@ -61,18 +63,6 @@ const PURGE_FIGURES: [(&str, &str); 4] = [
     ("relink_links_deleted_total", "links_deleted"),
     ("relink_links_kept_edited_total", "kept_edited"),
     ("relink_links_already_gone_total", "already_gone"),
-];
-
-const REJECT_REASONS: [&str; 9] = [
-    "not_a_string",
-    "empty",
-    "unparseable",
-    "scheme",
-    "no_host",
-    "ip_host",
-    "bad_host",
-    "credentials",
-    "too_long",
 ];
 
 const CAUSES: [&str; 4] = ["replica_lag", "throttle_query", "pause", "max_rate"];
@@ -253,6 +243,24 @@ fn promtool_check_metrics(text: &str) {
     );
 }
 
+/// `promtool <args> <file>` succeeds; `context` follows what it printed
+/// in the failure message.
+#[track_caller]
+fn assert_promtool(args: &[&str], file: &Path, context: &str) {
+    let out = Command::new("promtool")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool {}:\n{}{}{context}",
+        args.join(" "),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 /// A fresh scratch directory for one test.
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("relink-it-{tag}-{}", std::process::id()));
@@ -307,6 +315,19 @@ fn assert_close(metric: f64, summary: &Json, what: &str) {
 /// Every figure of a run's file equals its `--format json` summary.
 #[track_caller]
 fn assert_run_matches(metrics: &Metrics, summary: &Json) {
+    assert_figures_match(metrics, summary, &RUN_FIGURES);
+}
+
+/// Every figure of a purge's file equals its `--format json` summary.
+#[track_caller]
+fn assert_purge_matches(metrics: &Metrics, summary: &Json) {
+    assert_figures_match(metrics, summary, &PURGE_FIGURES);
+}
+
+/// The status, run id, `figures` (metric, summary key; `rejects` by
+/// reason) and throttled seconds of a file equal its summary's.
+#[track_caller]
+fn assert_figures_match(metrics: &Metrics, summary: &Json, figures: &[(&str, &str)]) {
     assert_eq!(
         metrics.status(),
         summary["status"].as_str().expect("status")
@@ -316,7 +337,7 @@ fn assert_run_matches(metrics: &Metrics, summary: &Json) {
         &summary["run_id"],
         "run id",
     );
-    for (name, key) in RUN_FIGURES {
+    for &(name, key) in figures {
         if key == "rejects" {
             for reason in REJECT_REASONS {
                 let expected = summary["rejects"]
@@ -342,28 +363,22 @@ fn assert_run_matches(metrics: &Metrics, summary: &Json) {
     }
 }
 
-/// Every figure of a purge's file equals its `--format json` summary.
-#[track_caller]
-fn assert_purge_matches(metrics: &Metrics, summary: &Json) {
-    assert_eq!(
-        metrics.status(),
-        summary["status"].as_str().expect("status")
-    );
-    assert_close(
-        metrics.value("relink_run_id", &[]),
-        &summary["run_id"],
-        "run id",
-    );
-    for (name, key) in PURGE_FIGURES {
-        assert_close(metrics.value(name, &[]), &summary[key], key);
-    }
-    for cause in CAUSES {
-        assert_close(
-            metrics.value("relink_throttled_seconds_total", &[("cause", cause)]),
-            &summary["throttled_seconds"][cause],
-            cause,
-        );
-    }
+/// Starts relink with `args` writing its metrics to `file` every
+/// `interval` (`--metrics-file`, `--metrics-interval`).
+fn spawn_with_metrics(
+    db: &TestDb,
+    file: &Path,
+    interval: &str,
+    args: &[&str],
+) -> crate::harness::Spawned {
+    let mut args = args.to_vec();
+    args.extend_from_slice(&[
+        "--metrics-file",
+        path_str(file),
+        "--metrics-interval",
+        interval,
+    ]);
+    db.spawn(&args)
 }
 
 /// Reads `path` in a tight loop until relink exits: every read must be a
@@ -419,19 +434,20 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
     let run_file = dir.join("relink-run.prom");
     let started = unix_now();
     let wal_before = wal_position(&db).await;
-    let child = db.spawn(&[
-        "run",
-        "--format",
-        "json",
-        "--chunk-size",
-        "50",
-        "--pause",
-        "40ms",
-        "--metrics-file",
-        path_str(&run_file),
-        "--metrics-interval",
+    let child = spawn_with_metrics(
+        &db,
+        &run_file,
         "100ms",
-    ]);
+        &[
+            "run",
+            "--format",
+            "json",
+            "--chunk-size",
+            "50",
+            "--pause",
+            "40ms",
+        ],
+    );
     let (seen, out) = watch(child, &run_file, "run").await;
     assert_success(&out);
     let summary = json_summary(&out);
@@ -513,18 +529,12 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
 
     // A purge: its own figures, in its own file beside the run's.
     let purge_file = dir.join("relink-purge.prom");
-    let child = db.spawn(&[
-        "purge",
-        "--yes",
-        "--format",
-        "json",
-        "--chunk-size",
-        "100",
-        "--metrics-file",
-        path_str(&purge_file),
-        "--metrics-interval",
+    let child = spawn_with_metrics(
+        &db,
+        &purge_file,
         "50ms",
-    ]);
+        &["purge", "--yes", "--format", "json", "--chunk-size", "100"],
+    );
     let (seen, out) = watch(child, &purge_file, "purge").await;
     assert_success(&out);
     let purge_summary = json_summary(&out);
@@ -570,34 +580,31 @@ async fn the_metrics_file_is_whole_during_a_run_and_a_purge_and_ends_equal_to_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_ends_its_file_interrupted_and_keeps_the_last_success() {
-    let db = TestDb::new("obs_interrupt").await;
-    db.generate(1500);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("obs_interrupt", 1500).await;
     let first_success = finished_at(&db, 1).await;
     // About half the legacy values change: the next run migrates those and
     // counts the others unchanged, as it goes.
-    db.client
-        .batch_execute(
-            "UPDATE profiles SET \"socialLinks\" = jsonb_build_array('https://example.org/' || id)
+    db.batch(
+        "UPDATE profiles SET \"socialLinks\" = jsonb_build_array('https://example.org/' || id)
               WHERE \"socialLinks\" IS NOT NULL AND md5(id) < '8'",
-        )
-        .await
-        .expect("change legacy values");
+    )
+    .await;
     let dir = scratch("obs_interrupt");
     let file = dir.join("relink-run.prom");
-    let mut child = db.spawn(&[
-        "run",
-        "--format",
-        "json",
-        "--chunk-size",
-        "20",
-        "--pause",
-        "100ms",
-        "--metrics-file",
-        path_str(&file),
-        "--metrics-interval",
+    let mut child = spawn_with_metrics(
+        &db,
+        &file,
         "50ms",
-    ]);
+        &[
+            "run",
+            "--format",
+            "json",
+            "--chunk-size",
+            "20",
+            "--pause",
+            "100ms",
+        ],
+    );
     // Signal once a file shows links created and profiles unchanged.
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -665,19 +672,20 @@ async fn the_file_belongs_to_the_lock_holder_and_a_failed_write_does_not_stop_th
     db.generate(2000);
     let dir = scratch("obs_owner");
     let file = dir.join("relink-run.prom");
-    let child = db.spawn(&[
-        "run",
-        "--limit",
-        "1000",
-        "--chunk-size",
-        "20",
-        "--pause",
-        "100ms",
-        "--metrics-file",
-        path_str(&file),
-        "--metrics-interval",
+    let child = spawn_with_metrics(
+        &db,
+        &file,
         "50ms",
-    ]);
+        &[
+            "run",
+            "--limit",
+            "1000",
+            "--chunk-size",
+            "20",
+            "--pause",
+            "100ms",
+        ],
+    );
     let started = Instant::now();
     let before = loop {
         assert!(
@@ -724,12 +732,7 @@ async fn the_file_belongs_to_the_lock_holder_and_a_failed_write_does_not_stop_th
         1,
         "{err}"
     );
-    let status: String = db
-        .client
-        .query_one("SELECT status FROM relink.runs WHERE id = 1", &[])
-        .await
-        .expect("run 1")
-        .get(0);
+    let status = db.text("SELECT status FROM relink.runs WHERE id = 1").await;
     assert_eq!(status, "partial");
     assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 1000);
 }
@@ -739,24 +742,18 @@ async fn a_failed_run_ends_its_file_failed() {
     let db = TestDb::new("obs_failed").await;
     db.generate(300);
     // The application refuses every new link: the first chunk fails for good.
-    db.client
-        .batch_execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+    db.batch(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
                AS $$ BEGIN RAISE EXCEPTION 'no new links today'; END $$;
              CREATE TRIGGER refuse BEFORE INSERT ON profile_links
                FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
-        )
-        .await
-        .expect("trigger");
+    )
+    .await;
     let dir = scratch("obs_failed");
     let file = dir.join("relink-run.prom");
     let out = db.run(&["run", "--format", "json", "--metrics-file", path_str(&file)]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("no new links today"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "no new links today");
     let summary = json_summary(&out);
     let last = Metrics::parse(&std::fs::read_to_string(&file).expect("final file"), "run");
     assert_eq!(last.status(), "failed");
@@ -884,7 +881,7 @@ async fn logs_to_a_pipe_carry_no_escape_codes() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     let out = db.run(&["run"]);
-    assert!(stderr(&out).contains(" INFO "), "{}", stderr(&out));
+    assert_stderr_has(&out, " INFO ");
 }
 
 /// Runs relink with `args` on a pseudo-terminal (util-linux `script`):
@@ -965,26 +962,15 @@ async fn on_a_terminal_the_bar_shows_rounded_figures_and_no_color_drops_the_colo
 }
 
 // ---------------------------------------------------------------------
-// The README's "Scheduling and monitoring" examples, as written.
+// The examples of docs/monitoring.md, as written.
 
-const README: &str = include_str!("../../README.md");
+const MONITORING_PAGE: &str = include_str!("../../docs/monitoring.md");
 
-/// The README section that starts with `## {title}`.
-fn readme_section(title: &str) -> &'static str {
-    let start = README
-        .find(&format!("\n## {title}\n"))
-        .unwrap_or_else(|| panic!("README has no section {title:?}"));
-    let rest = &README[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
-    &rest[..end]
-}
-
-/// The fenced code block of the scheduling section whose info string is
-/// `lang` and whose first line contains `marker`.
-fn readme_block(lang: &str, marker: &str) -> String {
-    let section = readme_section("Scheduling and monitoring");
+/// The fenced code block of docs/monitoring.md whose info string is `lang`
+/// and whose first line contains `marker`.
+fn monitoring_block(lang: &str, marker: &str) -> String {
     let mut blocks = Vec::new();
-    let mut lines = section.lines();
+    let mut lines = MONITORING_PAGE.lines();
     while let Some(line) = lines.next() {
         if let Some(info) = line.strip_prefix("```") {
             let body: Vec<&str> = lines
@@ -999,7 +985,7 @@ fn readme_block(lang: &str, marker: &str) -> String {
     assert_eq!(
         blocks.len(),
         1,
-        "README: one ```{lang} block starting with {marker:?}"
+        "docs/monitoring.md: one ```{lang} block starting with {marker:?}"
     );
     blocks.remove(0)
 }
@@ -1020,8 +1006,8 @@ fn cron_field_ok(field: &str, max: u32) -> bool {
 }
 
 #[tokio::test]
-async fn the_readme_crontab_line_runs_as_written() {
-    let crontab = readme_block("crontab", "crontab -e");
+async fn the_monitoring_page_crontab_line_runs_as_written() {
+    let crontab = monitoring_block("crontab", "crontab -e");
     let mut env = Vec::new();
     let mut jobs = Vec::new();
     for line in crontab
@@ -1103,9 +1089,9 @@ async fn the_readme_crontab_line_runs_as_written() {
 }
 
 #[test]
-fn the_readme_systemd_units_pass_systemd_analyze_verify() {
-    let service = readme_block("ini", "/etc/systemd/system/relink.service");
-    let timer = readme_block("ini", "/etc/systemd/system/relink.timer");
+fn the_monitoring_page_systemd_units_pass_systemd_analyze_verify() {
+    let service = monitoring_block("ini", "/etc/systemd/system/relink.service");
+    let timer = monitoring_block("ini", "/etc/systemd/system/relink.timer");
     assert!(service.contains("\nType=oneshot\n"), "{service}");
     assert!(
         service.contains("--metrics-file /var/lib/node_exporter/textfile_collector/"),
@@ -1114,7 +1100,10 @@ fn the_readme_systemd_units_pass_systemd_analyze_verify() {
     assert!(service.contains("\nSuccessExitStatus=130\n"), "{service}");
     assert!(timer.contains("\nPersistent=true\n"), "{timer}");
     if !installed("systemd-analyze") {
-        note_missing("systemd-analyze", "verifying the README's systemd units");
+        note_missing(
+            "systemd-analyze",
+            "verifying the systemd units of docs/monitoring.md",
+        );
         return;
     }
     let dir = scratch("obs_systemd");
@@ -1147,8 +1136,9 @@ fn yaml(text: &str) -> yaml_rust2::Yaml {
 }
 
 #[tokio::test]
-async fn the_readme_cronjob_forbids_overlap_keeps_exit_codes_and_pushes_the_final_metrics() {
-    let manifest = yaml(&readme_block("yaml", "relink-cronjob.yaml"));
+async fn the_monitoring_page_cronjob_forbids_overlap_keeps_exit_codes_and_pushes_the_final_metrics()
+{
+    let manifest = yaml(&monitoring_block("yaml", "relink-cronjob.yaml"));
     assert_eq!(manifest["apiVersion"].as_str(), Some("batch/v1"));
     assert_eq!(manifest["kind"].as_str(), Some("CronJob"));
     let spec = &manifest["spec"];
@@ -1253,11 +1243,7 @@ async fn the_readme_cronjob_forbids_overlap_keeps_exit_codes_and_pushes_the_fina
         &dir.join("volume-2"),
     );
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("metrics not pushed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "metrics not pushed");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
@@ -1275,8 +1261,8 @@ fn expand(template: &str, labels: &[(&str, &str)]) -> String {
 }
 
 #[tokio::test]
-async fn the_readme_alert_rules_use_emitted_metrics_and_fire_when_they_should() {
-    let text = readme_block("yaml", "relink-alerts.yml");
+async fn the_monitoring_page_alert_rules_use_emitted_metrics_and_fire_when_they_should() {
+    let text = monitoring_block("yaml", "relink-alerts.yml");
     let rules = yaml(&text);
     let rules = rules["groups"][0]["rules"].as_vec().expect("rules").clone();
     let alert = |name: &str| {
@@ -1331,17 +1317,7 @@ async fn the_readme_alert_rules_use_emitted_metrics_and_fire_when_they_should() 
     }
     let rules_file = dir.join("relink-alerts.yml");
     std::fs::write(&rules_file, &text).expect("rules");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules_file)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check rules:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_promtool(&["check", "rules"], &rules_file, "");
 
     // The alerts fire when they should, and only then.
     let annotations = |rule: &yaml_rust2::Yaml, labels: &[(&str, &str)]| -> String {
@@ -1422,16 +1398,6 @@ tests:
     );
     let tests_file = dir.join("relink-alerts.test.yml");
     std::fs::write(&tests_file, &tests).expect("tests");
-    let out = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&tests_file)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool test rules:\n{}{}\n{tests}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_promtool(&["test", "rules"], &tests_file, &format!("\n{tests}"));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::application::{self, Activity, Kind};
 use crate::harness::{
-    assert_no_panic, assert_success, connect, json_summary, send_signal, spawn, stderr,
-    verify_check, wait_stopped, TestDb,
+    assert_no_panic, assert_stderr_has, assert_success, connect, json_summary, send_signal, stderr,
+    verify_check, TestDb,
 };
 
 /// relink's target chunk time in these tests: small chunks.
@@ -123,11 +123,10 @@ async fn run_beside(db: &TestDb, kind: Kind) -> Beside {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_application_that_keeps_the_contract_and_relink_never_collide() {
-    let db = TestDb::new("o_contract").await;
-    db.generate(4000);
-    let beside = run_beside(&db, Kind::KeepsContract).await;
+/// [`run_beside`], where relink succeeds, no application transaction
+/// fails and the application did more than 300 of them.
+async fn run_beside_cleanly(db: &TestDb, kind: Kind) -> Beside {
+    let beside = run_beside(db, kind).await;
     let (out, activity) = (&beside.out, &beside.activity);
     assert_success(out);
     assert_no_panic(out);
@@ -137,6 +136,15 @@ async fn an_application_that_keeps_the_contract_and_relink_never_collide() {
         activity.failures
     );
     assert!(activity.total() > 300, "{}", activity.describe());
+    beside
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_application_that_keeps_the_contract_and_relink_never_collide() {
+    let db = TestDb::new("o_contract").await;
+    db.generate(4000);
+    let beside = run_beside_cleanly(&db, Kind::KeepsContract).await;
+    let activity = &beside.activity;
     assert!(
         activity.skipped_adds > 0,
         "the application never met a row relink created: {}",
@@ -156,17 +164,9 @@ async fn an_application_that_keeps_the_contract_and_relink_never_collide() {
 async fn an_application_that_does_not_lock_is_mended_by_repair() {
     let db = TestDb::new("o_nolock").await;
     db.generate(4000);
-    db.client.batch_execute(USER_FIRST).await.expect("schema");
-    let beside = run_beside(&db, Kind::DoesNotLock).await;
-    let (out, activity) = (&beside.out, &beside.activity);
-    assert_success(out);
-    assert_no_panic(out);
-    assert!(
-        activity.failures.is_empty(),
-        "application transactions failed: {:?}",
-        activity.failures
-    );
-    assert!(activity.total() > 300, "{}", activity.describe());
+    db.batch(USER_FIRST).await;
+    let beside = run_beside_cleanly(&db, Kind::DoesNotLock).await;
+    let activity = &beside.activity;
     assert_waits_bounded(&beside);
     let rerun = db.run(&["run", "--format", "json"]);
     assert_success(&rerun);
@@ -213,32 +213,6 @@ async fn an_application_that_does_not_lock_is_mended_by_repair() {
     assert_no_collision(&db);
 }
 
-/// The backend of this database's relink writer inside its chunk's
-/// transaction (with `--writers 1`, the only one).
-async fn writer_backend(db: &TestDb) -> i32 {
-    let started = Instant::now();
-    loop {
-        let row = db
-            .client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE datname = current_database() AND application_name LIKE 'relink run%'
-                    AND state = 'idle in transaction'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity");
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no relink writer inside a chunk"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Polls `sql` (one boolean) every 2 ms until it is true or `within` ends.
 async fn until(client: &tokio_postgres::Client, sql: &str, within: Duration) -> bool {
     let started = Instant::now();
@@ -266,45 +240,42 @@ async fn lock_cycle() -> bool {
     // The application deletes accounts user-first; a gate in its deletion,
     // between taking the user's row and cascading to the profile, lets the
     // test line the two up.
-    db.client
-        .batch_execute(&format!(
-            "{USER_FIRST};
+    db.batch(&format!(
+        "{USER_FIRST};
              CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql
                AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN OLD; END $$;
              CREATE TRIGGER gate BEFORE DELETE ON users FOR EACH ROW EXECUTE FUNCTION gate();"
-        ))
-        .await
-        .expect("the application's schema");
-    let user: String = db
-        .client
-        .query_one(
+    ))
+    .await;
+    let user = db
+        .text(
             "SELECT \"userId\" FROM profiles WHERE \"socialLinks\" IS NOT NULL ORDER BY id LIMIT 1",
-            &[],
         )
-        .await
-        .expect("a profile")
-        .get(0);
+        .await;
     let gate = connect(&db.url).await;
     gate.batch_execute("SELECT pg_advisory_lock(42)")
         .await
         .expect("close the gate");
 
     // relink stops at its first chunk's lock phase (one chunk: every profile).
-    let mut cmd = db.relink();
-    cmd.env(relink::test_hook::STOP_AT, "lock-phase").args([
-        "run",
-        "--writers",
-        "1",
-        "--chunk-size",
-        "1000",
-        "--retries",
-        "20",
-        "--format",
-        "json",
-    ]);
-    let child = spawn(cmd);
-    wait_stopped(child.pid, Duration::from_secs(30)).await;
-    let relink_pid = writer_backend(&db).await;
+    let child = db
+        .spawn_stopped_at(
+            "lock-phase",
+            &[
+                "run",
+                "--writers",
+                "1",
+                "--chunk-size",
+                "1000",
+                "--retries",
+                "20",
+                "--format",
+                "json",
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+    let relink_pid = db.writer_in_chunk().await;
 
     // The application takes the user's row, and waits at the gate.
     let app = connect(&db.url).await;
@@ -374,7 +345,7 @@ async fn lock_cycle() -> bool {
             .find(|l| l.contains("retry"))
             .unwrap_or_default()
     );
-    assert!(stderr(&out).contains("lock timeout"), "{}", stderr(&out));
+    assert_stderr_has(&out, "lock timeout");
     assert_eq!(json_summary(&out)["profiles_gone"], 1);
     assert_no_collision(&db);
     assert_success(&db.run(&["verify", "--strict"]));
@@ -396,34 +367,20 @@ async fn a_lock_cycle_with_an_application_that_deletes_user_first_is_relinks_to_
 async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are_under_the_lock() {
     let db = TestDb::new("o_read_then_changed").await;
     db.generate(300);
-    let profiles: Vec<(String, String)> = db
-        .client
-        .query(
-            "SELECT id, \"userId\" FROM profiles
-              WHERE jsonb_typeof(\"socialLinks\") = 'object' ORDER BY id LIMIT 2",
-            &[],
-        )
-        .await
-        .expect("two profiles")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let profiles = db.object_profiles(2, false).await;
     let [(edited, edited_user), (deleted, deleted_user)] = &profiles[..] else {
         panic!("two object-shaped profiles");
     };
 
     // relink has read its first chunk (every profile) and stops before
     // locking it; the application edits one profile and deletes another.
-    let mut cmd = db.relink();
-    cmd.env(relink::test_hook::STOP_AT, "lock-phase").args([
-        "run",
-        "--chunk-size",
-        "1000",
-        "--format",
-        "json",
-    ]);
-    let child = spawn(cmd);
-    wait_stopped(child.pid, Duration::from_secs(30)).await;
+    let child = db
+        .spawn_stopped_at(
+            "lock-phase",
+            &["run", "--chunk-size", "1000", "--format", "json"],
+            Duration::from_secs(30),
+        )
+        .await;
     let app = connect(&db.url).await;
     let lock = application::lock_statement();
     app.batch_execute("BEGIN").await.expect("begin");

@@ -24,7 +24,8 @@ use relink::db::pooler::{self, Pooling};
 use tokio_postgres::NoTls;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, stderr, stdout, PooledTestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_success, json_summary, stderr, stdout,
+    Server, TestDb,
 };
 
 /// Profiles generated (fixed seed): several chunks of [`CHUNK`].
@@ -32,7 +33,7 @@ const PROFILES: &str = "400";
 const CHUNK: &str = "100";
 
 /// Advisory locks held on the server for `db`'s database, by anyone.
-async fn advisory_locks(db: &PooledTestDb) -> i64 {
+async fn advisory_locks(db: &TestDb) -> i64 {
     db.count(&format!(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
           WHERE l.locktype = 'advisory' AND d.datname = '{}'",
@@ -43,7 +44,7 @@ async fn advisory_locks(db: &PooledTestDb) -> i64 {
 
 /// Whether relink's state schema exists, and the links in `profile_links`
 /// (`generate` makes some, as users of the new API would).
-async fn written(db: &PooledTestDb) -> (i64, i64) {
+async fn written(db: &TestDb) -> (i64, i64) {
     (
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -78,28 +79,22 @@ fn ok(out: Output) -> Output {
 
 #[tokio::test]
 async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connection() {
-    let pooled = PooledTestDb::new("pool_session").await;
-    let direct = PooledTestDb::new("pool_direct").await;
-    let (via, plain) = (pooled.session_url.as_str(), direct.url.as_str());
-    ok(pooled.run(via, &["generate", "--profiles", PROFILES]));
-    ok(direct.run(plain, &["generate", "--profiles", PROFILES]));
+    let pooled = TestDb::on(Server::Pooler, "pool_session").await;
+    let direct = TestDb::on(Server::Pooler, "pool_direct").await;
+    let session_url = pooled.session_url();
+    let (via, plain) = (session_url.as_str(), direct.url.as_str());
+    ok(pooled.run_on(via, &["generate", "--profiles", PROFILES]));
+    ok(direct.run_on(plain, &["generate", "--profiles", PROFILES]));
     let before = written(&pooled).await;
     assert_eq!(before.0, 0);
 
-    let dry = [
-        "run",
-        "--dry-run",
-        "--format",
-        "json",
-        "--chunk-size",
-        CHUNK,
-    ];
-    let (a, b) = (ok(pooled.run(via, &dry)), ok(direct.run(plain, &dry)));
+    let dry = ["run", "--dry-run", "--format=json", "--chunk-size", CHUNK];
+    let (a, b) = (ok(pooled.run_on(via, &dry)), ok(direct.run_on(plain, &dry)));
     assert_eq!(figures(&json_summary(&a)), figures(&json_summary(&b)));
     assert_eq!(written(&pooled).await, before, "a dry run writes nothing");
 
     let run = ["run", "--format", "json", "--chunk-size", CHUNK];
-    let (a, b) = (ok(pooled.run(via, &run)), ok(direct.run(plain, &run)));
+    let (a, b) = (ok(pooled.run_on(via, &run)), ok(direct.run_on(plain, &run)));
     let summary = json_summary(&a);
     assert_eq!(summary["status"], "completed", "{summary}");
     assert!(summary["links_created"].as_u64().is_some_and(|n| n > 400));
@@ -107,7 +102,10 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
     assert_eq!(pooled.links_checksum().await, direct.links_checksum().await);
 
     let verify = ["verify", "--strict", "--format", "json"];
-    let (a, b) = (ok(pooled.run(via, &verify)), ok(direct.run(plain, &verify)));
+    let (a, b) = (
+        ok(pooled.run_on(via, &verify)),
+        ok(direct.run_on(plain, &verify)),
+    );
     let report: serde_json::Value = serde_json::from_str(stdout(&a).trim()).expect("JSON");
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(
@@ -117,9 +115,9 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
 
     let status = ["status", "--format", "json"];
     let a: serde_json::Value =
-        serde_json::from_str(stdout(&ok(pooled.run(via, &status))).trim()).expect("JSON");
+        serde_json::from_str(stdout(&ok(pooled.run_on(via, &status))).trim()).expect("JSON");
     let b: serde_json::Value =
-        serde_json::from_str(stdout(&ok(direct.run(plain, &status))).trim()).expect("JSON");
+        serde_json::from_str(stdout(&ok(direct.run_on(plain, &status))).trim()).expect("JSON");
     assert_eq!(a["runs"][0]["status"], "completed", "{a}");
     assert_eq!(a["ledger"], b["ledger"]);
     assert_eq!(a["lock_holder"], serde_json::Value::Null);
@@ -129,7 +127,7 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
     // relink's before anything is written) that fails quoting one.
     let show = "SELECT (current_setting('idle_in_transaction_session_timeout') || '/' \
                 || current_setting('lock_timeout') || '/' || current_setting('TimeZone'))::int = 0";
-    let out = pooled.run(
+    let out = pooled.run_on(
         via,
         &[
             "--idle-timeout",
@@ -142,19 +140,15 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
         ],
     );
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("\"7s/3s/UTC\""), "{}", stderr(&out));
+    assert_stderr_has(&out, "\"7s/3s/UTC\"");
 
     // An `options` of the operator's own, which the pooler refuses, is not
     // silently dropped: relink says so and how to set it instead.
     let with_options = format!("{via}?options=-c%20work_mem%3D7MB");
-    let out = pooled.run(&with_options, &["status"]);
+    let out = pooled.run_on(&with_options, &["status"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("the server refused the startup parameter \"options\"")
-            && stderr(&out).contains("ALTER ROLE"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "the server refused the startup parameter \"options\"");
+    assert_stderr_has(&out, "ALTER ROLE");
 
     // The fix it names works through the pooler: a setting on the role,
     // in force for server sessions started after it (the pooler's idle ones
@@ -169,7 +163,7 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
         ))
         .await
         .expect("ALTER ROLE … SET");
-    let out = pooled.run(
+    let out = pooled.run_on(
         via,
         &[
             "run",
@@ -177,10 +171,13 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
             "SELECT current_setting('work_mem')::int = 0",
         ],
     );
-    assert!(stderr(&out).contains("\"7MB\""), "{}", stderr(&out));
+    assert_stderr_has(&out, "\"7MB\"");
 
     let purge = ["purge", "--yes", "--format", "json", "--chunk-size", CHUNK];
-    let (a, b) = (ok(pooled.run(via, &purge)), ok(direct.run(plain, &purge)));
+    let (a, b) = (
+        ok(pooled.run_on(via, &purge)),
+        ok(direct.run_on(plain, &purge)),
+    );
     assert_eq!(
         json_summary(&a)["links_deleted"],
         json_summary(&b)["links_deleted"]
@@ -196,12 +193,12 @@ async fn through_pgbouncer_in_session_mode_every_command_equals_a_direct_connect
 /// The refusal: exit 1, one line on stderr naming the pooler (its address
 /// and mode) and the fix, never a "prepared statement" error.
 #[track_caller]
-fn assert_refused(out: &Output, db: &PooledTestDb, what: &str) {
+fn assert_refused(out: &Output, db: &TestDb, what: &str) {
     assert_code(out, 1);
     assert_no_panic(out);
     let err = stderr(out);
-    let port = db
-        .transaction_url
+    let url = db.transaction_url();
+    let port = url
         .split(':')
         .nth(2)
         .and_then(|rest| rest.split('/').next())
@@ -222,11 +219,12 @@ fn assert_refused(out: &Output, db: &PooledTestDb, what: &str) {
 
 #[tokio::test]
 async fn through_pgbouncer_in_transaction_mode_every_command_refuses_before_writing_or_locking() {
-    let db = PooledTestDb::new("pool_txn").await;
-    ok(db.run(&db.url, &["generate", "--profiles", PROFILES]));
+    let db = TestDb::on(Server::Pooler, "pool_txn").await;
+    ok(db.run(&["generate", "--profiles", PROFILES]));
     let before = written(&db).await;
     assert_eq!(before.0, 0);
-    let via = db.transaction_url.as_str();
+    let via = db.transaction_url();
+    let via = via.as_str();
     let commands: [&[&str]; 10] = [
         &["run"],
         &["run", "--dry-run"],
@@ -240,19 +238,19 @@ async fn through_pgbouncer_in_transaction_mode_every_command_refuses_before_writ
         &["resume"],
     ];
     for args in commands {
-        let out = db.run(via, args);
+        let out = db.run_on(via, args);
         assert_refused(&out, &db, &args.join(" "));
         assert_eq!(written(&db).await, before, "{args:?} wrote something");
         assert_eq!(advisory_locks(&db).await, 0, "{args:?} left a lock");
     }
 
     // With a migration done (directly), nothing of it moves either.
-    ok(db.run(&db.url, &["run", "--chunk-size", CHUNK]));
+    ok(db.run(&["run", "--chunk-size", CHUNK]));
     let links = db.links_checksum().await;
     let runs = db.count("SELECT count(*) FROM relink.runs").await;
     let ledger = db.count("SELECT count(*) FROM relink.ledger").await;
     for args in commands {
-        let out = db.run(via, args);
+        let out = db.run_on(via, args);
         assert_refused(&out, &db, &args.join(" "));
         assert_eq!(advisory_locks(&db).await, 0, "{args:?} left a lock");
     }
@@ -261,7 +259,7 @@ async fn through_pgbouncer_in_transaction_mode_every_command_refuses_before_writ
     assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, ledger);
     assert_eq!(db.count("SELECT count(*) FROM relink.pauses").await, 0);
     // And a direct connection finds the lock free and nothing pending.
-    let out = ok(db.run(&db.url, &["status", "--format", "json"]));
+    let out = ok(db.run(&["status", "--format", "json"]));
     let status: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("JSON");
     assert_eq!(status["lock_holder"], serde_json::Value::Null, "{status}");
     assert_eq!(status["runs"][0]["status"], "completed", "{status}");
@@ -279,11 +277,11 @@ async fn bare(url: &str) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn the_pooler_check_tells_transaction_mode_from_a_session_of_its_own_every_time() {
-    let db = PooledTestDb::new("pool_probe").await;
+    let db = TestDb::on(Server::Pooler, "pool_probe").await;
     for (url, transaction) in [
         (&db.url, false),
-        (&db.session_url, false),
-        (&db.transaction_url, true),
+        (&db.session_url(), false),
+        (&db.transaction_url(), true),
     ] {
         for round in 0..5 {
             let client = bare(url).await;
@@ -304,8 +302,8 @@ async fn the_pooler_check_tells_transaction_mode_from_a_session_of_its_own_every
     // pooler refused, with the message commands print; the session pooler
     // and the server itself pass.
     for (url, refused) in [
-        (&db.transaction_url, true),
-        (&db.session_url, false),
+        (&db.transaction_url(), true),
+        (&db.session_url(), false),
         (&db.url, false),
     ] {
         let cli = relink::cli::Cli::parse_from(["relink", "--database-url", url, "status"]);
@@ -330,27 +328,22 @@ async fn the_pooler_check_tells_transaction_mode_from_a_session_of_its_own_every
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relink_killed_behind_a_session_pooler_leaves_no_lock_on_its_server_sessions() {
-    let db = PooledTestDb::new("pool_kill").await;
-    ok(db.run(&db.url, &["generate", "--profiles", PROFILES]));
-    let via = db.session_url.as_str();
+    let db = TestDb::on(Server::Pooler, "pool_kill").await;
+    ok(db.run(&["generate", "--profiles", PROFILES]));
+    let via = db.session_url();
+    let via = via.as_str();
     // Held by a pause, the run holds its lock (two keys, two sessions) and
     // waits before its first chunk.
-    ok(db.run(via, &["pause", "--reason", "test"]));
-    let mut cmd = db.relink(via);
+    ok(db.run_on(via, &["pause", "--reason", "test"]));
+    let mut cmd = db.relink_on(via);
     cmd.arg("run");
     let run = crate::harness::spawn(cmd);
-    let started = std::time::Instant::now();
-    while db
-        .count("SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the run never waited on the pause"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    db.wait_for_count(
+        "SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL",
+        std::time::Duration::from_secs(60),
+        "the run never waited on the pause",
+    )
+    .await;
     assert_eq!(advisory_locks(&db).await, 2, "the run's two lock keys");
     crate::harness::send_signal(run.pid, "KILL");
     let out = run.wait(std::time::Duration::from_secs(30)).await;
@@ -366,7 +359,7 @@ async fn a_relink_killed_behind_a_session_pooler_leaves_no_lock_on_its_server_se
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    ok(db.run(via, &["resume"]));
-    let out = ok(db.run(via, &["run", "--format", "json"]));
+    ok(db.run_on(via, &["resume"]));
+    let out = ok(db.run_on(via, &["run", "--format", "json"]));
     assert_eq!(json_summary(&out)["status"], "completed");
 }

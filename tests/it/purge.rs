@@ -8,7 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_success, json_summary, send_signal, stderr, stdout, TestDb,
+    assert_code, assert_stderr_has, assert_success, json_summary, send_signal, stderr, stdout,
+    TestDb,
 };
 
 /// One profile_links row, keyed by id elsewhere.
@@ -100,14 +101,8 @@ async fn edit_row(db: &TestDb, id: &str) {
 }
 
 async fn add_user_row(db: &TestDb, id: &str, user: &str, profile: &str, position: i32) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ($1, $2, $3, 'My site', $4, 'website', $5, now())",
-            &[&id, &user, &profile, &format!("https://{id}.example.net/"), &position],
-        )
-        .await
-        .expect("user row");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ($1, $2, $3, 'My site', $4, 'website', $5, now())", &[&id, &user, &profile, &format!("https://{id}.example.net/"), &position]).await;
 }
 
 /// The figure on a line of the text summary that starts with `label`.
@@ -174,9 +169,7 @@ fn assert_restored(
 
 #[tokio::test]
 async fn purge_deletes_only_unedited_migrated_rows_and_a_rerun_restores_them() {
-    let db = TestDb::new("purge_main").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_main", 1000).await;
     let migrated = ledger_ids(&db, None).await;
     assert!(migrated.len() > 1500, "{}", migrated.len());
 
@@ -203,7 +196,7 @@ async fn purge_deletes_only_unedited_migrated_rows_and_a_rerun_restores_them() {
         .output()
         .expect("run relink");
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_stderr_has(&out, "--yes");
     assert_eq!(db.checksum_all().await, all);
 
     // --dry-run: lists and counts, deletes nothing.
@@ -290,9 +283,7 @@ async fn purge_deletes_only_unedited_migrated_rows_and_a_rerun_restores_them() {
 
 #[tokio::test]
 async fn include_edited_also_deletes_edited_rows() {
-    let db = TestDb::new("purge_incl").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_incl", 1000).await;
     let original = links(&db).await;
     let migrated = ledger_ids(&db, None).await;
     let users = users_with_only_migrated_rows(&db, &migrated, 1).await;
@@ -348,13 +339,7 @@ async fn purge_of_one_run_removes_only_its_rows() {
     let rows = db.migrated_object_profiles(5).await;
     assert_eq!(rows.len(), 5);
     for (i, (id, _)) in rows.iter().enumerate() {
-        db.client
-            .execute(
-                "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz later', $2::text) WHERE id = $1",
-                &[&id, &format!("https://run-two-{i}.example.org/")],
-            )
-            .await
-            .expect("append");
+        db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz later', $2::text) WHERE id = $1", &[&id, &format!("https://run-two-{i}.example.org/")]).await;
     }
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
@@ -393,11 +378,7 @@ async fn purge_refuses_an_unknown_run_and_a_database_never_migrated() {
     db.generate(300);
     let out = db.run(&["purge", "--yes"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("nothing to purge"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "nothing to purge");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -435,26 +416,18 @@ async fn purge_refuses_an_unknown_run_and_a_database_never_migrated() {
     let before = db.checksum_all().await;
     let out = db.run(&["purge", "--yes", "--run", "2"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("run 2 is a purge run"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "run 2 is a purge run");
     assert_eq!(db.checksum_all().await, before);
 }
 
 #[tokio::test]
 async fn rows_users_deleted_count_as_gone_and_are_never_resurrected() {
-    let db = TestDb::new("purge_gone").await;
-    db.generate(1000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_gone", 1000).await;
     let migrated = ledger_ids(&db, None).await;
     let users = users_with_only_migrated_rows(&db, &migrated, 1).await;
     let deleted = first_row(&db, &users[0].0).await;
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
-        .await
-        .expect("delete");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await;
     let before = links(&db).await;
 
     let out = db.run(&["purge", "--dry-run"]);
@@ -494,10 +467,8 @@ async fn interrupted_purge_equals_clean_purge(tag: &str, signal: &str, expect_co
     let edited = first_row(&db, &users[0].0).await;
     edit_row(&db, &edited).await;
     let deleted = first_row(&db, &users[1].0).await;
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
-        .await
-        .expect("delete");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await;
     let clean = TestDb::clone_of(&mut db, &format!("{tag}_c")).await;
     assert_success(&clean.run(&["purge", "--yes", "-q"]));
     let total = db.count("SELECT count(*) FROM profile_links").await;
@@ -613,9 +584,7 @@ fn purge_on_a_terminal(db: &TestDb, answer: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn on_a_terminal_purge_asks_and_only_yes_purges() {
-    let db = TestDb::new("purge_tty").await;
-    db.generate(300);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("purge_tty", 300).await;
     let migrated = ledger_ids(&db, None).await;
     assert!(migrated.len() > 400);
     let before = db.checksum_all().await;

@@ -92,17 +92,8 @@ async fn a_dry_run_over_real_world_values_labels_well_known_platforms() {
     let db = TestDb::new("real_world").await;
     for (i, (_, social)) in values.iter().enumerate() {
         let (user, profile) = (format!("u{i:03}"), format!("p{i:03}"));
-        db.client
-            .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
-            .await
-            .expect("user");
-        db.client
-            .execute(
-                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3)",
-                &[&profile, &user, social],
-            )
-            .await
-            .expect("profile");
+        db.insert_profile(&user, &profile, &social.to_string())
+            .await;
     }
 
     let out = db.run(&["run", "--dry-run", "--report", "-"]);

@@ -4,11 +4,11 @@
 //! `--dry-run`, the refusal without `--yes` off a terminal, exit 3 for
 //! what is the application's to mend, resuming, and purge afterwards.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout,
-    verify_check, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success,
+    json_summary, send_signal, stderr, stdout, verify_check, TestDb,
 };
 
 /// The application's rows of these tests (and the generated ones users
@@ -36,14 +36,8 @@ async fn migrated_users(db: &TestDb, n: i64) -> Vec<(String, String)> {
 
 /// Adds an application row for `user`.
 async fn app_row(db: &TestDb, id: &str, user: &(String, String), url: &str, position: i32) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ($1, $2, $3, 'Added by the app', $4, 'website', $5, '2030-01-01')",
-            &[&id, &user.0, &user.1, &url, &position],
-        )
-        .await
-        .expect("an application row");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ($1, $2, $3, 'Added by the app', $4, 'website', $5, '2030-01-01')", &[&id, &user.0, &user.1, &url, &position]).await;
 }
 
 /// (id, url, position) of a user's rows, by position and id.
@@ -66,9 +60,7 @@ async fn rows_of(db: &TestDb, user: &str) -> Vec<(String, String, i32)> {
 /// one link (user 2), its row at the position of a relink row the user
 /// edited (user 3). Returns the users and relink's duplicate row.
 async fn raced(tag: &str) -> (TestDb, Vec<(String, String)>, String) {
-    let db = TestDb::new(tag).await;
-    db.generate(300);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated(tag, 300).await;
     let users = migrated_users(&db, 4).await;
     assert_eq!(users.len(), 4);
     let first = |user: usize| {
@@ -105,13 +97,11 @@ async fn raced(tag: &str) -> (TestDb, Vec<(String, String)>, String) {
     // User 3: the user edited relink's first row; the application added at
     // its position.
     let (edited, _, position) = first(3).await;
-    db.client
-        .execute(
-            "UPDATE profile_links SET label = 'Edited', \"updatedAt\" = '2031-01-01' WHERE id = $1",
-            &[&edited],
-        )
-        .await
-        .expect("edit relink's row");
+    db.exec(
+        "UPDATE profile_links SET label = 'Edited', \"updatedAt\" = '2031-01-01' WHERE id = $1",
+        &[&edited],
+    )
+    .await;
     app_row(
         &db,
         "app-at-edited",
@@ -139,11 +129,7 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
     // Without --yes and without a terminal: refused, nothing changed.
     let out = db.run(&["repair"]);
     assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("refusing to repair without confirmation"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "refusing to repair without confirmation");
     assert_eq!(db.checksum_all().await, before);
 
     // The dry run lists, changes nothing, and says what is left (exit 3).
@@ -235,13 +221,11 @@ async fn repair_mends_relinks_rows_lists_the_applications_and_exits_3() {
 
     // The application mends its own; then everything passes, a second
     // repair has nothing to do, and no run creates relink's deleted row.
-    db.client
-        .batch_execute(
-            "DELETE FROM profile_links WHERE id = 'app-own2';
+    db.batch(
+        "DELETE FROM profile_links WHERE id = 'app-own2';
              UPDATE profile_links SET position = 1000 WHERE id = 'app-at-edited';",
-        )
-        .await
-        .expect("the application's own fix");
+    )
+    .await;
     assert_success(&db.run(&["verify", "--strict"]));
     let out = db.run(&["repair", "--yes", "--format", "json"]);
     assert_success(&out);
@@ -294,27 +278,21 @@ async fn an_interrupted_repair_resumes_after_its_checkpoint() {
         "--throttle-query",
         hold,
     ]);
-    let started = Instant::now();
-    while db
-        .count("SELECT count(*) FROM relink.runs WHERE mode = 'repair' AND waiting IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the repair never waited after its first chunk"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_count(
+        "SELECT count(*) FROM relink.runs WHERE mode = 'repair' AND waiting IS NOT NULL",
+        Duration::from_secs(30),
+        "the repair never waited after its first chunk",
+    )
+    .await;
     send_signal(child.pid, "TERM");
     let out = child.wait(Duration::from_secs(30)).await;
     assert_code(&out, 130);
-    assert!(stdout(&out).contains("(interrupted)"), "{}", stdout(&out));
+    assert_stdout_has(&out, "(interrupted)");
 
     // The rest: 3 if what is the application's to mend lies after the
     // checkpoint, else 0.
     let out = db.run(&["repair", "--yes", "--chunk-size", "20"]);
     assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
-    assert!(stderr(&out).contains("resuming repair"), "{}", stderr(&out));
+    assert_stderr_has(&out, "resuming repair");
     assert_eq!(db.links_checksum().await, unbroken.links_checksum().await);
 }

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, connect, json_summary, links_checksum_of, spawn,
-    stderr, stdout, ReplicaTestDb, TestDb,
+    assert_code, assert_no_panic, assert_stderr_has, assert_stdout_has, assert_success, connect,
+    json_summary, links_checksum_of, spawn, stderr, Server, TestDb,
 };
 
 /// The end state of a clean plain run over the same generated data.
@@ -27,20 +27,8 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
-async fn ledger_rows(db: &ReplicaTestDb) -> i64 {
-    let exists = count(
-        &db.client,
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-    )
-    .await;
-    if exists == 0 {
-        return 0;
-    }
-    count(&db.client, "SELECT count(*) FROM relink.ledger").await
-}
-
 /// What the run record says the run waits for, if anything.
-async fn waiting(db: &ReplicaTestDb) -> Option<String> {
+async fn waiting(db: &TestDb) -> Option<String> {
     db.client
         .query_opt(
             "SELECT to_jsonb(r)->>'waiting' FROM relink.runs r WHERE status = 'running'",
@@ -52,15 +40,6 @@ async fn waiting(db: &ReplicaTestDb) -> Option<String> {
         .and_then(|r| r.get(0))
 }
 
-fn generate(db: &ReplicaTestDb, profiles: u64) {
-    let out = db
-        .relink(&db.url)
-        .args(["generate", "--profiles", &profiles.to_string()])
-        .output()
-        .expect("generate");
-    assert_success(&out);
-}
-
 /// Runs relink with replay paused and `extra` arguments; checks that it
 /// stops committing once the lag passes 2 s, waits naming `named`, and
 /// completes equal to a clean run after replay resumes.
@@ -68,12 +47,12 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
     const PROFILES: u64 = 20_000;
     const CHUNK: i64 = 200;
     let expected = clean_checksum(PROFILES).await;
-    let db = ReplicaTestDb::exclusive(tag).await;
-    generate(&db, PROFILES);
+    let db = TestDb::on(Server::ReplicaExclusive, tag).await;
+    db.generate(PROFILES);
     db.wait_replayed(Duration::from_secs(60)).await;
 
     let replay = db.pause_replay().await;
-    let mut cmd = db.relink(&db.url);
+    let mut cmd = db.relink();
     cmd.args([
         "run",
         "--max-replica-lag",
@@ -106,40 +85,26 @@ async fn lag_holds_the_run(tag: &str, extra: &[String], named: &str) {
         reason.contains(named) && reason.contains("lags"),
         "{reason}"
     );
-    let at_wait = ledger_rows(&db).await;
+    let at_wait = db.ledger_rows().await;
     assert!(
         at_wait < i64::try_from(PROFILES).unwrap_or(i64::MAX) * 9 / 10,
         "the run was nearly done before it waited: {at_wait}"
     );
     // At most the chunks in flight (one per writer) commit after that.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = ledger_rows(&db).await;
-    assert!(
-        settled - at_wait <= 2 * CHUNK,
-        "{} more profiles",
-        settled - at_wait
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        ledger_rows(&db).await,
-        settled,
-        "chunks committed while the replica lagged"
-    );
+    db.assert_ledger_settles(
+        at_wait,
+        2 * CHUNK,
+        Duration::from_secs(2),
+        "chunks committed while the replica lagged",
+    )
+    .await;
 
     replay.resume().await;
     let out = child.wait(Duration::from_secs(180)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(
-        stderr(&out).contains("waiting before the next chunk: replica"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("carrying on after waiting"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "waiting before the next chunk: replica");
+    assert_stderr_has(&out, "carrying on after waiting");
     let summary = json_summary(&out);
     let waited = summary["throttled_seconds"]["replica_lag"]
         .as_f64()
@@ -168,16 +133,14 @@ async fn a_replica_named_with_replica_is_measured_on_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replica_side_measure_sees_replay_stop() {
-    let db = ReplicaTestDb::exclusive("r_measure").await;
-    let replica = connect(&db.replica_url).await;
+    let db = TestDb::on(Server::ReplicaExclusive, "r_measure").await;
+    let replica = connect(&db.replica_url()).await;
     let before = relink::throttle::replica::replica_sample(&replica, "r")
         .await
         .expect("sample");
     let replay = db.pause_replay().await;
-    db.client
-        .batch_execute("CREATE TABLE filler AS SELECT g AS n FROM generate_series(1, 50000) g")
-        .await
-        .expect("write on the primary");
+    db.batch("CREATE TABLE filler AS SELECT g AS n FROM generate_series(1, 50000) g")
+        .await;
     let started = Instant::now();
     let paused = loop {
         let sample = relink::throttle::replica::replica_sample(&replica, "r")
@@ -216,9 +179,9 @@ async fn the_replica_side_measure_sees_replay_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
-    let db = ReplicaTestDb::new("r_nomon").await;
-    generate(&db, 300);
-    let out = db.relink(&db.nomon_url).arg("run").output().expect("run");
+    let db = TestDb::on(Server::Replica, "r_nomon").await;
+    db.generate(300);
+    let out = db.run_on(&db.nomon_url(), &["run"]);
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("GRANT pg_monitor TO relink_nomon"), "{err}");
@@ -232,19 +195,14 @@ async fn without_pg_monitor_relink_fails_closed_before_any_write_unless_off() {
         0,
         "wrote before checking"
     );
-    let out = db
-        .relink(&db.nomon_url)
-        .args(["run", "--max-replica-lag", "off"])
-        .output()
-        .expect("run");
+    let out = db.run_on(&db.nomon_url(), &["run", "--max-replica-lag", "off"]);
     assert_success(&out);
     assert!(count(&db.client, "SELECT count(*) FROM relink.ledger").await > 0);
     // The same role may purge with the gate off too.
-    let out = db
-        .relink(&db.nomon_url)
-        .args(["purge", "--yes", "--max-replica-lag", "off"])
-        .output()
-        .expect("purge");
+    let out = db.run_on(
+        &db.nomon_url(),
+        &["purge", "--yes", "--max-replica-lag", "off"],
+    );
     assert_success(&out);
 }
 
@@ -307,10 +265,10 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
-    let db = ReplicaTestDb::new("r_unreachable").await;
-    generate(&db, 20_000);
+    let db = TestDb::on(Server::Replica, "r_unreachable").await;
+    db.generate(20_000);
     let out = db
-        .relink(&db.url)
+        .relink()
         .args([
             "run",
             "--replica",
@@ -319,7 +277,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         .output()
         .expect("run");
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("--replica"), "{}", stderr(&out));
+    assert_stderr_has(&out, "--replica");
     assert_eq!(
         count(
             &db.client,
@@ -329,7 +287,7 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         0
     );
 
-    let replica = url::Url::parse(&db.replica_url).expect("replica URL");
+    let replica = url::Url::parse(&db.replica_url()).expect("replica URL");
     let proxy = Proxy::start(format!(
         "{}:{}",
         replica.host_str().expect("host"),
@@ -341,17 +299,11 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         proxy.port,
         replica.path()
     );
-    let mut cmd = db.relink(&db.url);
+    let mut cmd = db.relink();
     cmd.args(["run", "--chunk-size", "200", "--replica", &via_proxy]);
     let child = spawn(cmd);
     let started = Instant::now();
-    while ledger_rows(&db).await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no chunk committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_ledger(Duration::from_secs(30)).await;
     proxy.cut();
     let reason = loop {
         if let Some(reason) = waiting(&db).await {
@@ -364,23 +316,15 @@ async fn an_unreachable_named_replica_stops_the_start_and_holds_a_run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(reason.contains("cannot reach replica"), "{reason}");
-    let held = ledger_rows(&db).await;
+    let held = db.ledger_rows().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        ledger_rows(&db).await - held <= 400,
+        db.ledger_rows().await - held <= 400,
         "went on while the replica was unreachable"
     );
     proxy.restore().await;
     let out = child.wait(Duration::from_secs(120)).await;
     assert_success(&out);
-    assert!(
-        stdout(&out).contains("throttled: replica lag"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("cannot reach replica"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stdout_has(&out, "throttled: replica lag");
+    assert_stderr_has(&out, "cannot reach replica");
 }

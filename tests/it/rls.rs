@@ -18,69 +18,26 @@
 //!   the message names the table as the server knows it (no `{app}`
 //!   placeholder).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, connect, execute_from_drop, json_summary,
-    server_url, stderr, stdout, verify_check, TestDb,
+    assert_code, assert_no_panic, assert_success, json_summary, stderr, stdout, verify_check, Role,
+    TestDb,
 };
 
 const PROFILES: u64 = 300;
 
 /// A LOGIN role that may read and write the application's tables and
 /// create relink's state schema, but is neither a superuser nor the tables'
-/// owner. Roles are cluster-wide: the name comes from the test's database,
-/// and dropping the guard drops what it owns and the role.
-struct AppRole {
-    name: String,
-    db_url: String,
-    /// The test database's URL, logging in as this role.
-    url: String,
-}
-
-impl AppRole {
-    async fn create(db: &TestDb) -> Self {
-        let name = format!("{}_app", db.name);
-        assert!(name.len() <= 63, "role name too long: {name}");
-        connect(&server_url())
-            .await
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
-            .await
-            .expect("create role");
-        db.client
-            .batch_execute(&format!(
-                "GRANT CONNECT, CREATE ON DATABASE {db} TO {name};
-                 GRANT USAGE ON SCHEMA public TO {name};
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name};",
-                db = db.name
-            ))
-            .await
-            .expect("grant");
-        let mut url = url::Url::parse(&db.url).expect("url");
-        url.set_username(&name).expect("username");
-        Self {
-            name,
-            db_url: db.url.clone(),
-            url: url.to_string(),
-        }
-    }
-
-    /// relink as this role, on the test database.
-    fn run(&self, db: &TestDb, args: &[&str]) -> std::process::Output {
-        let mut cmd = db.relink();
-        cmd.env("DATABASE_URL", &self.url).args(args);
-        cmd.output().expect("run relink")
-    }
-}
-
-impl Drop for AppRole {
-    fn drop(&mut self) {
-        let name = &self.name;
-        execute_from_drop(&[
-            (self.db_url.clone(), format!("DROP OWNED BY {name}")),
-            (server_url(), format!("DROP ROLE IF EXISTS {name}")),
-        ]);
-    }
+/// owner.
+async fn app_role(db: &TestDb) -> Role {
+    db.role(
+        "app",
+        "GRANT CONNECT, CREATE ON DATABASE {db} TO {role};
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};",
+    )
+    .await
 }
 
 /// Supabase-style policies: a row is visible to the user it belongs to
@@ -126,8 +83,8 @@ fn assert_refused(out: &std::process::Output, needles: &[&str]) {
 async fn row_level_security_stops_every_command_before_it_reads_or_writes_anything() {
     let db = TestDb::new("rls_refused").await;
     db.generate(PROFILES);
-    let role = AppRole::create(&db).await;
-    db.client.batch_execute(POLICIES).await.expect("policies");
+    let role = app_role(&db).await;
+    db.batch(POLICIES).await;
     let before = written(&db).await;
     assert_eq!(before.0, 0);
     let commands: [&[&str]; 8] = [
@@ -141,7 +98,7 @@ async fn row_level_security_stops_every_command_before_it_reads_or_writes_anythi
         &["resume"],
     ];
     for args in commands {
-        let out = role.run(&db, args);
+        let out = db.run_on(&role.url, args);
         assert_refused(
             &out,
             &[
@@ -163,16 +120,14 @@ async fn with_bypassrls_the_run_migrates_everything_and_no_duplicate_beside_hidd
     plain.generate(PROFILES);
     // The same data, then policies that hide every row from relink's role.
     let db = TestDb::clone_of(&mut plain, "rls_bypass").await;
-    let role = AppRole::create(&db).await;
-    db.client.batch_execute(POLICIES).await.expect("policies");
+    let role = app_role(&db).await;
+    db.batch(POLICIES).await;
     let hidden = db.count("SELECT count(*) FROM profile_links").await;
     assert!(hidden > 0, "generate makes rows users created");
-    db.client
-        .batch_execute(&format!("ALTER ROLE {} BYPASSRLS", role.name))
-        .await
-        .expect("BYPASSRLS");
+    db.batch(&format!("ALTER ROLE {} BYPASSRLS", role.name))
+        .await;
 
-    let out = role.run(&db, &["run", "--format", "json"]);
+    let out = db.run_on(&role.url, &["run", "--format", "json"]);
     assert_success(&out);
     let summary = json_summary(&out);
     let reference = plain.run(&["run", "--format", "json"]);
@@ -214,19 +169,17 @@ async fn with_bypassrls_the_run_migrates_everything_and_no_duplicate_beside_hidd
 async fn the_owner_passes_unless_force_row_level_security_applies_the_policies_to_it_too() {
     let db = TestDb::new("rls_owner").await;
     db.generate(PROFILES);
-    let role = AppRole::create(&db).await;
-    db.client
-        .batch_execute(&format!(
-            "{POLICIES}
+    let role = app_role(&db).await;
+    db.batch(&format!(
+        "{POLICIES}
              ALTER TABLE profiles OWNER TO {r};
              ALTER TABLE profile_links OWNER TO {r};
              ALTER TABLE profile_links FORCE ROW LEVEL SECURITY;",
-            r = role.name
-        ))
-        .await
-        .expect("owner and FORCE");
+        r = role.name
+    ))
+    .await;
     let before = written(&db).await;
-    let out = role.run(&db, &["run"]);
+    let out = db.run_on(&role.url, &["run"]);
     assert_refused(
         &out,
         &[
@@ -242,11 +195,9 @@ async fn the_owner_passes_unless_force_row_level_security_applies_the_policies_t
     );
     assert_eq!(written(&db).await, before);
 
-    db.client
-        .batch_execute("ALTER TABLE profile_links NO FORCE ROW LEVEL SECURITY")
-        .await
-        .expect("NO FORCE");
-    let out = role.run(&db, &["run", "--format", "json"]);
+    db.batch("ALTER TABLE profile_links NO FORCE ROW LEVEL SECURITY")
+        .await;
+    let out = db.run_on(&role.url, &["run", "--format", "json"]);
     assert_success(&out);
     assert!(json_summary(&out)["links_created"]
         .as_u64()
@@ -257,40 +208,30 @@ async fn the_owner_passes_unless_force_row_level_security_applies_the_policies_t
 async fn row_level_security_switched_on_mid_run_fails_the_copy_naming_the_table() {
     let db = TestDb::new("rls_mid_run").await;
     db.generate(PROFILES);
-    let role = AppRole::create(&db).await;
-    db.client
-        .batch_execute(&format!(
-            "ALTER TABLE profiles OWNER TO {r}; ALTER TABLE profile_links OWNER TO {r};",
-            r = role.name
-        ))
-        .await
-        .expect("owner");
+    let role = app_role(&db).await;
+    db.batch(&format!(
+        "ALTER TABLE profiles OWNER TO {r}; ALTER TABLE profile_links OWNER TO {r};",
+        r = role.name
+    ))
+    .await;
     // Held by a pause, the run passes its checks and waits before its
     // first chunk.
-    assert_success(&role.run(&db, &["pause", "--reason", "test"]));
+    assert_success(&db.run_on(&role.url, &["pause", "--reason", "test"]));
     let mut cmd = db.relink();
     cmd.env("DATABASE_URL", &role.url).args(["run"]);
     let run = crate::harness::spawn(cmd);
-    let started = Instant::now();
-    while db
-        .count("SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never waited on the pause"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    db.client
-        .batch_execute(
-            "ALTER TABLE profile_links ENABLE ROW LEVEL SECURITY;
+    db.wait_for_count(
+        "SELECT count(*) FROM relink.runs WHERE status = 'running' AND waiting IS NOT NULL",
+        Duration::from_secs(60),
+        "the run never waited on the pause",
+    )
+    .await;
+    db.batch(
+        "ALTER TABLE profile_links ENABLE ROW LEVEL SECURITY;
              ALTER TABLE profile_links FORCE ROW LEVEL SECURITY;
              CREATE POLICY everything ON profile_links USING (true) WITH CHECK (true);",
-        )
-        .await
-        .expect("RLS on");
+    )
+    .await;
     let links = db.checksum("profile_links").await;
     assert_success(&db.run(&["resume"]));
     let out = run.wait(Duration::from_secs(120)).await;

@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::corpus;
-use crate::harness::{assert_code, assert_success, json_summary, send_signal, stderr, TestDb};
+use crate::harness::{
+    assert_code, assert_resumed, assert_success, eventually, json_summary, send_signal, stderr,
+    streams, TestDb,
+};
 
 /// profile_links as a multiset of everything a run decides.
 const LINKS: &str =
@@ -27,37 +30,15 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
         }
         let name = entry["name"].as_str().expect("name");
         let (user, profile) = (corpus::user_id(&entry), format!("p-{name}"));
-        db.client
-            .execute("INSERT INTO users (id) VALUES ($1)", &[&user])
-            .await
-            .expect("user");
-        db.client
-            .execute(
-                "INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ($1, $2, $3::text::jsonb)",
-                &[&profile, &user, &social],
-            )
-            .await
-            .expect("profile");
+        db.insert_profile(&user, &profile, &social).await;
         for (i, row) in corpus::existing(&entry).iter().enumerate() {
-            db.client
-                .execute(
-                    "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-                     VALUES ($1, $2, $3, 'Mine', $4, 'other', $5, now())",
-                    &[&format!("existing-{name}-{i}"), &user, &profile, &row.url, &row.position],
-                )
-                .await
-                .expect("existing row");
+            db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+                     VALUES ($1, $2, $3, 'Mine', $4, 'other', $5, now())", &[&format!("existing-{name}-{i}"), &user, &profile, &row.url, &row.position]).await;
         }
         let migrated = corpus::migrated(&entry);
         if !migrated.is_empty() {
-            db.client
-                .execute(
-                    "INSERT INTO relink.ledger (user_id, profile_id, run_id, fingerprint, link_keys, migrated_at)
-                     VALUES ($1, $2, 1, NULL, $3, now())",
-                    &[&user, &profile, &migrated],
-                )
-                .await
-                .expect("ledger row");
+            db.exec("INSERT INTO relink.ledger (user_id, profile_id, run_id, fingerprint, link_keys, migrated_at)
+                     VALUES ($1, $2, 1, NULL, $3, now())", &[&user, &profile, &migrated]).await;
         }
         loaded.push(entry);
     }
@@ -118,9 +99,7 @@ async fn the_corpus_is_migrated_exactly_as_planned() {
 
 #[tokio::test]
 async fn a_second_run_writes_nothing() {
-    let db = TestDb::new("run_rerun").await;
-    db.generate(2000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("run_rerun", 2000).await;
     let tables = [
         "users",
         "profiles",
@@ -145,9 +124,7 @@ async fn a_second_run_writes_nothing() {
 
 #[tokio::test]
 async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
-    let db = TestDb::new("run_incr").await;
-    db.generate(500);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("run_incr", 500).await;
     // Three users with migrated links and object-shaped legacy values.
     let rows = db.migrated_object_profiles(3).await;
     let (a, b) = (rows[0].0.clone(), rows[1].0.clone());
@@ -159,13 +136,7 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
             "SELECT max(position)::bigint FROM profile_links WHERE \"profileId\" = '{a}'"
         ))
         .await;
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz new\": \"https://incremental.example.com/x\"}' WHERE id = $1",
-            &[&a],
-        )
-        .await
-        .expect("update a");
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz new\": \"https://incremental.example.com/x\"}' WHERE id = $1", &[&a]).await;
     // b: the user deleted a migrated row, and the legacy value changed since.
     let deleted: String = db
         .client
@@ -176,33 +147,13 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
         .await
         .expect("row of b")
         .get(0);
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&deleted])
-        .await
-        .expect("delete");
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz other\": \"https://other-new.example.com/\"}' WHERE id = $1",
-            &[&b],
-        )
-        .await
-        .expect("update b");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&deleted])
+        .await;
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz other\": \"https://other-new.example.com/\"}' WHERE id = $1", &[&b]).await;
     // c: the user created a link through the new API; legacy gets the same link spelled differently.
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ('user-made', $1, $2, 'Mine', 'https://usercreated.example.com/', 'other', 99, now())",
-            &[&user_c, &c],
-        )
-        .await
-        .expect("user row");
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz mine\": \"http://www.usercreated.example.com\"}' WHERE id = $1",
-            &[&c],
-        )
-        .await
-        .expect("update c");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ('user-made', $1, $2, 'Mine', 'https://usercreated.example.com/', 'other', 99, now())", &[&user_c, &c]).await;
+    db.exec("UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"zz mine\": \"http://www.usercreated.example.com\"}' WHERE id = $1", &[&c]).await;
 
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
@@ -236,24 +187,20 @@ async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
 
 #[tokio::test]
 async fn the_ledger_grows_with_changes_not_with_reruns() {
-    let db = TestDb::new("run_ledger_size").await;
-    db.generate(300);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("run_ledger_size", 300).await;
     let rows = "SELECT count(*) FROM relink.ledger";
     let after_first = db.count(rows).await;
     // A change that plans nothing new: a migrated link again, under a new
     // key.
     let (changed, _) = db.migrated_object_profiles(1).await.remove(0);
-    db.client
-        .execute(
-            "UPDATE profiles p SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz again',
+    db.exec(
+        "UPDATE profiles p SET \"socialLinks\" = \"socialLinks\" || jsonb_build_object('zz again',
                     (SELECT url FROM profile_links
                       WHERE \"profileId\" = p.id ORDER BY position LIMIT 1))
               WHERE id = $1",
-            &[&changed],
-        )
-        .await
-        .expect("change");
+        &[&changed],
+    )
+    .await;
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
     let summary = json_summary(&out);
@@ -280,11 +227,7 @@ async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: 
     db.generate(50_000);
     let clean = TestDb::clone_of(&mut db, &format!("{tag}_clean")).await;
 
-    let mut child = db
-        .relink()
-        .args(["run", "--chunk-size", "500", "-q"])
-        .spawn()
-        .expect("spawn");
+    let mut child = db.spawn(&["run", "--chunk-size", "500", "-q"]);
     let started = Instant::now();
     loop {
         let n = db.count("SELECT count(*) FROM profile_links").await;
@@ -296,23 +239,23 @@ async fn interrupted_run_equals_clean_run(tag: &str, signal: &str, expect_code: 
             "run made no progress"
         );
         assert!(
-            child.try_wait().expect("wait").is_none(),
+            !child.finished(),
             "run finished before it could be interrupted"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    send_signal(child.id(), signal);
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), expect_code, "exit after signal {signal}");
+    send_signal(child.pid, signal);
+    let out = child.wait(Duration::from_secs(120)).await;
+    assert_eq!(
+        out.status.code(),
+        expect_code,
+        "exit after signal {signal}\n{}",
+        streams(&out)
+    );
     let partial = db.count("SELECT count(*) FROM profile_links").await;
 
     let resumed = db.run(&["run"]);
-    assert_success(&resumed);
-    assert!(
-        stderr(&resumed).contains("resuming run 1"),
-        "{}",
-        stderr(&resumed)
-    );
+    assert_resumed(&resumed, 1);
     assert_success(&clean.run(&["run"]));
 
     let total = clean.count("SELECT count(*) FROM profile_links").await;
@@ -363,8 +306,7 @@ async fn limit_migrates_a_canary_then_the_next_run_continues() {
         25
     );
     let out = db.run(&["run", "--format", "json"]);
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     let pending = db
         .count("SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL")
         .await;
@@ -374,45 +316,25 @@ async fn limit_migrates_a_canary_then_the_next_run_continues() {
         pending
     );
     let ids: BTreeSet<String> = db
-        .client
-        .query("SELECT status FROM relink.runs", &[])
+        .texts("SELECT status FROM relink.runs")
         .await
-        .expect("runs")
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(ids, BTreeSet::from(["completed".to_owned()]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
-    let mut db = TestDb::new("r_auto_shrink").await;
-    db.generate(30_000);
-    let clean = TestDb::clone_of(&mut db, "r_auto_shrink_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("r_auto_shrink", 30_000).await;
 
     let child = db.spawn(&["run", "--lock-timeout", "300ms", "--retries", "20"]);
     // Let the sizes grow first.
-    let started = std::time::Instant::now();
-    while db
-        .count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
-        == 0
-        || db.count("SELECT count(*) FROM relink.ledger").await < 3000
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "too slow to start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(60), "too slow to start", || async {
+        db.ledger_rows().await >= 3000
+    })
+    .await;
     // The application holds a lock the next chunks need, past lock_timeout.
-    let app = crate::harness::connect(&db.url).await;
-    app.batch_execute("BEGIN; LOCK TABLE relink.ledger IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let app = db.lock_table("relink.ledger").await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     app.batch_execute("COMMIT").await.expect("unlock");
 
@@ -436,34 +358,11 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replan_adds_the_links_an_earlier_planning_missed_and_nothing_else() {
-    let db = TestDb::new("r_replan").await;
-    db.generate(2000);
-    assert_success(&db.run(&["run"]));
+    let db = TestDb::migrated("r_replan", 2000).await;
     let table = db.links_checksum().await;
     // As if an older release had never created one link: its row and its
     // key are gone, while the legacy value still holds it.
-    let row = db
-        .client
-        .query_one(
-            "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
-              WHERE cardinality(link_keys) = 1 ORDER BY profile_id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("a profile with one migrated link");
-    let profile: String = row.get(0);
-    let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
-        .await
-        .expect("delete");
-    db.client
-        .execute(
-            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
-            &[&profile],
-        )
-        .await
-        .expect("forget");
+    db.lose_one_link("").await;
     assert_code(&db.run(&["verify"]), 3);
     // A plain rerun skips the unchanged profile.
     let out = db.run(&["run", "--format", "json"]);

@@ -4,35 +4,17 @@
 //! TLS (tokio-postgres without a TLS connector), so the TLS logins are
 //! checked with `psql` (libpq, the reference client).
 
-use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::harness::{
-    assert_success, connect, parse_assignments, psql, replica_set, stderr, stdout, tls_server,
-    ReplicaTestDb, TlsTestDb,
+    assert_success, connect, eventually, parse_assignments, psql, replica_set, stderr, stdout,
+    tls_server, Server, TestDb,
 };
-
-/// Polls `check` every 100 ms until it holds; fails naming `what` after
-/// `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < timeout,
-            "not within {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[track_caller]
 fn assert_psql_ok(out: &std::process::Output, expected: &str) {
@@ -109,7 +91,7 @@ async fn tls_admin_url_is_the_unix_socket_and_creates_databases() {
     assert_eq!(config.get_ports(), [tls.port]);
     assert_eq!(config.get_user(), Some("postgres"));
 
-    let db = TlsTestDb::new("servers_admin").await;
+    let db = TestDb::on(Server::Tls, "servers_admin").await;
     let row = db
         .client
         .query_one(
@@ -133,8 +115,8 @@ async fn tls_admin_url_is_the_unix_socket_and_creates_databases() {
 
 #[tokio::test]
 async fn tls_server_lets_each_login_in_over_verified_tls() {
-    let db = TlsTestDb::new("servers_logins").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "servers_logins").await;
+    let tls = db.tls();
 
     // SCRAM, verify-full: it may create a state schema in its database.
     let out = psql(
@@ -191,54 +173,59 @@ async fn tls_server_fails_what_must_fail() {
         "port={} user={} dbname=postgres sslrootcert={}",
         tls.port, tls.pw_user, tls.ca
     );
-    // The certificate names localhost only.
-    let out = psql(
-        &format!("host=127.0.0.1 sslmode=verify-full {base}"),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "does not match host name \"127.0.0.1\"");
-    // ... which verify-ca does not check.
-    let out = psql(
-        &format!("host=127.0.0.1 sslmode=verify-ca {base}"),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_ok(&out, "1");
-    // A CA that did not sign the server's certificate.
-    let out = psql(
-        &format!(
-            "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
-            tls.port, tls.pw_user, tls.untrusted_ca
+    let pw = Some(tls.pw.as_str());
+    // (conninfo, password, Ok(psql's output) or Err(its error))
+    let cases = [
+        // The certificate names localhost only.
+        (
+            format!("host=127.0.0.1 sslmode=verify-full {base}"),
+            pw,
+            Err("does not match host name \"127.0.0.1\""),
         ),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "certificate verify failed");
-    // Unencrypted, as libpq reports it.
-    let out = psql(
-        &format!("host=localhost sslmode=disable {base}"),
-        Some(&tls.pw),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "no encryption");
-    // A wrong password.
-    let out = psql(
-        &format!("host=localhost sslmode=require {base}"),
-        Some("wrong"),
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "password authentication failed");
-    // The certificate login without its certificate.
-    let out = psql(
-        &format!(
-            "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
-            tls.port, tls.cert_user, tls.ca
+        // ... which verify-ca does not check.
+        (
+            format!("host=127.0.0.1 sslmode=verify-ca {base}"),
+            pw,
+            Ok("1"),
         ),
-        None,
-        "SELECT 1",
-    );
-    assert_psql_fails(&out, "requires a valid client certificate");
+        // A CA that did not sign the server's certificate.
+        (
+            format!(
+                "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
+                tls.port, tls.pw_user, tls.untrusted_ca
+            ),
+            pw,
+            Err("certificate verify failed"),
+        ),
+        // Unencrypted, as libpq reports it.
+        (
+            format!("host=localhost sslmode=disable {base}"),
+            pw,
+            Err("no encryption"),
+        ),
+        // A wrong password.
+        (
+            format!("host=localhost sslmode=require {base}"),
+            Some("wrong"),
+            Err("password authentication failed"),
+        ),
+        // The certificate login without its certificate.
+        (
+            format!(
+                "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
+                tls.port, tls.cert_user, tls.ca
+            ),
+            None,
+            Err("requires a valid client certificate"),
+        ),
+    ];
+    for (conninfo, password, expected) in cases {
+        let out = psql(&conninfo, password, "SELECT 1");
+        match expected {
+            Ok(output) => assert_psql_ok(&out, output),
+            Err(error) => assert_psql_fails(&out, error),
+        }
+    }
 }
 
 #[test]
@@ -265,7 +252,7 @@ fn tls_keys_are_private_and_paths_absolute() {
 
 #[tokio::test]
 async fn replica_set_streams_to_the_replica() {
-    let db = ReplicaTestDb::new("servers_stream").await;
+    let db = TestDb::on(Server::Replica, "servers_stream").await;
     let set = replica_set();
     let state: Option<String> = db
         .client
@@ -278,7 +265,7 @@ async fn replica_set_streams_to_the_replica() {
         .get(0);
     assert_eq!(state.as_deref(), Some("streaming"));
 
-    let replica = connect(&db.replica_url).await;
+    let replica = connect(&db.replica_url()).await;
     let standby: bool = replica
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -286,10 +273,8 @@ async fn replica_set_streams_to_the_replica() {
         .get(0);
     assert!(standby, "the replica is a standby");
 
-    db.client
-        .execute("INSERT INTO users VALUES ('replicated')", &[])
-        .await
-        .expect("insert on the primary");
+    db.exec("INSERT INTO users VALUES ('replicated')", &[])
+        .await;
     eventually(
         Duration::from_secs(10),
         "the row reaches the replica",
@@ -305,32 +290,38 @@ async fn replica_set_streams_to_the_replica() {
     .await;
 }
 
+/// Waits (see [`eventually`]) until the primary of `db` sees the replica's
+/// `replay_lsn < sent_lsn` as `behind`.
+async fn replay_behind(db: &TestDb, behind: bool, within: Duration, what: &str) {
+    let name = &db.replicas().replica_name;
+    eventually(within, what, || async {
+        db.client
+            .query_one(
+                "SELECT replay_lsn < sent_lsn FROM pg_stat_replication WHERE application_name = $1",
+                &[name],
+            )
+            .await
+            .expect("pg_stat_replication")
+            .get::<_, Option<bool>>(0)
+            == Some(behind)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn replica_paused_replay_shows_as_lag_on_the_primary() {
-    let db = ReplicaTestDb::exclusive("servers_lag").await;
-    let name = &db.set.replica_name;
-    let behind =
-        "SELECT replay_lsn < sent_lsn FROM pg_stat_replication WHERE application_name = $1";
-
+    let db = TestDb::on(Server::ReplicaExclusive, "servers_lag").await;
     let pause = db.pause_replay().await;
-    db.client
-        .batch_execute("INSERT INTO users SELECT 'lag' || g FROM generate_series(1, 1000) g")
-        .await
-        .expect("write on the primary");
-    eventually(
+    db.batch("INSERT INTO users SELECT 'lag' || g FROM generate_series(1, 1000) g")
+        .await;
+    replay_behind(
+        &db,
+        true,
         Duration::from_secs(10),
         "replay_lsn falls behind sent_lsn",
-        || async {
-            db.client
-                .query_one(behind, &[name])
-                .await
-                .expect("pg_stat_replication")
-                .get::<_, Option<bool>>(0)
-                == Some(true)
-        },
     )
     .await;
-    let replica = connect(&db.replica_url).await;
+    let replica = connect(&db.replica_url()).await;
     let replayed: i64 = replica
         .query_one("SELECT count(*) FROM users", &[])
         .await
@@ -339,17 +330,11 @@ async fn replica_paused_replay_shows_as_lag_on_the_primary() {
     assert_eq!(replayed, 0, "nothing replayed while paused");
 
     pause.resume().await;
-    eventually(
+    replay_behind(
+        &db,
+        false,
         Duration::from_secs(15),
         "the replica catches up",
-        || async {
-            db.client
-                .query_one(behind, &[name])
-                .await
-                .expect("pg_stat_replication")
-                .get::<_, Option<bool>>(0)
-                == Some(false)
-        },
     )
     .await;
     db.wait_replayed(Duration::from_secs(10)).await;
@@ -357,8 +342,8 @@ async fn replica_paused_replay_shows_as_lag_on_the_primary() {
 
 #[tokio::test]
 async fn role_without_pg_monitor_sees_no_replication_figures() {
-    let db = ReplicaTestDb::new("servers_nomon").await;
-    let nomon = connect(&db.nomon_url).await;
+    let db = TestDb::on(Server::Replica, "servers_nomon").await;
+    let nomon = connect(&db.nomon_url()).await;
     let row = nomon
         .query_one(
             "SELECT current_user::text, pg_has_role('pg_monitor', 'MEMBER'),
@@ -366,12 +351,12 @@ async fn role_without_pg_monitor_sees_no_replication_figures() {
                     count(r.replay_lsn), count(r.replay_lag), count(r.reply_time)
                FROM pg_stat_replication r
               WHERE r.application_name = $1",
-            &[&db.set.replica_name],
+            &[&db.replicas().replica_name],
         )
         .await
         .expect("pg_stat_replication as relink_nomon");
     let user: String = row.get(0);
-    assert_eq!(user, db.set.nomon_user);
+    assert_eq!(user, db.replicas().nomon_user);
     assert!(!row.get::<_, bool>(1), "relink_nomon has no pg_monitor");
     // The replica's row is there, with its pid and name...
     assert_eq!(row.get::<_, i64>(2), 1);
@@ -388,13 +373,9 @@ async fn role_without_pg_monitor_sees_no_replication_figures() {
 
 #[tokio::test]
 async fn relink_writes_through_the_primary_as_relink_nomon() {
-    let db = ReplicaTestDb::new("servers_relink").await;
+    let db = TestDb::on(Server::Replica, "servers_relink").await;
     // The database and its tables belong to relink_nomon: relink can run as it.
-    let out = db
-        .relink(&db.nomon_url)
-        .args(["generate", "--profiles", "20"])
-        .output()
-        .expect("run relink");
+    let out = db.run_on(&db.nomon_url(), &["generate", "--profiles", "20"]);
     assert_success(&out);
     // And postgres, the superuser, sees the same rows.
     let on_primary: i64 = connect(&db.url)
@@ -405,7 +386,7 @@ async fn relink_writes_through_the_primary_as_relink_nomon() {
         .get(0);
     assert_eq!(on_primary, 20);
     db.wait_replayed(Duration::from_secs(10)).await;
-    let on_replica: i64 = connect(&db.replica_url)
+    let on_replica: i64 = connect(&db.replica_url())
         .await
         .query_one("SELECT count(*) FROM profiles", &[])
         .await

@@ -11,11 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use relink::test_hook::{Point, STOP_AT};
+use relink::test_hook::Point;
 
-use crate::harness::{
-    assert_no_panic, assert_success, send_signal, spawn, stderr, wait_stopped, TestDb,
-};
+use crate::harness::{assert_no_panic, assert_success, send_signal, stderr, TestDb};
 
 /// How the server ends relink's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,34 +39,6 @@ fn statement_of(point: Point) -> &'static str {
     }
 }
 
-/// The backend of relink's writer, stopped inside its chunk's transaction
-/// (polled: a loaded server may report the state a moment after relink
-/// got its last result).
-async fn stopped_writer(db: &TestDb) -> i32 {
-    let started = Instant::now();
-    loop {
-        let rows = db
-            .client
-            .query(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE datname = current_database() AND application_name LIKE 'relink run%'
-                    AND state = 'idle in transaction'",
-                &[],
-            )
-            .await
-            .expect("pg_stat_activity");
-        if let [row] = &rows[..] {
-            return row.get(0);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not one relink backend inside a chunk: {}",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Ends relink's session at `point` of its second chunk, then lets it go
 /// on: it must complete with the rows of a clean run.
 async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending: Ending) {
@@ -77,24 +47,25 @@ async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending
         Ending::Terminate => "60s",
         Ending::IdleTimeout => "2s",
     };
-    let mut cmd = db.relink();
-    cmd.env(STOP_AT, format!("{point}@2")).args([
-        "--idle-timeout",
-        idle_timeout,
-        "run",
-        "--chunk-size",
-        "100",
-        "--writers",
-        "1",
-    ]);
-    let child = spawn(cmd);
-    wait_stopped(child.pid, Duration::from_secs(60)).await;
-    let backend = stopped_writer(&db).await;
+    let child = db
+        .spawn_stopped_at(
+            &format!("{point}@2"),
+            &[
+                "--idle-timeout",
+                idle_timeout,
+                "run",
+                "--chunk-size",
+                "100",
+                "--writers",
+                "1",
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+    let backend = db.writer_in_chunk().await;
     if ending == Ending::Terminate {
-        db.client
-            .execute("SELECT pg_terminate_backend($1)", &[&backend])
-            .await
-            .expect("terminate relink's backend");
+        db.exec("SELECT pg_terminate_backend($1)", &[&backend])
+            .await;
     }
     let started = Instant::now();
     while db

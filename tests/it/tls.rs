@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_one_line_error, assert_success, checksum, chmod,
-    json_summary, output, send_signal, spawn, stderr, stdout, tls_server, url_encode, Home,
-    ReplicaTestDb, TestDb, TlsServer, TlsTestDb, LINKS_WITHOUT_TIMES,
+    assert_code, assert_no_panic, assert_one_line_error, assert_stderr_has, assert_success,
+    checksum, chmod, json_summary, output, pg_url as url, send_signal, spawn, stderr, stdout,
+    tls_server, url_encode, Home, Server, TestDb, TlsServer, LINKS_WITHOUT_TIMES,
 };
 
 /// Profiles generated (fixed seed) wherever a migration is compared with
@@ -40,33 +40,49 @@ const CHUNK: &str = "100";
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// `postgres://user[:password]@hosts/dbname?query`, values percent-encoded;
-/// `hosts` as written (`localhost:54339`, `127.0.0.1:1,localhost:54339`).
-fn url(
-    hosts: &str,
-    user: &str,
-    password: Option<&str>,
-    dbname: &str,
-    query: &[(&str, &str)],
-) -> String {
-    let password = password
-        .map(|p| format!(":{}", url_encode(p)))
-        .unwrap_or_default();
-    let query: Vec<String> = query
-        .iter()
-        .map(|(k, v)| format!("{k}={}", url_encode(v)))
-        .collect();
-    format!(
-        "postgres://{}{password}@{hosts}/{}?{}",
-        url_encode(user),
-        url_encode(dbname),
-        query.join("&")
+/// The SCRAM login with its password in the URL, to `db` on the TLS server
+/// by the name its certificate carries, with `query` (`sslmode`, …).
+fn pw_url(db: &TestDb, query: &[(&str, &str)]) -> String {
+    let tls = db.tls();
+    url(
+        &localhost(tls),
+        &tls.pw_user,
+        Some(&tls.pw),
+        &db.name,
+        query,
     )
 }
 
 /// `localhost:port` of the TLS server (the name its certificate carries).
 fn localhost(tls: &TlsServer) -> String {
     format!("{}:{}", tls.host, tls.port)
+}
+
+/// A database of the test's own on `server` and a `HOME` of its own, both
+/// named after `tag`.
+async fn db_and_home(server: Server, tag: &str) -> (TestDb, Home) {
+    (TestDb::on(server, tag).await, Home::new(tag))
+}
+
+/// `home`'s relink reaching `db` (on the TLS server) through libpq's
+/// variables alone: PGHOST (the name the certificate carries), PGPORT,
+/// PGUSER = `user`, PGDATABASE and PGSSLMODE = `sslmode`.
+fn pg_env(home: &Home, db: &TestDb, user: &str, sslmode: &str) -> Command {
+    let tls = db.tls();
+    let mut cmd = home.relink();
+    cmd.env("PGHOST", &tls.host)
+        .env("PGPORT", tls.port.to_string())
+        .env("PGUSER", user)
+        .env("PGDATABASE", &db.name)
+        .env("PGSSLMODE", sslmode);
+    cmd
+}
+
+/// [`pg_env`] with `verify-full` against the test CA (PGSSLROOTCERT).
+fn verified_env(home: &Home, db: &TestDb, user: &str) -> Command {
+    let mut cmd = pg_env(home, db, user, "verify-full");
+    cmd.env("PGSSLROOTCERT", &db.tls().ca);
+    cmd
 }
 
 /// What a plain connection migrates from the same generated data.
@@ -100,7 +116,7 @@ async fn plain() -> &'static Plain {
 }
 
 /// Rows relink could have written: its state schema, and profile links.
-async fn written(db: &TlsTestDb) -> (i64, i64) {
+async fn written(db: &TestDb) -> (i64, i64) {
     (
         db.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'relink'")
             .await,
@@ -113,10 +129,7 @@ async fn written(db: &TlsTestDb) -> (i64, i64) {
 /// plain run: generate; a dry run that writes nothing and plans what the
 /// plain run created; the run (equal links); verify --strict; status; a
 /// purge that deletes what the run created; a rerun restoring equal links.
-async fn every_command_migrates_like_a_plain_connection(
-    db: &TlsTestDb,
-    relink: &dyn Fn() -> Command,
-) {
+async fn every_command_migrates_like_a_plain_connection(db: &TestDb, relink: &dyn Fn() -> Command) {
     let plain = plain().await;
     let go = |args: &[&str]| {
         let out = output(relink(), args);
@@ -128,14 +141,7 @@ async fn every_command_migrates_like_a_plain_connection(
     let before = written(db).await;
     assert_eq!(before.0, 0);
 
-    let out = go(&[
-        "run",
-        "--dry-run",
-        "--format",
-        "json",
-        "--chunk-size",
-        CHUNK,
-    ]);
+    let out = go(&["run", "--dry-run", "--format=json", "--chunk-size", CHUNK]);
     assert_eq!(json_summary(&out)["links_created"], plain.links_created);
     assert_eq!(written(db).await, before, "a dry run writes nothing");
 
@@ -172,24 +178,15 @@ async fn every_command_migrates_like_a_plain_connection(
 
 #[tokio::test]
 async fn sslmode_require_runs_every_command_like_a_plain_connection() {
-    let db = TlsTestDb::new("tls_require").await;
-    let home = Home::new("tls_require");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_require").await;
     // Encrypted, the certificate unchecked (no root certificate anywhere).
-    let url = url(
-        &localhost(tls),
-        &tls.pw_user,
-        Some(&tls.pw),
-        &db.name,
-        &[("sslmode", "require")],
-    );
+    let url = pw_url(&db, &[("sslmode", "require")]);
     every_command_migrates_like_a_plain_connection(&db, &|| home.relink_url(&url)).await;
 }
 
 #[tokio::test]
 async fn verify_full_with_sslrootcert_runs_every_command_like_a_plain_connection() {
-    let db = TlsTestDb::new("tls_verify_full").await;
-    let home = Home::new("tls_verify_full");
+    let (db, home) = db_and_home(Server::Tls, "tls_verify_full").await;
     let url = db.pw_url();
     assert!(url.contains("sslmode=verify-full&sslrootcert="), "{url}");
     every_command_migrates_like_a_plain_connection(&db, &|| home.relink_url(&url)).await;
@@ -197,8 +194,7 @@ async fn verify_full_with_sslrootcert_runs_every_command_like_a_plain_connection
 
 #[tokio::test]
 async fn a_client_certificate_runs_every_command_like_a_plain_connection() {
-    let db = TlsTestDb::new("tls_cert").await;
-    let home = Home::new("tls_cert");
+    let (db, home) = db_and_home(Server::Tls, "tls_cert").await;
     // relink_cert has no password: pg_hba.conf admits it by certificate only.
     let url = db.cert_url();
     assert!(url.contains("sslcert=") && url.contains("sslkey="), "{url}");
@@ -207,18 +203,11 @@ async fn a_client_certificate_runs_every_command_like_a_plain_connection() {
 
 #[tokio::test]
 async fn libpq_environment_variables_alone_run_every_command() {
-    let db = TlsTestDb::new("tls_env").await;
-    let home = Home::new("tls_env");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_env").await;
+    let tls = db.tls();
     let relink = || {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGPASSWORD", &tls.pw)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
+        let mut cmd = verified_env(&home, &db, &tls.pw_user);
+        cmd.env("PGPASSWORD", &tls.pw);
         cmd
     };
     every_command_migrates_like_a_plain_connection(&db, &relink).await;
@@ -311,12 +300,7 @@ async fn libpq_environment_variables_alone_run_every_command() {
 /// On a database with data to migrate, every command over `url` exits 1
 /// with one line holding `needles`, and nothing is written: no state
 /// schema, no link.
-async fn refused_before_anything_is_written(
-    db: &TlsTestDb,
-    home: &Home,
-    url: &str,
-    needles: &[&str],
-) {
+async fn refused_before_anything_is_written(db: &TestDb, home: &Home, url: &str, needles: &[&str]) {
     let out = output(
         home.relink_url(&db.pw_url()),
         &["generate", "--profiles", "50"],
@@ -333,21 +317,17 @@ async fn refused_before_anything_is_written(
     ] {
         let out = output(home.relink_url(url), args);
         let err = assert_one_line_error(&out, 1, needles);
-        assert!(!err.contains(&db.server.pw), "{err}");
+        assert!(!err.contains(&db.tls().pw), "{err}");
     }
     assert_eq!(written(db).await, before, "nothing may be written");
 }
 
 #[tokio::test]
 async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
-    let db = TlsTestDb::new("tls_untrusted").await;
-    let home = Home::new("tls_untrusted");
-    let tls = db.server;
-    let url = url(
-        &localhost(tls),
-        &tls.pw_user,
-        Some(&tls.pw),
-        &db.name,
+    let (db, home) = db_and_home(Server::Tls, "tls_untrusted").await;
+    let tls = db.tls();
+    let url = pw_url(
+        &db,
         &[
             ("sslmode", "verify-full"),
             ("sslrootcert", &tls.untrusted_ca),
@@ -364,9 +344,8 @@ async fn verify_full_refuses_an_untrusted_ca_before_writing_anything() {
 
 #[tokio::test]
 async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing_anything() {
-    let db = TlsTestDb::new("tls_wrong_name").await;
-    let home = Home::new("tls_wrong_name");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_wrong_name").await;
+    let tls = db.tls();
     // The certificate names localhost only; the CA is the right one.
     for host in ["127.0.0.1", "[::1]"] {
         let url = url(
@@ -392,16 +371,8 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name_before_writing
 
 #[tokio::test]
 async fn sslmode_disable_is_told_the_server_requires_tls() {
-    let db = TlsTestDb::new("tls_disable").await;
-    let home = Home::new("tls_disable");
-    let tls = db.server;
-    let url = url(
-        &localhost(tls),
-        &tls.pw_user,
-        Some(&tls.pw),
-        &db.name,
-        &[("sslmode", "disable")],
-    );
+    let (db, home) = db_and_home(Server::Tls, "tls_disable").await;
+    let url = pw_url(&db, &[("sslmode", "disable")]);
     let cause = "the server accepts this client only over TLS";
     let fix = "use sslmode=require, or better sslmode=verify-full with sslrootcert";
     refused_before_anything_is_written(&db, &home, &url, &[cause, fix]).await;
@@ -504,9 +475,8 @@ fn unusable_tls_settings_are_a_bad_command_line() {
 
 #[tokio::test]
 async fn every_sslmode_and_root_certificate_source_reaches_the_tls_only_server() {
-    let db = TlsTestDb::new("tls_modes").await;
-    let home = Home::new("tls_modes");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_modes").await;
+    let tls = db.tls();
     let host = localhost(tls);
     let by_ip = format!("127.0.0.1:{}", tls.port);
     // A bundle, as providers publish them: an unrelated CA, then the one
@@ -643,18 +613,10 @@ async fn every_sslmode_and_root_certificate_source_reaches_the_tls_only_server()
 
 #[tokio::test]
 async fn root_and_client_certificates_come_from_the_environment_and_the_default_files() {
-    let db = TlsTestDb::new("tls_cert_env").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_cert_env").await;
+    let tls = db.tls();
     let plain = plain().await;
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.cert_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full");
-        cmd
-    };
+    let env = |home: &Home| pg_env(home, &db, &tls.cert_user, "verify-full");
 
     // PGSSLROOTCERT, PGSSLCERT, PGSSLKEY.
     let home = Home::new("tls_cert_env");
@@ -735,9 +697,8 @@ async fn root_and_client_certificates_come_from_the_environment_and_the_default_
 
 #[tokio::test]
 async fn md5_and_scram_with_channel_binding() {
-    let db = TlsTestDb::new("tls_auth").await;
-    let home = Home::new("tls_auth");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_auth").await;
+    let tls = db.tls();
     let plain = plain().await;
     let host = localhost(tls);
     let verified = [("sslmode", "verify-full"), ("sslrootcert", tls.ca.as_str())];
@@ -761,24 +722,14 @@ async fn md5_and_scram_with_channel_binding() {
     let scram = url(&host, &tls.pw_user, Some(&tls.pw), &db.name, &query);
     let out = output(home.relink_url(&scram), &["verify", "--strict"]);
     assert_success(&out);
-    let mut cmd = home.relink();
-    cmd.env("PGHOST", &tls.host)
-        .env("PGPORT", tls.port.to_string())
-        .env("PGUSER", &tls.pw_user)
-        .env("PGPASSWORD", &tls.pw)
-        .env("PGDATABASE", &db.name)
-        .env("PGSSLMODE", "require")
+    let mut cmd = pg_env(&home, &db, &tls.pw_user, "require");
+    cmd.env("PGPASSWORD", &tls.pw)
         .env("PGCHANNELBINDING", "require");
     assert_success(&output(cmd, &["status"]));
 
     // md5 from the environment.
-    let mut cmd = home.relink();
-    cmd.env("PGHOST", &tls.host)
-        .env("PGPORT", tls.port.to_string())
-        .env("PGUSER", &tls.md5_user)
-        .env("PGPASSWORD", &tls.md5_pw)
-        .env("PGDATABASE", &db.name)
-        .env("PGSSLMODE", "require");
+    let mut cmd = pg_env(&home, &db, &tls.md5_user, "require");
+    cmd.env("PGPASSWORD", &tls.md5_pw);
     assert_success(&output(cmd, &["status"]));
 
     // md5 cannot bind the channel: refused, saying why and what to change.
@@ -799,19 +750,10 @@ async fn md5_and_scram_with_channel_binding() {
 
 #[tokio::test]
 async fn the_password_file_supplies_the_password_with_wildcards() {
-    let db = TlsTestDb::new("tls_pgpass").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_pgpass").await;
+    let tls = db.tls();
     let plain = plain().await;
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
-        cmd
-    };
+    let env = |home: &Home| verified_env(home, &db, &tls.pw_user);
 
     // ~/.pgpass: lines that do not match come first; the wildcard line
     // matches any host and database. Every pooled connection gets it too.
@@ -875,18 +817,10 @@ async fn the_password_file_supplies_the_password_with_wildcards() {
 
 #[tokio::test]
 async fn a_password_file_others_can_read_is_refused_naming_it() {
-    let db = TlsTestDb::new("tls_pgpass_open").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_pgpass_open").await;
+    let tls = db.tls();
     let line = format!("*:*:*:{}:{}\n", tls.pw_user, tls.pw);
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "require");
-        cmd
-    };
+    let env = |home: &Home| pg_env(home, &db, &tls.pw_user, "require");
     let home = Home::new("tls_pgpass_open");
     assert_success(&output(
         home.relink_url(&db.pw_url()),
@@ -923,19 +857,10 @@ async fn a_password_file_others_can_read_is_refused_naming_it() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_password_says_where_it_came_from() {
-    let db = TlsTestDb::new("tls_bad_pw").await;
-    let home = Home::new("tls_bad_pw");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_bad_pw").await;
+    let tls = db.tls();
     let wrong = "not-the-password";
-    let env = |home: &Home| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "require");
-        cmd
-    };
+    let env = |home: &Home| pg_env(home, &db, &tls.pw_user, "require");
     let failed = format!(
         "password authentication failed for user \"{}\"",
         tls.pw_user
@@ -1000,9 +925,8 @@ async fn a_wrong_or_missing_password_says_where_it_came_from() {
 
 #[tokio::test]
 async fn several_hosts_skip_one_that_cannot_be_reached() {
-    let db = TlsTestDb::new("tls_hosts").await;
-    let home = Home::new("tls_hosts");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_hosts").await;
+    let tls = db.tls();
     // Nothing listens on port 1: the first host refuses at once.
     let both = url(
         &format!("127.0.0.1:1,{}", localhost(tls)),
@@ -1055,11 +979,10 @@ async fn several_hosts_skip_one_that_cannot_be_reached() {
 
 #[tokio::test]
 async fn read_write_skips_the_replica_and_finds_the_primary() {
-    let db = ReplicaTestDb::new("tls_primary").await;
-    let home = Home::new("tls_primary");
+    let (db, home) = db_and_home(Server::Replica, "tls_primary").await;
     let plain = plain().await;
     let port = |u: &str| url::Url::parse(u).expect("URL").port().expect("port");
-    let (primary, replica) = (port(&db.url), port(&db.replica_url));
+    let (primary, replica) = (port(&db.url), port(&db.replica_url()));
     // The replica first, as after a failover that left the old primary
     // listed first.
     let hosts = format!("127.0.0.1:{replica},127.0.0.1:{primary}");
@@ -1111,14 +1034,7 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
     // read-write skips the replica: every command reaches the primary.
     let out = output(
         home.relink_url(&read_write),
-        &[
-            "run",
-            "--dry-run",
-            "--format",
-            "json",
-            "--chunk-size",
-            CHUNK,
-        ],
+        &["run", "--dry-run", "--format=json", "--chunk-size", CHUNK],
     );
     assert_success(&out);
     assert_eq!(json_summary(&out)["links_created"], plain.links_created);
@@ -1155,25 +1071,15 @@ async fn read_write_skips_the_replica_and_finds_the_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_completes() {
-    let db = TlsTestDb::new("tls_lost").await;
-    let home = Home::new("tls_lost");
-    let tls = db.server;
+    let (db, home) = db_and_home(Server::Tls, "tls_lost").await;
+    let tls = db.tls();
     let plain = plain().await;
     home.write(
         ".pgpass",
         &format!("localhost:{}:*:{}:{}\n", tls.port, tls.pw_user, tls.pw),
         0o600,
     );
-    let relink = || {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
-        cmd
-    };
+    let relink = || verified_env(&home, &db, &tls.pw_user);
     assert_success(&output(
         relink(),
         &["generate", "--profiles", &PROFILES.to_string()],
@@ -1196,13 +1102,7 @@ async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_co
     // password from ~/.pgpass. (The second time, some may still be
     // reconnecting.)
     for round in 0..2 {
-        let killed = db
-            .count(&format!(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = '{}' AND application_name LIKE 'relink run%') t",
-                db.name
-            ))
-            .await;
+        let killed = db.terminate_relink_sessions().await;
         assert!(
             killed >= 2 - round,
             "round {round}: terminated {killed} session(s)"
@@ -1212,7 +1112,7 @@ async fn lost_tls_connections_are_reopened_with_the_password_file_and_the_run_co
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
     assert_no_panic(&out);
-    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_stderr_has(&out, "reconnecting");
     assert_eq!(db.links_checksum().await, plain.links_checksum);
     assert_success(&output(relink(), &["verify", "--strict"]));
 }
@@ -1297,8 +1197,7 @@ fn ss_times_parse() {
 
 #[tokio::test]
 async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
-    let db = TlsTestDb::new("tls_guards").await;
-    let home = Home::new("tls_guards");
+    let (db, home) = db_and_home(Server::Tls, "tls_guards").await;
     let url = db.pw_url();
     assert_success(&output(
         home.relink_url(&url),
@@ -1360,7 +1259,7 @@ async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
     // Until the run's connections are all open, idle, and named.
     let timers = loop {
         assert!(!child.finished(), "the run ended while paused");
-        let timers = tcp_timers(child.pid, db.server.port);
+        let timers = tcp_timers(child.pid, db.tls().port);
         let named = usize::try_from(named().await).unwrap_or(0);
         if timers.len() >= 2
             && named >= timers.len()
@@ -1389,8 +1288,8 @@ async fn every_session_has_the_idle_guard_and_tcp_keepalives() {
 
 #[tokio::test]
 async fn the_password_never_appears_in_any_output_over_tls() {
-    let db = TlsTestDb::new("tls_secret").await;
-    let tls = db.server;
+    let db = TestDb::on(Server::Tls, "tls_secret").await;
+    let tls = db.tls();
     let wrong = "Wr0ng-S3cret-Pw";
     let secrets = [tls.pw.as_str(), tls.md5_pw.as_str(), wrong];
     let host = localhost(tls);
@@ -1407,13 +1306,7 @@ async fn the_password_never_appears_in_any_output_over_tls() {
     let pgpass_open = Home::new("tls_secret_open");
     pgpass_open.write(".pgpass", &format!("*:*:*:*:{}\n", tls.pw), 0o644);
     let env = |home: &Home, password: Option<&str>| {
-        let mut cmd = home.relink();
-        cmd.env("PGHOST", &tls.host)
-            .env("PGPORT", tls.port.to_string())
-            .env("PGUSER", &tls.pw_user)
-            .env("PGDATABASE", &db.name)
-            .env("PGSSLMODE", "verify-full")
-            .env("PGSSLROOTCERT", &tls.ca);
+        let mut cmd = verified_env(home, &db, &tls.pw_user);
         if let Some(password) = password {
             cmd.env("PGPASSWORD", password);
         }

@@ -5,29 +5,17 @@
 
 use std::collections::BTreeSet;
 
-use crate::harness::{assert_success, json_summary, ledger_ids, stderr, TestDb};
+use crate::harness::{assert_stderr_has, assert_success, json_summary, ledger_ids, stderr, TestDb};
 
 const STATE_V1: &str = include_str!("../../fixtures/state_v1.sql");
 
 async fn ids(db: &TestDb, sql: &str) -> BTreeSet<String> {
-    db.client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.texts(sql).await.into_iter().collect()
 }
 
 async fn schema_version(db: &TestDb) -> String {
-    db.client
-        .query_one(
-            "SELECT value FROM relink.meta WHERE key = 'schema_version'",
-            &[],
-        )
+    db.text("SELECT value FROM relink.meta WHERE key = 'schema_version'")
         .await
-        .expect("version")
-        .get(0)
 }
 
 async fn relink_rows(db: &TestDb) -> BTreeSet<String> {
@@ -40,10 +28,7 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     // The same generated data the fixture was made over, then what the
     // previous release left: its rows and its state schema.
     db.generate(200);
-    db.client
-        .batch_execute(STATE_V1)
-        .await
-        .expect("load the v1 state");
+    db.batch(STATE_V1).await;
     assert_eq!(schema_version(&db).await, "1");
     // What the previous release recorded, in its own words.
     let v1_all = ids(&db, "SELECT unnest(link_ids) FROM relink.ledger").await;
@@ -65,13 +50,12 @@ async fn a_ledger_of_the_previous_release_is_upgraded_and_keeps_working() {
     // The next live run upgrades, finds nothing pending, writes nothing.
     let out = db.run(&["run", "--format", "json"]);
     assert_success(&out);
-    assert!(
-        stderr(&out).contains(&format!(
+    assert_stderr_has(
+        &out,
+        &format!(
             "upgraded relink's state schema \"relink\" from version 1 to version {}",
             relink::state::SCHEMA_VERSION
-        )),
-        "{}",
-        stderr(&out)
+        ),
     );
     let summary = json_summary(&out);
     assert_eq!(summary["profiles_planned"], 0, "{summary}");
@@ -154,10 +138,7 @@ async fn migrated_content(db: &TestDb) -> BTreeSet<(String, String, i32, String,
 async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_order() {
     let db = TestDb::new("u_v3").await;
     generate_v3_data(&db);
-    db.client
-        .batch_execute(STATE_V3)
-        .await
-        .expect("load the v3 state");
+    db.batch(STATE_V3).await;
     assert_eq!(schema_version(&db).await, "3");
     let old_ids = ids(
         &db,
@@ -166,12 +147,9 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
     .await;
     assert!(old_ids.len() > 100, "{}", old_ids.len());
     assert!(old_ids.iter().all(|id| &id[14..15] == "5"), "{old_ids:?}");
-    let checkpoint: String = db
-        .client
-        .query_one("SELECT checkpoint FROM relink.runs WHERE id = 1", &[])
-        .await
-        .expect("checkpoint")
-        .get(0);
+    let checkpoint = db
+        .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
+        .await;
 
     // The next run upgrades the state schema and finishes run 1 after its
     // checkpoint, a profile id, in profile id order.

@@ -5,28 +5,17 @@
 use crate::harness::{assert_code, assert_success, json_summary, verify_check, TestDb};
 
 async fn user_row(db: &TestDb, id: &str, user: &str, url: &str, position: i32) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
-             VALUES ($1, $2, 'p-' || $2, 'Mine', $3, 'other', $4, now())",
-            &[&id, &user, &url, &position],
-        )
-        .await
-        .expect("a user's row");
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+             VALUES ($1, $2, 'p-' || $2, 'Mine', $3, 'other', $4, now())", &[&id, &user, &url, &position]).await;
 }
 
 #[tokio::test]
 async fn a_scheme_less_row_and_a_legacy_https_link_are_one_link() {
     let db = TestDb::new("users_rows").await;
-    db.client
-        .batch_execute(
-            r#"INSERT INTO users (id) VALUES ('before'), ('after');
+    db.batch(r#"INSERT INTO users (id) VALUES ('before'), ('after');
                INSERT INTO profiles (id, "userId", "socialLinks") VALUES
                  ('p-before', 'before', '{"website": "https://example.com/x"}'),
-                 ('p-after', 'after', '{"website": "https://example.org/y", "blog": "https://blog.example.org/"}');"#,
-        )
-        .await
-        .expect("profiles");
+                 ('p-after', 'after', '{"website": "https://example.org/y", "blog": "https://blog.example.org/"}');"#).await;
     // The application stored this row before the migration, without a scheme.
     user_row(&db, "mine-1", "before", "www.example.com/x", 0).await;
 

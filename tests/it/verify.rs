@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout,
-    verify_check, verify_line, TestDb,
+    assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_stdout_has,
+    assert_success, json_summary, send_signal, stderr, stdout, verify_check, verify_line, TestDb,
 };
 
 const TOTAL: &str = "links total";
@@ -41,29 +41,16 @@ async fn migrated_row(db: &TestDb, extra: &str) -> (String, String, String, Stri
 
 /// Inserts a user-created row for `user`/`profile` at the user's next position.
 async fn insert_link(db: &TestDb, id: &str, user: &str, profile: &str, url: &str) {
-    db.client
-        .execute(
-            "INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
+    db.exec("INSERT INTO profile_links (id, \"userId\", \"profileId\", label, url, type, position, \"updatedAt\")
              SELECT $1, $2, $3, 'Added by hand', $4, 'other',
                     coalesce(max(position), -1) + 1, localtimestamp(3)
-               FROM profile_links WHERE \"userId\" = $2",
-            &[&id, &user, &profile, &url],
-        )
-        .await
-        .expect("insert a link");
+               FROM profile_links WHERE \"userId\" = $2", &[&id, &user, &profile, &url]).await;
 }
 
 /// A migrated database: `n` generated profiles and one clean run.
-async fn migrated(tag: &str, n: u64) -> TestDb {
-    let db = TestDb::new(tag).await;
-    db.generate(n);
-    assert_success(&db.run(&["run"]));
-    db
-}
-
 #[tokio::test]
 async fn after_a_clean_run_verify_reports_nothing_wrong() {
-    let db = migrated("v_clean", 2000).await;
+    let db = TestDb::migrated("v_clean", 2000).await;
 
     let out = db.run(&["verify"]);
     assert_success(&out);
@@ -93,12 +80,12 @@ async fn after_a_clean_run_verify_reports_nothing_wrong() {
 
     let out = db.run(&["verify", "--strict"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("verify: OK"), "{}", stdout(&out));
+    assert_stdout_has(&out, "verify: OK");
 }
 
 #[tokio::test]
 async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify() {
-    let db = migrated("v_dup", 1500).await;
+    let db = TestDb::migrated("v_dup", 1500).await;
     let (_, user, profile, url) = migrated_row(&db, "pl.url LIKE 'https://%'").await;
     insert_link(&db, "dup-slash", &user, &profile, &format!("{url}/")).await;
 
@@ -132,33 +119,17 @@ async fn a_duplicate_differing_only_by_a_trailing_slash_or_tracking_fails_verify
     assert_eq!(verify_check(&report, DUPLICATES), ("fail".to_owned(), 2));
 
     // Removing both brings verify back to clean.
-    db.client
-        .batch_execute("DELETE FROM profile_links WHERE id LIKE 'dup-%'")
-        .await
-        .expect("delete");
+    db.batch("DELETE FROM profile_links WHERE id LIKE 'dup-%'")
+        .await;
     assert_success(&db.run(&["verify"]));
 }
 
 #[tokio::test]
 async fn a_changed_legacy_value_is_pending_until_the_next_run() {
-    let db = migrated("v_pending", 1500).await;
-    let array: String = db
-        .client
-        .query_one(
-            "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'array'
-                AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("a migrated array profile")
-        .get(0);
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '[\"https://new.example.com/x\"]'::jsonb WHERE id = $1",
-            &[&array],
-        )
-        .await
-        .expect("append to the array");
+    let db = TestDb::migrated("v_pending", 1500).await;
+    let array = db
+        .change_migrated_legacy("array", r#"["https://new.example.com/x"]"#)
+        .await;
 
     let out = db.run(&["verify", "--strict"]);
     assert_code(&out, 3);
@@ -172,23 +143,9 @@ async fn a_changed_legacy_value_is_pending_until_the_next_run() {
         ("OK".to_owned(), 0)
     );
 
-    let object: String = db
-        .client
-        .query_one(
-            "SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
-                AND id IN (SELECT profile_id FROM relink.ledger) ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .expect("a migrated object profile")
-        .get(0);
-    db.client
-        .execute(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\" || '{\"newblog\": \"https://new.example.com/y\"}'::jsonb WHERE id = $1",
-            &[&object],
-        )
-        .await
-        .expect("add a key to the object");
+    let object = db
+        .change_migrated_legacy("object", r#"{"newblog": "https://new.example.com/y"}"#)
+        .await;
     let (out, report) = db.verify_json(&["--strict"]);
     assert_code(&out, 3);
     assert_eq!(verify_check(&report, PENDING), ("fail".to_owned(), 2));
@@ -221,7 +178,7 @@ async fn a_changed_legacy_value_is_pending_until_the_next_run() {
 
 #[tokio::test]
 async fn two_rows_of_a_user_at_one_position_fail_verify() {
-    let db = migrated("v_positions", 1500).await;
+    let db = TestDb::migrated("v_positions", 1500).await;
     let row = db
         .client
         .query_one(
@@ -232,13 +189,11 @@ async fn two_rows_of_a_user_at_one_position_fail_verify() {
         .await
         .expect("a user with two links");
     let (user, low, high): (String, i32, i32) = (row.get(0), row.get(1), row.get(2));
-    db.client
-        .execute(
-            "UPDATE profile_links SET position = $2 WHERE \"userId\" = $1 AND position = $3",
-            &[&user, &low, &high],
-        )
-        .await
-        .expect("collide positions");
+    db.exec(
+        "UPDATE profile_links SET position = $2 WHERE \"userId\" = $1 AND position = $3",
+        &[&user, &low, &high],
+    )
+    .await;
 
     let out = db.run(&["verify"]);
     assert_code(&out, 3);
@@ -256,14 +211,12 @@ async fn two_rows_of_a_user_at_one_position_fail_verify() {
 
 #[tokio::test]
 async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
-    let db = migrated("v_lost", 1500).await;
+    let db = TestDb::migrated("v_lost", 1500).await;
 
     // A user deleted a migrated row: the ledger remembers it, nothing is lost.
     let (gone, _, kept_profile, _) = migrated_row(&db, "true").await;
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&gone])
-        .await
-        .expect("delete");
+    db.exec("DELETE FROM profile_links WHERE id = $1", &[&gone])
+        .await;
     let out = db.run(&["verify"]);
     assert_success(&out);
     let text = stdout(&out);
@@ -274,28 +227,7 @@ async fn a_link_deleted_by_a_user_is_informational_but_a_lost_link_fails() {
     assert_eq!(verify_check(&report, MISSING), ("info".to_owned(), 1));
 
     // A row gone AND forgotten by the ledger: the legacy link is unaccounted.
-    let row = db
-        .client
-        .query_one(
-            "SELECT profile_id, link_keys[1], user_id FROM relink.ledger
-              WHERE cardinality(link_keys) = 1 AND profile_id <> $1 ORDER BY profile_id LIMIT 1",
-            &[&kept_profile],
-        )
-        .await
-        .expect("a profile with one migrated link");
-    let profile: String = row.get(0);
-    let link = relink::plan::link_id(&profile, row.get(2), row.get(1));
-    db.client
-        .execute("DELETE FROM profile_links WHERE id = $1", &[&link])
-        .await
-        .expect("delete");
-    db.client
-        .execute(
-            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
-            &[&profile],
-        )
-        .await
-        .expect("forget");
+    let profile = db.lose_one_link(&kept_profile).await;
     let out = db.run(&["verify"]);
     assert_code(&out, 3);
     let text = stdout(&out);
@@ -314,16 +246,11 @@ async fn a_user_deleting_their_own_row_that_a_legacy_link_duplicated_loses_nothi
     db.generate(300);
     // A user whose legacy website is also a row they created through the
     // new API before the migration.
-    db.client
-        .batch_execute(
-            "INSERT INTO users (id) VALUES ('own-u');
+    db.batch("INSERT INTO users (id) VALUES ('own-u');
              INSERT INTO profiles (id, \"userId\", \"socialLinks\") VALUES ('own-p', 'own-u',
                '{\"website\": \"https://own-site.example.com/\", \"imdb\": \"https://www.imdb.com/name/nm0000001/\"}');
              INSERT INTO profile_links VALUES ('ul-own', 'own-u', 'own-p', 'My site',
-               'https://own-site.example.com/', 'website', 0, '2024-01-01', '2024-01-01');",
-        )
-        .await
-        .expect("setup");
+               'https://own-site.example.com/', 'website', 0, '2024-01-01', '2024-01-01');").await;
     assert_success(&db.run(&["run"]));
     assert_eq!(
         db.count("SELECT count(*) FROM profile_links WHERE \"userId\" = 'own-u'")
@@ -334,10 +261,8 @@ async fn a_user_deleting_their_own_row_that_a_legacy_link_duplicated_loses_nothi
     assert_success(&db.run(&["verify", "--strict"]));
 
     // The user deletes their own row; relink lost nothing.
-    db.client
-        .batch_execute("DELETE FROM profile_links WHERE id = 'ul-own'")
-        .await
-        .expect("delete");
+    db.batch("DELETE FROM profile_links WHERE id = 'ul-own'")
+        .await;
     let out = db.run(&["verify"]);
     assert_success(&out);
     assert_eq!(
@@ -395,8 +320,8 @@ async fn status_before_and_after_a_run() {
 
     let out = db.run(&with(&["status"]));
     assert_success(&out);
-    assert!(stdout(&out).contains("No runs yet"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("Lock: free"), "{}", stdout(&out));
+    assert_stdout_has(&out, "No runs yet");
+    assert_stdout_has(&out, "Lock: free");
     let status = db.status_json(&state);
     assert_eq!(status["runs"], serde_json::json!([]), "{status}");
     assert!(status["ledger"].is_null(), "{status}");
@@ -474,10 +399,7 @@ fn held_by(status: &serde_json::Value, pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_follows_a_run_that_is_killed_and_resumed() {
-    let mut db = TestDb::new("v_kill").await;
-    db.generate(3000);
-    let clean = TestDb::clone_of(&mut db, "v_kill_clean").await;
-    assert_success(&clean.run(&["run"]));
+    let (db, clean) = TestDb::with_clean_run("v_kill", 3000).await;
     let state = ["--state-schema", "relink_v_kill"];
     let with = |args: &[&'static str]| [&state[..], args].concat();
 
@@ -550,15 +472,10 @@ async fn status_follows_a_run_that_is_killed_and_resumed() {
     assert!(position < legacy, "killed midway: {status}");
     let out = db.run(&with(&["status"]));
     assert_success(&out);
-    assert!(
-        stdout(&out).contains(&format!("checkpoint after user {checkpoint}")),
-        "{}",
-        stdout(&out)
-    );
+    assert_stdout_has(&out, &format!("checkpoint after user {checkpoint}"));
 
     let out = db.run(&with(&["run"]));
-    assert_success(&out);
-    assert!(stderr(&out).contains("resuming run 1"), "{}", stderr(&out));
+    assert_resumed(&out, 1);
     assert_eq!(db.status_json(&state)["runs"][0]["status"], "completed");
     assert_success(&db.run(&with(&["verify", "--strict"])));
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
@@ -652,7 +569,7 @@ async fn status_and_the_lock_only_see_their_own_database() {
     let status = db.status_json(&[]);
     assert!(status["lock_holder"].is_null(), "{status}");
     let out = db.run(&["status"]);
-    assert!(stdout(&out).contains("Lock: free"), "{}", stdout(&out));
+    assert_stdout_has(&out, "Lock: free");
 
     // With a run here too, status names this database's holder, and a
     // second run here exits 4 naming it.
@@ -667,11 +584,7 @@ async fn status_and_the_lock_only_see_their_own_database() {
     );
     let out = db.run(&["run"]);
     assert_code(&out, 4);
-    assert!(
-        stderr(&out).contains(&format!("pid={mine} ")),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, &format!("pid={mine} "));
 
     send_signal(pid, "TERM");
     send_signal(mine, "TERM");

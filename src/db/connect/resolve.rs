@@ -2,21 +2,21 @@
 //! connection service's file, then environment variable, then built-in
 //! default) and its checks, one parameter group at a time.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::service::{self, Service};
 use super::{
-    parse, pgpass, ChannelBinding, ClientCert, ConnInfo, ConnInfoError, Env, Host, Keepalives,
-    Password, PasswordSource, Revocations, RootCert, SslMode, Target, TargetSessionAttrs,
-    DEFAULT_KEEPALIVES_COUNT, DEFAULT_KEEPALIVES_IDLE, DEFAULT_KEEPALIVES_INTERVAL, DEFAULT_PORT,
+    hosts, params, pgpass, ChannelBinding, ClientCert, ConnInfo, ConnInfoError, Env, Keepalives,
+    Origin, Password, Revocations, RootCert, SslMode, TargetSessionAttrs, DEFAULT_KEEPALIVES_COUNT,
+    DEFAULT_KEEPALIVES_IDLE, DEFAULT_KEEPALIVES_INTERVAL,
 };
+use crate::text_enum::TextEnum;
 
 pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInfoError> {
     let params = match text {
-        Some(text) => parse::parse(text)?,
-        None => parse::Params::new(),
+        Some(text) => params::parse(text)?,
+        None => params::Params::new(),
     };
     // The service: named in the string, else by PGSERVICE (libpq's order).
     let service = match params
@@ -51,30 +51,14 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
     let password = match p.get("password") {
         // An empty password means none, as in libpq.
         Some(("", _)) | None => None,
-        Some((pw, Origin::String)) => Some((Password::new(pw), PasswordSource::ConnectionString)),
-        Some((pw, Origin::Service(service))) => Some((
-            Password::new(pw),
-            PasswordSource::ServiceFile(service.file.clone()),
-        )),
-        Some((pw, Origin::Env(_))) => Some((Password::new(pw), PasswordSource::Environment)),
+        Some((pw, origin)) => Some((Password::new(pw), origin)),
     };
     let passfile = p
         .value("passfile")
         .map(PathBuf::from)
         .or_else(|| pgpass::default_path(env.home.as_deref()));
 
-    let explicit_sslmode = p.choice(
-        "sslmode",
-        &[
-            ("disable", SslMode::Disable),
-            ("allow", SslMode::Allow),
-            ("prefer", SslMode::Prefer),
-            ("require", SslMode::Require),
-            ("verify-ca", SslMode::VerifyCa),
-            ("verify-full", SslMode::VerifyFull),
-        ],
-        "disable, allow, prefer, require, verify-ca or verify-full",
-    )?;
+    let explicit_sslmode = p.choice::<SslMode>("sslmode")?;
     let explicit_root = p.value("sslrootcert").filter(|v| !v.is_empty());
     // libpq 16: sslrootcert=system makes verify-full the default and
     // refuses anything weaker, since any public CA would vouch for a
@@ -82,12 +66,18 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
     let sslmode = match (explicit_root, explicit_sslmode) {
         (Some("system"), None) => SslMode::VerifyFull,
         (Some("system"), Some(mode)) if mode != SslMode::VerifyFull => {
-            return Err(ConnInfoError::SystemRootNeedsVerifyFull(mode.as_str()))
+            return Err(ConnInfoError::SystemRootNeedsVerifyFull(mode))
         }
         (_, mode) => mode.unwrap_or(SslMode::Prefer),
     };
 
-    let targets = resolve_targets(&p, env, sslmode)?;
+    let targets = hosts::targets(
+        p.value("host"),
+        p.value("hostaddr"),
+        p.value("port"),
+        env,
+        sslmode,
+    )?;
     let (rootcert, client_cert, revocations) = if sslmode == SslMode::Disable {
         (None, None, Revocations::default())
     } else {
@@ -105,40 +95,21 @@ pub(super) fn resolve(text: Option<&str>, env: &Env) -> Result<ConnInfo, ConnInf
             _ => {
                 return Err(ConnInfoError::InvalidValue {
                     keyword: "sslsni",
-                    origin: origin.to_string(),
+                    origin,
                     value: value.to_owned(),
-                    expected: "1 or 0",
+                    expected: "1 or 0".to_owned(),
                 })
             }
         },
     };
     let channel_binding = p
-        .choice(
-            "channel_binding",
-            &[
-                ("disable", ChannelBinding::Disable),
-                ("prefer", ChannelBinding::Prefer),
-                ("require", ChannelBinding::Require),
-            ],
-            "disable, prefer or require",
-        )?
+        .choice::<ChannelBinding>("channel_binding")?
         .unwrap_or(ChannelBinding::Prefer);
     if channel_binding == ChannelBinding::Require && sslmode == SslMode::Disable {
         return Err(ConnInfoError::ChannelBindingNeedsTls);
     }
     let target_session_attrs = p
-        .choice(
-            "target_session_attrs",
-            &[
-                ("any", TargetSessionAttrs::Any),
-                ("read-write", TargetSessionAttrs::ReadWrite),
-                ("read-only", TargetSessionAttrs::ReadOnly),
-                ("primary", TargetSessionAttrs::Primary),
-                ("standby", TargetSessionAttrs::Standby),
-                ("prefer-standby", TargetSessionAttrs::PreferStandby),
-            ],
-            "any, read-write, read-only, primary, standby or prefer-standby",
-        )?
+        .choice::<TargetSessionAttrs>("target_session_attrs")?
         .unwrap_or(TargetSessionAttrs::Any);
 
     // libpq: zero or negative waits forever; 1 second is raised to 2,
@@ -201,46 +172,27 @@ fn env_var(keyword: &str) -> Option<&'static str> {
     })
 }
 
-/// Where a parameter's value came from, for messages.
-#[derive(Debug, Clone, Copy)]
-enum Origin<'a> {
-    String,
-    Service(&'a Service),
-    Env(&'static str),
-}
-
-impl std::fmt::Display for Origin<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::String => f.write_str("the connection string"),
-            Self::Service(service) => write!(
-                f,
-                "service \"{}\" in {}",
-                service.name,
-                service.file.display()
-            ),
-            Self::Env(var) => f.write_str(var),
-        }
-    }
-}
-
 /// Parameter lookup with libpq's precedence: the connection string, then
 /// the service file's section, then the environment variable.
 struct Lookup<'a> {
-    params: parse::Params,
+    params: params::Params,
     service: Option<Service>,
     env: &'a Env,
 }
 
 impl Lookup<'_> {
     /// The value and where it came from (for messages).
-    fn get(&self, keyword: &'static str) -> Option<(&str, Origin<'_>)> {
+    fn get(&self, keyword: &'static str) -> Option<(&str, Origin)> {
         if let Some(value) = self.params.get(keyword) {
-            return Some((value.as_str(), Origin::String));
+            return Some((value.as_str(), Origin::ConnectionString));
         }
         if let Some(service) = &self.service {
             if let Some(value) = service.params.get(keyword) {
-                return Some((value.as_str(), Origin::Service(service)));
+                let origin = Origin::ServiceFile {
+                    service: service.name.clone(),
+                    file: service.file.clone(),
+                };
+                return Some((value.as_str(), origin));
             }
         }
         let var = env_var(keyword)?;
@@ -252,24 +204,17 @@ impl Lookup<'_> {
     }
 
     /// An enumerated parameter.
-    fn choice<T: Copy>(
-        &self,
-        keyword: &'static str,
-        choices: &[(&str, T)],
-        expected: &'static str,
-    ) -> Result<Option<T>, ConnInfoError> {
+    fn choice<T: TextEnum>(&self, keyword: &'static str) -> Result<Option<T>, ConnInfoError> {
         let Some((value, origin)) = self.get(keyword) else {
             return Ok(None);
         };
-        choices
-            .iter()
-            .find(|(name, _)| *name == value)
-            .map(|(_, v)| Some(*v))
+        T::from_text(value)
+            .map(Some)
             .ok_or_else(|| ConnInfoError::InvalidValue {
                 keyword,
-                origin: origin.to_string(),
+                origin,
                 value: value.to_owned(),
-                expected,
+                expected: T::accepted(),
             })
     }
 
@@ -284,9 +229,9 @@ impl Lookup<'_> {
             .map(Some)
             .map_err(|_| ConnInfoError::InvalidValue {
                 keyword,
-                origin: origin.to_string(),
+                origin,
                 value: value.to_owned(),
-                expected: "an integer",
+                expected: "an integer".to_owned(),
             })
     }
 
@@ -294,136 +239,6 @@ impl Lookup<'_> {
         Ok(self
             .integer(keyword)?
             .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
-    }
-}
-
-/// Splits a comma-separated list; an unset parameter is one empty entry.
-fn list(value: Option<&str>) -> Vec<&str> {
-    value.map_or_else(|| vec![""], |v| v.split(',').map(str::trim).collect())
-}
-
-fn resolve_targets(
-    p: &Lookup<'_>,
-    env: &Env,
-    sslmode: SslMode,
-) -> Result<Vec<Target>, ConnInfoError> {
-    let hosts = list(p.value("host"));
-    let hostaddrs = list(p.value("hostaddr"));
-    let ports = list(p.value("port"));
-    let host_given = p.value("host").is_some_and(|h| !h.is_empty());
-    let hostaddr_given = p.value("hostaddr").is_some_and(|h| !h.is_empty());
-    if host_given && hostaddr_given && hosts.len() != hostaddrs.len() {
-        return Err(ConnInfoError::InvalidAddress {
-            keyword: "hostaddr",
-            problem: format!(
-                "{} host names but {} hostaddr values; give one hostaddr per host",
-                hosts.len(),
-                hostaddrs.len()
-            ),
-        });
-    }
-    let count = if hostaddr_given && !host_given {
-        hostaddrs.len()
-    } else {
-        hosts.len()
-    };
-    if ports.len() != 1 && ports.len() != count {
-        return Err(ConnInfoError::InvalidAddress {
-            keyword: "port",
-            problem: format!(
-                "{} port numbers for {count} hosts; give one port for all hosts or one per host",
-                ports.len()
-            ),
-        });
-    }
-    (0..count)
-        .map(|i| {
-            let port = parse_port(if ports.len() == 1 { ports[0] } else { ports[i] })?;
-            let name = hosts.get(i).copied().unwrap_or("");
-            let hostaddr = match hostaddrs.get(i).copied().unwrap_or("") {
-                "" => None,
-                text => Some(text.parse::<IpAddr>().map_err(|_| {
-                    ConnInfoError::InvalidAddress {
-                        keyword: "hostaddr",
-                        problem: "not a numeric IPv4 or IPv6 address (hostaddr takes an address; put names in host)".into(),
-                    }
-                })?),
-            };
-            match hostaddr {
-                // libpq checks the certificate against `host`; with none,
-                // verify-full cannot succeed, so say so before connecting.
-                Some(addr) if name.is_empty() && sslmode == SslMode::VerifyFull => {
-                    Err(ConnInfoError::VerifyFullNeedsHostName(addr))
-                }
-                _ => Ok(target(name, hostaddr, port, env)),
-            }
-        })
-        .collect()
-}
-
-fn parse_port(text: &str) -> Result<u16, ConnInfoError> {
-    if text.is_empty() {
-        return Ok(DEFAULT_PORT);
-    }
-    match text.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(ConnInfoError::InvalidAddress {
-            keyword: "port",
-            problem: "expected a number from 1 to 65535 (if this is a URL whose password holds \
-                      \"/\", \"@\" or \",\", percent-encode them as %2F, %40, %2C)"
-                .into(),
-        }),
-    }
-}
-
-/// One target with libpq's defaults: no host and no hostaddr means the
-/// default Unix socket directory if a server listens there, else
-/// `localhost` over TCP. (libpq uses its compiled-in socket directory
-/// without looking; relink checks the candidates so that one binary works
-/// on Debian-like systems, upstream builds and machines with no local
-/// server.)
-fn target(name: &str, hostaddr: Option<IpAddr>, port: u16, env: &Env) -> Target {
-    if name.starts_with('/') {
-        let dir = PathBuf::from(name);
-        let pgpass_host = if env.is_default_socket_dir(&dir) {
-            "localhost".to_owned()
-        } else {
-            name.to_owned()
-        };
-        return Target {
-            host: Host::Unix(dir),
-            hostaddr,
-            port,
-            pgpass_host,
-        };
-    }
-    if !name.is_empty() {
-        return Target {
-            host: Host::Tcp(name.to_owned()),
-            hostaddr,
-            port,
-            pgpass_host: name.to_owned(),
-        };
-    }
-    if let Some(addr) = hostaddr {
-        // libpq matches the password file against hostaddr when no host
-        // is given; the address also serves as the TLS server name.
-        return Target {
-            host: Host::Tcp(addr.to_string()),
-            hostaddr: Some(addr),
-            port,
-            pgpass_host: addr.to_string(),
-        };
-    }
-    let host = match env.default_socket_dir(port) {
-        Some(dir) => Host::Unix(dir.to_path_buf()),
-        None => Host::Tcp("localhost".to_owned()),
-    };
-    Target {
-        host,
-        hostaddr: None,
-        port,
-        pgpass_host: "localhost".to_owned(),
     }
 }
 
@@ -448,10 +263,7 @@ fn resolve_rootcert(
             let default = env.dot_postgresql("root.crt");
             match default {
                 Some(path) if path.exists() => Ok(Some(RootCert::File(path))),
-                path if sslmode.verifies() => Err(ConnInfoError::MissingRootCert {
-                    sslmode: sslmode.as_str(),
-                    path,
-                }),
+                path if sslmode.verifies() => Err(ConnInfoError::MissingRootCert { sslmode, path }),
                 _ => Ok(None),
             }
         }

@@ -17,107 +17,23 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig};
 use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, SimpleQueryMessage, Socket};
 
-use super::diagnose::{self, Problem};
-use super::{make_tls_connect, MakeRustlsConnect, TlsError};
-use crate::db::conninfo::{ConnInfo, Password, PasswordSource, Target, TargetSessionAttrs};
+use super::diagnose::{self, Failure, Problem, Stage};
+use super::pool::PoolManager;
+use super::startup::{quote_literal, SessionOptions};
+use super::{ConnInfo, Origin, Password, Target, TargetSessionAttrs};
 use crate::db::pooler::{self, Pooling};
-
-/// What relink adds to every session on top of the connection string.
-#[derive(Debug, Clone, Default)]
-pub struct SessionOptions {
-    /// relink's name for the session in `pg_stat_activity`. As libpq's
-    /// `fallback_application_name`: an `application_name` in the
-    /// connection string or `PGAPPNAME` wins, since the operator chose it.
-    pub application_name: Option<String>,
-    /// Server settings (`name`, `value`) sent at startup after the
-    /// connection string's `options`, so relink's guards (timeouts) win
-    /// over an operator's setting of the same name.
-    pub settings: Vec<(String, String)>,
-    /// Sessions refuse writes (`default_transaction_read_only=on`). Known
-    /// apart from `settings` so that `target_session_attrs=read-write`
-    /// still finds the primary for a read-only relink session.
-    pub read_only: bool,
-}
-
-impl SessionOptions {
-    /// The `options` startup parameter: the connection string's, then
-    /// relink's settings as `-c name=value`, with spaces and backslashes
-    /// escaped as the server's option parser expects.
-    fn options(&self, base: Option<&str>) -> Option<String> {
-        let mut parts: Vec<String> = base.map(str::to_owned).into_iter().collect();
-        for (name, value) in &self.settings {
-            parts.push(format!(
-                "-c {}={}",
-                escape_option(name),
-                escape_option(value)
-            ));
-        }
-        if self.read_only {
-            parts.push("-c default_transaction_read_only=on".to_owned());
-        }
-        (!parts.is_empty()).then(|| parts.join(" "))
-    }
-
-    /// The name of a setting relink sends at startup, if any: every one
-    /// comes in the one `options` parameter, so this one stands for all.
-    fn a_setting(&self) -> Option<&str> {
-        match self.settings.first() {
-            Some((name, _)) => Some(name),
-            None if self.read_only => Some("default_transaction_read_only"),
-            None => None,
-        }
-    }
-
-    /// The same settings as one `SELECT set_config(…)` statement, for a
-    /// session that did not get them at startup.
-    fn set_config_sql(&self) -> String {
-        let mut calls: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(name, value)| {
-                format!(
-                    "pg_catalog.set_config({}, {}, false)",
-                    quote_literal(name),
-                    quote_literal(value)
-                )
-            })
-            .collect();
-        if self.read_only {
-            calls.push(
-                "pg_catalog.set_config('default_transaction_read_only', 'on', false)".to_owned(),
-            );
-        }
-        format!("SELECT {}", calls.join(", "))
-    }
-}
-
-/// An SQL string literal (`'` doubled; the server runs with
-/// standard_conforming_strings on, so `\` is no escape).
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn escape_option(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\\' || c.is_whitespace() {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
+use crate::db::tls::{make_tls_connect, MakeRustlsConnect, TlsError};
 
 /// Why one host could not be used.
 #[derive(Debug)]
@@ -127,6 +43,9 @@ pub struct HostFailure {
     pub problem: Problem,
     /// The driver's error, when there is one.
     pub source: Option<tokio_postgres::Error>,
+    /// The driver's error says the server could not be reached, or cannot
+    /// take a session now (see [`Failure::next_host`]).
+    pub next_host: bool,
 }
 
 impl fmt::Display for HostFailure {
@@ -165,14 +84,6 @@ fn failures_text(failures: &[HostFailure]) -> String {
 }
 
 impl ConnectError {
-    /// The driver error of the last host tried, if any (for retry decisions).
-    pub fn last_driver_error(&self) -> Option<&tokio_postgres::Error> {
-        match self {
-            Self::Tls(_) => None,
-            Self::Failed { failures, .. } => failures.iter().rev().find_map(|f| f.source.as_ref()),
-        }
-    }
-
     /// Whether trying again later may succeed without a configuration
     /// change: no host could be reached or answered in time, none was of
     /// the wanted kind yet, or the server was starting up or shutting down
@@ -182,20 +93,16 @@ impl ConnectError {
         let Self::Failed { failures, .. } = self else {
             return false;
         };
-        failures
-            .last()
-            .is_some_and(|last| match (&last.problem, &last.source) {
-                (
-                    Problem::Unreachable { .. }
+        failures.last().is_some_and(|last| {
+            matches!(
+                last.problem,
+                Problem::Unreachable { .. }
                     | Problem::Timeout { .. }
                     | Problem::WrongSessionKind { .. }
                     // A failover in progress: the standby may be promoted.
-                    | Problem::StandbyForWrites,
-                    _,
-                ) => true,
-                (_, Some(err)) => diagnose::next_host(err),
-                (_, None) => false,
-            })
+                    | Problem::StandbyForWrites
+            ) || last.next_host
+        })
     }
 
     /// The classified problem of the last host tried.
@@ -220,7 +127,7 @@ struct Inner {
     tls: MakeRustlsConnect,
     /// Passwords found in the password file, by target index, so the pool's
     /// later connections send them at once instead of first being asked.
-    found: Mutex<HashMap<usize, (Password, PasswordSource)>>,
+    found: Mutex<HashMap<usize, (Password, Origin)>>,
     /// A server refused the `options` startup parameter: later sessions
     /// go without it (and get relink's settings with `set_config`).
     options_refused: AtomicBool,
@@ -253,7 +160,7 @@ enum Purpose {
 enum Attempt {
     /// With the server's `in_hot_standby` report, if it made one.
     Connected(Client, JoinHandle<()>, Option<bool>),
-    Failed(tokio_postgres::Error),
+    Failed(tokio_postgres::Error, Stage),
     TimedOut(Duration),
 }
 
@@ -264,7 +171,7 @@ impl Connector {
     /// # Errors
     /// When a certificate or key file cannot be used.
     pub fn new(info: ConnInfo, session: SessionOptions) -> Result<Self, TlsError> {
-        let tls = make_tls_connect(&info)?;
+        let tls = make_tls_connect(&info.tls())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 info,
@@ -356,16 +263,21 @@ impl Connector {
         wanted: Option<TargetSessionAttrs>,
     ) -> Result<(Client, JoinHandle<()>), (HostFailure, bool)> {
         let info = &self.inner.info;
-        let fail = |problem: Problem, source: Option<tokio_postgres::Error>, go_on: bool| {
-            (
-                HostFailure {
-                    target: target.to_string(),
-                    problem,
-                    source,
-                },
-                go_on,
-            )
-        };
+        let fail =
+            |problem: Problem, source: Option<(tokio_postgres::Error, Stage)>, go_on: bool| {
+                let next_host = source
+                    .as_ref()
+                    .is_some_and(|(err, stage)| Failure::of(err, *stage).next_host());
+                (
+                    HostFailure {
+                        target: target.to_string(),
+                        problem,
+                        source: source.map(|(err, _)| err),
+                        next_host,
+                    },
+                    go_on,
+                )
+            };
         let mut password = info
             .given_password()
             .map(|(p, s)| (p.clone(), s.clone()))
@@ -408,7 +320,11 @@ impl Connector {
                         Ok(Verdict::SuitsWithoutSettings) => {
                             match self.set_settings(index, target, &client).await {
                                 Ok(()) => Ok((client, task)),
-                                Err(failure) => Err(fail(failure.0, failure.1, false)),
+                                Err((problem, err)) => Err(fail(
+                                    problem,
+                                    err.map(|err| (err, Stage::CONNECTED)),
+                                    false,
+                                )),
                             }
                         }
                         Ok(Verdict::WrongKind) => {
@@ -422,16 +338,19 @@ impl Connector {
                             Err(fail(Problem::StandbyForWrites, None, false))
                         }
                         Err(err) => {
-                            let problem = diagnose::diagnose(&err, info, target, None);
-                            Err(fail(problem, Some(err), true))
+                            let stage = Stage::CONNECTED;
+                            let problem = diagnose::diagnose(&err, stage, info, target, None);
+                            Err(fail(problem, Some((err, stage)), true))
                         }
                     };
                 }
                 Attempt::TimedOut(after) => {
                     return Err(fail(Problem::Timeout { after }, None, true));
                 }
-                Attempt::Failed(err) => err,
+                Attempt::Failed(err, stage) => (err, stage),
             };
+            let (err, stage) = err;
+            let failure = Failure::of(&err, stage);
             if !bare && self.refuses_options(&err) {
                 if info.options.is_some() {
                     // Settings of the operator's that relink cannot apply
@@ -439,7 +358,7 @@ impl Connector {
                     let problem = Problem::OptionsRefused {
                         detail: diagnose::chain_text(&err),
                     };
-                    return Err(fail(problem, Some(err), false));
+                    return Err(fail(problem, Some((err, stage)), false));
                 }
                 tracing::debug!(
                     "{target} refused the options startup parameter ({}): a connection pooler? \
@@ -449,7 +368,7 @@ impl Connector {
                 self.inner.options_refused.store(true, Ordering::SeqCst);
                 continue;
             }
-            if password.is_none() && is_password_missing(&err) {
+            if password.is_none() && matches!(failure, Failure::PasswordMissing) {
                 match info.password_for(target) {
                     Ok(Some(found)) => {
                         self.remember_password(index, &found);
@@ -461,13 +380,13 @@ impl Connector {
                         let problem = Problem::PasswordFile {
                             message: refused.to_string(),
                         };
-                        return Err(fail(problem, Some(err), false));
+                        return Err(fail(problem, Some((err, stage)), false));
                     }
                 }
             }
             let falls_back = match mode {
-                PgSslMode::Prefer => diagnose::prefer_falls_back(&err),
-                PgSslMode::Disable => diagnose::allow_falls_back(&err),
+                PgSslMode::Prefer => failure.prefer_falls_back(),
+                PgSslMode::Disable => failure.allow_falls_back(),
                 _ => false,
             };
             if has_more_modes && falls_back {
@@ -479,14 +398,15 @@ impl Connector {
                 mode_index += 1;
                 continue;
             }
-            let problem = diagnose::diagnose(&err, info, target, password.as_ref().map(|p| &p.1));
+            let go_on = failure.next_host();
+            let source = password.as_ref().map(|p| &p.1);
+            let problem = diagnose::diagnose(&err, stage, info, target, source);
             if matches!(problem, Problem::PasswordWrong { .. }) {
                 // The file may have been corrected since: read it afresh
                 // next time.
                 self.forget_password(index);
             }
-            let go_on = diagnose::next_host(&err);
-            return Err(fail(problem, Some(err), go_on));
+            return Err(fail(problem, Some((err, stage)), go_on));
         }
     }
 
@@ -521,7 +441,12 @@ impl Connector {
                 config.options(options);
             }
         }
-        let connecting = config.connect(self.inner.tls.clone());
+        let record = Arc::new(TlsRecord::default());
+        let tls = RecordingTls {
+            inner: self.inner.tls.clone(),
+            record: Arc::clone(&record),
+        };
+        let connecting = config.connect(tls);
         let result = match info.connect_timeout {
             Some(limit) => match tokio::time::timeout(limit, connecting).await {
                 Ok(result) => result,
@@ -541,7 +466,15 @@ impl Connector {
                 });
                 Attempt::Connected(client, task, standby)
             }
-            Err(err) => Attempt::Failed(err),
+            Err(err) => Attempt::Failed(
+                err,
+                Stage {
+                    tls_required: mode == PgSslMode::Require,
+                    tls_started: record.started.load(Ordering::SeqCst),
+                    tls_failed: record.failed.load(Ordering::SeqCst),
+                    password_sent: password.is_some(),
+                },
+            ),
         }
     }
 
@@ -632,62 +565,93 @@ impl Connector {
             .map_err(|(failure, _)| anyhow::anyhow!("{failure}"))
     }
 
-    fn cached_password(&self, index: usize) -> Option<(Password, PasswordSource)> {
+    /// The passwords found so far. A panic while the lock was held cannot
+    /// have left the map half-changed (each use is one insert, remove or
+    /// clone), so a poisoned lock is taken over as it is.
+    fn found(&self) -> MutexGuard<'_, HashMap<usize, (Password, Origin)>> {
         self.inner
             .found
             .lock()
-            .ok()
-            .and_then(|found| found.get(&index).cloned())
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cached_password(&self, index: usize) -> Option<(Password, Origin)> {
+        self.found().get(&index).cloned()
     }
 
     fn forget_password(&self, index: usize) {
-        if let Ok(mut found) = self.inner.found.lock() {
-            found.remove(&index);
-        }
+        self.found().remove(&index);
     }
 
-    fn remember_password(&self, index: usize, password: &(Password, PasswordSource)) {
-        if let Ok(mut found) = self.inner.found.lock() {
-            found.insert(index, password.clone());
-        }
+    fn remember_password(&self, index: usize, password: &(Password, Origin)) {
+        self.found().insert(index, password.clone());
     }
 
-    /// A deadpool-postgres manager whose connections are opened by
+    /// The pool's manager: its connections are opened by
     /// [`Self::connect`], so the pool follows the same hosts, TLS, password
     /// and session rules (after a failover, new pool connections find the
     /// new primary).
-    pub fn manager(&self, config: ManagerConfig) -> Manager {
-        let first = &self.inner.info.targets[0];
-        // deadpool only hands this config back to our Connect; it is the
-        // first target's, for its Debug output.
-        let pg_config = self.inner.info.config_for(first, PgSslMode::Disable);
-        Manager::from_connect(pg_config, PoolConnect(self.clone()), config)
+    pub fn manager(&self) -> PoolManager {
+        PoolManager::new(self.clone())
     }
 }
 
-/// [`deadpool_postgres::Connect`] through a [`Connector`].
-struct PoolConnect(Connector);
+/// How far one attempt's TLS got, recorded by [`RecordingTls`].
+#[derive(Debug, Default)]
+struct TlsRecord {
+    /// The server accepted the TLS request: the handshake began.
+    started: AtomicBool,
+    /// The handshake failed.
+    failed: AtomicBool,
+}
 
-impl deadpool_postgres::Connect for PoolConnect {
-    fn connect(
-        &self,
-        _pg_config: &tokio_postgres::Config,
-    ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
+/// The TLS connector of one attempt, recording how far TLS got so that a
+/// failure is told apart by what happened (see [`Stage`]).
+#[derive(Clone)]
+struct RecordingTls {
+    inner: MakeRustlsConnect,
+    record: Arc<TlsRecord>,
+}
+
+type RustlsConnect = <MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect;
+
+impl MakeTlsConnect<Socket> for RecordingTls {
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+    type TlsConnect = RecordingConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<RecordingConnect, Self::Error> {
+        Ok(RecordingConnect {
+            inner: <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(
+                &mut self.inner,
+                domain,
+            )?,
+            record: Arc::clone(&self.record),
+        })
+    }
+}
+
+/// See [`RecordingTls`].
+struct RecordingConnect {
+    inner: RustlsConnect,
+    record: Arc<TlsRecord>,
+}
+
+impl TlsConnect<Socket> for RecordingConnect {
+    type Stream = <RustlsConnect as TlsConnect<Socket>>::Stream;
+    type Error = <RustlsConnect as TlsConnect<Socket>>::Error;
+    type Future = BoxFuture<'static, Result<Self::Stream, Self::Error>>;
+
+    fn connect(self, stream: Socket) -> Self::Future {
+        self.record.started.store(true, Ordering::SeqCst);
+        let record = self.record;
+        let handshake = self.inner.connect(stream);
         Box::pin(async move {
-            self.0.connect().await.map_err(|err| {
-                // deadpool wants a driver error: log the full diagnosis and
-                // return the driver's own error (or a timeout, its only
-                // public constructor, for a failure that has none).
-                tracing::warn!("{err}");
-                match err {
-                    ConnectError::Failed { failures, .. } => failures
-                        .into_iter()
-                        .rev()
-                        .find_map(|f| f.source)
-                        .unwrap_or_else(tokio_postgres::Error::__private_api_timeout),
-                    ConnectError::Tls(_) => tokio_postgres::Error::__private_api_timeout(),
-                }
-            })
+            let result = handshake.await;
+            if result.is_err() {
+                record.failed.store(true, Ordering::SeqCst);
+            }
+            result
         })
     }
 }
@@ -777,10 +741,6 @@ async fn check_session(
     })
 }
 
-fn is_password_missing(err: &tokio_postgres::Error) -> bool {
-    std::error::Error::source(err).is_some_and(|s| s.to_string() == "password missing")
-}
-
 fn ssl_name(mode: PgSslMode) -> &'static str {
     match mode {
         PgSslMode::Disable => "plaintext",
@@ -788,3 +748,6 @@ fn ssl_name(mode: PgSslMode) -> &'static str {
         _ => "TLS",
     }
 }
+
+#[cfg(test)]
+mod tests;

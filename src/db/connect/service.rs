@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::parse::{self, Params};
+use super::params::{self, Params};
 use super::{ConnInfoError, Env};
 
 /// Where libpq looks for the system-wide file when `PGSYSCONFDIR` is not
@@ -121,7 +121,7 @@ fn section(text: &str, name: &str, file: &Path) -> Result<Option<Params>, ConnIn
                 format!("nested {key} specifications are not supported"),
             ));
         }
-        let keyword = parse::keyword(key).map_err(|err| problem(number, err.to_string()))?;
+        let keyword = params::keyword(key).map_err(|err| problem(number, err.to_string()))?;
         params
             .entry(keyword)
             .or_insert_with(|| value.trim().to_owned());
@@ -132,7 +132,7 @@ fn section(text: &str, name: &str, file: &Path) -> Result<Option<Params>, ConnIn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::conninfo::tests::TempDir;
+    use crate::db::connect::tests::TempDir;
 
     fn env_for(dir: &TempDir, vars: &[(&str, &str)]) -> Env {
         let mut env = Env::from_vars(vars.iter().copied());

@@ -87,7 +87,7 @@ fn url_and_key_value_resolve_alike() {
         assert_eq!(info.sslmode, SslMode::Prefer);
         let (password, source) = info.given_password().expect("password");
         assert_eq!(password.expose(), SECRET);
-        assert_eq!(*source, PasswordSource::ConnectionString);
+        assert_eq!(*source, Origin::ConnectionString);
     }
     assert_eq!(url.to_string(), kv.to_string());
 }
@@ -164,7 +164,7 @@ fn environment_alone() {
     let (password, source) = info.given_password().expect("PGPASSWORD");
     assert_eq!(
         (password.expose(), source),
-        (SECRET, &PasswordSource::Environment)
+        (SECRET, &Origin::Env("PGPASSWORD"))
     );
 }
 
@@ -186,7 +186,7 @@ fn environment_fills_in_what_the_string_leaves_out() {
     assert_eq!(info.sslmode, SslMode::Require, "the string wins");
     assert_eq!(
         info.given_password().expect("pw").1,
-        &PasswordSource::Environment
+        &Origin::Env("PGPASSWORD")
     );
 
     let info = resolve("postgres://u:pw@h:1234", &e);
@@ -194,7 +194,7 @@ fn environment_fills_in_what_the_string_leaves_out() {
     assert_eq!(info.targets[0].port, 1234);
     assert_eq!(
         info.given_password().expect("pw").1,
-        &PasswordSource::ConnectionString
+        &Origin::ConnectionString
     );
 
     // An empty variable counts as unset.
@@ -553,7 +553,7 @@ fn password_file_per_host() {
     };
     assert_eq!(
         pw(0),
-        Some(("one".into(), PasswordSource::File(passfile.clone())))
+        Some(("one".into(), Origin::PasswordFile(passfile.clone())))
     );
     assert_eq!(pw(1).map(|p| p.0), Some(SECRET.into()));
     assert_eq!(pw(2), None);
@@ -573,7 +573,7 @@ fn password_file_per_host() {
         info.password_for(&info.targets[0])
             .expect("given")
             .map(|p| p.1),
-        Some(PasswordSource::ConnectionString)
+        Some(Origin::ConnectionString)
     );
     let info = resolve("postgres://alice:@h1/app", &e);
     assert_eq!(info.given_password(), None);
@@ -709,7 +709,13 @@ fn a_service_fills_in_between_the_string_and_the_environment() {
     assert_eq!(info.service, Some(("app".to_owned(), file.clone())));
     let (password, source) = info.given_password().expect("the service's password");
     assert_eq!(password.expose(), SECRET);
-    assert_eq!(source, &PasswordSource::ServiceFile(file.clone()));
+    assert_eq!(
+        source,
+        &Origin::ServiceFile {
+            service: "app".to_owned(),
+            file: file.clone()
+        }
+    );
     assert!(!format!("{info:?} {info}").contains(SECRET));
     // PGSERVICE names it as well; a URL can too.
     let with_env = {

@@ -307,37 +307,30 @@ fn parse_url_hosts(text: &str, params: &mut Params) -> Result<(), ConnInfoError>
 }
 
 /// Percent-decoding as libpq's `conninfo_uri_decode`: a malformed escape or
-/// an encoded NUL is an error; `+` stays `+`.
+/// an encoded NUL is an error (the `percent-encoding` crate would pass
+/// them through, so they are refused first); `+` stays `+`.
 fn decode(text: &str, what: &str) -> Result<String, ConnInfoError> {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(0) | None => {
-                    return Err(ConnInfoError::Syntax(format!(
-                        "invalid percent-encoding in the URL's {what} (expected %XX with two \
-                         hex digits, and no %00)"
-                    )))
-                }
-                Some(byte) => out.push(byte),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit) && hex != b"00")
+    });
+    if !well_formed {
+        return Err(ConnInfoError::Syntax(format!(
+            "invalid percent-encoding in the URL's {what} (expected %XX with two hex digits, \
+             and no %00)"
+        )));
     }
-    String::from_utf8(out).map_err(|_| {
-        ConnInfoError::Syntax(format!(
-            "the URL's {what} is not valid UTF-8 once percent-decoded"
-        ))
-    })
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| {
+            ConnInfoError::Syntax(format!(
+                "the URL's {what} is not valid UTF-8 once percent-decoded"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ pub struct Env {
     /// The home directory: `HOME`, else the passwd entry of this user.
     pub home: Option<PathBuf>,
     /// The operating-system user name: the passwd entry of this process's
-    /// uid (what libpq uses), else `USER`, else `LOGNAME`.
+    /// effective uid (what libpq uses; through the `whoami` crate), else
+    /// `USER`, else `LOGNAME`.
     pub os_user: Option<String>,
     /// Candidate default socket directories (normally
     /// [`DEFAULT_SOCKET_DIRS`]); the first holding `.s.PGSQL.<port>` is the
@@ -46,14 +47,14 @@ impl Env {
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .filter(|(k, _)| k.starts_with("PG") || k == "HOME" || k == "USER" || k == "LOGNAME")
             .collect();
-        let passwd = current_passwd_entry();
         let home = vars
             .get("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
-            .or_else(|| passwd.as_ref().map(|p| PathBuf::from(&p.home)));
-        let os_user = passwd
-            .map(|p| p.name)
+            // The standard library's fallback is the passwd entry's home.
+            .or_else(|| std::env::home_dir().filter(|h| !h.as_os_str().is_empty()));
+        let os_user = whoami::username()
+            .ok()
             .or_else(|| vars.get("USER").cloned())
             .or_else(|| vars.get("LOGNAME").cloned())
             .filter(|u| !u.is_empty());
@@ -112,49 +113,9 @@ impl Env {
     }
 }
 
-struct PasswdEntry {
-    name: String,
-    home: String,
-}
-
-/// This process's `/etc/passwd` entry, found by the effective uid (the owner
-/// of `/proc/self`), without `unsafe` calls to `getpwuid`. None in
-/// containers that run under a uid without an entry.
-fn current_passwd_entry() -> Option<PasswdEntry> {
-    use std::os::unix::fs::MetadataExt as _;
-    let uid = std::fs::metadata("/proc/self").ok()?.uid();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd_entry_for(&passwd, uid)
-}
-
-fn passwd_entry_for(passwd: &str, uid: u32) -> Option<PasswdEntry> {
-    passwd.lines().find_map(|line| {
-        // name:password:uid:gid:gecos:home:shell
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.len() < 7 || fields[2].parse::<u32>().ok()? != uid {
-            return None;
-        }
-        Some(PasswdEntry {
-            name: fields[0].to_owned(),
-            home: fields[5].to_owned(),
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwd_lookup_by_uid() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment\nbad line\nalice:x:1000:1000:Alice,,,:/home/alice:/bin/sh\n";
-        let alice = passwd_entry_for(passwd, 1000).expect("alice");
-        assert_eq!(
-            (alice.name.as_str(), alice.home.as_str()),
-            ("alice", "/home/alice")
-        );
-        assert!(passwd_entry_for(passwd, 42).is_none());
-    }
 
     #[test]
     fn empty_variables_count_as_unset_and_debug_hides_values() {

@@ -1,16 +1,29 @@
-//! Where and how to connect, resolved the way libpq (and so `psql`) does it:
-//! a URL or `key=value` string, a connection service file's parameters
-//! (`service=`, `PGSERVICE`) for whatever the string leaves out, libpq's
-//! environment variables for what is still unset, libpq's built-in
-//! defaults, the certificate and revocation files under `~/.postgresql/`,
-//! and the password file — all turned into one validated [`ConnInfo`]
-//! before anything connects.
+//! Where and how to connect, resolved the way libpq (and so `psql`) does it,
+//! and opening sessions that way.
 //!
-//! This module does no network I/O. It reads the environment only through an
-//! [`Env`] value and touches the file system only to read the service file,
-//! to check that certificate files exist and, per host at connect time, to
-//! read the password file ([`ConnInfo::password_for`]). Connecting is
-//! [`super::tls`]'s job.
+//! Resolving (no network I/O) turns a URL or `key=value` string
+//! (`params`), a connection service file's parameters (`service=`,
+//! `PGSERVICE`; `service`) for whatever the string leaves out, libpq's
+//! environment variables for what is still unset (`env`), libpq's built-in
+//! defaults, the host list (`hosts`) and the certificate and revocation
+//! files under `~/.postgresql/` into one validated [`ConnInfo`]
+//! (`resolve`); every value keeps its [`Origin`] for messages. The password
+//! file (`pgpass`) is read per host at connect time
+//! ([`ConnInfo::password_for`]). Opening a session (`open`: hosts in order,
+//! `sslmode` fallbacks, `target_session_attrs`; relink's session settings
+//! in `startup`; the pool's manager in `pool`) and saying why one could
+//! not be opened (`diagnose`) come last; TLS itself is [`super::tls`]'s.
+//!
+//! The connection-string parser, the service-file and password-file
+//! readers are written here by hand on purpose: relink must accept exactly
+//! what libpq accepts, with libpq's precedence and quirks (a later keyword
+//! wins, `\` escapes and `'…'` quoting in `key=value` strings, `*` only as
+//! a whole password-file field, the first line of a service's parameter
+//! wins, an empty value counts as unset, several hosts in a URL), so that
+//! an operator's existing `psql` setup works unchanged; no crate implements
+//! libpq's rules (generic URL and INI parsers differ on each of these
+//! points), and tokio-postgres's own parser knows neither service files,
+//! the password file nor most of the TLS parameters.
 //!
 //! The password (and `sslpassword`) never leaves a [`Password`] by
 //! accident: `Display` and `Debug` of every type here, and every error
@@ -21,19 +34,35 @@
 //! File" and "SSL Support" chapters (libpq-connect.html, libpq-envars.html,
 //! libpq-pgpass.html, libpq-pgservice.html, libpq-ssl.html).
 
+pub mod diagnose;
 mod env;
-mod parse;
+mod hosts;
+pub mod open;
+mod origin;
+mod params;
 mod pgpass;
+pub mod pool;
 mod resolve;
 pub mod service;
+mod startup;
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use diagnose::Problem;
 pub use env::{Env, DEFAULT_SOCKET_DIRS};
-pub use parse::KEYWORDS;
+pub use open::{ConnectError, Connector, HostFailure};
+pub use origin::Origin;
+pub use params::KEYWORDS;
+pub use pool::{Pool, PoolManager, PooledClient};
+pub use startup::SessionOptions;
+
+pub use crate::db::secret::Password;
+use crate::db::tls::TlsParams;
+pub use crate::db::tls::{ClientCert, Revocations, RootCert, SslMode};
+use crate::text_enum::text_enum;
 
 /// libpq's default port.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -49,122 +78,6 @@ pub const DEFAULT_KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
 /// See [`DEFAULT_KEEPALIVES_IDLE`].
 pub const DEFAULT_KEEPALIVES_COUNT: u32 = 3;
 
-/// A password, kept out of `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(text: impl Into<String>) -> Self {
-        Self(text.into())
-    }
-
-    /// The password itself, for the authentication exchange only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-/// Where a password came from, to say where to fix a wrong one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// The `password` parameter of the URL or key=value string.
-    ConnectionString,
-    /// `PGPASSWORD`.
-    Environment,
-    /// The `password` line of a connection service's section.
-    ServiceFile(PathBuf),
-    /// A line of the password file.
-    File(PathBuf),
-}
-
-impl fmt::Display for PasswordSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ConnectionString => f.write_str("the connection string"),
-            Self::Environment => f.write_str("PGPASSWORD"),
-            Self::ServiceFile(path) => write!(f, "the service file {}", path.display()),
-            Self::File(path) => write!(f, "the password file {}", path.display()),
-        }
-    }
-}
-
-/// libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plaintext only.
-    Disable,
-    /// Plaintext first; TLS if the server refuses plaintext.
-    Allow,
-    /// TLS if the server offers it, else plaintext (libpq's default).
-    Prefer,
-    /// TLS or nothing; the certificate is not checked unless a root
-    /// certificate is configured (then as `VerifyCa`).
-    Require,
-    /// TLS, and the server's certificate chains to a trusted root.
-    VerifyCa,
-    /// `VerifyCa`, and the certificate names the host connected to.
-    VerifyFull,
-}
-
-impl SslMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disable => "disable",
-            Self::Allow => "allow",
-            Self::Prefer => "prefer",
-            Self::Require => "require",
-            Self::VerifyCa => "verify-ca",
-            Self::VerifyFull => "verify-full",
-        }
-    }
-
-    /// Whether the server's certificate must be verified whatever files exist.
-    pub fn verifies(self) -> bool {
-        matches!(self, Self::VerifyCa | Self::VerifyFull)
-    }
-}
-
-/// libpq's `sslrootcert`: the trusted roots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RootCert {
-    /// A PEM file of CA certificates (given, or `~/.postgresql/root.crt`).
-    File(PathBuf),
-    /// The operating system's trust store (`sslrootcert=system`).
-    System,
-}
-
-/// A client certificate and its private key, both PEM files; the key
-/// possibly encrypted, with `sslpassword` to open it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// libpq's `sslpassword` (kept out of `Debug` by [`Password`]).
-    pub key_password: Option<Password>,
-}
-
-/// Certificate revocation lists the server's certificate is checked
-/// against (libpq's `sslcrl` and `sslcrldir`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Revocations {
-    /// `sslcrl`, else `~/.postgresql/root.crl` if it exists.
-    pub file: Option<PathBuf>,
-    /// `sslcrldir`: every CRL file in it.
-    pub dir: Option<PathBuf>,
-}
-
-impl Revocations {
-    pub fn is_empty(&self) -> bool {
-        self.file.is_none() && self.dir.is_none()
-    }
-}
-
 /// libpq's `channel_binding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelBinding {
@@ -172,6 +85,12 @@ pub enum ChannelBinding {
     Prefer,
     Require,
 }
+
+text_enum!(ChannelBinding "channel_binding" {
+    Disable = "disable",
+    Prefer = "prefer",
+    Require = "require",
+});
 
 /// libpq's `target_session_attrs`: which of several hosts is acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,18 +108,14 @@ pub enum TargetSessionAttrs {
     PreferStandby,
 }
 
-impl TargetSessionAttrs {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Any => "any",
-            Self::ReadWrite => "read-write",
-            Self::ReadOnly => "read-only",
-            Self::Primary => "primary",
-            Self::Standby => "standby",
-            Self::PreferStandby => "prefer-standby",
-        }
-    }
-}
+text_enum!(TargetSessionAttrs "target_session_attrs" {
+    Any = "any",
+    ReadWrite = "read-write",
+    ReadOnly = "read-only",
+    Primary = "primary",
+    Standby = "standby",
+    PreferStandby = "prefer-standby",
+});
 
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +174,7 @@ pub struct ConnInfo {
     pub targets: Vec<Target>,
     pub user: String,
     pub dbname: String,
-    password: Option<(Password, PasswordSource)>,
+    password: Option<(Password, Origin)>,
     /// The password file to consult when no password was given.
     pub passfile: Option<PathBuf>,
     pub sslmode: SslMode,
@@ -300,9 +215,9 @@ pub enum ConnInfoError {
     #[error("invalid value {value:?} for connection parameter \"{keyword}\" (from {origin}): expected {expected}")]
     InvalidValue {
         keyword: &'static str,
-        origin: String,
+        origin: Origin,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
     #[error("definition of service \"{name}\" not found (looked in {}): add a [{name}] section to ~/.pg_service.conf or the file PGSERVICEFILE names, or fix service=/PGSERVICE", files_text(.searched))]
     ServiceNotFound {
@@ -331,10 +246,10 @@ pub enum ConnInfoError {
     #[error("no user name to connect as: set user in the connection string or PGUSER (the operating-system user is unknown)")]
     NoUser,
     #[error("sslrootcert=system requires sslmode=verify-full (as in libpq), but sslmode is {0}: remove sslmode or set it to verify-full")]
-    SystemRootNeedsVerifyFull(&'static str),
+    SystemRootNeedsVerifyFull(SslMode),
     #[error("sslmode={sslmode} needs trusted root certificates, and {}: set sslrootcert=FILE (a PEM file with the server's CA certificate, e.g. the one your provider publishes) or sslrootcert=system to use the operating system's trust store, or use sslmode=require to encrypt without verifying the server", root_cert_missing_detail(.path.as_deref()))]
     MissingRootCert {
-        sslmode: &'static str,
+        sslmode: SslMode,
         path: Option<PathBuf>,
     },
     #[error("{keyword} file {} does not exist: fix the path or remove {keyword}", .path.display())]
@@ -412,7 +327,7 @@ impl ConnInfo {
 
     /// The password given in the connection string or `PGPASSWORD`, if any
     /// (the password file is consulted per host by [`Self::password_for`]).
-    pub fn given_password(&self) -> Option<(&Password, &PasswordSource)> {
+    pub fn given_password(&self) -> Option<(&Password, &Origin)> {
         self.password.as_ref().map(|(p, s)| (p, s))
     }
 
@@ -427,7 +342,7 @@ impl ConnInfo {
     pub fn password_for(
         &self,
         target: &Target,
-    ) -> Result<Option<(Password, PasswordSource)>, ConnInfoError> {
+    ) -> Result<Option<(Password, Origin)>, ConnInfoError> {
         if let Some(given) = &self.password {
             return Ok(Some(given.clone()));
         }
@@ -442,7 +357,7 @@ impl ConnInfo {
         };
         Ok(pgpass::lookup(path, key)?
             .filter(|pw| !pw.is_empty())
-            .map(|pw| (Password::new(pw), PasswordSource::File(path.clone()))))
+            .map(|pw| (Password::new(pw), Origin::PasswordFile(path.clone()))))
     }
 
     /// A `tokio_postgres::Config` for one target, without password and with
@@ -534,27 +449,35 @@ impl ConnInfo {
         }
     }
 
-    /// Whether the server's certificate chain is checked: always for
-    /// `verify-*`, and — as libpq does — in every other TLS mode when a root
-    /// certificate is configured (libpq documents this for `require`; its
-    /// code does it for `prefer` and `allow` too).
+    /// The TLS parameters, for [`crate::db::tls`].
+    pub fn tls(&self) -> TlsParams<'_> {
+        TlsParams {
+            sslmode: self.sslmode,
+            rootcert: self.rootcert.as_ref(),
+            client_cert: self.client_cert.as_ref(),
+            revocations: &self.revocations,
+            sslsni: self.sslsni,
+        }
+    }
+
+    /// Whether the server's certificate chain is checked (see
+    /// [`TlsParams::verifies_chain`]).
     pub fn verifies_chain(&self) -> bool {
-        self.sslmode.verifies() || (self.sslmode != SslMode::Disable && self.rootcert.is_some())
+        self.tls().verifies_chain()
     }
 }
 
-/// Percent-encodes a URL component for display (everything but RFC 3986's
-/// unreserved characters).
-fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+/// Everything but RFC 3986's unreserved characters, which is what a URL
+/// component needs for libpq to read it back.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a URL component for display.
+fn url_encode(text: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(text, COMPONENT)
 }
 
 impl fmt::Display for ConnInfo {
@@ -570,22 +493,13 @@ impl fmt::Display for ConnInfo {
             match &target.host {
                 Host::Tcp(name) if name.contains(':') => write!(f, "[{name}]")?,
                 Host::Tcp(name) => f.write_str(name)?,
-                Host::Unix(dir) => f.write_str(&url_encode(&dir.to_string_lossy()))?,
+                Host::Unix(dir) => write!(f, "{}", url_encode(&dir.to_string_lossy()))?,
             }
             write!(f, ":{}", target.port)?;
         }
-        write!(
-            f,
-            "/{}?sslmode={}",
-            url_encode(&self.dbname),
-            self.sslmode.as_str()
-        )?;
+        write!(f, "/{}?sslmode={}", url_encode(&self.dbname), self.sslmode)?;
         if self.target_session_attrs != TargetSessionAttrs::Any {
-            write!(
-                f,
-                "&target_session_attrs={}",
-                self.target_session_attrs.as_str()
-            )?;
+            write!(f, "&target_session_attrs={}", self.target_session_attrs)?;
         }
         Ok(())
     }
