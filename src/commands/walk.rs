@@ -7,12 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use deadpool_postgres::{Object, Pool};
 
 use super::Context;
 use crate::config::{GateConfig, Names, WalkConfig};
 use crate::db::preflight::{self, Access};
-use crate::db::{self, Attempted, LockGuard, Pager, Retry, Session};
+use crate::db::{self, Attempted, LockGuard, Pager, Pool, PooledClient, Retry, Session};
 use crate::progress::Progress;
 use crate::removal;
 use crate::shutdown::Shutdown;
@@ -141,7 +140,7 @@ impl Walk<'_> {
         mut done: impl FnMut(C),
     ) -> Result<bool>
     where
-        F: Fn(Object, Vec<String>) -> Fut,
+        F: Fn(PooledClient, Vec<String>) -> Fut,
         Fut: Future<Output = Result<C>>,
     {
         let (chunk, run) = (&chunk, self.run);
