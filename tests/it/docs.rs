@@ -489,11 +489,17 @@ async fn the_development_page_commands_run_as_written() {
 async fn the_performance_page_commands_run_at_a_small_size() {
     let db = TestDb::new("docs_perf").await;
     db.generate(500);
+    let out = scratch("docs_perf_bench");
     let ran = run_tested_blocks(
         "docs/performance.md",
         Path::new(REPO),
         &db.url,
-        &[("DATABASE_URL", &db.url), ("RELINK_CARGO_PROFILE", "dev")],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("RELINK_CARGO_PROFILE", "dev"),
+            // never the checkout's target/bench, where a real `make bench` may be running
+            ("BENCH_OUT", out.to_str().expect("UTF-8")),
+        ],
         Duration::from_secs(1800),
     );
     let bench = stdout(output_of(&ran, "BENCH_PROFILES="));
@@ -504,6 +510,11 @@ async fn the_performance_page_commands_run_at_a_small_size() {
     assert!(timeline.contains("exited"), "{timeline}");
     let plan = stdout(output_of(&ran, "make bench-plan"));
     assert!(plan.contains("values/s"), "{plan}");
+    assert!(
+        out.join("results.json").exists(),
+        "the bench wrote no results in BENCH_OUT"
+    );
+    std::fs::remove_dir_all(&out).expect("clean up");
 }
 
 /// docs/plan-and-apply.md: plan, apply, verify, the plain run after, then
