@@ -331,6 +331,17 @@ pub struct PurgeArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub chunk_size: usize,
 
+    #[command(flatten)]
+    pub walk: WalkArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// What `purge` and `repair`, which walk relink's ledger, share after their
+/// own flags.
+#[derive(Debug, Args)]
+pub struct WalkArgs {
     /// Summary format on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
@@ -340,9 +351,6 @@ pub struct PurgeArgs {
 
     #[command(flatten)]
     pub gates: GateArgs,
-
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -359,15 +367,8 @@ pub struct RepairArgs {
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub chunk_size: usize,
 
-    /// Summary format on stdout.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
-
     #[command(flatten)]
-    pub timeouts: TimeoutArgs,
-
-    #[command(flatten)]
-    pub gates: GateArgs,
+    pub walk: WalkArgs,
 }
 
 #[derive(Debug, Args)]

@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{
     GateArgs, GenerateArgs, GlobalArgs, Ids, LagLimit, MetricsArgs, Mix, OutputFormat, PurgeArgs,
-    RepairArgs, RunArgs, StatusArgs, TimeoutArgs, VerifyArgs,
+    RepairArgs, RunArgs, StatusArgs, TimeoutArgs, VerifyArgs, WalkArgs,
 };
 
 /// The two PostgreSQL schemas relink works with, as quoted identifiers.
@@ -249,9 +249,7 @@ pub struct PurgeConfig {
     pub include_edited: bool,
     pub yes: bool,
     pub chunk_size: usize,
-    pub format: OutputFormat,
-    pub timeouts: Timeouts,
-    pub gates: GateConfig,
+    pub walk: WalkConfig,
     pub metrics: Option<MetricsConfig>,
 }
 
@@ -269,9 +267,7 @@ impl PurgeConfig {
             include_edited: args.include_edited,
             yes: args.yes,
             chunk_size: args.chunk_size,
-            format: args.format,
-            timeouts: Timeouts::from_args(&args.timeouts)?,
-            gates: GateConfig::from_args(&args.gates)?,
+            walk: WalkConfig::from_args(&args.walk)?,
             metrics: MetricsConfig::from_args(&args.metrics, args.dry_run)?,
         })
     }
@@ -283,9 +279,7 @@ pub struct RepairConfig {
     pub dry_run: bool,
     pub yes: bool,
     pub chunk_size: usize,
-    pub format: OutputFormat,
-    pub timeouts: Timeouts,
-    pub gates: GateConfig,
+    pub walk: WalkConfig,
 }
 
 impl RepairConfig {
@@ -297,6 +291,24 @@ impl RepairConfig {
             dry_run: args.dry_run,
             yes: args.yes,
             chunk_size: args.chunk_size,
+            walk: WalkConfig::from_args(&args.walk)?,
+        })
+    }
+}
+
+/// What `purge` and `repair` share after their own settings.
+#[derive(Debug, Clone)]
+pub struct WalkConfig {
+    pub format: OutputFormat,
+    pub timeouts: Timeouts,
+    pub gates: GateConfig,
+}
+
+impl WalkConfig {
+    /// # Errors
+    /// On out-of-range durations or an unusable gate.
+    pub fn from_args(args: &WalkArgs) -> Result<Self> {
+        Ok(Self {
             format: args.format,
             timeouts: Timeouts::from_args(&args.timeouts)?,
             gates: GateConfig::from_args(&args.gates)?,

@@ -74,12 +74,12 @@ async fn dispatch(cli: Cli) -> Result<Outcome> {
         }
         Command::Purge(args) => {
             let cfg = PurgeConfig::from_args(args).map_err(usage)?;
-            let cx = cx.with_replicas(&cfg.gates).map_err(usage)?;
+            let cx = cx.with_replicas(&cfg.walk.gates).map_err(usage)?;
             commands::purge::purge(&cx, &cfg, shutdown).await
         }
         Command::Repair(args) => {
             let cfg = RepairConfig::from_args(args).map_err(usage)?;
-            let cx = cx.with_replicas(&cfg.gates).map_err(usage)?;
+            let cx = cx.with_replicas(&cfg.walk.gates).map_err(usage)?;
             commands::repair::repair(&cx, &cfg, shutdown).await
         }
         Command::Verify(args) => {

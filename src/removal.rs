@@ -74,6 +74,26 @@ pub fn users(names: &Names, after: Option<String>, page_size: usize) -> Pager {
     )
 }
 
+/// The next page of [`users`]' pager, each user once; `run`: only the
+/// ledger rows of that run (all with `None`).
+///
+/// # Errors
+/// When the page cannot be read.
+pub async fn next_users(
+    pages: &mut Pager,
+    client: &impl GenericClient,
+    run: Option<i64>,
+) -> Result<Vec<String>> {
+    let mut users: Vec<String> = pages
+        .next(client, &[&run])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    users.dedup();
+    Ok(users)
+}
+
 /// Links the ledger records in `scope`.
 ///
 /// # Errors

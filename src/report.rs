@@ -261,7 +261,7 @@ pub fn print_purge_summary(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let elapsed = started.elapsed().as_secs_f64();
-    if cfg.format == OutputFormat::Json {
+    if cfg.walk.format == OutputFormat::Json {
         serde_json::to_writer(
             &mut out,
             &json!({"mode": if cfg.dry_run { "purge-dry-run" } else { "purge" }, "run_id": run_id, "status": status,

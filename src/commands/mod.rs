@@ -1,7 +1,7 @@
 //! The subcommands: each wires the edges (`source`, `chunk`, `sink`,
 //! `removal`, `repair`, `state`, `db`) around the planning core; none
 //! imports another (what two share, like [`Context`] and [`confirm`], is
-//! here).
+//! here, and in `walk`: the ledger walk of `purge` and `repair`).
 
 pub mod dry_run;
 pub mod generate;
@@ -11,6 +11,7 @@ pub mod repair;
 pub mod run;
 pub mod status;
 pub mod verify;
+mod walk;
 
 use std::io::{IsTerminal, Write};
 

@@ -10,10 +10,11 @@ use anyhow::{bail, Context as _, Result};
 use parking_lot::Mutex;
 use serde_json::json;
 
+use super::walk;
 use super::Context;
 use crate::config::PurgeConfig;
-use crate::db::preflight::{self, Access};
-use crate::db::{self, Attempted, LockGuard, Owner, Retry, Session};
+use crate::db::preflight;
+use crate::db::{LockGuard, Owner, Session};
 use crate::exit::Outcome;
 use crate::metrics::{Metrics, Snapshot, Work};
 use crate::progress::{Progress, Units};
@@ -21,30 +22,20 @@ use crate::removal::{self, PurgeCounters, Scope};
 use crate::report;
 use crate::shutdown::Shutdown;
 use crate::source::Order;
-use crate::state::{self, Mode, RunStatus};
-use crate::throttle::{Limits, Throttle, Watch};
+use crate::state::{self, Mode};
 
 /// Runs `relink purge`.
 ///
 /// # Errors
-/// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
+/// Fatal errors (exit 1), or [`crate::db::LockHeld`] (exit 4).
 pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &cx.common.names;
     let scope = Scope {
         run: cfg.run,
         include_edited: cfg.include_edited,
     };
-    let session = Session::new("purge", &cx.common, Some(cfg.timeouts), cfg.dry_run);
-    let control = db::connect(&cx.database, &session).await?;
-    let access = if cfg.dry_run {
-        Access::Read
-    } else {
-        preflight::PURGE
-    };
-    preflight::command_start(&control, &cx.database, names, &session, access).await?;
-    if !state::exists(&control, names).await? {
-        bail!("nothing to purge: relink's state schema {:?} does not exist (no live run has happened here)", names.state_raw);
-    }
+    let session = Session::new("purge", &cx.common, Some(cfg.walk.timeouts), cfg.dry_run);
+    let control = walk::open(cx, &session, "purge", preflight::PURGE, cfg.dry_run).await?;
     if let Some(id) = cfg.run {
         match state::load_run(&control, names, id).await? {
             Some(run) if run.mode == Mode::Run => {}
@@ -71,11 +62,8 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
     let (lock, run_id, watch, last_success) = if cfg.dry_run {
         (None, None, None, None)
     } else {
-        // Checked before anything is written, as in `run`.
-        let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
-        let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
-        let mut control = lock.client().await?;
-        state::ensure_schema(&mut control, names).await?;
+        let (lock, watch) = walk::lock(cx, &session, &cfg.walk.gates, control).await?;
+        let control = lock.client().await?;
         // Its checkpoint is the last user purged (status counts up to it).
         let options = json!({
             "run": cfg.run, "include_edited": cfg.include_edited, "chunk_size": cfg.chunk_size,
@@ -90,14 +78,11 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
-    let pool = db::pool(&cx.database, &session, 1)?;
     let progress = Progress::new("purging", PURGE_UNITS, in_scope, !cx.common.quiet);
-    let throttle = Arc::new(Throttle::new(Limits::default(), watch, shutdown.child()));
-    if let Some(id) = run_id {
-        throttle.show_on(id).await;
-    }
-    let retry = Retry::new(cfg.timeouts.attempts);
-    let mut pages = removal::users(names, None, cfg.chunk_size);
+    let walking = walk::start(cx, &session, watch, &shutdown, run_id).await?;
+    let walk = walking.walk("purging a chunk", &progress, &cfg.walk, scope.run);
+    let throttle = &walking.throttle;
+    let pages = removal::users(names, None, cfg.chunk_size);
     let totals = Arc::new(Mutex::new(PurgeCounters::default()));
     // Metrics (SPEC §14): a live purge only (the configuration refuses them
     // with --dry-run).
@@ -118,85 +103,47 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
     };
     let exporter = metrics.start(figures.clone()).await;
     let stdout = std::io::stdout();
-    let result: Result<bool> = async {
-        let mut after_chunk = false;
-        loop {
-            if stopping() || !throttle.before_chunk(after_chunk, &progress).await {
-                return Ok(false);
-            }
-            let chunk = retry
-                .run("purging a chunk", stopping, |_| {
-                    // A failed chunk leaves the pager where it was.
-                    let mut attempt = pages.clone();
-                    let (pool, scope, stdout, metrics) = (&pool, &scope, &stdout, &metrics);
-                    async move {
-                        let mut client = db::checkout(pool).await?;
-                        let mut users: Vec<String> = attempt
-                            .next(&**client, &[&scope.run])
-                            .await?
-                            .iter()
-                            .map(|r| r.get(0))
-                            .collect();
-                        users.dedup();
-                        let counters = if users.is_empty() {
-                            PurgeCounters::default()
-                        } else if let Some(run_id) = run_id {
-                            let began = Instant::now();
-                            let tx = client.transaction().await?;
-                            let c =
-                                removal::purge_chunk(&*tx, names, &users, scope, run_id).await?;
-                            tx.commit().await.context("cannot commit the purge chunk")?;
-                            metrics.observe_chunk(began.elapsed());
-                            c
-                        } else {
-                            removal::preview_chunk(
-                                &**client,
-                                names,
-                                &users,
-                                scope,
-                                &mut stdout.lock(),
-                                cx.common.quiet,
-                            )
-                            .await?
-                        };
-                        Ok((attempt, users.is_empty(), counters))
+    let result = walk
+        .drive(
+            pages,
+            stopping,
+            |mut client, users| {
+                let (scope, stdout, metrics) = (&scope, &stdout, &metrics);
+                async move {
+                    if let Some(run_id) = run_id {
+                        let began = Instant::now();
+                        let tx = client.transaction().await?;
+                        let c = removal::purge_chunk(&*tx, names, &users, scope, run_id).await?;
+                        tx.commit().await.context("cannot commit the purge chunk")?;
+                        metrics.observe_chunk(began.elapsed());
+                        Ok(c)
+                    } else {
+                        removal::preview_chunk(
+                            &**client,
+                            names,
+                            &users,
+                            scope,
+                            &mut stdout.lock(),
+                            cx.common.quiet,
+                        )
+                        .await
                     }
-                })
-                .await?;
-            let Attempted::Done((advanced, empty, counters)) = chunk else {
-                return Ok(false);
-            };
-            pages = advanced;
-            if empty {
-                return Ok(true);
-            }
-            progress.advance(
-                counters.links_deleted + counters.kept_edited + counters.already_gone,
-                counters.links_deleted,
-            );
-            totals.lock().merge(&counters);
-            after_chunk = true;
-        }
-    }
-    .await;
+                }
+            },
+            |counters: PurgeCounters| {
+                progress.advance(
+                    counters.links_deleted + counters.kept_edited + counters.already_gone,
+                    counters.links_deleted,
+                );
+                totals.lock().merge(&counters);
+            },
+        )
+        .await;
     progress.finish();
-    let result = match result {
-        Ok(_) if lock.as_ref().is_some_and(LockGuard::lost) => Err(anyhow::anyhow!(
-            "lost the advisory lock (its connections dropped) and could not take it again"
-        )),
-        other => other,
-    };
-
-    let status = match &result {
-        Err(_) => RunStatus::Failed,
-        Ok(false) => RunStatus::Interrupted,
-        Ok(true) => RunStatus::Completed,
-    };
+    let (result, status) = walk::finish(result, lock.as_ref(), run_id, names).await?;
     let mut last_success = last_success;
-    if let (Some(id), Some(lock)) = (run_id, &lock) {
-        let message = result.as_ref().err().map(|e| format!("{e:#}"));
+    if let Some(lock) = &lock {
         let control = lock.client().await?;
-        state::finish_run(&control, names, id, status, message.as_deref()).await?;
         last_success = state::last_success(&*control, names, Mode::Purge)
             .await
             .unwrap_or(last_success);

@@ -8,13 +8,14 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde_json::json;
 
+use super::walk;
 use super::Context;
 use crate::cli::OutputFormat;
 use crate::config::{Names, RepairConfig};
-use crate::db::{self, preflight, Attempted, LockGuard, Owner, Pager, Retry, Session};
+use crate::db::{preflight, LockGuard, Owner, Session};
 use crate::exit::Outcome;
 use crate::lock_phase::LockWaits;
 use crate::progress::{Progress, Units};
@@ -22,28 +23,15 @@ use crate::removal;
 use crate::repair::{self, RepairCounters};
 use crate::shutdown::Shutdown;
 use crate::state::{self, Mode, RunStatus};
-use crate::throttle::{Limits, Throttle, Watch};
 
 /// Runs `relink repair`.
 ///
 /// # Errors
-/// Fatal errors (exit 1), or [`db::LockHeld`] (exit 4).
+/// Fatal errors (exit 1), or [`crate::db::LockHeld`] (exit 4).
 pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Result<Outcome> {
     let names = &cx.common.names;
-    let session = Session::new("repair", &cx.common, Some(cfg.timeouts), cfg.dry_run);
-    let control = db::connect(&cx.database, &session).await?;
-    let access = if cfg.dry_run {
-        preflight::Access::Read
-    } else {
-        preflight::REPAIR
-    };
-    preflight::command_start(&control, &cx.database, names, &session, access).await?;
-    if !state::exists(&control, names).await? {
-        bail!(
-            "nothing to repair: relink's state schema {:?} does not exist (no live run has happened here)",
-            names.state_raw
-        );
-    }
+    let session = Session::new("repair", &cx.common, Some(cfg.walk.timeouts), cfg.dry_run);
+    let control = walk::open(cx, &session, "repair", preflight::REPAIR, cfg.dry_run).await?;
     if !cfg.dry_run && !cfg.yes {
         super::confirm(
             &format!(
@@ -55,7 +43,7 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
             "nothing was changed",
         )?;
     }
-    let waits = LockWaits::of_server(&control, cfg.timeouts.lock).await?;
+    let waits = LockWaits::of_server(&control, cfg.walk.timeouts.lock).await?;
     let in_ledger: i64 = control
         .query_one(
             &names.sql("SELECT count(DISTINCT user_id) FROM {state}.ledger"),
@@ -69,118 +57,77 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
     let (lock, run_id, after, watch) = if cfg.dry_run {
         (None, None, None, None)
     } else {
-        // Checked before anything is written, as in `run`.
-        let watch = Watch::open(&cx.database, &cx.replicas, &session, names, &cfg.gates).await?;
-        let lock = LockGuard::acquire(&cx.database, &session, names, control).await?;
-        let mut control = lock.client().await?;
-        state::ensure_schema(&mut control, names).await?;
+        let (lock, watch) = walk::lock(cx, &session, &cfg.walk.gates, control).await?;
+        let control = lock.client().await?;
         let (id, after) = begin(&control, names, cfg).await?;
         drop(control);
         (Some(lock), Some(id), after, Some(watch))
     };
     let stopping = || shutdown.requested() || lock.as_ref().is_some_and(LockGuard::lost);
 
-    let pool = db::pool(&cx.database, &session, 1)?;
     let progress = Progress::new(
         "repairing",
         REPAIR_UNITS,
         u64::try_from(in_ledger).unwrap_or(0),
         !cx.common.quiet,
     );
-    let throttle = Throttle::new(Limits::default(), watch, shutdown.child());
-    if let Some(id) = run_id {
-        throttle.show_on(id).await;
-    }
-    let retry = Retry::new(cfg.timeouts.attempts);
-    let mut pages = removal::users(names, after, cfg.chunk_size);
+    let walking = walk::start(cx, &session, watch, &shutdown, run_id).await?;
+    let walk = walking.walk("repairing a chunk", &progress, &cfg.walk, None);
+    let pages = removal::users(names, after, cfg.chunk_size);
     let mut totals = RepairCounters::default();
     let stdout = std::io::stdout();
-    let result: Result<bool> = async {
-        let mut after_chunk = false;
-        loop {
-            if stopping() || !throttle.before_chunk(after_chunk, &progress).await {
-                return Ok(false);
-            }
-            let chunk = retry
-                .run("repairing a chunk", stopping, |_| {
-                    // A failed chunk leaves the pager where it was.
-                    let attempt = pages.clone();
-                    let (pool, stdout) = (&pool, &stdout);
-                    async move {
-                        let mut client = db::checkout(pool).await?;
-                        let (attempt, users) = next_users(attempt, &**client).await?;
-                        let counters = if users.is_empty() {
-                            RepairCounters::default()
-                        } else if let Some(run_id) = run_id {
-                            let tx = client
-                                .transaction()
-                                .await
-                                .context("cannot begin a repair chunk")?;
-                            // Printed only once the chunk committed.
-                            let mut lines = Vec::new();
-                            let c = repair::repair_chunk(
-                                &*tx,
-                                names,
-                                &users,
-                                waits,
-                                run_id,
-                                &mut lines,
-                                cx.common.quiet,
-                            )
-                            .await?;
-                            tx.commit()
-                                .await
-                                .context("cannot commit the repair chunk")?;
-                            stdout.lock().write_all(&lines)?;
-                            c
-                        } else {
-                            repair::preview_chunk(
-                                &**client,
-                                names,
-                                &users,
-                                &mut stdout.lock(),
-                                cx.common.quiet,
-                            )
-                            .await?
-                        };
-                        Ok((attempt, users.is_empty(), counters))
+    let result = walk
+        .drive(
+            pages,
+            stopping,
+            |mut client, users| {
+                let stdout = &stdout;
+                async move {
+                    if let Some(run_id) = run_id {
+                        let tx = client
+                            .transaction()
+                            .await
+                            .context("cannot begin a repair chunk")?;
+                        // Printed only once the chunk committed.
+                        let mut lines = Vec::new();
+                        let c = repair::repair_chunk(
+                            &*tx,
+                            names,
+                            &users,
+                            waits,
+                            run_id,
+                            &mut lines,
+                            cx.common.quiet,
+                        )
+                        .await?;
+                        tx.commit()
+                            .await
+                            .context("cannot commit the repair chunk")?;
+                        stdout.lock().write_all(&lines)?;
+                        Ok(c)
+                    } else {
+                        repair::preview_chunk(
+                            &**client,
+                            names,
+                            &users,
+                            &mut stdout.lock(),
+                            cx.common.quiet,
+                        )
+                        .await
                     }
-                })
-                .await?;
-            let Attempted::Done((advanced, empty, counters)) = chunk else {
-                return Ok(false);
-            };
-            pages = advanced;
-            if empty {
-                return Ok(true);
-            }
-            progress.advance(
-                counters.users,
-                counters.duplicates_deleted + counters.rows_moved,
-            );
-            totals.merge(&counters);
-            after_chunk = true;
-        }
-    }
-    .await;
+                }
+            },
+            |counters: RepairCounters| {
+                progress.advance(
+                    counters.users,
+                    counters.duplicates_deleted + counters.rows_moved,
+                );
+                totals.merge(&counters);
+            },
+        )
+        .await;
     progress.finish();
-    let result = match result {
-        Ok(_) if lock.as_ref().is_some_and(LockGuard::lost) => Err(anyhow::anyhow!(
-            "lost the advisory lock (its connections dropped) and could not take it again"
-        )),
-        other => other,
-    };
-
-    let status = match &result {
-        Err(_) => RunStatus::Failed,
-        Ok(false) => RunStatus::Interrupted,
-        Ok(true) => RunStatus::Completed,
-    };
-    if let (Some(id), Some(lock)) = (run_id, &lock) {
-        let message = result.as_ref().err().map(|e| format!("{e:#}"));
-        let control = lock.client().await?;
-        state::finish_run(&control, names, id, status, message.as_deref()).await?;
-    }
+    let (result, status) = walk::finish(result, lock.as_ref(), run_id, names).await?;
     print_summary(&totals, cfg, run_id, status, started)?;
     match result {
         Err(e) => Err(e.context("repair failed; rerun `relink repair` to continue")),
@@ -188,22 +135,6 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
         Ok(true) if totals.unmendable > 0 => Ok(Outcome::Invariant),
         Ok(true) => Ok(Outcome::Done),
     }
-}
-
-/// The next page of the ledger's users (each once).
-async fn next_users(
-    mut pages: Pager,
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<(Pager, Vec<String>)> {
-    let no_run: Option<i64> = None;
-    let mut users: Vec<String> = pages
-        .next(client, &[&no_run])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    users.dedup();
-    Ok((pages, users))
 }
 
 /// Starts a repair run record, or takes over the unfinished one: returns
@@ -247,7 +178,7 @@ fn print_summary(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let elapsed = started.elapsed().as_secs_f64();
-    if cfg.format == OutputFormat::Json {
+    if cfg.walk.format == OutputFormat::Json {
         serde_json::to_writer(
             &mut out,
             &json!({"mode": if cfg.dry_run { "repair-dry-run" } else { "repair" }, "run_id": run_id,

@@ -152,7 +152,7 @@ pub async fn connect(db: &Database, session: &Session) -> Result<Client> {
 /// # Errors
 /// When the pool cannot be built (a configuration error).
 pub fn pool(db: &Database, session: &Session, size: usize) -> Result<Pool> {
-    let manager: PoolManager = session.connector(db)?.manager();
+    let manager = PoolManager::new(session.connector(db)?);
     // The connector bounds each host by the connect timeout; the pool's
     // own limit covers all hosts of one attempt.
     let per_host = db.info.connect_timeout.unwrap_or(Duration::from_secs(10));

@@ -6,11 +6,6 @@
 //! `(exit N)`. Shell blocks not marked so are refused, so a command cannot
 //! be shown without being run. Also: every page says who it is for, the
 //! README stays one screen, and relative links and anchors resolve.
-//!
-//! The plan flags of SPEC §15 (`--plan-out`, `--plan`, `--forecast-from`,
-//! `--plan-max-age`) are passed once the binary has them (`relink run
-//! --help` lists `--plan-out`); before, each such line runs without them
-//! (the plain command the plan replaces), with a note saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -50,13 +45,14 @@ const PAGES: &[(&str, &str)] = &[
         "docs/development.md",
         include_str!("../../docs/development.md"),
     ),
+    (
+        "docs/plan-and-apply.md",
+        include_str!("../../docs/plan-and-apply.md"),
+    ),
 ];
 
 /// The URL the pages use in their examples.
 const EXAMPLE_URL: &str = "postgres://migrator@db.internal:5432/app";
-
-/// The flags of SPEC §15 (plan and apply).
-const PLAN_FLAGS: &[&str] = &["--plan-out", "--plan ", "--forecast-from", "--plan-max-age"];
 
 fn page(path: &str) -> &'static str {
     PAGES
@@ -142,37 +138,6 @@ fn commands(block: &Block) -> (Vec<String>, Vec<Cmd>) {
     (exports, cmds)
 }
 
-/// `command` without the plan flags and their values.
-fn without_plan_flags(command: &str) -> String {
-    let (code, comment) = command
-        .split_once(" #")
-        .map_or((command, ""), |(c, m)| (c, m));
-    let mut words = code.split_whitespace();
-    let mut kept = Vec::new();
-    while let Some(word) = words.next() {
-        if PLAN_FLAGS.iter().any(|f| f.trim() == word) {
-            words.next();
-        } else {
-            kept.push(word);
-        }
-    }
-    let mut text = kept.join(" ");
-    if !comment.is_empty() {
-        text.push_str(" #");
-        text.push_str(comment);
-    }
-    text
-}
-
-/// Whether the binary under test has the plan flags (SPEC §15).
-fn has_plan_flags() -> bool {
-    let out = Command::new(BIN)
-        .args(["run", "--help"])
-        .output()
-        .expect("relink run --help");
-    stdout(&out).contains("--plan-out")
-}
-
 /// Runs the `tested` blocks of `path` in order: in `cwd`, with `relink` on
 /// the PATH, `DATABASE_URL` set to `url` (a page's own `export` of the
 /// example URL sets the same), the example URL replaced by `url`, and `env`
@@ -192,7 +157,6 @@ fn run_tested_blocks(
         bin.display(),
         std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned())
     );
-    let plan = has_plan_flags();
     let mut exports: Vec<String> = Vec::new();
     let mut ran = Vec::new();
     for block in blocks(page(path))
@@ -202,14 +166,7 @@ fn run_tested_blocks(
         let (block_exports, cmds) = commands(&block);
         exports.extend(block_exports.iter().map(|e| e.replace(EXAMPLE_URL, url)));
         for cmd in cmds {
-            let mut text = cmd.text.replace(EXAMPLE_URL, url);
-            if !plan && PLAN_FLAGS.iter().any(|f| text.contains(f)) {
-                text = without_plan_flags(&text);
-                eprintln!(
-                    "note: {path}:{}: this relink has no --plan-out yet (SPEC §15): ran `{text}`",
-                    block.line
-                );
-            }
+            let text = cmd.text.replace(EXAMPLE_URL, url);
             let script = format!("{}\n{text}", exports.join("\n"));
             let mut sh = Command::new("/bin/sh");
             sh.args(["-c", &script])
@@ -358,7 +315,6 @@ fn anchors(text: &str) -> Vec<String> {
 
 #[test]
 fn relative_links_and_their_anchors_resolve() {
-    let plan = has_plan_flags();
     let mut checked = 0;
     for (path, text) in PAGES {
         let dir = Path::new(path).parent().unwrap_or(Path::new(""));
@@ -377,10 +333,6 @@ fn relative_links_and_their_anchors_resolve() {
             } else {
                 normalize(&dir.join(file))
             };
-            if file == "docs/plan-and-apply.md" && !plan {
-                // Written with the plan flags (SPEC §15), not yet here.
-                continue;
-            }
             assert!(
                 Path::new(REPO).join(&file).exists(),
                 "{path}: link to {target}: {file} does not exist"
@@ -537,11 +489,17 @@ async fn the_development_page_commands_run_as_written() {
 async fn the_performance_page_commands_run_at_a_small_size() {
     let db = TestDb::new("docs_perf").await;
     db.generate(500);
+    let out = scratch("docs_perf_bench");
     let ran = run_tested_blocks(
         "docs/performance.md",
         Path::new(REPO),
         &db.url,
-        &[("DATABASE_URL", &db.url), ("RELINK_CARGO_PROFILE", "dev")],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("RELINK_CARGO_PROFILE", "dev"),
+            // never the checkout's target/bench, where a real `make bench` may be running
+            ("BENCH_OUT", out.to_str().expect("UTF-8")),
+        ],
         Duration::from_secs(1800),
     );
     let bench = stdout(output_of(&ran, "BENCH_PROFILES="));
@@ -552,4 +510,46 @@ async fn the_performance_page_commands_run_at_a_small_size() {
     assert!(timeline.contains("exited"), "{timeline}");
     let plan = stdout(output_of(&ran, "make bench-plan"));
     assert!(plan.contains("values/s"), "{plan}");
+    assert!(
+        out.join("results.json").exists(),
+        "the bench wrote no results in BENCH_OUT"
+    );
+    std::fs::remove_dir_all(&out).expect("clean up");
+}
+
+/// docs/plan-and-apply.md: plan, apply, verify, the plain run after, then
+/// the review commands over the plan the page made.
+#[tokio::test]
+async fn the_plan_and_apply_page_runs_as_written() {
+    let db = TestDb::new("docs_plan").await;
+    db.generate(300);
+    let users_rows = db.count("SELECT count(*) FROM profile_links").await;
+    let dir = scratch("docs_plan");
+    let ran = run_tested_blocks(
+        "docs/plan-and-apply.md",
+        &dir,
+        &db.url,
+        &[],
+        Duration::from_secs(120),
+    );
+    let planned = stdout(output_of(&ran, "--plan-out plan.jsonl.gz"));
+    assert!(planned.contains("DRY RUN"), "{planned}");
+    assert!(dir.join("plan.jsonl.gz").exists(), "no plan written");
+    let applied = stdout(output_of(&ran, "relink run --plan plan.jsonl.gz"));
+    assert!(applied.contains("drifted"), "{applied}");
+    let verified = stdout(output_of(&ran, "relink verify --plan"));
+    assert!(verified.contains("applied"), "{verified}");
+    assert!(
+        std::fs::read_to_string(dir.join("relink.prom"))
+            .expect("the metrics file")
+            .contains("relink_profiles_drifted_total"),
+        "the metrics file has no drifted series"
+    );
+    let links = stdout(output_of(&ran, "| jq -s length"));
+    assert_eq!(
+        links.trim().parse::<i64>().expect("a count"),
+        db.count("SELECT count(*) FROM profile_links").await - users_rows,
+        "the plan's links are the links relink created"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }

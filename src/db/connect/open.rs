@@ -29,7 +29,6 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, SimpleQueryMessage, Socket};
 
 use super::diagnose::{self, Failure, Problem, Stage};
-use super::pool::PoolManager;
 use super::startup::{quote_literal, SessionOptions};
 use super::{ConnInfo, Origin, Password, Target, TargetSessionAttrs};
 use crate::db::pooler::{self, Pooling};
@@ -585,14 +584,6 @@ impl Connector {
 
     fn remember_password(&self, index: usize, password: &(Password, Origin)) {
         self.found().insert(index, password.clone());
-    }
-
-    /// The pool's manager: its connections are opened by
-    /// [`Self::connect`], so the pool follows the same hosts, TLS, password
-    /// and session rules (after a failover, new pool connections find the
-    /// new primary).
-    pub fn manager(&self) -> PoolManager {
-        PoolManager::new(self.clone())
     }
 }
 

@@ -22,6 +22,9 @@ pub type PooledClient = deadpool::managed::Object<PoolManager>;
 pub struct PoolManager(Connector);
 
 impl PoolManager {
+    /// Its connections are opened by [`Connector::connect`], so the pool
+    /// follows the same hosts, TLS, password and session rules (after a
+    /// failover, new pool connections find the new primary).
     pub fn new(connector: Connector) -> Self {
         Self(connector)
     }

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::db::connect::tests::TempDir;
-use crate::db::connect::{Env, Host, Pool, SslMode};
+use crate::db::connect::{Env, Host, Pool, PoolManager, SslMode};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -813,7 +813,7 @@ async fn real_server_session_options_and_attrs() {
 #[tokio::test]
 async fn real_server_pool() {
     let conn = server("sslmode=prefer", SessionOptions::default());
-    let pool = Pool::builder(conn.manager())
+    let pool = Pool::builder(PoolManager::new(conn.clone()))
         .max_size(2)
         .runtime(deadpool::Runtime::Tokio1)
         .build()
