@@ -20,8 +20,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Watermark;
-use crate::commands::Context;
 use crate::config::{Names, RunConfig};
+use crate::context::Context;
 use crate::db::{self, Attempted, LockGuard, Pool, PooledClient, Retry, Session};
 use crate::lock_phase::LockWaits;
 use crate::metrics::Metrics;

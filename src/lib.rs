@@ -16,6 +16,7 @@ pub mod chunk;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod db;
 pub mod drive;
 pub mod exit;

@@ -29,8 +29,8 @@ use tokio_postgres::Client;
 
 use self::commit::Drifted;
 use crate::cli::OutputFormat;
-use crate::commands::Context;
 use crate::config::{ChunkSize, Names, RunConfig};
+use crate::context::Context;
 use crate::db::{self, preflight, Owner, PooledClient, Session};
 use crate::drive::{self, Committer, Drive, Held};
 use crate::exit::Outcome;
