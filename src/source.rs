@@ -30,6 +30,21 @@ pub struct SourceProfile {
     pub ledger: Option<LedgerEntry>,
 }
 
+/// The one query of a profile's ledger entry (SPEC §6): its latest run and
+/// every comparison key its runs accounted for, `latest_run` NULL without
+/// one; `user` and `profile` are the outer query's columns (the ledger's
+/// key is `(user_id, profile_id, run_id)`), `extra` more select items over
+/// the profile's ledger rows `l` (e.g. the latest run's fingerprint).
+pub(crate) fn ledger_entry(user: &str, profile: &str, extra: &str) -> String {
+    format!(
+        "SELECT max(l.run_id) AS latest_run,
+                coalesce(array_agg(k) FILTER (WHERE k IS NOT NULL), '{{}}') AS keys{extra}
+           FROM {{state}}.ledger l
+           LEFT JOIN LATERAL unnest(l.link_keys || coalesce(l.kept_keys, '{{}}')) k ON true
+          WHERE l.user_id = {user} AND l.profile_id = {profile}"
+    )
+}
+
 /// A profile's ledger rows, as the planner and the sink need them.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerEntry {
@@ -184,13 +199,12 @@ impl Reader {
             // They cannot change meanwhile: only this run writes them, and
             // each profile in one chunk only.
             let ledger = if ledger {
-                "LEFT JOIN LATERAL (SELECT max(l.run_id) AS latest_run,
-                                           coalesce(array_agg(k) FILTER (WHERE k IS NOT NULL), '{}') AS keys
-                                      FROM {state}.ledger l
-                                      LEFT JOIN LATERAL unnest(l.link_keys || coalesce(l.kept_keys, '{}')) k ON true
-                                     WHERE l.user_id = p.\"userId\" AND l.profile_id = p.id) l ON true"
+                format!(
+                    "LEFT JOIN LATERAL ({}) l ON true",
+                    ledger_entry("p.\"userId\"", "p.id", "")
+                )
             } else {
-                "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l"
+                "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l".to_owned()
             };
             names.sql(&format!(
                 "SELECT p.key, p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys

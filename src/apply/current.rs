@@ -17,7 +17,7 @@ use crate::config::Names;
 use crate::lock_phase::Locked;
 use crate::plan::ExistingLink;
 use crate::plan_file::PlanRecord;
-use crate::source::{LedgerEntry, FINGERPRINT};
+use crate::source::{self, LedgerEntry, FINGERPRINT};
 
 /// A chunk's profiles now.
 #[derive(Debug, Default)]
@@ -43,18 +43,17 @@ pub async fn read(
 ) -> Result<Current> {
     let ids: Vec<&str> = records.iter().map(|r| r.profile_id.as_str()).collect();
     let users: Vec<&str> = records.iter().map(|r| r.user_id.as_str()).collect();
-    let ledger_sql = names.sql(
+    let ledger_sql = names.sql(&format!(
         "SELECT c.id, l.latest_run, l.keys, l.fingerprint
            FROM unnest($1::text[], $2::text[]) AS c(user_id, id)
-          CROSS JOIN LATERAL (
-                SELECT max(l.run_id) AS latest_run,
-                       coalesce(array_agg(k) FILTER (WHERE k IS NOT NULL), '{}') AS keys,
-                       (array_agg(l.fingerprint ORDER BY l.run_id DESC))[1] AS fingerprint
-                  FROM {state}.ledger l
-                  LEFT JOIN LATERAL unnest(l.link_keys || coalesce(l.kept_keys, '{}')) k ON true
-                 WHERE l.user_id = c.user_id AND l.profile_id = c.id) l
+          CROSS JOIN LATERAL ({}) l
           WHERE l.latest_run IS NOT NULL",
-    );
+        source::ledger_entry(
+            "c.user_id",
+            "c.id",
+            ",\n(array_agg(l.fingerprint ORDER BY l.run_id DESC))[1] AS fingerprint"
+        )
+    ));
     let values_sql = names.sql(
         "SELECT c.id, p.legacy
            FROM unnest($1::text[]) AS c(id)
