@@ -7,7 +7,8 @@
 //! `idle_in_transaction_session_timeout` while relink is stopped past
 //! `--idle-timeout`; then relink continues. The statement meets the ended
 //! session, the chunk is retried on a new one, and the run equals a clean
-//! run. Deterministic: the session always ends at that statement.
+//! run. Deterministic: the session always ends at that statement. The
+//! same for the apply of a plan (`run --plan`).
 
 use std::time::{Duration, Instant};
 
@@ -39,28 +40,49 @@ fn statement_of(point: Point) -> &'static str {
     }
 }
 
+/// The live command whose session is ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    /// `relink run`.
+    Run,
+    /// `relink run --plan FILE` of a plan made just before (SPEC §15).
+    Apply,
+}
+
+impl Live {
+    /// How relink's retry names the unit it retries.
+    fn unit(self) -> &'static str {
+        match self {
+            Live::Run => "writing a chunk",
+            Live::Apply => "applying a chunk of the plan",
+        }
+    }
+}
+
 /// Ends relink's session at `point` of its second chunk, then lets it go
 /// on: it must complete with the rows of a clean run.
-async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending: Ending) {
+async fn end_session_at(
+    template: &mut TestDb,
+    clean: &str,
+    live: Live,
+    point: Point,
+    ending: Ending,
+) {
     let db = TestDb::clone_of(template, "s_end").await;
     let idle_timeout = match ending {
         Ending::Terminate => "60s",
         Ending::IdleTimeout => "2s",
     };
+    let plan = std::env::temp_dir().join(format!("relink-it-{}.plan.jsonl", db.name));
+    let plan = plan.to_str().expect("UTF-8");
+    let mut args = vec!["--idle-timeout", idle_timeout, "run"];
+    if live == Live::Apply {
+        assert_success(&db.run(&["run", "--dry-run", "-q", "--plan-out", plan]));
+        args.extend(["--plan", plan]);
+    }
+    args.extend(["--chunk-size", "100", "--writers", "1"]);
     let child = db
-        .spawn_stopped_at(
-            &format!("{point}@2"),
-            &[
-                "--idle-timeout",
-                idle_timeout,
-                "run",
-                "--chunk-size",
-                "100",
-                "--writers",
-                "1",
-            ],
-            Duration::from_secs(60),
-        )
+        .spawn_stopped_at(&format!("{point}@2"), &args, Duration::from_secs(60))
         .await;
     let backend = db.writer_in_chunk().await;
     if ending == Ending::Terminate {
@@ -92,7 +114,7 @@ async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending
     let retried = err
         .lines()
         .find(|l| {
-            l.contains("writing a chunk") && l.contains("retry ") && l.contains(statement_of(point))
+            l.contains(live.unit()) && l.contains("retry ") && l.contains(statement_of(point))
         })
         .unwrap_or_else(|| {
             panic!("{point}/{ending:?}: no retry of the chunk after its {point} statement:\n{err}")
@@ -102,27 +124,38 @@ async fn end_session_at(template: &mut TestDb, clean: &str, point: Point, ending
     }
     assert_eq!(db.links_checksum().await, clean, "{point}/{ending:?}");
     assert_success(&db.run(&["verify", "--strict"]));
-    eprintln!("{point}/{ending:?}: {}", retried.trim());
+    if live == Live::Apply {
+        std::fs::remove_file(plan).expect("remove the plan");
+    }
+    eprintln!("{live:?} {point}/{ending:?}: {}", retried.trim());
 }
 
-/// Every statement of a chunk, with one kind of ending.
-async fn every_statement(ending: Ending) {
+/// Every statement of a chunk of `live`, with one kind of ending.
+async fn every_statement(live: Live, ending: Ending) {
     let mut template = TestDb::new("s_template").await;
     template.generate(600);
     let clean = TestDb::clone_of(&mut template, "s_clean").await;
     assert_success(&clean.run(&["run", "--chunk-size", "100"]));
     let clean = clean.links_checksum().await;
     for point in Point::ALL {
-        end_session_at(&mut template, &clean, point, ending).await;
+        end_session_at(&mut template, &clean, live, point, ending).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_terminated_at_any_statement_of_a_chunk_is_replaced() {
-    every_statement(Ending::Terminate).await;
+    every_statement(Live::Run, Ending::Terminate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relink_stopped_past_the_idle_timeout_at_any_statement_of_a_chunk_completes() {
-    every_statement(Ending::IdleTimeout).await;
+    every_statement(Live::Run, Ending::IdleTimeout).await;
+}
+
+/// The apply of a plan shares the run's retried chunk (`drive`); its own
+/// statements (the lock phase and reads of the records' current state)
+/// meet ended sessions too. Plan then apply equals a clean plain run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_whose_session_is_terminated_at_any_statement_of_a_chunk_completes() {
+    every_statement(Live::Apply, Ending::Terminate).await;
 }
