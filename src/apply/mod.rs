@@ -267,7 +267,7 @@ pub async fn apply(
             report,
         }),
     });
-    let exporter = shared
+    let mut exporter = shared
         .metrics
         .clone()
         .start(ApplyFigures {
@@ -287,6 +287,7 @@ pub async fn apply(
     let driven = drive::drive(&shared, &applier, cfg.writers, receiver, reader).await;
     let status = driven.status(shared.shutdown.requested());
     let error = driven.error;
+    exporter.stop_periodic().await;
     let recorded = shared
         .record_end(wal_start, status, error.as_ref(), started)
         .await?;

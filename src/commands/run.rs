@@ -184,9 +184,10 @@ async fn finish(prepared: Prepared, driven: Driven, cfg: &RunConfig) -> Result<O
     let Prepared {
         shared,
         start,
-        exporter,
+        mut exporter,
         started,
     } = prepared;
+    exporter.stop_periodic().await;
     let status = driven.status(shared.shutdown.requested());
     let ended = record_end(&shared, &start, &driven, status, started).await?;
     let summary = Summary::new(

@@ -237,7 +237,7 @@ impl Exporter {
         snapshot: Snapshot,
         last_success: Option<f64>,
     ) {
-        self.stop().await;
+        self.stop_periodic().await;
         let Some(inner) = self.metrics.inner.take() else {
             return;
         };
@@ -250,7 +250,11 @@ impl Exporter {
         write(inner).await;
     }
 
-    async fn stop(&mut self) {
+    /// Stops the periodic writes, leaving the last file as it is until
+    /// [`Exporter::finish`]. A command calls it before it reads its final
+    /// figures, so no periodic file can carry a later reading (a WAL
+    /// position) than the final file does.
+    pub async fn stop_periodic(&mut self) {
         if let Some(task) = self.task.take() {
             // Cancels a gather in flight (its query is abandoned); a write
             // in flight completes first, under the file lock.
