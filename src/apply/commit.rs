@@ -15,8 +15,7 @@ use crate::chunk;
 use crate::config::Names;
 use crate::lock_phase::{self, LockWaits, ToLock};
 use crate::plan::{legacy, Counters, ExistingLink};
-use crate::plan_file::{planned_part, rows_digest, PlanRecord};
-use crate::report;
+use crate::plan_file::{planned_digest, rows_digest, PlanRecord};
 use crate::sink;
 use crate::source::SourceProfile;
 use crate::test_hook::{self, Point};
@@ -94,7 +93,7 @@ pub fn replan<'a>(
     let planned = chunk::plan_with(&judged.profiles, rows);
     let mut kept = Vec::with_capacity(planned.len());
     for (p, &i) in planned.into_iter().zip(&judged.of) {
-        if planned_part(&report::report_line(&p)) == records[i].planned {
+        if planned_digest(&p.plan) == records[i].planned {
             kept.push(p);
         } else {
             tracing::warn!(

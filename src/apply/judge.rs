@@ -139,8 +139,6 @@ pub fn judge(
 mod tests {
     use std::collections::{HashMap, HashSet};
 
-    use serde_json::json;
-
     use super::*;
     use crate::lock_phase::LockedProfile;
 
@@ -152,8 +150,8 @@ mod tests {
             fingerprint: vec![1],
             rows_digest: "rows".into(),
             ledger_digest: ledger_digest(ledger),
-            links: 1,
-            planned: json!({}),
+            planned: [0; 32],
+            weight: 100,
         }
     }
 

@@ -35,6 +35,7 @@ use crate::db::{self, preflight, Owner, PooledClient, Session};
 use crate::drive::{self, Committer, Drive, Held};
 use crate::exit::Outcome;
 use crate::forecast::Forecast;
+use crate::inflight::{self, Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::metrics::{self, Snapshot, Work};
 use crate::plan::Counters;
 use crate::plan_file::{self, PlanReader, PlanRecord, Stamp, Validated};
@@ -122,11 +123,13 @@ fn checkpoint_key(index: u64) -> String {
     format!("{index:020}")
 }
 
-/// A chunk of records.
+/// A chunk of records, holding its room in the in-flight budget until it
+/// is dropped.
 struct Chunk {
     seq: u64,
     records: Vec<PlanRecord>,
     last_key: String,
+    _held: inflight::Held,
 }
 
 impl drive::Batch for Chunk {
@@ -277,11 +280,11 @@ pub async fn apply(
         .await;
     shared.throttle.show_on(run_id).await;
 
-    let (sender, receiver) = mpsc::channel::<Chunk>(cfg.writers);
+    let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE_BOUND);
     let reader = {
         let shared = shared.clone();
-        let (plan, skip, limit) = (plan.clone(), begun.skip, cfg.limit);
-        tokio::task::spawn_blocking(move || feed(&plan, skip, limit, &shared, &sender))
+        let (plan, skip, limit, writers) = (plan.clone(), begun.skip, cfg.limit, cfg.writers);
+        tokio::task::spawn_blocking(move || feed(&plan, skip, limit, writers, &shared, &sender))
     };
     let reader = (reader, "the plan reader");
     let driven = drive::drive(&shared, &applier, cfg.writers, receiver, reader).await;
@@ -465,14 +468,19 @@ async fn plan_runs(control: &Client, names: &Names, id: &str) -> Result<Vec<i64>
 
 /// The plan reader (on a blocking thread): skips the records a resumed
 /// apply did, then sends chunks of the size the sizer gives, at most
-/// `limit` records. Returns whether it reached the plan's end.
+/// `limit` records, reading ahead only as far as the in-flight budget has
+/// room (a chunk weighs what its records' lines do, about what applying
+/// them holds). Returns whether it reached the plan's end.
 fn feed(
     plan: &Validated,
     skip: u64,
     limit: Option<u64>,
+    writers: usize,
     shared: &Drive,
     chunks: &mpsc::Sender<Chunk>,
 ) -> Result<bool> {
+    let runtime = tokio::runtime::Handle::current();
+    let mut budget = Budget::new(IN_FLIGHT_BYTES, writers);
     let mut reader = PlanReader::new(plan)?;
     let mut remaining = limit.unwrap_or(u64::MAX);
     let mut seq = 0;
@@ -485,16 +493,14 @@ fn feed(
         }
     };
     loop {
-        if shared.stopping() {
-            return Ok(false);
-        }
-        if remaining == 0 {
+        if shared.stopping() || remaining == 0 {
             return Ok(false);
         }
         let size = shared
             .sizer
-            .next()
+            .next_within(budget.most_profiles())
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let mut held = runtime.block_on(budget.reserve(size));
         let mut records = Vec::with_capacity(size);
         records.extend(pending.take());
         while records.len() < size {
@@ -506,17 +512,18 @@ fn feed(
         let Some(last) = records.last() else {
             return Ok(true);
         };
+        let weight = records.iter().map(|r| r.weight).sum();
+        runtime.block_on(budget.settle(&mut held, records.len(), weight));
         let last_key = checkpoint_key(last.index);
         let full = records.len() == size;
         remaining -= records.len() as u64;
-        if chunks
-            .blocking_send(Chunk {
-                seq,
-                records,
-                last_key,
-            })
-            .is_err()
-        {
+        let chunk = Chunk {
+            seq,
+            records,
+            last_key,
+            _held: held,
+        };
+        if chunks.blocking_send(chunk).is_err() {
             return Ok(false);
         }
         seq += 1;

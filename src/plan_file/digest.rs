@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 use super::hex;
 use crate::plan::classify::{stored_url_key, MAX_LABEL_CHARS, MAX_URL_BYTES};
 use crate::plan::platforms::{handle_url, known_key, HOSTS};
-use crate::plan::{ExistingLink, RejectReason, ID_NAMESPACE};
+use crate::plan::{ExistingLink, ProfilePlan, RejectReason, ID_NAMESPACE};
 use crate::source::LedgerEntry;
 
 /// The version of the planning rules (SPEC §2–§5) this release applies.
@@ -120,9 +120,99 @@ pub fn ledger_digest(ledger: Option<&LedgerEntry>) -> String {
     hex(&h.finalize())
 }
 
+/// SHA-256 of everything a profile's plan decides: each link (id, label,
+/// type, url, position, comparison key, source key) and each skipped value
+/// (key, comparison key, raw text, reason), in order, and the expanded and
+/// repaired counts. A record carries it (`planned_sha256`) beside the same
+/// plan shown as JSON; an apply plans the profile again under the lock and
+/// writes it only if this digest is the same. Each text is length-prefixed,
+/// so no two plans share an encoding.
+pub fn planned_digest(plan: &ProfilePlan) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut put = |text: &str| {
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    };
+    for link in &plan.links {
+        put("link");
+        put(&link.id);
+        put(&link.label);
+        put(link.link_type.as_str());
+        put(&link.url);
+        put(&link.position.to_string());
+        put(&link.key);
+        put(link.source_key.as_deref().map_or("-", |k| k));
+        put(if link.source_key.is_some() { "+" } else { "-" });
+    }
+    for skipped in &plan.skipped {
+        put("skipped");
+        put(skipped.key.as_deref().map_or("", |k| k));
+        put(if skipped.key.is_some() { "+" } else { "-" });
+        put(skipped.link_key.as_deref().map_or("", |k| k));
+        put(if skipped.link_key.is_some() { "+" } else { "-" });
+        put(&skipped.raw);
+        put(skipped.reason.as_str());
+    }
+    put(&format!(
+        "expanded {} repaired {}",
+        plan.expanded, plan.repaired
+    ));
+    h.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{LinkType, PlannedLink, SkipReason, Skipped};
+
+    #[test]
+    fn planned_digest_changes_with_every_field() {
+        let plan = ProfilePlan {
+            links: vec![PlannedLink {
+                id: "00000000-0000-8000-8000-000000000000".into(),
+                label: "Website".into(),
+                link_type: LinkType::Website,
+                url: "https://a.example/".into(),
+                position: 0,
+                key: "a.example".into(),
+                source_key: Some("website".into()),
+            }],
+            skipped: vec![Skipped {
+                key: Some("x".into()),
+                link_key: None,
+                raw: "nope".into(),
+                reason: SkipReason::Rejected(RejectReason::ALL[0]),
+            }],
+            expanded: 1,
+            repaired: 2,
+        };
+        let base = planned_digest(&plan);
+        assert_eq!(base, planned_digest(&plan.clone()));
+        let changes: [fn(&mut ProfilePlan); 12] = [
+            |p| p.links[0].id.push('0'),
+            |p| p.links[0].label.push('s'),
+            |p| p.links[0].link_type = LinkType::Imdb,
+            |p| p.links[0].url.push('x'),
+            |p| p.links[0].position = 1,
+            |p| p.links[0].key.push('x'),
+            |p| p.links[0].source_key = None,
+            |p| p.skipped[0].key = None,
+            |p| p.skipped[0].raw.push('!'),
+            |p| p.skipped[0].reason = SkipReason::Duplicate,
+            |p| p.expanded = 0,
+            |p| p.repaired = 0,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut changed = plan.clone();
+            change(&mut changed);
+            assert_ne!(planned_digest(&changed), base, "change {i}");
+        }
+        // A character moved from one field to the next is another plan.
+        let (mut a, mut b) = (plan.clone(), plan);
+        (a.links[0].url, a.links[0].key) = ("https://a.example/x".into(), "y".into());
+        (b.links[0].url, b.links[0].key) = ("https://a.example/".into(), "xy".into());
+        assert_ne!(planned_digest(&a), planned_digest(&b));
+    }
 
     fn row(url: &str, position: i32) -> ExistingLink {
         ExistingLink {

@@ -14,7 +14,7 @@ mod digest;
 mod read;
 mod write;
 
-pub use digest::{ledger_digest, rows_digest, rules_digest, RULES_VERSION};
+pub use digest::{ledger_digest, planned_digest, rows_digest, rules_digest, RULES_VERSION};
 pub use read::{open, PlanReader, Validated};
 pub use write::{header_line, PlanWriter};
 
@@ -28,7 +28,7 @@ use crate::report;
 /// The format's name, the header's `format`.
 pub const FORMAT: &str = "relink-plan";
 /// The format's version: readers refuse any other.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// Where the plan was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,13 +100,10 @@ pub struct Header {
     pub records_sha256: String,
 }
 
-/// The fields of a record that the planner's output decides: what an
-/// apply's replanning under the lock must reproduce exactly.
-pub const PLANNED_FIELDS: [&str; 5] = ["links", "duplicates", "rejects", "expanded", "repaired"];
-
 /// One profile's record: the `--report` line (ids, links with id, label,
 /// type, url, position, duplicates, rejects) plus the fingerprint of the
-/// value planned and the digests of the context it was planned against.
+/// value planned, the digests of the context it was planned against, and
+/// the [`planned_digest`] of the plan the line shows.
 pub fn record(planned: &Planned<'_>, existing: &[ExistingLink]) -> Value {
     let mut line = report::report_line(planned);
     if let Value::Object(map) = &mut line {
@@ -119,11 +116,17 @@ pub fn record(planned: &Planned<'_>, existing: &[ExistingLink]) -> Value {
             "ledger_digest".into(),
             json!(ledger_digest(planned.profile.ledger.as_ref())),
         );
+        map.insert(
+            "planned_sha256".into(),
+            json!(hex(&planned_digest(&planned.plan))),
+        );
     }
     line
 }
 
-/// A record as the apply reads it.
+/// A record as the apply reads it: what it was planned from, and the
+/// digest of what it plans (never the links themselves, so a chunk of
+/// records weighs little).
 #[derive(Debug, Clone)]
 pub struct PlanRecord {
     /// Its number in the file, from 1.
@@ -133,66 +136,76 @@ pub struct PlanRecord {
     pub fingerprint: Vec<u8>,
     pub rows_digest: String,
     pub ledger_digest: String,
-    /// Links it plans.
-    pub links: u64,
-    /// The record's [`PLANNED_FIELDS`].
-    pub planned: Value,
+    /// The [`planned_digest`] of the plan the record shows.
+    pub planned: [u8; 32],
+    /// Bytes of its line: about what applying it holds in memory (the
+    /// legacy value read again and the links planned from it), as a live
+    /// run weighs a profile by its value.
+    pub weight: usize,
+}
+
+/// The fields of a record line the apply reads (the links, duplicates and
+/// rejects it shows are for people: `planned_sha256` stands for them).
+#[derive(Deserialize)]
+struct RecordLine {
+    profile_id: String,
+    user_id: String,
+    fingerprint: String,
+    rows_digest: String,
+    ledger_digest: String,
+    planned_sha256: String,
 }
 
 impl PlanRecord {
-    /// Reads record `index` from its parsed line.
+    /// Reads record `index` from its line.
     ///
     /// # Errors
-    /// When a field is missing or of the wrong kind.
-    pub fn from_value(index: u64, value: Value) -> anyhow::Result<Self> {
-        let text = |name: &str| -> anyhow::Result<String> {
-            value[name]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow::anyhow!("record {index} has no {name}"))
-        };
-        let fingerprint = unhex(&text("fingerprint")?)
+    /// When the line is not a record: not JSON, a field missing or of the
+    /// wrong kind.
+    pub fn parse(index: u64, bytes: &[u8]) -> anyhow::Result<Self> {
+        let line: RecordLine = serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("record {index} is not a plan record ({e})"))?;
+        let fingerprint = unhex(&line.fingerprint)
             .ok_or_else(|| anyhow::anyhow!("record {index} has a malformed fingerprint"))?;
-        let planned = planned_part(&value);
+        let planned = unhex(&line.planned_sha256)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| anyhow::anyhow!("record {index} has a malformed planned_sha256"))?;
         Ok(Self {
             index,
-            profile_id: text("profile_id")?,
-            user_id: text("user_id")?,
+            profile_id: line.profile_id,
+            user_id: line.user_id,
             fingerprint,
-            rows_digest: text("rows_digest")?,
-            ledger_digest: text("ledger_digest")?,
-            links: value["links"].as_array().map_or(0, |l| l.len() as u64),
+            rows_digest: line.rows_digest,
+            ledger_digest: line.ledger_digest,
             planned,
+            weight: bytes.len(),
         })
     }
 }
 
-/// The [`PLANNED_FIELDS`] of a record or report line.
-pub fn planned_part(line: &Value) -> Value {
-    Value::Object(
-        PLANNED_FIELDS
-            .iter()
-            .map(|f| ((*f).to_owned(), line[*f].clone()))
-            .collect(),
-    )
-}
-
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let text = text.as_bytes();
     if text.len() % 2 != 0 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+    text.chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
         .collect()
 }
 
@@ -231,7 +244,8 @@ mod tests {
             let mut w = PlanWriter::create(&path).expect("create");
             for i in 0..3 {
                 w.record(&json!({"profile_id": format!("p{i}"), "user_id": "u",
-                                 "fingerprint": "00", "rows_digest": "r", "ledger_digest": "none"}))
+                                 "fingerprint": "00", "rows_digest": "r", "ledger_digest": "none",
+                                 "planned_sha256": hex(&[i; 32])}))
                     .expect("record");
             }
             let bytes = w.finish(header()).expect("finish");
@@ -241,6 +255,7 @@ mod tests {
             let mut reader = PlanReader::new(&plan).expect("reader");
             let mut ids = Vec::new();
             while let Some(r) = reader.next_record().expect("record") {
+                assert_eq!(r.planned, [u8::try_from(r.index - 1).expect("small"); 32]);
                 ids.push((r.index, r.profile_id));
             }
             assert_eq!(ids, [(1, "p0".into()), (2, "p1".into()), (3, "p2".into())]);

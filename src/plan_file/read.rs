@@ -170,15 +170,13 @@ impl PlanReader {
             return Ok(None);
         }
         self.index += 1;
-        let value: Value = serde_json::from_slice(&self.line).map_err(|e| {
-            damaged(
-                &self.path,
-                format!(
-                    "record {} is not JSON ({e}); was the file changed while in use?",
-                    self.index
-                ),
-            )
-        })?;
-        PlanRecord::from_value(self.index, value).map(Some)
+        PlanRecord::parse(self.index, &self.line)
+            .map(Some)
+            .map_err(|e| {
+                damaged(
+                    &self.path,
+                    format!("{e}; was the file changed while in use?"),
+                )
+            })
     }
 }
