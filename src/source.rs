@@ -274,6 +274,14 @@ pub struct Chunk {
     _held: Held,
 }
 
+impl Chunk {
+    /// Drops the profiles and keeps the chunk's room in the budget, for
+    /// what was made of them (a dry run's rendered lines) until written.
+    pub fn into_held(self) -> Held {
+        self._held
+    }
+}
+
 /// What a page of profiles weighs in memory, about: their text and a
 /// share for the structures around it (the planned links, the rows being
 /// sent).

@@ -20,6 +20,7 @@ use crate::db::preflight::{self, Access};
 use crate::db::{self, Retry, Session};
 use crate::exit::Outcome;
 use crate::forecast::{Forecast, Rates};
+use crate::inflight;
 use crate::plan::Counters;
 use crate::plan_file::{self, Header, PlanWriter, Stamp};
 use crate::progress::{Progress, PROFILES_AND_LINKS};
@@ -303,6 +304,8 @@ struct Render {
 }
 
 /// A chunk planned and rendered by a planner, for the main task to write.
+/// It keeps its chunk's room in the in-flight budget until written, so the
+/// reader does not run ahead of a slow writer (a gzipped `--plan-out`).
 struct Rendered {
     seq: u64,
     profiles: u64,
@@ -310,6 +313,7 @@ struct Rendered {
     text: Vec<u8>,
     report: Vec<u8>,
     plan: Vec<u8>,
+    _held: inflight::Held,
 }
 
 /// A planner: plans chunks on a pooled connection and renders them. Two
@@ -346,13 +350,17 @@ async fn plan_chunks(
                 report.push(b'\n');
             }
         }
+        let counters = chunk::counters(&planned);
+        drop(planned);
+        let (seq, profiles) = (chunk.seq, chunk.profiles.len() as u64);
         let done = Rendered {
-            seq: chunk.seq,
-            profiles: chunk.profiles.len() as u64,
-            counters: chunk::counters(&planned),
+            seq,
+            profiles,
+            counters,
             text,
             report,
             plan,
+            _held: chunk.into_held(),
         };
         if rendered.send(done).await.is_err() {
             return Ok(());

@@ -481,8 +481,8 @@ async fn the_development_page_commands_run_as_written() {
     );
 }
 
-/// The benchmark, the statement profile, the memory timeline and the
-/// planning core at the page's small sizes, on the dev build `make test`
+/// The benchmark, the statement profile, the WAL by relation, the memory
+/// timeline and the planning core at the page's small sizes, on the dev build `make test`
 /// already made (`RELINK_CARGO_PROFILE=dev`): the commands work; their
 /// figures are measured by `make bench`, not here.
 #[tokio::test]
@@ -506,6 +506,11 @@ async fn the_performance_page_commands_run_at_a_small_size() {
     assert!(bench.contains("== Targets (SPEC §11)"), "{bench}");
     let profile = stdout(output_of(&ran, "scripts/profile-statements"));
     assert!(profile.contains("COPY"), "{profile}");
+    let wal = stdout(output_of(&ran, "scripts/wal-by-relation"));
+    assert!(
+        wal.contains("WAL per link: run") && wal.contains("profile_links"),
+        "{wal}"
+    );
     let timeline = stdout(output_of(&ran, "scripts/rss-timeline"));
     assert!(timeline.contains("exited"), "{timeline}");
     let plan = stdout(output_of(&ran, "make bench-plan"));
