@@ -274,6 +274,27 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_of_another_format_version_is_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("relink-unit-version-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("old.jsonl");
+        let w = PlanWriter::create(&path).expect("create");
+        w.finish(Header {
+            version: 1,
+            ..header()
+        })
+        .expect("finish");
+        let refused = open(&path)
+            .expect_err("a version-1 plan is refused")
+            .to_string();
+        assert!(
+            refused.contains("format version 1") && refused.contains("make a new plan"),
+            "{refused}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn hex_round_trips() {
         let bytes = [0u8, 1, 0xab, 0xff];
         assert_eq!(hex(&bytes), "0001abff");
