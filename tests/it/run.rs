@@ -349,10 +349,10 @@ async fn auto_chunks_shrink_at_once_after_a_lock_timeout() {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    assert!(
-        matches!(sizes[..], [from, to] if to < from && from > 100),
-        "{line}"
-    );
+    // Smaller at once; how large sizes had grown by then depends on the
+    // machine's speed (under load they stay near the floor), so only the
+    // shrink itself is asserted.
+    assert!(matches!(sizes[..], [from, to] if to < from), "{line}");
     assert_eq!(db.links_checksum().await, clean.links_checksum().await);
 }
 
