@@ -23,6 +23,7 @@ use crate::checkpoint::Watermark;
 use crate::config::{Names, RunConfig};
 use crate::context::Context;
 use crate::db::{self, Attempted, LockGuard, Pool, PooledClient, Retry, Session};
+use crate::inflight::Chunk;
 use crate::lock_phase::LockWaits;
 use crate::metrics::Metrics;
 use crate::plan::Counters;
@@ -207,20 +208,15 @@ impl Drive {
     }
 }
 
-/// A chunk handed to the writers, numbered in the reader's order.
-pub trait Batch: Send + Sync + 'static {
-    fn seq(&self) -> u64;
-    /// The checkpoint once this chunk and every one before it committed.
-    fn last_key(&self) -> &str;
-    /// Profiles (or records) in it.
-    fn size(&self) -> usize;
-    /// Names its first item in an error ("profile 12"); `None`: empty.
-    fn first(&self) -> Option<String>;
+/// What a chunk handed to the writers holds: a profile, a plan record.
+pub trait Item: Send + Sync + 'static {
+    /// Names it in an error ("profile 12").
+    fn name(&self) -> String;
 }
 
 /// How a chunk is committed, and what follows.
 pub trait Committer: Send + Sync + 'static {
-    type Chunk: Batch;
+    type Item: Item;
     type Done: Send;
     /// The unit retried, for the retry's messages.
     const WHAT: &'static str;
@@ -231,7 +227,7 @@ pub trait Committer: Send + Sync + 'static {
         &'a self,
         drive: &'a Drive,
         client: &'a mut PooledClient,
-        chunk: &'a Self::Chunk,
+        chunk: &'a Chunk<Self::Item>,
         retry: bool,
     ) -> impl Future<Output = Result<Self::Done>> + Send + 'a;
 
@@ -275,7 +271,7 @@ pub async fn drive<C: Committer>(
     drive: &Arc<Drive>,
     committer: &Arc<C>,
     writers: usize,
-    chunks: mpsc::Receiver<C::Chunk>,
+    chunks: mpsc::Receiver<Chunk<C::Item>>,
     reader: (Feeding, &str),
 ) -> Driven {
     let receiver = Arc::new(tokio::sync::Mutex::new(chunks));
@@ -319,7 +315,7 @@ pub async fn drive<C: Committer>(
 async fn write_chunks<C: Committer>(
     drive: Arc<Drive>,
     committer: Arc<C>,
-    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<C::Chunk>>>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk<C::Item>>>>,
 ) -> Result<()> {
     let mut after_chunk = false;
     loop {
@@ -335,10 +331,10 @@ async fn write_chunks<C: Committer>(
             // it. Keep draining so the reader is never left blocked.
             continue;
         }
-        let Some(first) = chunk.first() else {
+        let Some(first) = chunk.items.first().map(Item::name) else {
             continue;
         };
-        drive.watermark.lock().begin(chunk.seq(), chunk.last_key());
+        drive.watermark.lock().begin(chunk.seq, &chunk.last_key);
         let done = match write_chunk(&drive, &*committer, &chunk).await {
             Ok(Attempted::Done(done)) => done,
             // Rolled back while stopping: stays after the checkpoint.
@@ -348,9 +344,9 @@ async fn write_chunks<C: Committer>(
                 return Err(err.context(format!("chunk starting at {first} rolled back")));
             }
         };
-        drive.watermark.lock().commit(chunk.seq());
+        drive.watermark.lock().commit(chunk.seq);
         let counters = committer.settle(done)?;
-        let len = chunk.size() as u64;
+        let len = chunk.items.len() as u64;
         drive.progress.advance(len, counters.links_created);
         drive.throttle.committed(counters.links_created);
         drive.scanned.fetch_add(len, Ordering::SeqCst);
@@ -364,7 +360,7 @@ async fn write_chunks<C: Committer>(
 async fn write_chunk<C: Committer>(
     drive: &Drive,
     committer: &C,
-    chunk: &C::Chunk,
+    chunk: &Chunk<C::Item>,
 ) -> Result<Attempted<C::Done>> {
     drive
         .retry
@@ -384,7 +380,7 @@ async fn write_chunk<C: Committer>(
                     })?;
                 let took = began.elapsed();
                 drive.metrics.observe_chunk(took);
-                drive.sizer.observed(chunk.size(), took);
+                drive.sizer.observed(chunk.items.len(), took);
                 Ok(done)
             },
         )

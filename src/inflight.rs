@@ -125,6 +125,36 @@ impl Budget {
     }
 }
 
+/// Items on their way to the writers (a page of profiles, a run of plan
+/// records), numbered in the reader's order, holding their room in the
+/// [`Budget`] until dropped.
+#[derive(Debug)]
+pub struct Chunk<T> {
+    pub seq: u64,
+    pub items: Vec<T>,
+    /// The last item's key in the reader's order: the checkpoint once this
+    /// chunk and every one before it committed.
+    pub last_key: String,
+    held: Held,
+}
+
+impl<T> Chunk<T> {
+    pub fn new(seq: u64, items: Vec<T>, last_key: String, held: Held) -> Self {
+        Self {
+            seq,
+            items,
+            last_key,
+            held,
+        }
+    }
+
+    /// Drops the items and keeps the chunk's room in the budget, for what
+    /// was made of them (a dry run's rendered lines) until written.
+    pub fn into_held(self) -> Held {
+        self.held
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.room.add_permits(self.kib as usize);

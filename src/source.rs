@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 
 use crate::config::Names;
 use crate::db::{self, Attempted, Keyset, Pager, Retry};
-use crate::inflight::{Budget, Held, IN_FLIGHT_BYTES, QUEUE_BOUND};
+use crate::inflight::{self, Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
 use crate::text_enum::text_enum;
@@ -262,25 +262,8 @@ impl Reader {
     }
 }
 
-/// A page of profiles handed out by [`feed`], numbered in key order. It
-/// holds its room in the feed's [`Budget`] until dropped.
-#[derive(Debug)]
-pub struct Chunk {
-    pub seq: u64,
-    pub profiles: Vec<SourceProfile>,
-    /// The last profile's key in the reader's order: the checkpoint once
-    /// this chunk and every one before it committed.
-    pub last_key: String,
-    _held: Held,
-}
-
-impl Chunk {
-    /// Drops the profiles and keeps the chunk's room in the budget, for
-    /// what was made of them (a dry run's rendered lines) until written.
-    pub fn into_held(self) -> Held {
-        self._held
-    }
-}
+/// A page of profiles handed out by [`feed`], numbered in key order.
+pub type Chunk = inflight::Chunk<SourceProfile>;
 
 /// What a page of profiles weighs in memory, about: their text and a
 /// share for the structures around it (the planned links, the rows being
@@ -394,12 +377,7 @@ pub async fn feed(
             .await;
         if outbox
             .chunks
-            .send(Chunk {
-                seq,
-                profiles: page,
-                last_key,
-                _held: held,
-            })
+            .send(Chunk::new(seq, page, last_key, held))
             .await
             .is_err()
         {

@@ -123,32 +123,12 @@ fn checkpoint_key(index: u64) -> String {
     format!("{index:020}")
 }
 
-/// A chunk of records, holding its room in the in-flight budget until it
-/// is dropped.
-struct Chunk {
-    seq: u64,
-    records: Vec<PlanRecord>,
-    last_key: String,
-    _held: inflight::Held,
-}
+/// A chunk of plan records.
+type Chunk = inflight::Chunk<PlanRecord>;
 
-impl drive::Batch for Chunk {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    fn last_key(&self) -> &str {
-        &self.last_key
-    }
-
-    fn size(&self) -> usize {
-        self.records.len()
-    }
-
-    fn first(&self) -> Option<String> {
-        self.records
-            .first()
-            .map(|r| format!("plan record {}", r.index))
+impl drive::Item for PlanRecord {
+    fn name(&self) -> String {
+        format!("plan record {}", self.index)
     }
 }
 
@@ -162,7 +142,7 @@ struct Applier {
 }
 
 impl Committer for Applier {
-    type Chunk = Chunk;
+    type Item = PlanRecord;
     type Done = commit::Committed;
     const WHAT: &'static str = "applying a chunk of the plan";
 
@@ -178,7 +158,7 @@ impl Committer for Applier {
             &drive.names,
             drive.run_id,
             drive.waits,
-            &chunk.records,
+            &chunk.items,
             &self.plan_runs,
             || drive.checkpoint_for(chunk.seq),
         )
@@ -517,13 +497,10 @@ fn feed(
         let last_key = checkpoint_key(last.index);
         let full = records.len() == size;
         remaining -= records.len() as u64;
-        let chunk = Chunk {
-            seq,
-            records,
-            last_key,
-            _held: held,
-        };
-        if chunks.blocking_send(chunk).is_err() {
+        if chunks
+            .blocking_send(Chunk::new(seq, records, last_key, held))
+            .is_err()
+        {
             return Ok(false);
         }
         seq += 1;

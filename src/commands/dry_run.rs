@@ -330,9 +330,9 @@ async fn plan_chunks(
             return Ok(());
         };
         let client = db::checkout(&pool).await?;
-        let existing = chunk::users_rows(&**client, &names, &chunk.profiles).await?;
+        let existing = chunk::users_rows(&**client, &names, &chunk.items).await?;
         drop(client);
-        let planned = chunk::plan_with(&chunk.profiles, &existing);
+        let planned = chunk::plan_with(&chunk.items, &existing);
         let (mut text, mut report, mut plan) = (Vec::new(), Vec::new(), Vec::new());
         for p in &planned {
             if render.plan {
@@ -352,7 +352,7 @@ async fn plan_chunks(
         }
         let counters = chunk::counters(&planned);
         drop(planned);
-        let (seq, profiles) = (chunk.seq, chunk.profiles.len() as u64);
+        let (seq, profiles) = (chunk.seq, chunk.items.len() as u64);
         let done = Rendered {
             seq,
             profiles,

@@ -24,7 +24,7 @@ use crate::progress::{Progress, PROFILES_AND_LINKS};
 use crate::report::Summary;
 use crate::shutdown::Shutdown;
 use crate::sink;
-use crate::source::{self, Chunk, FeedEnd, Filter, Order, Outbox, Reader};
+use crate::source::{self, Chunk, FeedEnd, Filter, Order, Outbox, Reader, SourceProfile};
 use crate::state::{self, Mode, RunRecord, RunStatus};
 
 /// Runs a live `relink run`: prepare → drive → finish.
@@ -407,26 +407,14 @@ fn run_options(cfg: &RunConfig) -> serde_json::Value {
 /// are now.
 struct Live;
 
-impl drive::Batch for Chunk {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    fn last_key(&self) -> &str {
-        &self.last_key
-    }
-
-    fn size(&self) -> usize {
-        self.profiles.len()
-    }
-
-    fn first(&self) -> Option<String> {
-        self.profiles.first().map(|p| format!("profile {}", p.id))
+impl drive::Item for SourceProfile {
+    fn name(&self) -> String {
+        format!("profile {}", self.id)
     }
 }
 
 impl Committer for Live {
-    type Chunk = Chunk;
+    type Item = SourceProfile;
     type Done = Counters;
     const WHAT: &'static str = "writing a chunk";
 
@@ -442,7 +430,7 @@ impl Committer for Live {
             &drive.names,
             drive.run_id,
             drive.waits,
-            &chunk.profiles,
+            &chunk.items,
             retry,
             || drive.checkpoint_for(chunk.seq),
         )
