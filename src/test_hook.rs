@@ -1,7 +1,8 @@
 //! A hook for the test suite, inert in production: with
 //! `RELINK_TEST_STOP_AT=<point>` (e.g. `ledger`, or `ledger@3` for the
 //! third time that point is reached) relink stops itself (SIGSTOP) just
-//! before that statement of a chunk's transaction, once. The test then
+//! before that statement of a chunk's transaction, once (or, at `exit`,
+//! once it gave its lock back, before it exits). The test then
 //! ends relink's session the way production does — `pg_terminate_backend`,
 //! or the server's `idle_in_transaction_session_timeout` while relink is
 //! stopped — and continues it (SIGCONT): the statement meets a session the
@@ -18,7 +19,8 @@ use crate::text_enum::text_enum;
 /// for tests).
 pub const STOP_AT: &str = "RELINK_TEST_STOP_AT";
 
-/// The statements of a chunk's transaction, in order.
+/// The statements of a chunk's transaction, in order, and the command's
+/// exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
     /// The chunk's set-up (its timestamp, `synchronous_commit`), after BEGIN.
@@ -34,6 +36,8 @@ pub enum Point {
     /// The run's counters and checkpoint.
     Checkpoint,
     Commit,
+    /// Not a chunk's: the command gave its lock back and is about to exit.
+    Exit,
 }
 
 text_enum!(Point "stop point" {
@@ -45,6 +49,7 @@ text_enum!(Point "stop point" {
     Rejects = "rejects",
     Checkpoint = "checkpoint",
     Commit = "commit",
+    Exit = "exit",
 });
 
 /// The point and on which visit to stop, from the environment.

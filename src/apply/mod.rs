@@ -298,6 +298,7 @@ pub async fn apply(
     exporter
         .finish(status, Snapshot::of_summary(&summary), last_success)
         .await;
+    shared.lock.release().await;
     summary.print_to_stdout(cfg.format, false)?;
     let at = Position {
         run_id,

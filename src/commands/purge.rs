@@ -147,6 +147,8 @@ pub async fn purge(cx: &Context, cfg: &PurgeConfig, shutdown: Shutdown) -> Resul
         last_success = state::last_success(&*control, names, Mode::Purge)
             .await
             .unwrap_or(last_success);
+        drop(control);
+        lock.release().await;
     }
     exporter.finish(status, figures(), last_success).await;
     let totals = totals.lock().clone();

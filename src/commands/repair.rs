@@ -128,6 +128,9 @@ pub async fn repair(cx: &Context, cfg: &RepairConfig, shutdown: Shutdown) -> Res
         .await;
     progress.finish();
     let (result, status) = walk::finish(result, lock.as_ref(), run_id, names).await?;
+    if let Some(lock) = &lock {
+        lock.release().await;
+    }
     print_summary(&totals, cfg, run_id, status, started)?;
     match result {
         Err(e) => Err(e.context("repair failed; rerun `relink repair` to continue")),

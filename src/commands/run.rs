@@ -203,6 +203,7 @@ async fn finish(prepared: Prepared, driven: Driven, cfg: &RunConfig) -> Result<O
     exporter
         .finish(status, Snapshot::of_summary(&summary), ended.last_success)
         .await;
+    shared.lock.release().await;
     summary.print_to_stdout(cfg.format, false)?;
     let at = Checkpoint {
         order: start.begun.order,

@@ -77,6 +77,9 @@ async fn held_elsewhere(client: &Client, names: &Names) -> anyhow::Error {
 /// The lock, held for as long as the guard lives.
 pub struct LockGuard {
     control: Arc<Mutex<Client>>,
+    /// The second key's connection (the keeper watches it).
+    spare: Arc<Mutex<Client>>,
+    names: Names,
     /// Cancelled when the lock could not be kept.
     lost: CancellationToken,
     keeper: JoinHandle<()>,
@@ -105,12 +108,10 @@ impl LockGuard {
             return Err(held_elsewhere(&control, names).await);
         }
         let control = Arc::new(Mutex::new(control));
+        let spare = Arc::new(Mutex::new(spare));
         let lost = CancellationToken::new();
         let keeper = tokio::spawn(keep(
-            [
-                (MAIN_CLASS, control.clone()),
-                (SPARE_CLASS, Arc::new(Mutex::new(spare))),
-            ],
+            [(MAIN_CLASS, control.clone()), (SPARE_CLASS, spare.clone())],
             db.clone(),
             session.clone(),
             names.clone(),
@@ -118,6 +119,8 @@ impl LockGuard {
         ));
         Ok(Self {
             control,
+            spare,
+            names: names.clone(),
             lost,
             keeper,
             db: db.clone(),
@@ -150,6 +153,29 @@ impl LockGuard {
     /// Whether the lock could not be kept: the command must stop.
     pub fn lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Gives both keys back now, as a command's last step. Without it they
+    /// go when the process's connections close, which the server notices a
+    /// moment after the process exits: a command started right after this
+    /// one (`relink run && relink purge --yes`) could find the lock still
+    /// held. A key that cannot be given back (its connection is gone) is
+    /// the server's to release, as before.
+    pub async fn release(&self) {
+        self.keeper.abort();
+        for (class, slot) in [(MAIN_CLASS, &self.control), (SPARE_CLASS, &self.spare)] {
+            let client = slot.lock().await;
+            if let Err(e) = client
+                .execute(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    &[&class, &lock_key(&self.names)],
+                )
+                .await
+            {
+                tracing::debug!("cannot give the lock's key back (the server will): {e}");
+            }
+        }
+        crate::test_hook::reached(crate::test_hook::Point::Exit);
     }
 }
 

@@ -7,11 +7,11 @@
 //! be shown without being run. Also: every page says who it is for, the
 //! README stays one screen, and relative links and anchors resolve.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{assert_no_panic, stderr, stdout, TestDb};
+use crate::harness::{assert_no_panic, scratch, stderr, stdout, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_relink");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -220,13 +220,6 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration, what: &str) -> Output {
             panic!("`{what}` still running after {timeout:?}");
         }
     }
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relink-it-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
 }
 
 /// The output of the first command on the page whose line contains `text`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_success, eventually,
-    TestDb,
+    scratch, send_signal, TestDb,
 };
 
 /// `pg_locks.classid` of relink's main advisory lock ("RLNK").
@@ -83,4 +83,61 @@ async fn a_signal_cuts_a_pause_short() {
     let out = db.run(&["run"]);
     assert_resumed(&out, 1);
     assert_success(&db.run(&["verify", "--strict"]));
+}
+
+/// Granted keys of relink's locks (both classes) in this database.
+async fn relink_keys_held(db: &TestDb) -> i64 {
+    db.count(&format!(
+        "SELECT count(*) FROM pg_locks l
+          WHERE l.locktype = 'advisory' AND l.granted AND l.classid IN ({MAIN_LOCK_CLASS}, {})
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        MAIN_LOCK_CLASS + 1
+    ))
+    .await
+}
+
+/// Each command that takes the lock gives both keys back before it exits,
+/// so the next one (`relink run && relink purge --yes`) never finds them
+/// held by a session the server has not yet seen close: stopped (by the
+/// test hook) after it gave the lock back, with its sessions still open,
+/// no key is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_locking_command_gives_the_lock_back_before_it_exits() {
+    let db = TestDb::new("l_released").await;
+    db.generate(300);
+    let plan = scratch("l_released").join("plan.jsonl");
+    assert_success(&db.run(&["run", "--dry-run", "--plan-out", path(&plan)]));
+    let commands: [&[&str]; 4] = [
+        &["run", "--plan", path(&plan)],
+        &["repair", "--yes"],
+        &["purge", "--yes"],
+        &["run"],
+    ];
+    for args in commands {
+        let child = db
+            .spawn_stopped_at("exit", args, Duration::from_secs(60))
+            .await;
+        let sessions = db
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name LIKE 'relink%'",
+            )
+            .await;
+        assert!(
+            sessions > 0,
+            "relink {args:?}: no session open while stopped"
+        );
+        let held = relink_keys_held(&db).await;
+        send_signal(child.pid, "CONT");
+        let out = child.wait(Duration::from_secs(60)).await;
+        assert_success(&out);
+        assert_eq!(
+            held, 0,
+            "relink {args:?} was about to exit with its lock held"
+        );
+    }
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 path")
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +17,8 @@ use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::Value as Json;
 
 use crate::harness::{
-    assert_code, assert_stderr_has, assert_success, json_summary, send_signal, stderr, stdout,
-    TestDb, REJECT_REASONS,
+    assert_code, assert_stderr_has, assert_success, json_summary, scratch, send_signal, stderr,
+    stdout, TestDb, REJECT_REASONS,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_relink");
@@ -259,14 +259,6 @@ fn assert_promtool(args: &[&str], file: &Path, context: &str) {
         stdout(&out),
         stderr(&out)
     );
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("relink-it-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
 }
 
 fn path_str(path: &Path) -> &str {

@@ -8,6 +8,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::process::without_pg_env;
 
+/// A fresh scratch directory for one test (a plan, a report, a metrics
+/// file), emptied if an earlier run left it.
+pub fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("relink-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
 /// A directory of the test's own, for `HOME` (`~/.pgpass`,
 /// `~/.postgresql/`) and files such as `PGPASSFILE`; removed afterwards
 /// unless the test failed.
