@@ -105,7 +105,8 @@ async fn relink_keys_held(db: &TestDb) -> i64 {
 async fn every_locking_command_gives_the_lock_back_before_it_exits() {
     let db = TestDb::new("l_released").await;
     db.generate(300);
-    let plan = scratch("l_released").join("plan.jsonl");
+    let dir = scratch("l_released");
+    let plan = dir.join("plan.jsonl");
     assert_success(&db.run(&["run", "--dry-run", "--plan-out", path(&plan)]));
     let commands: [&[&str]; 4] = [
         &["run", "--plan", path(&plan)],
@@ -136,6 +137,7 @@ async fn every_locking_command_gives_the_lock_back_before_it_exits() {
             "relink {args:?} was about to exit with its lock held"
         );
     }
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 fn path(p: &std::path::Path) -> &str {
