@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::application::{self, Kind};
 use crate::harness::{
-    assert_code, assert_no_panic, assert_success, json_summary, send_signal, stderr, stdout,
-    verify_check, TestDb,
+    assert_code, assert_no_panic, assert_success, json_summary, scratch, send_signal, stderr,
+    stdout, verify_check, TestDb,
 };
 
 /// A scratch directory for one test's plans, removed when it passes.
@@ -21,10 +21,7 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("relink-plan-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
+        Self(scratch(&format!("plan-{tag}")))
     }
 
     fn file(&self, name: &str) -> String {
