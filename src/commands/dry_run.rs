@@ -280,6 +280,7 @@ fn finish_plan(
         forecast: serde_json::to_value(&summary.forecast)?,
         records: 0,
         records_sha256: String::new(),
+        records_gzip: None,
     };
     let bytes = writer.finish(header)?;
     let path = cfg.plan.out.as_deref().unwrap_or(std::path::Path::new("-"));

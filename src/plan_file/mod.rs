@@ -28,7 +28,7 @@ use crate::report;
 /// The format's name, the header's `format`.
 pub const FORMAT: &str = "relink-plan";
 /// The format's version: readers refuse any other.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 
 /// Where the plan was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +98,17 @@ pub struct Header {
     pub records: u64,
     /// SHA-256 (hex) of the bytes of every record line, line feeds included.
     pub records_sha256: String,
+    /// In a gzip plan, the records' gzip member as stored: what the check
+    /// before an apply reads (never inflating the records twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_gzip: Option<Stored>,
+}
+
+/// Bytes as stored in the file, and their SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// One profile's record: the `--report` line (ids, links with id, label,
@@ -232,7 +243,36 @@ mod tests {
             forecast: json!({"basis": "none"}),
             records: 0,
             records_sha256: String::new(),
+            records_gzip: None,
         }
+    }
+
+    /// The records of the plan at `path`, after `open`: (index, profile
+    /// id, planned) each.
+    fn records_of(path: &std::path::Path) -> Result<Vec<(u64, String, [u8; 32])>, String> {
+        let plan = open(path).map_err(|e| e.to_string())?;
+        let mut reader = PlanReader::new(&plan).map_err(|e| e.to_string())?;
+        let mut records = Vec::new();
+        while let Some(r) = reader.next_record().map_err(|e| e.to_string())? {
+            records.push((r.index, r.profile_id, r.planned));
+        }
+        Ok(records)
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut text)
+            .expect("gunzip");
+        text
     }
 
     #[test]
@@ -252,22 +292,56 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).expect("plan").len(), bytes);
             let plan = open(&path).expect("an intact plan opens");
             assert_eq!(plan.header.records, 3);
-            let mut reader = PlanReader::new(&plan).expect("reader");
-            let mut ids = Vec::new();
-            while let Some(r) = reader.next_record().expect("record") {
-                assert_eq!(r.planned, [u8::try_from(r.index - 1).expect("small"); 32]);
-                ids.push((r.index, r.profile_id));
-            }
-            assert_eq!(ids, [(1, "p0".into()), (2, "p1".into()), (3, "p2".into())]);
+            let expected: Vec<_> = (0..3u8)
+                .map(|i| (u64::from(i) + 1, format!("p{i}"), [i; 32]))
+                .collect();
+            assert_eq!(records_of(&path), Ok(expected.clone()), "{name}");
             let whole = std::fs::read(&path).expect("read");
+            let stored = plan.header.records_gzip.clone();
+            assert_eq!(
+                stored.is_some(),
+                name.ends_with(".gz"),
+                "{name}: records_gzip"
+            );
+
             std::fs::write(&path, &whole[..whole.len() - 5]).expect("truncate");
             assert!(open(&path).is_err(), "{name}: truncated");
-            if !name.ends_with(".gz") {
+            // One byte changed anywhere in a plain plan, or anywhere in a
+            // gzip plan's records member (checked as stored), is refused;
+            // in a gzip plan's header member, the change is refused or is
+            // in gzip's own metadata (time, OS), which carries no content.
+            let records_from = stored.as_ref().map_or(0, |s| {
+                whole.len() - usize::try_from(s.bytes).expect("small")
+            });
+            for at in 0..whole.len() {
                 let mut changed = whole.clone();
-                let at = changed.len() - 10;
-                changed[at] ^= 1;
+                changed[at] ^= 0x10;
                 std::fs::write(&path, &changed).expect("damage");
-                assert!(open(&path).is_err(), "one byte changed");
+                match records_of(&path) {
+                    Err(_refused) => {}
+                    Ok(records) => {
+                        assert!(at < records_from, "{name}: byte {at} changed was not found");
+                        assert_eq!(
+                            records, expected,
+                            "{name}: byte {at} changed the content unseen"
+                        );
+                    }
+                }
+            }
+            if stored.is_some() {
+                // Gunzipped, or compressed again as one member, by hand: it
+                // is checked line by line, and still applies.
+                let text = gunzip(&whole);
+                std::fs::write(&path, &text).expect("gunzipped");
+                assert_eq!(records_of(&path), Ok(expected.clone()), "gunzipped");
+                let again = gzip(&text);
+                std::fs::write(&path, &again).expect("gzip again");
+                assert_eq!(records_of(&path), Ok(expected.clone()), "compressed again");
+                let mut text = text;
+                let at = text.len() - 20;
+                text[at] ^= 1;
+                std::fs::write(&path, gzip(&text)).expect("damaged then compressed");
+                assert!(open(&path).is_err(), "damaged, then compressed again");
             }
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -9,7 +9,9 @@
 //! With gzip (FILE ends in `.gz`), the header and the records are two gzip
 //! members one after the other, which every gzip reader (`zcat`, `gunzip`,
 //! flate2's `MultiGzDecoder`) reads as one stream; the records' member is
-//! copied as it was compressed.
+//! copied as it was compressed, and the header carries its size and
+//! SHA-256 as stored ([`Stored`]), so a reader checks it without inflating
+//! it.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,12 +23,43 @@ use flate2::Compression;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::{hex, Header};
+use super::{hex, Header, Stored};
 
-/// Where record lines go: plain or gzip.
+/// Where record lines go: plain or gzip (the compressed bytes counted and
+/// hashed as they are written).
 enum Body {
     Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Gzip(GzEncoder<Tally<BufWriter<File>>>),
+}
+
+/// A writer that counts and hashes what passes through it.
+pub(super) struct Tally<W> {
+    pub inner: W,
+    pub bytes: u64,
+    pub digest: Sha256,
+}
+
+impl<W> Tally<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            digest: Sha256::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for Tally<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Write for Body {
@@ -81,7 +114,7 @@ impl PlanWriter {
         })?;
         let file = BufWriter::with_capacity(1 << 16, file);
         let body = if gzip {
-            Body::Gzip(GzEncoder::new(file, Compression::default()))
+            Body::Gzip(GzEncoder::new(Tally::new(file), Compression::default()))
         } else {
             Body::Plain(file)
         };
@@ -143,7 +176,14 @@ impl PlanWriter {
         let body = self.body.take().context("the plan was finished twice")?;
         let file = match body {
             Body::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
-            Body::Gzip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+            Body::Gzip(w) => {
+                let tally = w.finish()?;
+                header.records_gzip = Some(Stored {
+                    bytes: tally.bytes,
+                    sha256: hex(&tally.digest.finalize()),
+                });
+                tally.inner.into_inner().map_err(|e| e.into_error())?
+            }
         };
         file.sync_all()?;
         drop(file);
