@@ -29,7 +29,7 @@ use super::{hex, Header, Stored};
 /// hashed as they are written).
 enum Body {
     Plain(BufWriter<File>),
-    Gzip(GzEncoder<Tally<BufWriter<File>>>),
+    Gzip(Box<GzEncoder<Tally<BufWriter<File>>>>),
 }
 
 /// A writer that counts and hashes what passes through it.
@@ -114,7 +114,10 @@ impl PlanWriter {
         })?;
         let file = BufWriter::with_capacity(1 << 16, file);
         let body = if gzip {
-            Body::Gzip(GzEncoder::new(Tally::new(file), Compression::default()))
+            Body::Gzip(Box::new(GzEncoder::new(
+                Tally::new(file),
+                Compression::default(),
+            )))
         } else {
             Body::Plain(file)
         };
