@@ -5,7 +5,8 @@ PASS/FAIL, and a JSON copy.
 
 Input: a TSV file, one line per measurement:
     set  profiles  repetition  step  seconds  peak_rss_kib  links  longest_chunk_s
-        [wal_bytes  wal_full_page_images]
+        [wal_bytes  wal_full_page_images  plan_bytes_per_profile
+         cpu_busy_s  cpu_own_s]
 with step one of generate, bare, set_based, run, rerun, dry_run, purge (peak
 RSS and longest chunk empty where they do not apply; the WAL the server
 wrote, from pg_stat_wal, for the bare load, the statement and the run).
@@ -33,6 +34,13 @@ How the figures are computed:
 - the longest chunk transaction is the run's
   relink_chunk_duration_max_seconds; the verdict takes the worst repetition
   (SPEC: no chunk longer than 1.5 x --target-chunk-time);
+- CPU: the machine's busy CPU seconds during the step (the server's and the
+  command's, from /proc/stat), the command's own (user + system, GNU time),
+  and the rest, the server's (background processes included; the bare
+  load's also reads the rows it loads from a copy of relink's database).
+  Each median over the repetitions; "server CPU relink/bare load" is the
+  median of the repetitions' ratios. On a machine where relink and the
+  server share the cores, a step's wall time follows its busy CPU;
 - WAL bytes and full-page images per link: what each step made the server
   write (server-wide: the benchmark runs alone). A full-page image is a
   whole 8 KiB page copied into the WAL the first time a page changes after
@@ -107,9 +115,11 @@ def read_raw(path):
             if not line.strip():
                 continue
             cols = line.rstrip("\n").split("\t")
-            cols += [""] * (11 - len(cols))  # WAL columns: statement and run only
+            cols += [""] * (13 - len(cols))  # WAL columns: statement and run only
             (set_, profiles, rep, step, seconds, rss, links, longest, wal_bytes, wal_fpi,
-             plan_bytes) = cols[:11]
+             plan_bytes, cpu_busy, cpu_own) = cols[:13]
+            cpu_busy = float(cpu_busy) if cpu_busy else None
+            cpu_own = float(cpu_own) if cpu_own else None
             seconds = float(seconds)
             links = int(links) if links else 0
             data[(set_, int(profiles))][step].append(
@@ -123,6 +133,11 @@ def read_raw(path):
                     "wal_bytes": int(wal_bytes) if wal_bytes else None,
                     "wal_full_page_images": int(wal_fpi) if wal_fpi else None,
                     "plan_bytes_per_profile": float(plan_bytes) if plan_bytes else None,
+                    "cpu_busy_seconds": cpu_busy,
+                    "cpu_own_seconds": cpu_own,
+                    "cpu_server_seconds": cpu_busy - cpu_own
+                    if cpu_busy is not None and cpu_own is not None
+                    else None,
                 }
             )
     return data
@@ -142,6 +157,9 @@ def summarize(runs):
         "wal_bytes": median(r["wal_bytes"] for r in runs),
         "wal_full_page_images": median(r["wal_full_page_images"] for r in runs),
         "plan_bytes_per_profile": median(r["plan_bytes_per_profile"] for r in runs),
+        "cpu_busy_seconds": median(r["cpu_busy_seconds"] for r in runs),
+        "cpu_own_seconds": median(r["cpu_own_seconds"] for r in runs),
+        "cpu_server_seconds": median(r["cpu_server_seconds"] for r in runs),
         "repetitions": runs,
     }
 
@@ -224,7 +242,10 @@ def main():
         limit = per_repetition(run, bare, rate)
         wal = per_repetition(run, bare, wal_per_link)
         peer = per_repetition(run, sql, rate)
+        server_cpu = per_repetition(run, bare, lambda m: m["cpu_server_seconds"])
         r["ratios"] = {
+            "server_cpu_vs_bare": median(server_cpu),
+            "server_cpu_vs_bare_per_repetition": server_cpu,
             # The targets: medians of the repetitions' own ratios.
             "limit": median(limit),
             "limit_per_repetition": limit,
@@ -301,9 +322,20 @@ def main():
                 f"{m['wal_full_page_images'] / m['links']:.2f} images per link)",
                 file=out,
             )
+        for step, name in STEPS:
+            m = s.get(step, {})
+            if m.get("cpu_busy_seconds") is None or step not in ("bare", "set_based", "run", "dry_run", "apply"):
+                continue
+            print(
+                f"  {name}: CPU {m['cpu_busy_seconds']:.2f} s busy = "
+                f"{fmt(m['cpu_own_seconds'], '.2f')} s its own + "
+                f"{fmt(m['cpu_server_seconds'], '.2f')} s the server's",
+                file=out,
+            )
         q = r["ratios"]
         for name, key in [("relink/bare load", "limit"), ("WAL per link relink/bare load", "wal_vs_bare"),
-                          ("relink/set-based", "throughput")]:
+                          ("relink/set-based", "throughput"),
+                          ("server CPU relink/bare load", "server_cpu_vs_bare")]:
             reps = q[key + "_per_repetition"]
             print(
                 f"{name} {fmt(q[key], '.2f')}x (median of the repetitions': "

@@ -497,6 +497,10 @@ async fn the_performance_page_commands_run_at_a_small_size() {
     );
     let bench = stdout(output_of(&ran, "BENCH_PROFILES="));
     assert!(bench.contains("== Targets (SPEC §11)"), "{bench}");
+    assert!(
+        bench.contains("server CPU relink/bare load") && bench.contains("s the server's"),
+        "{bench}"
+    );
     let profile = stdout(output_of(&ran, "scripts/profile-statements"));
     assert!(profile.contains("COPY"), "{profile}");
     let wal = stdout(output_of(&ran, "scripts/wal-by-relation"));
