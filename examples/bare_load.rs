@@ -12,7 +12,9 @@
 //! rows per transaction, the chunks dealt out in order as relink's writers
 //! take theirs. Nothing else: no reading of profiles, no ledger, no
 //! rejects, no checkpoint. It prints one line of JSON: rows, seconds,
-//! chunks.
+//! chunks, and the CPU time of the timed part in clock ticks (Linux):
+//! `cpu_busy_ticks`, the whole machine's busy time (the server's and the
+//! loader's), and `cpu_own_ticks`, the loader's own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,6 +53,7 @@ async fn main() -> Result<()> {
     let chunks = Arc::new(chunks);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let cpu_before = cpu_ticks()?;
     let mut tasks = Vec::new();
     for _ in 0..writers.max(1) {
         let (to, chunks, next) = (to.clone(), chunks.clone(), next.clone());
@@ -76,12 +79,43 @@ async fn main() -> Result<()> {
         task.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_ticks()?;
     println!(
-        "{{\"rows\": {}, \"seconds\": {seconds:.3}, \"chunks\": {}}}",
+        "{{\"rows\": {}, \"seconds\": {seconds:.3}, \"chunks\": {}, \"cpu_busy_ticks\": {}, \"cpu_own_ticks\": {}}}",
         rows.len(),
-        chunks.len()
+        chunks.len(),
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1
     );
     Ok(())
+}
+
+/// CPU time so far, in clock ticks: the whole machine's busy time
+/// (`/proc/stat`: user, nice, system, irq, softirq, steal) and this
+/// process's own (`/proc/self/stat`: user and system).
+fn cpu_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").context("/proc/stat")?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("/proc/stat has no cpu line")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| cpu.get(i)).sum();
+    let own = std::fs::read_to_string("/proc/self/stat").context("/proc/self/stat")?;
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = own
+        .rsplit_once(')')
+        .context("/proc/self/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> Result<u64> {
+        Ok(fields.get(i).context("/proc/self/stat is short")?.parse()?)
+    };
+    Ok((busy, ticks(11)? + ticks(12)?))
 }
 
 /// relink's rows in FROM, in `"userId"` order, each as one binary COPY
