@@ -163,10 +163,15 @@ impl Summary {
         )?;
         if let Some(bytes) = self.wal_bytes {
             // Whole MiB for people; the exact figure is in --format json.
-            let per_link = bytes / c.links_created.max(1);
+            // Per link only when links were created (a rerun's bytes are
+            // the state's bookkeeping and whatever else the server wrote).
+            let per_link = match c.links_created {
+                0 => String::new(),
+                links => format!("{} B/link; ", bytes / links),
+            };
             writeln!(
                 out,
-                "  {:<28} {:>12.1} MiB ({per_link} B/link; the whole server's)",
+                "  {:<28} {:>12.1} MiB ({per_link}the whole server's)",
                 "WAL written",
                 bytes as f64 / 1_048_576.0
             )?;
