@@ -5,6 +5,8 @@
 //! previous ones are planned and written; and the counts of profiles with
 //! legacy links that summaries, `status` and `verify` report.
 
+use std::sync::Arc;
+
 use crate::db::Pool;
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
@@ -15,6 +17,7 @@ use crate::db::{self, Attempted, Keyset, Pager, Retry};
 use crate::inflight::{self, Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
+use crate::test_hook;
 use crate::text_enum::text_enum;
 
 /// One profile to plan.
@@ -161,12 +164,44 @@ pub enum Filter {
     Settled,
 }
 
-/// Keyset pages of profiles with a legacy value, each with its ledger rows.
+/// Keyset pages of profiles with a legacy value, each with its ledger rows;
+/// or, after a [`Reader::census`] that found few pending profiles, pages of
+/// just those.
 #[derive(Debug, Clone)]
 pub struct Reader {
     pager: Pager,
     order: Order,
+    filter: Filter,
+    names: Arc<Names>,
+    page_size: usize,
+    /// Set by a census that found few pending profiles.
+    sparse: Option<Sparse>,
 }
+
+/// The pending profiles' keys a census found, in the server's key order,
+/// and the page query that reads a batch of them.
+#[derive(Debug, Clone)]
+struct Sparse {
+    sql: Arc<str>,
+    keys: Arc<[String]>,
+    /// The first key not yet read.
+    next: usize,
+}
+
+/// Which profiles a page query reads.
+#[derive(Debug, Clone, Copy)]
+enum Range {
+    /// Keyset pages: `$1` the last key of the previous page, `$2` the
+    /// page size.
+    Keyset(Keyset),
+    /// The keys in `$1` (a text array), `$2` of them at most.
+    Keys,
+}
+
+/// A census reads the keys of the pending profiles when at most this many
+/// are expected (and gives up past it): a rerun after a completed run, when
+/// few profiles changed. 50,000 keys hold about 4 MiB.
+pub const CENSUS_MOST: u64 = 50_000;
 
 impl Reader {
     /// `after`: resume strictly after this key of `order`.
@@ -177,51 +212,14 @@ impl Reader {
         after: Option<String>,
         page_size: usize,
     ) -> Self {
-        let column = order.column();
-        let sql = |keyset: Keyset| {
-            // The ledger side repeats the keyset bound where it can: without
-            // it PostgreSQL may merge-join from the ledger's first row on
-            // every page, which makes a run quadratic in the ledger's size.
-            let bound = match keyset {
-                Keyset::First => "",
-                Keyset::After => order.ledger_bound(),
-            };
-            let pending = pending_with(bound);
-            let (pending, ledger) = match filter {
-                Filter::All { ledger } => (String::new(), ledger),
-                Filter::Pending => (format!("AND {pending}"), true),
-                Filter::Settled => (format!("AND NOT {pending}"), true),
-            };
-            // The ledger's rows are read here, by the reader, for the page's
-            // profiles only (after the filter and the LIMIT), one index probe
-            // each, so the writers' chunk transactions need not read them.
-            // A profile without rows gets NULLs (max over none).
-            // They cannot change meanwhile: only this run writes them, and
-            // each profile in one chunk only.
-            let ledger = if ledger {
-                format!(
-                    "LEFT JOIN LATERAL ({}) l ON true",
-                    ledger_entry("p.\"userId\"", "p.id", "")
-                )
-            } else {
-                "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l".to_owned()
-            };
-            names.sql(&format!(
-                "SELECT p.key, p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys
-                   FROM (SELECT {column} AS key, p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy,
-                                {FINGERPRINT} AS fingerprint
-                           FROM {{app}}.profiles p
-                          WHERE p.\"socialLinks\" IS NOT NULL AND {} {pending}
-                          ORDER BY {column}
-                          LIMIT $2) p
-                  {ledger}
-                  ORDER BY p.key",
-                keyset.condition(column)
-            ))
-        };
+        let sql = |keyset| page_sql(names, filter, order, Range::Keyset(keyset));
         Self {
             pager: Pager::new("profiles", sql, after, page_size),
             order,
+            filter,
+            names: Arc::new(names.clone()),
+            page_size,
+            sparse: None,
         }
     }
 
@@ -237,7 +235,98 @@ impl Reader {
 
     /// Profiles in the pages that follow.
     pub fn set_page_size(&mut self, page_size: usize) {
+        self.page_size = page_size;
         self.pager.set_page_size(page_size);
+    }
+
+    /// How many profiles the reader expects to hand out, of the
+    /// `with_legacy` from its position on, for the progress bar. When the
+    /// ledger has rows and, by the server's statistics on it (fresh after
+    /// every completed run, which analyzes it), at most [`CENSUS_MOST`]
+    /// profiles are pending — a rerun after a completed run, few profiles
+    /// changed — it takes a census: finds them all in one pass over the
+    /// table in physical order (a hash anti-join against the ledger, where
+    /// keyset pages of a sparse set walk the whole `"userId"` index and
+    /// fetch each heap row at random), then reads only those, in key order,
+    /// and expects exactly them.
+    ///
+    /// A profile that becomes pending after the census (edited, created)
+    /// waits for the next run, as one edited behind a keyset page's
+    /// position does.
+    ///
+    /// # Errors
+    /// On a database error.
+    pub async fn expect(&mut self, client: &impl GenericClient, with_legacy: u64) -> Result<u64> {
+        if self.filter != Filter::Pending {
+            return Ok(with_legacy);
+        }
+        let ledger: i64 = client
+            .query_one(
+                "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+                &[&format!("{}.ledger", self.names.state)],
+            )
+            .await
+            .map_or(0, |r| r.get(0));
+        if ledger <= 0 {
+            return Ok(with_legacy);
+        }
+        // From a position, the ledger's rows before it are not known apart.
+        let expected = match self.pager.position() {
+            Some(_) => with_legacy,
+            None => with_legacy.saturating_sub(ledger.unsigned_abs()).max(1),
+        };
+        let most = test_hook::census_most(CENSUS_MOST);
+        if expected > most {
+            return Ok(expected);
+        }
+        Ok(self.census(client, most).await?.unwrap_or(expected))
+    }
+
+    /// The keys of the pending profiles after the position, if there are
+    /// at most `most`; how many, or `None` when there are more.
+    async fn census(&mut self, client: &impl GenericClient, most: u64) -> Result<Option<u64>> {
+        let column = self.order.column();
+        let after = self.pager.position().map(str::to_owned);
+        let keyset = if after.is_some() {
+            Keyset::After
+        } else {
+            Keyset::First
+        };
+        let bound = match keyset {
+            Keyset::First => "",
+            Keyset::After => self.order.ledger_bound(),
+        };
+        // The fence (OFFSET 0) keeps the scan unordered: ordered by the
+        // key, PostgreSQL would walk the index, which is the slow way.
+        let census = self.names.sql(&format!(
+            "SELECT key FROM (SELECT {column} AS key FROM {{app}}.profiles p
+                               WHERE p.\"socialLinks\" IS NOT NULL AND {} AND {}
+                              OFFSET 0) pending
+              ORDER BY key LIMIT $2",
+            keyset.condition(column),
+            pending_with(bound)
+        ));
+        let limit = i64::try_from(most + 1).unwrap_or(i64::MAX);
+        let keys: Vec<String> = client
+            .query(&census, &[&after, &limit])
+            .await
+            .context("cannot find the pending profiles")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let found = keys.len() as u64;
+        if found > most {
+            tracing::debug!("more than {most} profiles pending: reading keyset pages");
+            return Ok(None);
+        }
+        tracing::info!("a census found {found} pending profiles: reading just those");
+        let sql = page_sql(&self.names, self.filter, self.order, Range::Keys);
+        self.sparse = Some(Sparse {
+            sql: sql.into(),
+            keys: keys.into(),
+            next: 0,
+        });
+        Ok(Some(found))
     }
 
     /// The next page; empty when there is no more.
@@ -245,7 +334,10 @@ impl Reader {
     /// # Errors
     /// On a database error.
     pub async fn next_page(&mut self, client: &impl GenericClient) -> Result<Vec<SourceProfile>> {
-        let rows = self.pager.next(client, &[]).await?;
+        let rows = match &mut self.sparse {
+            None => self.pager.next(client, &[]).await?,
+            Some(sparse) => sparse.next_page(client, self.page_size).await?,
+        };
         Ok(rows
             .iter()
             .map(|r| SourceProfile {
@@ -260,6 +352,81 @@ impl Reader {
             })
             .collect())
     }
+}
+
+impl Sparse {
+    /// The profiles of the next `size` keys that are still pending (one
+    /// settled meanwhile is left out), skipping batches of which none is.
+    async fn next_page(
+        &mut self,
+        client: &impl GenericClient,
+        size: usize,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        while self.next < self.keys.len() {
+            let end = self.keys.len().min(self.next + size.max(1));
+            let batch = &self.keys[self.next..end];
+            let most = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+            let rows = client
+                .query(&*self.sql, &[&batch, &most])
+                .await
+                .with_context(|| format!("cannot read the pending profiles from {}", batch[0]))?;
+            self.next = end;
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// The page query of a [`Reader`]: the profiles in `range` that `filter`
+/// takes, each with its ledger entry, in key order.
+fn page_sql(names: &Names, filter: Filter, order: Order, range: Range) -> String {
+    let column = order.column();
+    let (condition, bound) = match range {
+        Range::Keyset(keyset) => (
+            keyset.condition(column),
+            // The ledger side repeats the keyset bound where it can: without
+            // it PostgreSQL may merge-join from the ledger's first row on
+            // every page, which makes a run quadratic in the ledger's size.
+            match keyset {
+                Keyset::First => "",
+                Keyset::After => order.ledger_bound(),
+            },
+        ),
+        Range::Keys => (format!("{column} = ANY($1::text[])"), ""),
+    };
+    let pending = pending_with(bound);
+    let (pending, ledger) = match filter {
+        Filter::All { ledger } => (String::new(), ledger),
+        Filter::Pending => (format!("AND {pending}"), true),
+        Filter::Settled => (format!("AND NOT {pending}"), true),
+    };
+    // The ledger's rows are read here, by the reader, for the page's
+    // profiles only (after the filter and the LIMIT), one index probe
+    // each, so the writers' chunk transactions need not read them.
+    // A profile without rows gets NULLs (max over none).
+    // They cannot change meanwhile: only this run writes them, and
+    // each profile in one chunk only.
+    let ledger = if ledger {
+        format!(
+            "LEFT JOIN LATERAL ({}) l ON true",
+            ledger_entry("p.\"userId\"", "p.id", "")
+        )
+    } else {
+        "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l".to_owned()
+    };
+    names.sql(&format!(
+        "SELECT p.key, p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys
+           FROM (SELECT {column} AS key, p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy,
+                        {FINGERPRINT} AS fingerprint
+                   FROM {{app}}.profiles p
+                  WHERE p.\"socialLinks\" IS NOT NULL AND {condition} {pending}
+                  ORDER BY {column}
+                  LIMIT $2) p
+          {ledger}
+          ORDER BY p.key"
+    ))
 }
 
 /// A page of profiles handed out by [`feed`], numbered in key order.

@@ -96,6 +96,19 @@ pub fn reached(point: Point) {
     }
 }
 
+/// The environment variable that caps a census (see
+/// `source::Reader::expect`) below its production size, so that a test can
+/// run the same rerun down both reading paths (hidden from `--help`: it is
+/// for tests).
+pub const CENSUS_MOST: &str = "RELINK_TEST_CENSUS_MOST";
+
+/// `default`, or the test's cap from [`CENSUS_MOST`].
+pub fn census_most(default: u64) -> u64 {
+    static MOST: OnceLock<Option<u64>> = OnceLock::new();
+    MOST.get_or_init(|| std::env::var(CENSUS_MOST).ok()?.parse().ok())
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,9 +71,8 @@ pub async fn dry_run(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Resul
     // One connection reads, the planners plan on the others.
     let pool = db::pool(&cx.database, &session, PLANNERS + 1)?;
     let started = Instant::now();
-    let total =
+    let with_legacy =
         source::count_with_legacy(&client, names, order, start_after.as_deref(), None).await?;
-    let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !cx.common.quiet);
 
     let (outbox, chunks) = source::outbox(PLANNERS);
     let filter = match (with_ledger, replan) {
@@ -87,7 +86,9 @@ pub async fn dry_run(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Resul
         ChunkSize::Fixed(n) => ChunkSize::Fixed(n),
         ChunkSize::Auto { .. } => ChunkSize::Fixed(DRY_RUN_PAGE),
     });
-    let reader = Reader::new(names, filter, order, start_after.clone(), sizer.next());
+    let mut reader = Reader::new(names, filter, order, start_after.clone(), sizer.next());
+    let total = reader.expect(&client, with_legacy).await?;
+    let progress = Progress::new("dry run", PROFILES_AND_LINKS, total, !cx.common.quiet);
     let feed_pool = pool.clone();
     let feed = {
         let (shutdown, limit) = (shutdown.clone(), cfg.limit);

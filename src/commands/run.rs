@@ -88,6 +88,8 @@ async fn prepare(cx: &Context, cfg: &RunConfig, shutdown: Shutdown) -> Result<Pr
 /// Where a run starts: its record, and what was counted before it began.
 struct Start {
     begun: Begun,
+    /// What reads the profiles to plan, from where the run begins.
+    reader: Reader,
     /// Profiles with a legacy value from the checkpoint on: the profiles
     /// scanned of a run that completes (profiles added meanwhile are not
     /// counted).
@@ -109,14 +111,17 @@ async fn resume(lock: &LockGuard, names: &Names, cfg: &RunConfig) -> Result<Star
     let begun = begin(&control, names, cfg).await?;
     let after = begun.start_after.as_deref();
     let with_legacy = source::count_with_legacy(&*control, names, begun.order, after, None).await?;
-    let total = if begun.replan || after.is_some() {
-        with_legacy
+    let filter = if begun.replan {
+        Filter::All { ledger: true }
     } else {
-        pending_estimate(&control, names, with_legacy).await?
+        Filter::Pending
     };
+    let mut reader = Reader::new(names, filter, begun.order, begun.start_after.clone(), 1);
+    let total = reader.expect(&*control, with_legacy).await?;
     let last_success = state::last_success(&*control, names, Mode::Run).await?;
     Ok(Start {
         begun,
+        reader,
         with_legacy,
         total,
         last_success,
@@ -129,20 +134,12 @@ async fn resume(lock: &LockGuard, names: &Names, cfg: &RunConfig) -> Result<Star
 /// all.
 async fn drive(shared: &Arc<Drive>, start: &Start, cfg: &RunConfig) -> Driven {
     let (outbox, receiver) = source::outbox(cfg.writers);
-    let filter = if start.begun.replan {
-        Filter::All { ledger: true }
-    } else {
-        Filter::Pending
-    };
-    let begun = &start.begun;
-    let reader = Reader::new(
-        &shared.names,
-        filter,
-        begun.order,
-        begun.start_after.clone(),
-        1,
-    );
-    let reader = tokio::spawn(feed(shared.clone(), reader, cfg.limit, outbox));
+    let reader = tokio::spawn(feed(
+        shared.clone(),
+        start.reader.clone(),
+        cfg.limit,
+        outbox,
+    ));
     let live = Arc::new(Live);
     drive::drive(
         shared,
@@ -441,22 +438,6 @@ impl Committer for Live {
     fn settle(&self, counters: Counters) -> Result<Counters> {
         Ok(counters)
     }
-}
-
-/// An estimate of the profiles a run from the start will plan, for the
-/// progress bar: the `with_legacy` profiles with a legacy value, less those
-/// the ledger has (from the planner's row estimate, to stay cheap).
-async fn pending_estimate(client: &Client, names: &Names, with_legacy: u64) -> Result<u64> {
-    let ledger: i64 = client
-        .query_one(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
-            &[&format!("{}.ledger", names.state)],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(0);
-    let ledger = u64::try_from(ledger).unwrap_or(0);
-    Ok(with_legacy.saturating_sub(ledger).max(1))
 }
 
 /// A run's figures for its metrics file (SPEC §14), gathered before each

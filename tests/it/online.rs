@@ -447,3 +447,70 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
     assert_eq!(json_summary(&again)["profiles_planned"], 0);
     assert_success(&db.run(&["verify", "--strict"]));
 }
+
+/// The application replaces `user`'s legacy value with one link to `url`,
+/// as the locking contract says (docs/application-contract.md).
+async fn edit_legacy(app: &tokio_postgres::Client, user: &String, url: &str) {
+    app.batch_execute("BEGIN").await.expect("begin");
+    app.execute(application::lock_statement().as_str(), &[user])
+        .await
+        .expect("lock");
+    for sql in application::statements("edit-legacy") {
+        let value = serde_json::json!({"census edit": url});
+        app.execute(sql.as_str(), &[user, &value])
+            .await
+            .expect("edit");
+    }
+    app.batch_execute("COMMIT").await.expect("commit");
+}
+
+/// An application edit during a rerun that reads by census (SPEC §6):
+/// a pending profile edited again after the census is planned as it is
+/// under the lock; a settled one edited after it is left pending for the
+/// next run, which finds it by census; nothing is lost (verify).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_rerun_plans_profiles_as_they_are_and_leaves_later_edits_to_the_next_run() {
+    let db = TestDb::migrated("o_census", 300).await;
+    let profiles = db.object_profiles(2, true).await;
+    let [(again, again_user), (later, later_user)] = &profiles[..] else {
+        panic!("two migrated object-shaped profiles");
+    };
+    let app = connect(&db.url).await;
+    edit_legacy(&app, again_user, "https://census-first.example.net/").await;
+
+    // relink's census found the one pending profile; it read it and stops
+    // before locking it. The application edits it again, and edits a
+    // settled profile.
+    let child = db
+        .spawn_stopped_at(
+            "lock-phase",
+            &["run", "--format", "json"],
+            Duration::from_secs(30),
+        )
+        .await;
+    edit_legacy(&app, again_user, "https://census-again.example.net/").await;
+    edit_legacy(&app, later_user, "https://census-later.example.net/").await;
+    send_signal(child.pid, "CONT");
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert_stderr_has(&out, "a census found 1 pending profiles");
+    assert_eq!(json_summary(&out)["profiles_planned"], 1);
+    let urls = |profile: &String| {
+        format!("SELECT count(*) FROM profile_links WHERE \"profileId\" = '{profile}' AND url LIKE 'https://census-%'")
+    };
+    assert_eq!(
+        db.texts(&format!(
+            "SELECT url FROM profile_links WHERE \"profileId\" = '{again}' AND url LIKE 'https://census-%'"
+        ))
+        .await,
+        ["https://census-again.example.net/"]
+    );
+    assert_eq!(db.count(&urls(later)).await, 0);
+
+    let next = db.run(&["run", "--format", "json"]);
+    assert_success(&next);
+    assert_stderr_has(&next, "a census found 1 pending profiles");
+    assert_eq!(json_summary(&next)["profiles_planned"], 1);
+    assert_eq!(db.count(&urls(later)).await, 1);
+    assert_success(&db.run(&["verify", "--strict"]));
+}

@@ -122,6 +122,81 @@ async fn a_second_run_writes_nothing() {
     }
 }
 
+/// A rerun after a completed run, with few profiles changed, finds them
+/// in one pass (a census) and reads only those: it writes what keyset pages
+/// write (the same data, the census turned off), also when it stops after
+/// `--limit` and the next run resumes it by a census from its checkpoint.
+#[tokio::test]
+async fn a_rerun_by_census_writes_what_keyset_pages_write() {
+    let mut paged = TestDb::migrated("run_census", 2000).await;
+    // The application adds a link to 120 migrated object values.
+    paged
+        .batch(
+            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\"
+                    || jsonb_build_object('census', 'https://census.example.com/' || id)
+              WHERE id IN (SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
+                            ORDER BY md5(id) LIMIT 120)",
+        )
+        .await;
+    let census = TestDb::clone_of(&mut paged, "run_census_copy").await;
+
+    let out = paged
+        .relink()
+        .env("RELINK_TEST_CENSUS_MOST", "0")
+        .args(["run", "--chunk-size", "25", "--format", "json"])
+        .output()
+        .expect("run relink");
+    assert_success(&out);
+    assert!(!stderr(&out).contains("census"), "{}", streams(&out));
+    assert_eq!(json_summary(&out)["profiles_planned"], 120);
+
+    let first = census.run(&[
+        "run",
+        "--limit",
+        "50",
+        "--chunk-size",
+        "25",
+        "--format",
+        "json",
+    ]);
+    assert_success(&first);
+    assert!(
+        stderr(&first).contains("a census found 120 pending profiles"),
+        "{}",
+        streams(&first)
+    );
+    assert_eq!(json_summary(&first)["profiles_planned"], 50);
+    let rest = census.run(&["run", "--chunk-size", "25", "--format", "json"]);
+    assert_success(&rest);
+    assert!(
+        stderr(&rest).contains("a census found 70 pending profiles"),
+        "{}",
+        streams(&rest)
+    );
+    assert_eq!(json_summary(&rest)["profiles_planned"], 70);
+
+    for table in [
+        LINKS,
+        "(SELECT user_id, profile_id, fingerprint, link_keys, kept_keys FROM relink.ledger)",
+        "(SELECT user_id, profile_id, source_key, raw_value, reason FROM relink.rejects)",
+    ] {
+        assert_eq!(
+            census.checksum(table).await,
+            paged.checksum(table).await,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        paged
+            .count(
+                "SELECT count(*) FROM profile_links WHERE url LIKE 'https://census.example.com/%'"
+            )
+            .await,
+        120
+    );
+    assert_success(&census.run(&["verify", "--strict"]));
+}
+
 #[tokio::test]
 async fn reruns_are_incremental_and_never_resurrect_or_duplicate() {
     let db = TestDb::migrated("run_incr", 500).await;
