@@ -56,4 +56,6 @@ CREATE TABLE IF NOT EXISTS {state}.rejects (
     raw_value  TEXT NOT NULL,
     reason     TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS rejects_profile_id_idx ON {state}.rejects (profile_id);
+-- (Version 1 also indexed rejects by profile_id; that index is left out
+-- here since this script runs at every start, and made it again on the
+-- table version 4 rebuilt: see upgrade 006.)

@@ -78,7 +78,7 @@ impl RunStatus {
 }
 
 /// The state schema version this release writes and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// Version 1, created idempotently.
 const SCHEMA_SQL: &str = include_str!("../../sql/state/schema.sql");
 /// Numbered upgrades from version 1, applied in order, each once.
@@ -93,6 +93,10 @@ const UPGRADES: &[(i64, &str)] = &[
         include_str!("../../sql/state/upgrade/004_user_order.sql"),
     ),
     (5, include_str!("../../sql/state/upgrade/005_repair.sql")),
+    (
+        6,
+        include_str!("../../sql/state/upgrade/006_narrow_indexes.sql"),
+    ),
 ];
 /// Key of the transaction-level advisory lock that serializes schema
 /// creation and upgrades ("RLNS"), so `pause` (which runs beside a live

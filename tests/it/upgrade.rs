@@ -227,3 +227,95 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
     assert!(migrated_content(&db).await.is_empty());
     assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 0);
 }
+
+/// The ids of the rows relink created (the generated users' own rows are
+/// older).
+async fn created_rows(db: &TestDb) -> BTreeSet<String> {
+    ids(
+        db,
+        "SELECT id FROM profile_links WHERE \"createdAt\" > '2025-01-01'",
+    )
+    .await
+}
+
+const STATE_V5: &str = include_str!("../../fixtures/state_v5.sql");
+
+/// The indexes of relink's ledger and rejects, by name.
+async fn state_indexes(db: &TestDb) -> BTreeSet<String> {
+    ids(
+        db,
+        "SELECT indexname FROM pg_indexes
+          WHERE schemaname = 'relink' AND tablename IN ('ledger', 'rejects')",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_run_of_state_schema_5_is_upgraded_to_the_narrow_indexes_and_finished() {
+    let db = TestDb::new("u_v5").await;
+    generate_v3_data(&db);
+    db.batch(STATE_V5).await;
+    assert_eq!(schema_version(&db).await, "5");
+    assert_eq!(
+        state_indexes(&db).await,
+        BTreeSet::from(
+            [
+                "ledger_pkey",
+                "rejects_profile_id_idx",
+                "rejects_user_id_idx"
+            ]
+            .map(String::from)
+        )
+    );
+    let old_ids = created_rows(&db).await;
+    assert!(old_ids.len() > 100, "{}", old_ids.len());
+    let checkpoint = db
+        .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
+        .await;
+
+    // The next run upgrades the state schema and finishes run 1 after its
+    // checkpoint, a user id.
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!(
+            "upgraded relink's state schema \"relink\" from version 5 to version {}",
+            relink::state::SCHEMA_VERSION
+        )) && log.contains(&format!("resuming run 1 after user {checkpoint}")),
+        "{log}"
+    );
+    let summary = json_summary(&out);
+    assert_eq!(
+        (&summary["run_id"], &summary["status"]),
+        (&1.into(), &"completed".into()),
+        "{summary}"
+    );
+    let narrow = BTreeSet::from(["ledger_user_id_idx", "rejects_user_id_idx"].map(String::from));
+    assert_eq!(state_indexes(&db).await, narrow);
+
+    // What it wrote is what a clean run of this release writes; nothing
+    // written before the upgrade was lost or written again.
+    let clean = TestDb::new("u_v5_clean").await;
+    generate_v3_data(&clean);
+    assert_success(&clean.run(&["run"]));
+    assert_eq!(migrated_content(&db).await, migrated_content(&clean).await);
+    let all = created_rows(&db).await;
+    assert!(old_ids.is_subset(&all) && all.len() > old_ids.len());
+    assert_eq!(all, created_rows(&clean).await);
+    assert_success(&db.run(&["verify"]));
+
+    // A rerun writes nothing, and its start (which runs version 1's script
+    // again) does not bring the rejects' profile_id index back; a purge
+    // removes every row relink created and empties the ledger.
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(json_summary(&again)["links_created"], 0);
+    assert_eq!(json_summary(&again)["profiles_planned"], 0);
+    assert_eq!(state_indexes(&db).await, narrow);
+    let out = db.run(&["purge", "--yes", "--format", "json"]);
+    assert_success(&out);
+    assert_eq!(json_summary(&out)["links_deleted"], all.len());
+    assert!(created_rows(&db).await.is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 0);
+}
