@@ -34,7 +34,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Row};
 
 use crate::config::Names;
-use crate::source::FINGERPRINT;
+use crate::source::{FINGERPRINT, XMIN};
 
 /// The longest the lock phase waits for one row: the example of SPEC §6,
 /// under a fifth of PostgreSQL's default `deadlock_timeout` (1 s), and
@@ -98,14 +98,16 @@ fn setting(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// A chunk's profile to lock: its id, the user id it was read with, and
-/// the fingerprint of the legacy value it was read with (`None`: the
-/// caller does not plan from the value).
+/// A chunk's profile to lock: its id, the user id it was read with, the
+/// fingerprint of the legacy value it was read with (`None`: the caller
+/// does not plan from the value), and the row version it was read at
+/// (`None`: not known; the fingerprint is computed under the lock).
 #[derive(Debug, Clone, Copy)]
 pub struct ToLock<'a> {
     pub id: &'a str,
     pub user_id: &'a str,
     pub fingerprint: Option<&'a [u8]>,
+    pub xmin: Option<i64>,
 }
 
 /// A profile as the lock phase found it.
@@ -194,21 +196,25 @@ pub async fn lock(
 ) -> Result<Locked> {
     let ids: Vec<&str> = chunk.iter().map(|p| p.id).collect();
     let fingerprints: Vec<Option<&[u8]>> = chunk.iter().map(|p| p.fingerprint).collect();
+    let xmins: Vec<Option<i64>> = chunk.iter().map(|p| p.xmin).collect();
     let users: Vec<&str> = chunk.iter().map(|p| p.user_id).collect();
     let (phase, after) = (setting(waits.phase), setting(waits.after));
     // Each row is one index probe, locked as it is found, in the chunk's
     // order (the keyset order it was read in): a locking subquery is never
     // flattened into a join, which the planner, counting the array's
     // elements, would make a hash join over a scan of the whole table (as
-    // it did: 100 ms per chunk of 1,000 on a table of 100,000). The
-    // fingerprint is computed under the lock; the value's text is sent
-    // only when it differs from the one read.
+    // it did: 100 ms per chunk of 1,000 on a table of 100,000). A row at
+    // the version it was read at holds the value read, whose fingerprint
+    // the chunk has; any other's fingerprint is computed under the lock,
+    // and the value's text is sent only when it differs from the one read.
     let profiles_sql = names.sql(&format!(
         "SELECT l.id, l.\"userId\", l.fingerprint,
                 CASE WHEN c.fingerprint IS NOT NULL AND l.fingerprint IS DISTINCT FROM c.fingerprint
                      THEN l.legacy::text END
-           FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS c(id, fingerprint, ord)
-          CROSS JOIN LATERAL (SELECT p.id, p.\"userId\", {FINGERPRINT} AS fingerprint, p.\"socialLinks\" AS legacy
+           FROM unnest($1::text[], $2::bytea[], $3::bigint[]) WITH ORDINALITY AS c(id, fingerprint, xmin, ord)
+          CROSS JOIN LATERAL (SELECT p.id, p.\"userId\",
+                                     CASE WHEN {XMIN} = c.xmin THEN c.fingerprint ELSE {FINGERPRINT} END AS fingerprint,
+                                     p.\"socialLinks\" AS legacy
                                 FROM {{app}}.profiles p WHERE p.id = c.id
                                  FOR NO KEY UPDATE) l
           ORDER BY c.ord"
@@ -220,8 +226,11 @@ pub async fn lock(
           ORDER BY c.ord",
     );
     let begin_params: [(&(dyn ToSql + Sync), Type); 1] = [(&phase, Type::TEXT)];
-    let profiles_params: [(&(dyn ToSql + Sync), Type); 2] =
-        [(&ids, Type::TEXT_ARRAY), (&fingerprints, Type::BYTEA_ARRAY)];
+    let profiles_params: [(&(dyn ToSql + Sync), Type); 3] = [
+        (&ids, Type::TEXT_ARRAY),
+        (&fingerprints, Type::BYTEA_ARRAY),
+        (&xmins, Type::INT8_ARRAY),
+    ];
     let users_params: [(&(dyn ToSql + Sync), Type); 1] = [(&users, Type::TEXT_ARRAY)];
     let end_params: [(&(dyn ToSql + Sync), Type); 1] = [(&after, Type::TEXT)];
     // Typed queries: each is sent when first polled, so `biased` sends
@@ -295,6 +304,7 @@ mod tests {
                     id,
                     user_id,
                     fingerprint: None,
+                    xmin: None,
                 })
                 .map(|_| ())
         };

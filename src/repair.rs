@@ -246,6 +246,7 @@ async fn read_and_plan(
                 id,
                 user_id,
                 fingerprint: None,
+                xmin: None,
             })
             .collect();
         let locked = lock_phase::lock(client, names, waits, &to_lock).await?;

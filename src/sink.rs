@@ -118,6 +118,7 @@ fn to_lock(profile: &SourceProfile) -> ToLock<'_> {
         id: &profile.id,
         user_id: &profile.user_id,
         fingerprint: Some(&profile.fingerprint),
+        xmin: profile.xmin,
     }
 }
 

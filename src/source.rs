@@ -29,6 +29,10 @@ pub struct SourceProfile {
     /// The legacy value's fingerprint (see [`FINGERPRINT`]); recorded in
     /// the ledger.
     pub fingerprint: Vec<u8>,
+    /// The row version it was read at (its `xmin`): the lock phase finds
+    /// the row at the same version when nothing changed it since, and then
+    /// need not compute the fingerprint again. `None`: not read here.
+    pub xmin: Option<i64>,
     /// What the ledger holds for the profile, if it has rows.
     pub ledger: Option<LedgerEntry>,
 }
@@ -66,6 +70,11 @@ pub struct LedgerEntry {
 /// number spelling aside, as jsonb compares them); a changed value that
 /// collides (odds 2^-64) would be taken as unchanged.
 pub const FINGERPRINT: &str = "int8send(jsonb_hash_extended(p.\"socialLinks\", 0))";
+
+/// A profile row's version (`xmin`, the transaction that wrote it) as a
+/// number, on the profiles alias `p`. An update of the row, by anyone,
+/// writes a new version with another `xmin`.
+pub const XMIN: &str = "p.xmin::text::bigint";
 
 /// Profiles with a legacy value that the ledger does not already cover with
 /// the same fingerprint: the one definition of "pending" (run, dry run and
@@ -349,6 +358,7 @@ impl Reader {
                     latest_run,
                     keys: r.get(6),
                 }),
+                xmin: Some(r.get(7)),
             })
             .collect())
     }
@@ -417,9 +427,9 @@ fn page_sql(names: &Names, filter: Filter, order: Order, range: Range) -> String
         "CROSS JOIN (SELECT NULL::bigint AS latest_run, NULL::text[] AS keys) l".to_owned()
     };
     names.sql(&format!(
-        "SELECT p.key, p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys
+        "SELECT p.key, p.id, p.\"userId\", p.legacy, p.fingerprint, l.latest_run, l.keys, p.xmin
            FROM (SELECT {column} AS key, p.id, p.\"userId\", p.\"socialLinks\"::text AS legacy,
-                        {FINGERPRINT} AS fingerprint
+                        {FINGERPRINT} AS fingerprint, {XMIN} AS xmin
                    FROM {{app}}.profiles p
                   WHERE p.\"socialLinks\" IS NOT NULL AND {condition} {pending}
                   ORDER BY {column}

@@ -71,6 +71,7 @@ pub fn judge_all(
                         social: legacy::parse(value),
                         fingerprint: record.fingerprint.clone(),
                         ledger: ledger.map(|l| l.entry.clone()),
+                        xmin: None,
                     });
                     judged.of.push(i);
                 }

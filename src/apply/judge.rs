@@ -89,6 +89,9 @@ pub fn to_lock(record: &PlanRecord) -> ToLock<'_> {
         id: &record.profile_id,
         user_id: &record.user_id,
         fingerprint: Some(&record.fingerprint),
+        // A plan is made in another transaction, long before: its values
+        // are compared by fingerprint.
+        xmin: None,
     }
 }
 
