@@ -1,9 +1,13 @@
 //! State schema upgrades (SPEC §1 "versioned so later releases can upgrade
 //! it"): a ledger written by the previous release (state schema version 1,
 //! `fixtures/state_v1.sql`, made by `fixtures/tools/state_v1.sh` with that
-//! release's binary) is upgraded by the next live run and keeps working.
+//! release's binary) is upgraded by the next live run and keeps working;
+//! unfinished runs of versions 3 (`fixtures/state_v3.sql`, paging by
+//! profile id) and 5 (`fixtures/state_v5.sql`, the ledger's primary key)
+//! are upgraded and finished.
 
 use std::collections::BTreeSet;
+use std::process::Output;
 
 use crate::harness::{assert_stderr_has, assert_success, json_summary, ledger_ids, stderr, TestDb};
 
@@ -134,6 +138,27 @@ async fn migrated_content(db: &TestDb) -> BTreeSet<(String, String, i32, String,
         .collect()
 }
 
+/// The next `relink run` on `db`, whose state schema is at `version` with
+/// run 1 unfinished: it must say it upgraded the schema and resumes run 1
+/// after its checkpoint (a key of `noun`: "user", "profile"). Returns its
+/// output and that checkpoint.
+async fn upgrade_and_resume(db: &TestDb, version: i64, noun: &str) -> (Output, String) {
+    let checkpoint = db
+        .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
+        .await;
+    let out = db.run(&["run", "--format", "json"]);
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!(
+            "upgraded relink's state schema \"relink\" from version {version} to version {}",
+            relink::state::SCHEMA_VERSION
+        )) && log.contains(&format!("resuming run 1 after {noun} {checkpoint}")),
+        "{log}"
+    );
+    (out, checkpoint)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_order() {
     let db = TestDb::new("u_v3").await;
@@ -147,26 +172,13 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
     .await;
     assert!(old_ids.len() > 100, "{}", old_ids.len());
     assert!(old_ids.iter().all(|id| &id[14..15] == "5"), "{old_ids:?}");
-    let checkpoint = db
-        .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
-        .await;
-
     // The next run upgrades the state schema and finishes run 1 after its
     // checkpoint, a profile id, in profile id order.
-    let out = db.run(&["run", "--format", "json"]);
-    assert_success(&out);
-    let log = stderr(&out);
+    let (out, checkpoint) = upgrade_and_resume(&db, 3, "profile").await;
     assert!(
-        log.contains(&format!(
-            "upgraded relink's state schema \"relink\" from version 3 to version {}",
-            relink::state::SCHEMA_VERSION
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!("resuming run 1 after profile {checkpoint}"))
-            && log.contains("profile id order"),
-        "{log}"
+        stderr(&out).contains("profile id order"),
+        "{}",
+        stderr(&out)
     );
     let summary = json_summary(&out);
     assert_eq!(summary["run_id"], 1, "{summary}");
@@ -269,22 +281,9 @@ async fn an_unfinished_run_of_state_schema_5_is_upgraded_to_the_narrow_indexes_a
     );
     let old_ids = created_rows(&db).await;
     assert!(old_ids.len() > 100, "{}", old_ids.len());
-    let checkpoint = db
-        .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
-        .await;
-
     // The next run upgrades the state schema and finishes run 1 after its
     // checkpoint, a user id.
-    let out = db.run(&["run", "--format", "json"]);
-    assert_success(&out);
-    let log = stderr(&out);
-    assert!(
-        log.contains(&format!(
-            "upgraded relink's state schema \"relink\" from version 5 to version {}",
-            relink::state::SCHEMA_VERSION
-        )) && log.contains(&format!("resuming run 1 after user {checkpoint}")),
-        "{log}"
-    );
+    let (out, _) = upgrade_and_resume(&db, 5, "user").await;
     let summary = json_summary(&out);
     assert_eq!(
         (&summary["run_id"], &summary["status"]),
