@@ -17,7 +17,7 @@ use crate::db::{self, Attempted, Keyset, Pager, Retry};
 use crate::inflight::{self, Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
-use crate::test_hook;
+use crate::test_hook::{self, Point};
 use crate::text_enum::text_enum;
 
 /// One profile to plan.
@@ -174,8 +174,8 @@ pub enum Filter {
 }
 
 /// Keyset pages of profiles with a legacy value, each with its ledger rows;
-/// or, after a [`Reader::census`] that found few pending profiles, pages of
-/// just those.
+/// or, after a census that found few pending profiles (see
+/// [`Reader::expect`]), pages of just those.
 #[derive(Debug, Clone)]
 pub struct Reader {
     pager: Pager,
@@ -183,8 +183,18 @@ pub struct Reader {
     filter: Filter,
     names: Arc<Names>,
     page_size: usize,
-    /// Set by a census that found few pending profiles.
-    sparse: Option<Sparse>,
+    census: Census,
+}
+
+/// Where a reader stands with its census.
+#[derive(Debug, Clone)]
+enum Census {
+    /// None: keyset pages.
+    Off,
+    /// To take before the first page, giving up past this many keys.
+    Due { most: u64 },
+    /// Taken: the pending profiles it found.
+    Taken(Sparse),
 }
 
 /// The pending profiles' keys a census found, in the server's key order,
@@ -228,7 +238,7 @@ impl Reader {
             filter,
             names: Arc::new(names.clone()),
             page_size,
-            sparse: None,
+            census: Census::Off,
         }
     }
 
@@ -253,11 +263,12 @@ impl Reader {
     /// ledger has rows and, by the server's statistics on it (fresh after
     /// every completed run, which analyzes it), at most [`CENSUS_MOST`]
     /// profiles are pending — a rerun after a completed run, few profiles
-    /// changed — it takes a census: finds them all in one pass over the
-    /// table in physical order (a hash anti-join against the ledger, where
-    /// keyset pages of a sparse set walk the whole `"userId"` index and
-    /// fetch each heap row at random), then reads only those, in key order,
-    /// and expects exactly them.
+    /// changed — the first page read takes a census: it finds them all in
+    /// one pass over the table in physical order (a hash anti-join against
+    /// the ledger, where keyset pages of a sparse set walk the whole
+    /// `"userId"` index and fetch each heap row at random); the pages then
+    /// read only those, in key order. The census is a read like any page:
+    /// retried on a fresh connection when its session ends.
     ///
     /// A profile that becomes pending after the census (edited, created)
     /// waits for the next run, as one edited behind a keyset page's
@@ -285,37 +296,29 @@ impl Reader {
             None => with_legacy.saturating_sub(ledger.unsigned_abs()).max(1),
         };
         let most = test_hook::census_most(CENSUS_MOST);
-        if expected > most {
-            return Ok(expected);
+        if expected <= most {
+            self.census = Census::Due { most };
         }
-        Ok(self.census(client, most).await?.unwrap_or(expected))
+        Ok(expected)
     }
 
-    /// The keys of the pending profiles after the position, if there are
-    /// at most `most`; how many, or `None` when there are more.
-    async fn census(&mut self, client: &impl GenericClient, most: u64) -> Result<Option<u64>> {
+    /// Takes the census: the keys of the pending profiles after the
+    /// position, if there are at most `most`.
+    async fn take_census(&mut self, client: &impl GenericClient, most: u64) -> Result<Census> {
         let column = self.order.column();
         let after = self.pager.position().map(str::to_owned);
-        let keyset = if after.is_some() {
-            Keyset::After
-        } else {
-            Keyset::First
-        };
-        let bound = match keyset {
-            Keyset::First => "",
-            Keyset::After => self.order.ledger_bound(),
-        };
+        let (condition, bound) = keyset_bounds(self.order, Keyset::of(after.as_deref()));
         // The fence (OFFSET 0) keeps the scan unordered: ordered by the
         // key, PostgreSQL would walk the index, which is the slow way.
         let census = self.names.sql(&format!(
             "SELECT key FROM (SELECT {column} AS key FROM {{app}}.profiles p
-                               WHERE p.\"socialLinks\" IS NOT NULL AND {} AND {}
+                               WHERE p.\"socialLinks\" IS NOT NULL AND {condition} AND {}
                               OFFSET 0) pending
               ORDER BY key LIMIT $2",
-            keyset.condition(column),
             pending_with(bound)
         ));
         let limit = i64::try_from(most + 1).unwrap_or(i64::MAX);
+        test_hook::reached(Point::Census);
         let keys: Vec<String> = client
             .query(&census, &[&after, &limit])
             .await
@@ -323,19 +326,17 @@ impl Reader {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let found = keys.len() as u64;
-        if found > most {
+        let found = keys.len();
+        if found as u64 > most {
             tracing::debug!("more than {most} profiles pending: reading keyset pages");
-            return Ok(None);
+            return Ok(Census::Off);
         }
         tracing::info!("a census found {found} pending profiles: reading just those");
-        let sql = page_sql(&self.names, self.filter, self.order, Range::Keys);
-        self.sparse = Some(Sparse {
-            sql: sql.into(),
+        Ok(Census::Taken(Sparse {
+            sql: page_sql(&self.names, self.filter, self.order, Range::Keys).into(),
             keys: keys.into(),
             next: 0,
-        });
-        Ok(Some(found))
+        }))
     }
 
     /// The next page; empty when there is no more.
@@ -343,9 +344,12 @@ impl Reader {
     /// # Errors
     /// On a database error.
     pub async fn next_page(&mut self, client: &impl GenericClient) -> Result<Vec<SourceProfile>> {
-        let rows = match &mut self.sparse {
-            None => self.pager.next(client, &[]).await?,
-            Some(sparse) => sparse.next_page(client, self.page_size).await?,
+        if let Census::Due { most } = self.census {
+            self.census = self.take_census(client, most).await?;
+        }
+        let rows = match &mut self.census {
+            Census::Off | Census::Due { .. } => self.pager.next(client, &[]).await?,
+            Census::Taken(sparse) => sparse.next_page(client, self.page_size).await?,
         };
         Ok(rows
             .iter()
@@ -389,21 +393,24 @@ impl Sparse {
     }
 }
 
+/// The keyset condition of `order` on the profiles, and the same bound on
+/// the ledger where it can be repeated: without it PostgreSQL may
+/// merge-join from the ledger's first row on every page, which makes a run
+/// quadratic in the ledger's size.
+fn keyset_bounds(order: Order, keyset: Keyset) -> (String, &'static str) {
+    let bound = match keyset {
+        Keyset::First => "",
+        Keyset::After => order.ledger_bound(),
+    };
+    (keyset.condition(order.column()), bound)
+}
+
 /// The page query of a [`Reader`]: the profiles in `range` that `filter`
 /// takes, each with its ledger entry, in key order.
 fn page_sql(names: &Names, filter: Filter, order: Order, range: Range) -> String {
     let column = order.column();
     let (condition, bound) = match range {
-        Range::Keyset(keyset) => (
-            keyset.condition(column),
-            // The ledger side repeats the keyset bound where it can: without
-            // it PostgreSQL may merge-join from the ledger's first row on
-            // every page, which makes a run quadratic in the ledger's size.
-            match keyset {
-                Keyset::First => "",
-                Keyset::After => order.ledger_bound(),
-            },
-        ),
+        Range::Keyset(keyset) => keyset_bounds(order, keyset),
         Range::Keys => (format!("{column} = ANY($1::text[])"), ""),
     };
     let pending = pending_with(bound);

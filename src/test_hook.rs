@@ -2,7 +2,8 @@
 //! `RELINK_TEST_STOP_AT=<point>` (e.g. `ledger`, or `ledger@3` for the
 //! third time that point is reached) relink stops itself (SIGSTOP) just
 //! before that statement of a chunk's transaction, once (or, at `exit`,
-//! once it gave its lock back, before it exits). The test then
+//! once it gave its lock back, before it exits; at `census`, before a
+//! rerun's census query). The test then
 //! ends relink's session the way production does — `pg_terminate_backend`,
 //! or the server's `idle_in_transaction_session_timeout` while relink is
 //! stopped — and continues it (SIGCONT): the statement meets a session the
@@ -38,6 +39,9 @@ pub enum Point {
     Commit,
     /// Not a chunk's: the command gave its lock back and is about to exit.
     Exit,
+    /// Not a chunk's: a rerun's census query, on the reader's connection
+    /// (`source::Reader::expect`).
+    Census,
 }
 
 text_enum!(Point "stop point" {
@@ -50,6 +54,7 @@ text_enum!(Point "stop point" {
     Checkpoint = "checkpoint",
     Commit = "commit",
     Exit = "exit",
+    Census = "census",
 });
 
 /// The point and on which visit to stop, from the environment.

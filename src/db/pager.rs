@@ -21,6 +21,15 @@ pub enum Keyset {
 }
 
 impl Keyset {
+    /// The page after `after`, or the first.
+    pub fn of(after: Option<&str>) -> Self {
+        if after.is_some() {
+            Self::After
+        } else {
+            Self::First
+        }
+    }
+
     /// The keyset condition on `column`, for a `WHERE` clause.
     pub fn condition(self, column: &str) -> String {
         match self {

@@ -37,7 +37,7 @@ fn statement_of(point: Point) -> &'static str {
         Point::Rejects => "COPY into \"relink\".rejects",
         Point::Checkpoint => "cannot save the checkpoint",
         Point::Commit => "cannot commit the chunk",
-        Point::Exit => unreachable!("not a statement of a chunk"),
+        Point::Exit | Point::Census => unreachable!("not a statement of a chunk"),
     }
 }
 
@@ -138,7 +138,10 @@ async fn every_statement(live: Live, ending: Ending) {
     let clean = TestDb::clone_of(&mut template, "s_clean").await;
     assert_success(&clean.run(&["run", "--chunk-size", "100"]));
     let clean = clean.links_checksum().await;
-    for point in Point::ALL.into_iter().filter(|p| *p != Point::Exit) {
+    for point in Point::ALL
+        .into_iter()
+        .filter(|p| ![Point::Exit, Point::Census].contains(p))
+    {
         end_session_at(&mut template, &clean, live, point, ending).await;
     }
 }
@@ -159,4 +162,51 @@ async fn a_relink_stopped_past_the_idle_timeout_at_any_statement_of_a_chunk_comp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_whose_session_is_terminated_at_any_statement_of_a_chunk_completes() {
     every_statement(Live::Apply, Ending::Terminate).await;
+}
+
+/// A rerun's census (source::Reader::expect) is a read like any page: its
+/// session ended by the server just before the census query, the read is
+/// retried on a fresh connection and the rerun writes what a rerun whose
+/// session was not ended writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_whose_session_is_terminated_is_retried() {
+    let mut db = TestDb::new("s_census").await;
+    db.generate(300);
+    assert_success(&db.run(&["run"]));
+    db.batch(
+        "UPDATE profiles SET \"socialLinks\" = \"socialLinks\"
+                || jsonb_build_object('census', 'https://census.example.com/' || id)
+          WHERE id IN (SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
+                        ORDER BY md5(id) LIMIT 20)",
+    )
+    .await;
+    let clean = TestDb::clone_of(&mut db, "s_census_clean").await;
+    assert_success(&clean.run(&["run"]));
+
+    let child = db
+        .spawn_stopped_at("census", &["run"], Duration::from_secs(60))
+        .await;
+    // The reader's connection, idle before its query: every relink session
+    // of the database but the lock holders'.
+    let ended = db
+        .count(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE 'relink run%'
+                AND pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')",
+        )
+        .await;
+    assert!(ended > 0, "no reader session to end");
+    send_signal(child.pid, "CONT");
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("retry") && l.contains("cannot find the pending profiles")),
+        "no retry of the census:\n{err}"
+    );
+    assert!(err.contains("a census found 20 pending profiles"), "{err}");
+    assert_eq!(db.links_checksum().await, clean.links_checksum().await);
+    assert_success(&db.run(&["verify", "--strict"]));
 }
