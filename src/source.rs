@@ -182,7 +182,6 @@ pub struct Reader {
     order: Order,
     filter: Filter,
     names: Arc<Names>,
-    page_size: usize,
     census: Census,
 }
 
@@ -237,7 +236,6 @@ impl Reader {
             order,
             filter,
             names: Arc::new(names.clone()),
-            page_size,
             census: Census::Off,
         }
     }
@@ -254,7 +252,6 @@ impl Reader {
 
     /// Profiles in the pages that follow.
     pub fn set_page_size(&mut self, page_size: usize) {
-        self.page_size = page_size;
         self.pager.set_page_size(page_size);
     }
 
@@ -349,7 +346,7 @@ impl Reader {
         }
         let rows = match &mut self.census {
             Census::Off | Census::Due { .. } => self.pager.next(client, &[]).await?,
-            Census::Taken(sparse) => sparse.next_page(client, self.page_size).await?,
+            Census::Taken(sparse) => sparse.next_page(client, self.pager.page_size()).await?,
         };
         Ok(rows
             .iter()

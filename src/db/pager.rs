@@ -74,6 +74,11 @@ impl Pager {
         self.page_size = i64::try_from(page_size).unwrap_or(i64::MAX);
     }
 
+    /// Rows per page.
+    pub fn page_size(&self) -> usize {
+        usize::try_from(self.page_size).unwrap_or(usize::MAX)
+    }
+
     /// The last key returned (where the next page starts).
     pub fn position(&self) -> Option<&str> {
         self.after.as_deref()
