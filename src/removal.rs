@@ -22,7 +22,7 @@ use tokio_postgres::GenericClient;
 use crate::config::Names;
 use crate::db::{Keyset, Pager};
 use crate::plan::link_ids;
-use crate::state;
+use crate::state::{self, ledger};
 
 /// What a purge removes: the links of one run or of all, with or without
 /// rows users edited since.
@@ -270,12 +270,21 @@ pub async fn purge_chunk(
             emptied.2.push(row.run_id);
         } else {
             let kept: Vec<&str> = kept.iter().map(|l| l.key).collect();
+            // The view's keys are computed: the rows' own column is set.
             tx.execute(
-                &names.sql(
-                    "UPDATE {state}.ledger SET link_keys = $4
-                      WHERE user_id = $1 AND profile_id = $2 AND run_id = $3",
-                ),
-                &[&row.user_id, &row.profile_id, &row.run_id, &kept],
+                &names.sql(&format!(
+                    "UPDATE {} SET link_keys = $4
+                      WHERE {} = $1 AND {} = $2 AND run_id = $3",
+                    ledger::ROWS,
+                    ledger::USER_ID,
+                    ledger::PROFILE_ID
+                )),
+                &[
+                    &row.user_id,
+                    &row.profile_id,
+                    &row.run_id,
+                    &ledger::joined_keys(&kept),
+                ],
             )
             .await
             .context("cannot update the ledger")?;

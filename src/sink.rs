@@ -20,7 +20,7 @@ use crate::config::Names;
 use crate::lock_phase::{self, Gone, LockWaits, Locked, LockedProfile, ToLock};
 use crate::plan::{legacy, Counters, LinkType, SkipReason};
 use crate::source::SourceProfile;
-use crate::state;
+use crate::state::{self, ledger, StoredId};
 use crate::test_hook::{self, Point};
 
 /// Longest raw value kept in the rejects table, in bytes; the full value
@@ -297,12 +297,15 @@ fn type_value(link_type: LinkType) -> &'static (dyn ToSql + Sync) {
     &TEXTS[link_type as usize]
 }
 
-/// A new ledger row's arrays, gathered before the COPY borrows them.
+/// A new ledger row in its stored form (`state::ledger`), gathered before
+/// the COPY borrows it.
 struct LedgerRow<'a> {
     planned: &'a Planned<'a>,
-    keys: Vec<&'a str>,
+    user: StoredId<'a>,
+    profile: StoredId<'a>,
+    keys: String,
     /// NULL when empty: most profiles have none.
-    kept: Option<Vec<&'a str>>,
+    kept: Option<String>,
 }
 
 /// The ledger (see `sql/state/upgrade/003_compact_ledger.sql`): a new row
@@ -352,8 +355,10 @@ async fn record_ledger(
         }
         rows.push(LedgerRow {
             planned,
-            keys,
-            kept: (!kept.is_empty()).then_some(kept),
+            user: StoredId::of(&planned.profile.user_id),
+            profile: StoredId::of(&planned.profile.id),
+            keys: ledger::joined_keys(&keys),
+            kept: (!kept.is_empty()).then(|| ledger::joined_keys(&kept)),
         });
     }
     if !superseded.0.is_empty() {
@@ -385,26 +390,30 @@ async fn record_ledger(
     copy_rows(
         tx,
         names,
-        "{state}.ledger (user_id, profile_id, run_id, fingerprint, link_keys, kept_keys, migrated_at)",
+        &format!("{} {}", ledger::ROWS, ledger::COLUMNS),
         &[
-            Type::TEXT,
-            Type::TEXT,
             Type::INT8,
-            Type::BYTEA,
-            Type::TEXT_ARRAY,
-            Type::TEXT_ARRAY,
             Type::TIMESTAMP,
+            Type::UUID,
+            Type::UUID,
+            Type::BYTEA,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
         ],
         &rows,
         |r| {
             [
-                &r.planned.profile.user_id,
-                &r.planned.profile.id,
                 run_id,
+                now,
+                &r.user.uuid,
+                &r.profile.uuid,
                 &r.planned.profile.fingerprint,
+                &r.user.text,
+                &r.profile.text,
                 &r.keys,
                 &r.kept,
-                now,
             ]
         },
     )

@@ -17,6 +17,7 @@ use crate::db::{self, Attempted, Keyset, Pager, Retry};
 use crate::inflight::{self, Budget, IN_FLIGHT_BYTES, QUEUE_BOUND};
 use crate::plan::legacy;
 use crate::sizing::Sizer;
+use crate::state;
 use crate::test_hook::{self, Point};
 use crate::text_enum::text_enum;
 
@@ -280,7 +281,7 @@ impl Reader {
         let ledger: i64 = client
             .query_one(
                 "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
-                &[&format!("{}.ledger", self.names.state)],
+                &[&self.names.sql(state::ledger::ROWS)],
             )
             .await
             .map_or(0, |r| r.get(0));

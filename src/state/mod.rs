@@ -7,6 +7,7 @@
 //! both writers.
 
 mod control;
+pub mod ledger;
 mod runs;
 
 use anyhow::{bail, Context as _, Result};
@@ -19,6 +20,7 @@ use crate::db;
 use crate::text_enum::text_enum;
 
 pub use control::{current_pause, pause, resume, set_waiting, Pause};
+pub use ledger::StoredId;
 pub use runs::{
     abandon_unfinished, finish_run, last_success, list_runs, load_run, record_chunk, resumable,
     resume_run, start_run, RunRecord,
@@ -78,7 +80,7 @@ impl RunStatus {
 }
 
 /// The state schema version this release writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 /// Version 1, created idempotently.
 const SCHEMA_SQL: &str = include_str!("../../sql/state/schema.sql");
 /// Numbered upgrades from version 1, applied in order, each once.
@@ -96,6 +98,10 @@ const UPGRADES: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../sql/state/upgrade/006_narrow_indexes.sql"),
+    ),
+    (
+        7,
+        include_str!("../../sql/state/upgrade/007_compact_ledger_rows.sql"),
     ),
 ];
 /// Key of the transaction-level advisory lock that serializes schema

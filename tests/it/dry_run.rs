@@ -124,7 +124,7 @@ async fn a_dry_run_after_a_live_run_writes_nothing_and_shows_the_change() {
     let before = db.checksum_all().await;
     let catalog = catalog_fingerprint(&db).await;
     assert!(
-        before.iter().any(|(t, _)| t == "relink.ledger"),
+        before.iter().any(|(t, _)| t == "relink.ledger_rows"),
         "{before:?}"
     );
 

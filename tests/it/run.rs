@@ -37,8 +37,8 @@ async fn load_corpus(db: &TestDb) -> Vec<serde_json::Value> {
         }
         let migrated = corpus::migrated(&entry);
         if !migrated.is_empty() {
-            db.exec("INSERT INTO relink.ledger (user_id, profile_id, run_id, fingerprint, link_keys, migrated_at)
-                     VALUES ($1, $2, 1, NULL, $3, now())", &[&user, &profile, &migrated]).await;
+            let keys: Vec<&str> = migrated.iter().map(String::as_str).collect();
+            db.record_in_ledger(&user, &profile, 1, &keys).await;
         }
         loaded.push(entry);
     }

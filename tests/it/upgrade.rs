@@ -3,8 +3,9 @@
 //! `fixtures/state_v1.sql`, made by `fixtures/tools/state_v1.sh` with that
 //! release's binary) is upgraded by the next live run and keeps working;
 //! unfinished runs of versions 3 (`fixtures/state_v3.sql`, paging by
-//! profile id) and 5 (`fixtures/state_v5.sql`, the ledger's primary key)
-//! are upgraded and finished.
+//! profile id), 5 (`fixtures/state_v5.sql`, the ledger's primary key) and
+//! 6 (`fixtures/state_v6.sql`, ids as text and keys as arrays) are upgraded
+//! and finished.
 
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -257,7 +258,7 @@ async fn state_indexes(db: &TestDb) -> BTreeSet<String> {
     ids(
         db,
         "SELECT indexname FROM pg_indexes
-          WHERE schemaname = 'relink' AND tablename IN ('ledger', 'rejects')",
+          WHERE schemaname = 'relink' AND tablename IN ('ledger', 'ledger_rows', 'rejects')",
     )
     .await
 }
@@ -290,31 +291,94 @@ async fn an_unfinished_run_of_state_schema_5_is_upgraded_to_the_narrow_indexes_a
         (&1.into(), &"completed".into()),
         "{summary}"
     );
-    let narrow = BTreeSet::from(["ledger_user_id_idx", "rejects_user_id_idx"].map(String::from));
-    assert_eq!(state_indexes(&db).await, narrow);
-
-    // What it wrote is what a clean run of this release writes; nothing
-    // written before the upgrade was lost or written again.
+    assert_eq!(state_indexes(&db).await, latest_indexes());
     let clean = TestDb::new("u_v5_clean").await;
     generate_v3_data(&clean);
     assert_success(&clean.run(&["run"]));
-    assert_eq!(migrated_content(&db).await, migrated_content(&clean).await);
-    let all = created_rows(&db).await;
+    finished_as_clean_and_purged(&db, &clean, &old_ids).await;
+}
+
+/// The state indexes of this release.
+fn latest_indexes() -> BTreeSet<String> {
+    BTreeSet::from(["ledger_rows_user_id_idx", "rejects_user_id_idx"].map(String::from))
+}
+
+/// After an upgraded run finished (`old_ids`: the rows relink had created
+/// before the upgrade): what it wrote is what a clean run of this release
+/// on the same data wrote in `clean`, nothing written before the
+/// upgrade was lost or written again; a rerun writes nothing, and its
+/// start (which runs version 1's script again) leaves the indexes as they
+/// are; a purge removes every row relink created and empties the ledger.
+async fn finished_as_clean_and_purged(db: &TestDb, clean: &TestDb, old_ids: &BTreeSet<String>) {
+    assert_eq!(migrated_content(db).await, migrated_content(clean).await);
+    let all = created_rows(db).await;
     assert!(old_ids.is_subset(&all) && all.len() > old_ids.len());
-    assert_eq!(all, created_rows(&clean).await);
+    assert_eq!(all, created_rows(clean).await);
     assert_success(&db.run(&["verify"]));
 
-    // A rerun writes nothing, and its start (which runs version 1's script
-    // again) does not bring the rejects' profile_id index back; a purge
-    // removes every row relink created and empties the ledger.
     let again = db.run(&["run", "--format", "json"]);
     assert_success(&again);
     assert_eq!(json_summary(&again)["links_created"], 0);
     assert_eq!(json_summary(&again)["profiles_planned"], 0);
-    assert_eq!(state_indexes(&db).await, narrow);
+    assert_eq!(state_indexes(db).await, latest_indexes());
     let out = db.run(&["purge", "--yes", "--format", "json"]);
     assert_success(&out);
     assert_eq!(json_summary(&out)["links_deleted"], all.len());
-    assert!(created_rows(&db).await.is_empty());
+    assert!(created_rows(db).await.is_empty());
     assert_eq!(db.count("SELECT count(*) FROM relink.ledger").await, 0);
+}
+
+const STATE_V6: &str = include_str!("../../fixtures/state_v6.sql");
+
+/// The ledger as relink's readers see it (the view of version 7 on), each
+/// row as text, without its time.
+async fn ledger_content(db: &TestDb) -> BTreeSet<String> {
+    ids(
+        db,
+        "SELECT format('%s %s %s %s %s %s', user_id, profile_id, run_id, fingerprint, link_keys, kept_keys)
+           FROM relink.ledger",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_ledger_rows_and_finished() {
+    let db = TestDb::new("u_v6").await;
+    generate_v3_data(&db);
+    db.batch(STATE_V6).await;
+    assert_eq!(schema_version(&db).await, "6");
+    let before = ledger_content(&db).await;
+    assert!(before.len() > 40, "{}", before.len());
+    assert!(before.iter().any(|row| !row.ends_with(' ')), "no kept keys");
+    let old_ids = created_rows(&db).await;
+    let (out, _) = upgrade_and_resume(&db, 6, "user").await;
+    let summary = json_summary(&out);
+    assert_eq!(
+        (&summary["run_id"], &summary["status"]),
+        (&1.into(), &"completed".into()),
+        "{summary}"
+    );
+    assert_eq!(state_indexes(&db).await, latest_indexes());
+    // Every row of version 6 reads as it did, the new ones beside them;
+    // all of them store their (UUID) ids as uuids.
+    let after = ledger_content(&db).await;
+    assert!(
+        before.is_subset(&after) && after.len() > before.len(),
+        "{:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM relink.ledger_rows
+              WHERE user_uuid IS NULL OR profile_uuid IS NULL"
+        )
+        .await,
+        0
+    );
+    // The same ledger as a clean run's, but for the times.
+    let clean = TestDb::new("u_v6_clean").await;
+    generate_v3_data(&clean);
+    assert_success(&clean.run(&["run"]));
+    assert_eq!(after, ledger_content(&clean).await);
+    finished_as_clean_and_purged(&db, &clean, &old_ids).await;
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use relink::state::{ledger, StoredId};
 use tokio_postgres::{Client, NoTls};
 
 use super::process::{
@@ -347,10 +348,8 @@ impl TestDb {
 
     /// Whether relink's ledger exists (its state schema is set up).
     pub async fn has_ledger(&self) -> bool {
-        self.count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'relink' AND tablename = 'ledger'",
-        )
-        .await
+        self.count("SELECT count(*) FROM pg_class WHERE oid = to_regclass('relink.ledger')")
+            .await
             > 0
     }
 
@@ -449,6 +448,27 @@ impl TestDb {
         holder
     }
 
+    /// A ledger row of run `run_id` for `profile` of `user` that created
+    /// the links of `keys`, stored as relink stores it (`state::ledger`),
+    /// without a fingerprint (the profile is pending).
+    pub async fn record_in_ledger(&self, user: &str, profile: &str, run_id: i64, keys: &[&str]) {
+        let (user, profile) = (StoredId::of(user), StoredId::of(profile));
+        self.exec(
+            "INSERT INTO relink.ledger_rows
+                    (run_id, migrated_at, user_uuid, profile_uuid, user_text, profile_text, link_keys)
+             VALUES ($1, localtimestamp(3), $2, $3, $4, $5, $6)",
+            &[
+                &run_id,
+                &user.uuid,
+                &profile.uuid,
+                &user.text,
+                &profile.text,
+                &ledger::joined_keys(keys),
+            ],
+        )
+        .await;
+    }
+
     /// A user `user` and its profile `profile` whose legacy value is
     /// `legacy` (JSON text).
     pub async fn insert_profile(&self, user: &str, profile: &str, legacy: &str) {
@@ -505,7 +525,8 @@ impl TestDb {
         self.exec("DELETE FROM profile_links WHERE id = $1", &[&link])
             .await;
         self.exec(
-            "UPDATE relink.ledger SET link_keys = '{}' WHERE profile_id = $1",
+            "UPDATE relink.ledger_rows SET link_keys = ''
+              WHERE coalesce(profile_uuid::text, profile_text) = $1",
             &[&profile],
         )
         .await;

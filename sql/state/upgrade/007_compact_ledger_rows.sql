@@ -1,0 +1,81 @@
+-- State schema version 7: the ledger's rows in a compact form, so that a
+-- run's bookkeeping writes less WAL beside its links (SPEC §11: WAL per
+-- link within 1.15x a bare load of the same rows).
+--
+-- Version 6's row was some 210 bytes a profile, more than a third of it
+-- the user and profile ids as text (37 bytes each for a UUID) and the link
+-- keys as a text array (24 bytes of array header, 4 more per key). The
+-- rows now live in ledger_rows:
+--   * an id that is a UUID in canonical form (lowercase, hyphenated, as
+--     uuid's own output writes it) is kept as a uuid (16 bytes) in
+--     user_uuid/profile_uuid, any other id as it is in user_text/
+--     profile_text; exactly one of each pair is set, and uuid::text gives
+--     the id back character for character;
+--   * link_keys/kept_keys are the keys joined by newlines (a key is a
+--     parsed URL's host, path and query: it never holds one); '' for none,
+--     and kept_keys NULL for none;
+--   * the fixed-width columns first, so no padding sits between them.
+-- About 135 bytes a row.
+--
+-- {state}.ledger is now a view giving the rows in version 6's form (ids as
+-- text, keys as arrays): what every reader, and an operator's query,
+-- reads. Its index is on the user id as text, the expression the view
+-- gives, so lookups by user (and the keyset bound a run's page query puts
+-- on them) use it as before, in the same collation and order: a run still
+-- appends to its right edge.
+ALTER TABLE {state}.ledger RENAME TO ledger_v6;
+ALTER INDEX {state}.ledger_user_id_idx RENAME TO ledger_v6_user_id_idx;
+
+CREATE TABLE {state}.ledger_rows (
+    run_id       BIGINT NOT NULL,
+    -- the "createdAt"/"updatedAt" the rows got, so purge can tell edits
+    migrated_at  TIMESTAMP(3) NOT NULL,
+    -- the profile's "userId" when it was planned, and its id (one of each
+    -- pair set: see above)
+    user_uuid    UUID,
+    profile_uuid UUID,
+    -- the fingerprint of "socialLinks" as last planned (8 bytes: its jsonb
+    -- hash; 16: the md5 of its text that version 1 stored); only on the
+    -- profile's latest row; NULL on older rows and after a purge (pending)
+    fingerprint  BYTEA,
+    user_text    TEXT,
+    profile_text TEXT,
+    -- comparison keys of the rows this run created, newline-separated (a
+    -- row's id derives from the profile id, the user id and the key: SPEC §5)
+    link_keys    TEXT NOT NULL,
+    -- keys of legacy links the user already had: accounted for, and not
+    -- created if the user deletes their row; NULL when none
+    kept_keys    TEXT,
+    CHECK ((user_uuid IS NULL) <> (user_text IS NULL)),
+    CHECK ((profile_uuid IS NULL) <> (profile_text IS NULL))
+);
+
+INSERT INTO {state}.ledger_rows
+       (run_id, migrated_at, user_uuid, profile_uuid, fingerprint, user_text, profile_text, link_keys, kept_keys)
+SELECT run_id, migrated_at,
+       CASE WHEN user_uuid THEN user_id::uuid END,
+       CASE WHEN profile_uuid THEN profile_id::uuid END,
+       fingerprint,
+       CASE WHEN NOT user_uuid THEN user_id END,
+       CASE WHEN NOT profile_uuid THEN profile_id END,
+       array_to_string(link_keys, E'\n'),
+       nullif(array_to_string(kept_keys, E'\n'), '')
+  FROM (SELECT l.*,
+               user_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS user_uuid,
+               profile_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS profile_uuid
+          FROM {state}.ledger_v6 l) v
+ ORDER BY user_id, profile_id, run_id;
+
+DROP TABLE {state}.ledger_v6;
+
+CREATE INDEX ledger_rows_user_id_idx ON {state}.ledger_rows ((coalesce(user_uuid::text, user_text)));
+
+CREATE VIEW {state}.ledger AS
+SELECT coalesce(user_uuid::text, user_text) AS user_id,
+       coalesce(profile_uuid::text, profile_text) AS profile_id,
+       run_id,
+       fingerprint,
+       string_to_array(link_keys, E'\n') AS link_keys,
+       string_to_array(kept_keys, E'\n') AS kept_keys,
+       migrated_at
+  FROM {state}.ledger_rows;
