@@ -22,7 +22,7 @@ use tokio_postgres::GenericClient;
 use crate::config::Names;
 use crate::db::{Keyset, Pager};
 use crate::plan::link_ids;
-use crate::state::{self, ledger};
+use crate::state::{self, stored};
 
 /// What a purge removes: the links of one run or of all, with or without
 /// rows users edited since.
@@ -275,15 +275,15 @@ pub async fn purge_chunk(
                 &names.sql(&format!(
                     "UPDATE {} SET link_keys = $4
                       WHERE {} = $1 AND {} = $2 AND run_id = $3",
-                    ledger::ROWS,
-                    ledger::USER_ID,
-                    ledger::PROFILE_ID
+                    stored::LEDGER_ROWS,
+                    stored::USER_ID,
+                    stored::PROFILE_ID
                 )),
                 &[
                     &row.user_id,
                     &row.profile_id,
                     &row.run_id,
-                    &ledger::joined_keys(&kept),
+                    &stored::joined_keys(&kept),
                 ],
             )
             .await

@@ -20,7 +20,7 @@ use crate::config::Names;
 use crate::lock_phase::{self, Gone, LockWaits, Locked, LockedProfile, ToLock};
 use crate::plan::{legacy, Counters, LinkType, SkipReason};
 use crate::source::SourceProfile;
-use crate::state::{self, ledger, StoredId};
+use crate::state::{self, stored, StoredId};
 use crate::test_hook::{self, Point};
 
 /// Longest raw value kept in the rejects table, in bytes; the full value
@@ -357,8 +357,8 @@ async fn record_ledger(
             planned,
             user: StoredId::of(&planned.profile.user_id),
             profile: StoredId::of(&planned.profile.id),
-            keys: ledger::joined_keys(&keys),
-            kept: (!kept.is_empty()).then(|| ledger::joined_keys(&kept)),
+            keys: stored::joined_keys(&keys),
+            kept: (!kept.is_empty()).then(|| stored::joined_keys(&kept)),
         });
     }
     if !superseded.0.is_empty() {
@@ -390,7 +390,7 @@ async fn record_ledger(
     copy_rows(
         tx,
         names,
-        &format!("{} {}", ledger::ROWS, ledger::COLUMNS),
+        &format!("{} {}", stored::LEDGER_ROWS, stored::LEDGER_COLUMNS),
         &[
             Type::INT8,
             Type::TIMESTAMP,
@@ -422,8 +422,8 @@ async fn record_ledger(
 
 /// A reject row's texts, made storable before the COPY borrows them.
 struct RejectRow<'a> {
-    user_id: &'a str,
-    profile_id: &'a str,
+    user: StoredId<'a>,
+    profile: StoredId<'a>,
     key: Option<String>,
     raw: String,
     reason: &'static str,
@@ -452,8 +452,8 @@ async fn replace_rejects(
         .iter()
         .flat_map(|planned| {
             planned.plan.rejects().map(|reject| RejectRow {
-                user_id: &planned.profile.user_id,
-                profile_id: &planned.profile.id,
+                user: StoredId::of(&planned.profile.user_id),
+                profile: StoredId::of(&planned.profile.id),
                 key: reject.key.as_deref().map(storable),
                 raw: storable(truncate(&reject.raw, MAX_RAW_BYTES)),
                 reason: reject.reason.as_str(),
@@ -464,9 +464,11 @@ async fn replace_rejects(
     copy_rows(
         tx,
         names,
-        "{state}.rejects (run_id, user_id, profile_id, source_key, raw_value, reason)",
+        &format!("{} {}", stored::REJECT_ROWS, stored::REJECT_COLUMNS),
         &[
             Type::INT8,
+            Type::UUID,
+            Type::UUID,
             Type::TEXT,
             Type::TEXT,
             Type::TEXT,
@@ -474,7 +476,18 @@ async fn replace_rejects(
             Type::TEXT,
         ],
         &rejects,
-        |r| [run_id, &r.user_id, &r.profile_id, &r.key, &r.raw, &r.reason],
+        |r| {
+            [
+                run_id,
+                &r.user.uuid,
+                &r.profile.uuid,
+                &r.user.text,
+                &r.profile.text,
+                &r.key,
+                &r.raw,
+                &r.reason,
+            ]
+        },
     )
     .await
 }

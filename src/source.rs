@@ -281,7 +281,7 @@ impl Reader {
         let ledger: i64 = client
             .query_one(
                 "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
-                &[&self.names.sql(state::ledger::ROWS)],
+                &[&self.names.sql(state::stored::LEDGER_ROWS)],
             )
             .await
             .map_or(0, |r| r.get(0));

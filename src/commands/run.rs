@@ -269,7 +269,7 @@ async fn record_end(
 /// that changed nothing: they are as fresh as they were).
 async fn analyze(control: &Client, names: &Names) {
     if let Err(e) = control
-        .batch_execute(&names.sql("ANALYZE {state}.ledger_rows, {state}.rejects"))
+        .batch_execute(&names.sql("ANALYZE {state}.ledger_rows, {state}.reject_rows"))
         .await
     {
         tracing::warn!("cannot analyze relink's state tables: {e}");

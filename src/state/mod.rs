@@ -7,8 +7,8 @@
 //! both writers.
 
 mod control;
-pub mod ledger;
 mod runs;
+pub mod stored;
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -20,11 +20,11 @@ use crate::db;
 use crate::text_enum::text_enum;
 
 pub use control::{current_pause, pause, resume, set_waiting, Pause};
-pub use ledger::StoredId;
 pub use runs::{
     abandon_unfinished, finish_run, last_success, list_runs, load_run, record_chunk, resumable,
     resume_run, start_run, RunRecord,
 };
+pub use stored::StoredId;
 
 /// What a run record is for (`runs.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,7 +101,7 @@ const UPGRADES: &[(i64, &str)] = &[
     ),
     (
         7,
-        include_str!("../../sql/state/upgrade/007_compact_ledger_rows.sql"),
+        include_str!("../../sql/state/upgrade/007_compact_rows.sql"),
     ),
 ];
 /// Key of the transaction-level advisory lock that serializes schema

@@ -258,7 +258,7 @@ async fn state_indexes(db: &TestDb) -> BTreeSet<String> {
     ids(
         db,
         "SELECT indexname FROM pg_indexes
-          WHERE schemaname = 'relink' AND tablename IN ('ledger', 'ledger_rows', 'rejects')",
+          WHERE schemaname = 'relink' AND tablename IN ('ledger', 'ledger_rows', 'rejects', 'reject_rows')",
     )
     .await
 }
@@ -300,7 +300,7 @@ async fn an_unfinished_run_of_state_schema_5_is_upgraded_to_the_narrow_indexes_a
 
 /// The state indexes of this release.
 fn latest_indexes() -> BTreeSet<String> {
-    BTreeSet::from(["ledger_rows_user_id_idx", "rejects_user_id_idx"].map(String::from))
+    BTreeSet::from(["ledger_rows_user_id_idx", "reject_rows_user_id_idx"].map(String::from))
 }
 
 /// After an upgraded run finished (`old_ids`: the rows relink had created
@@ -341,14 +341,27 @@ async fn ledger_content(db: &TestDb) -> BTreeSet<String> {
     .await
 }
 
+/// The rejects as relink's readers see them (the view of version 7 on),
+/// each as text, without its run.
+async fn reject_content(db: &TestDb) -> BTreeSet<String> {
+    ids(
+        db,
+        "SELECT format('%s %s %s %s %s', user_id, profile_id, source_key, raw_value, reason)
+           FROM relink.rejects",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_ledger_rows_and_finished() {
+async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_rows_and_finished() {
     let db = TestDb::new("u_v6").await;
     generate_v3_data(&db);
     db.batch(STATE_V6).await;
     assert_eq!(schema_version(&db).await, "6");
     let before = ledger_content(&db).await;
     assert!(before.len() > 40, "{}", before.len());
+    let rejects_before = reject_content(&db).await;
+    assert!(!rejects_before.is_empty());
     assert!(before.iter().any(|row| !row.ends_with(' ')), "no kept keys");
     let old_ids = created_rows(&db).await;
     let (out, _) = upgrade_and_resume(&db, 6, "user").await;
@@ -367,10 +380,14 @@ async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_ledger_rows_
         "{:?}",
         before.difference(&after).collect::<Vec<_>>()
     );
+    let rejects_after = reject_content(&db).await;
+    assert!(rejects_before.is_subset(&rejects_after) && rejects_after.len() > rejects_before.len());
     assert_eq!(
         db.count(
-            "SELECT count(*) FROM relink.ledger_rows
-              WHERE user_uuid IS NULL OR profile_uuid IS NULL"
+            "SELECT (SELECT count(*) FROM relink.ledger_rows
+                      WHERE user_uuid IS NULL OR profile_uuid IS NULL)
+                  + (SELECT count(*) FROM relink.reject_rows
+                      WHERE user_uuid IS NULL OR profile_uuid IS NULL)"
         )
         .await,
         0
@@ -380,5 +397,6 @@ async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_ledger_rows_
     generate_v3_data(&clean);
     assert_success(&clean.run(&["run"]));
     assert_eq!(after, ledger_content(&clean).await);
+    assert_eq!(rejects_after, reject_content(&clean).await);
     finished_as_clean_and_purged(&db, &clean, &old_ids).await;
 }

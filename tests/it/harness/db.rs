@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relink::state::{ledger, StoredId};
+use relink::state::{stored, StoredId};
 use tokio_postgres::{Client, NoTls};
 
 use super::process::{
@@ -463,7 +463,7 @@ impl TestDb {
                 &profile.uuid,
                 &user.text,
                 &profile.text,
-                &ledger::joined_keys(keys),
+                &stored::joined_keys(keys),
             ],
         )
         .await;

@@ -1,6 +1,6 @@
--- State schema version 7: the ledger's rows in a compact form, so that a
--- run's bookkeeping writes less WAL beside its links (SPEC §11: WAL per
--- link within 1.15x a bare load of the same rows).
+-- State schema version 7: the ledger's rows, and the rejects, in a compact
+-- form, so that a run's bookkeeping writes less WAL beside its links
+-- (SPEC §11: WAL per link within 1.15x a bare load of the same rows).
 --
 -- Version 6's row was some 210 bytes a profile, more than a third of it
 -- the user and profile ids as text (37 bytes each for a UUID) and the link
@@ -22,7 +22,12 @@
 -- reads. Its index is on the user id as text, the expression the view
 -- gives, so lookups by user (and the keyset bound a run's page query puts
 -- on them) use it as before, in the same collation and order: a run still
--- appends to its right edge.
+-- appends to its right edge. (src/state/stored.rs writes these forms.)
+--
+-- The rejects likewise: their ids in reject_rows, the view {state}.rejects
+-- in version 6's form, indexed by the user id alone (every lookup has the
+-- profile too; a user has one profile, rarely more), not (user_id,
+-- profile_id).
 ALTER TABLE {state}.ledger RENAME TO ledger_v6;
 ALTER INDEX {state}.ledger_user_id_idx RENAME TO ledger_v6_user_id_idx;
 
@@ -79,3 +84,45 @@ SELECT coalesce(user_uuid::text, user_text) AS user_id,
        string_to_array(kept_keys, E'\n') AS kept_keys,
        migrated_at
   FROM {state}.ledger_rows;
+
+ALTER TABLE {state}.rejects RENAME TO rejects_v6;
+
+CREATE TABLE {state}.reject_rows (
+    run_id       BIGINT NOT NULL,
+    user_uuid    UUID,
+    profile_uuid UUID,
+    user_text    TEXT,
+    profile_text TEXT,
+    source_key   TEXT,
+    raw_value    TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    CHECK ((user_uuid IS NULL) <> (user_text IS NULL)),
+    CHECK ((profile_uuid IS NULL) <> (profile_text IS NULL))
+);
+
+INSERT INTO {state}.reject_rows
+       (run_id, user_uuid, profile_uuid, user_text, profile_text, source_key, raw_value, reason)
+SELECT run_id,
+       CASE WHEN user_uuid THEN user_id::uuid END,
+       CASE WHEN profile_uuid THEN profile_id::uuid END,
+       CASE WHEN NOT user_uuid THEN user_id END,
+       CASE WHEN NOT profile_uuid THEN profile_id END,
+       source_key, raw_value, reason
+  FROM (SELECT r.*,
+               user_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS user_uuid,
+               profile_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS profile_uuid
+          FROM {state}.rejects_v6 r) v
+ ORDER BY user_id, profile_id;
+
+DROP TABLE {state}.rejects_v6;
+
+CREATE INDEX reject_rows_user_id_idx ON {state}.reject_rows ((coalesce(user_uuid::text, user_text)));
+
+CREATE VIEW {state}.rejects AS
+SELECT run_id,
+       coalesce(user_uuid::text, user_text) AS user_id,
+       coalesce(profile_uuid::text, profile_text) AS profile_id,
+       source_key,
+       raw_value,
+       reason
+  FROM {state}.reject_rows;

@@ -1,23 +1,29 @@
-//! The ledger's rows as stored (state schema 7,
-//! `sql/state/upgrade/007_compact_ledger_rows.sql`): an id in canonical
-//! UUID form as a `uuid`, any other as text; the link keys joined by
-//! newlines. Readers read the view `{state}.ledger`, which gives them back
-//! as text and arrays; only the writers need these forms.
+//! The ledger's and the rejects' rows as stored (state schema 7,
+//! `sql/state/upgrade/007_compact_rows.sql`): an id in canonical UUID form
+//! as a `uuid`, any other as text; the link keys joined by newlines.
+//! Readers read the views `{state}.ledger` and `{state}.rejects`, which give
+//! them back as text and arrays; only the writers need these forms.
 
 use uuid::Uuid;
 
 /// The table the ledger's rows are written to (the view `{state}.ledger`
 /// reads them).
-pub const ROWS: &str = "{state}.ledger_rows";
+pub const LEDGER_ROWS: &str = "{state}.ledger_rows";
 
-/// The columns of [`ROWS`] a new row is copied into, in this order.
-pub const COLUMNS: &str = "(run_id, migrated_at, user_uuid, profile_uuid, fingerprint, \
-                           user_text, profile_text, link_keys, kept_keys)";
+/// The columns of [`LEDGER_ROWS`] a new row is copied into, in this order.
+pub const LEDGER_COLUMNS: &str = "(run_id, migrated_at, user_uuid, profile_uuid, fingerprint, \
+                                  user_text, profile_text, link_keys, kept_keys)";
+
+/// The table the rejects are written to (the view `{state}.rejects` reads
+/// them), and the columns a new one is copied into, in this order.
+pub const REJECT_ROWS: &str = "{state}.reject_rows";
+pub const REJECT_COLUMNS: &str = "(run_id, user_uuid, profile_uuid, user_text, profile_text, \
+                                  source_key, raw_value, reason)";
 
 /// A row's user id and profile id as text, from their stored pair: the
-/// view's `user_id` and `profile_id`, and the expression the index
-/// `ledger_rows_user_id_idx` is on (so a condition on it is an index
-/// condition).
+/// views' `user_id` and `profile_id`, and the expression the indexes
+/// `ledger_rows_user_id_idx` and `reject_rows_user_id_idx` are on (so a
+/// condition on it is an index condition).
 pub const USER_ID: &str = "coalesce(user_uuid::text, user_text)";
 pub const PROFILE_ID: &str = "coalesce(profile_uuid::text, profile_text)";
 
