@@ -124,6 +124,25 @@ fn generate_v3_data(db: &TestDb) {
     ]));
 }
 
+/// A database with `generate_v3_data`'s data and a fixture of relink's
+/// state at schema `version` loaded over it.
+async fn fixture_db(name: &str, fixture: &str, version: &str) -> TestDb {
+    let db = TestDb::new(name).await;
+    generate_v3_data(&db);
+    db.batch(fixture).await;
+    assert_eq!(schema_version(&db).await, version);
+    db
+}
+
+/// A database with `generate_v3_data`'s data that this release migrated in
+/// one clean run.
+async fn clean_run_db(name: &str) -> TestDb {
+    let clean = TestDb::new(name).await;
+    generate_v3_data(&clean);
+    assert_success(&clean.run(&["run"]));
+    clean
+}
+
 /// Every row relink created, without its id or times.
 async fn migrated_content(db: &TestDb) -> BTreeSet<(String, String, i32, String, String)> {
     db.client
@@ -140,9 +159,9 @@ async fn migrated_content(db: &TestDb) -> BTreeSet<(String, String, i32, String,
 }
 
 /// The next `relink run` on `db`, whose state schema is at `version` with
-/// run 1 unfinished: it must say it upgraded the schema and resumes run 1
-/// after its checkpoint (a key of `noun`: "user", "profile"). Returns its
-/// output and that checkpoint.
+/// run 1 unfinished: it must say it upgraded the schema, resume run 1
+/// after its checkpoint (a key of `noun`: "user", "profile") and complete
+/// it. Returns its output and that checkpoint.
 async fn upgrade_and_resume(db: &TestDb, version: i64, noun: &str) -> (Output, String) {
     let checkpoint = db
         .text("SELECT checkpoint FROM relink.runs WHERE id = 1")
@@ -157,15 +176,18 @@ async fn upgrade_and_resume(db: &TestDb, version: i64, noun: &str) -> (Output, S
         )) && log.contains(&format!("resuming run 1 after {noun} {checkpoint}")),
         "{log}"
     );
+    let summary = json_summary(&out);
+    assert_eq!(
+        (&summary["run_id"], &summary["status"]),
+        (&1.into(), &"completed".into()),
+        "{summary}"
+    );
     (out, checkpoint)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_order() {
-    let db = TestDb::new("u_v3").await;
-    generate_v3_data(&db);
-    db.batch(STATE_V3).await;
-    assert_eq!(schema_version(&db).await, "3");
+    let db = fixture_db("u_v3", STATE_V3, "3").await;
     let old_ids = ids(
         &db,
         "SELECT id FROM profile_links WHERE \"createdAt\" > '2025-01-01'",
@@ -181,9 +203,6 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
         "{}",
         stderr(&out)
     );
-    let summary = json_summary(&out);
-    assert_eq!(summary["run_id"], 1, "{summary}");
-    assert_eq!(summary["status"], "completed", "{summary}");
     assert_eq!(
         schema_version(&db).await,
         relink::state::SCHEMA_VERSION.to_string()
@@ -194,6 +213,7 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
             "SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL AND id > '{checkpoint}'"
         ))
         .await;
+    let summary = json_summary(&out);
     assert_eq!(summary["profiles_scanned"], after, "{summary}");
 
     // The old rows kept their v5 ids; the new ones have the v8 ids of their
@@ -221,9 +241,7 @@ async fn an_unfinished_run_in_profile_id_order_is_upgraded_and_finished_in_that_
         }
     }
     assert!(v8 > 100, "{v8}");
-    let clean = TestDb::new("u_v3_clean").await;
-    generate_v3_data(&clean);
-    assert_success(&clean.run(&["run"]));
+    let clean = clean_run_db("u_v3_clean").await;
     assert_eq!(migrated_content(&db).await, migrated_content(&clean).await);
     assert_success(&db.run(&["verify"]));
 
@@ -265,10 +283,7 @@ async fn state_indexes(db: &TestDb) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_run_of_state_schema_5_is_upgraded_to_the_narrow_indexes_and_finished() {
-    let db = TestDb::new("u_v5").await;
-    generate_v3_data(&db);
-    db.batch(STATE_V5).await;
-    assert_eq!(schema_version(&db).await, "5");
+    let db = fixture_db("u_v5", STATE_V5, "5").await;
     assert_eq!(
         state_indexes(&db).await,
         BTreeSet::from(
@@ -284,17 +299,9 @@ async fn an_unfinished_run_of_state_schema_5_is_upgraded_to_the_narrow_indexes_a
     assert!(old_ids.len() > 100, "{}", old_ids.len());
     // The next run upgrades the state schema and finishes run 1 after its
     // checkpoint, a user id.
-    let (out, _) = upgrade_and_resume(&db, 5, "user").await;
-    let summary = json_summary(&out);
-    assert_eq!(
-        (&summary["run_id"], &summary["status"]),
-        (&1.into(), &"completed".into()),
-        "{summary}"
-    );
+    upgrade_and_resume(&db, 5, "user").await;
     assert_eq!(state_indexes(&db).await, latest_indexes());
-    let clean = TestDb::new("u_v5_clean").await;
-    generate_v3_data(&clean);
-    assert_success(&clean.run(&["run"]));
+    let clean = clean_run_db("u_v5_clean").await;
     finished_as_clean_and_purged(&db, &clean, &old_ids).await;
 }
 
@@ -354,23 +361,14 @@ async fn reject_content(db: &TestDb) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_rows_and_finished() {
-    let db = TestDb::new("u_v6").await;
-    generate_v3_data(&db);
-    db.batch(STATE_V6).await;
-    assert_eq!(schema_version(&db).await, "6");
+    let db = fixture_db("u_v6", STATE_V6, "6").await;
     let before = ledger_content(&db).await;
     assert!(before.len() > 40, "{}", before.len());
     let rejects_before = reject_content(&db).await;
     assert!(!rejects_before.is_empty());
     assert!(before.iter().any(|row| !row.ends_with(' ')), "no kept keys");
     let old_ids = created_rows(&db).await;
-    let (out, _) = upgrade_and_resume(&db, 6, "user").await;
-    let summary = json_summary(&out);
-    assert_eq!(
-        (&summary["run_id"], &summary["status"]),
-        (&1.into(), &"completed".into()),
-        "{summary}"
-    );
+    upgrade_and_resume(&db, 6, "user").await;
     assert_eq!(state_indexes(&db).await, latest_indexes());
     // Every row of version 6 reads as it did, the new ones beside them;
     // all of them store their (UUID) ids as uuids.
@@ -393,9 +391,7 @@ async fn an_unfinished_run_of_state_schema_6_is_upgraded_to_compact_rows_and_fin
         0
     );
     // The same ledger as a clean run's, but for the times.
-    let clean = TestDb::new("u_v6_clean").await;
-    generate_v3_data(&clean);
-    assert_success(&clean.run(&["run"]));
+    let clean = clean_run_db("u_v6_clean").await;
     assert_eq!(after, ledger_content(&clean).await);
     assert_eq!(rejects_after, reject_content(&clean).await);
     finished_as_clean_and_purged(&db, &clean, &old_ids).await;

@@ -525,8 +525,10 @@ impl TestDb {
         self.exec("DELETE FROM profile_links WHERE id = $1", &[&link])
             .await;
         self.exec(
-            "UPDATE relink.ledger_rows SET link_keys = ''
-              WHERE coalesce(profile_uuid::text, profile_text) = $1",
+            &format!(
+                "UPDATE relink.ledger_rows SET link_keys = '' WHERE {} = $1",
+                stored::PROFILE_ID
+            ),
             &[&profile],
         )
         .await;
