@@ -451,9 +451,11 @@ async fn replace_rejects(
     let rejects: Vec<RejectRow<'_>> = chunk
         .iter()
         .flat_map(|planned| {
-            planned.plan.rejects().map(|reject| RejectRow {
-                user: StoredId::of(&planned.profile.user_id),
-                profile: StoredId::of(&planned.profile.id),
+            let user = StoredId::of(&planned.profile.user_id);
+            let profile = StoredId::of(&planned.profile.id);
+            planned.plan.rejects().map(move |reject| RejectRow {
+                user,
+                profile,
                 key: reject.key.as_deref().map(storable),
                 raw: storable(truncate(&reject.raw, MAX_RAW_BYTES)),
                 reason: reject.reason.as_str(),

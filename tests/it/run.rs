@@ -130,14 +130,7 @@ async fn a_second_run_writes_nothing() {
 async fn a_rerun_by_census_writes_what_keyset_pages_write() {
     let mut paged = TestDb::migrated("run_census", 2000).await;
     // The application adds a link to 120 migrated object values.
-    paged
-        .batch(
-            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\"
-                    || jsonb_build_object('census', 'https://census.example.com/' || id)
-              WHERE id IN (SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
-                            ORDER BY md5(id) LIMIT 120)",
-        )
-        .await;
+    paged.add_census_links(120).await;
     let census = TestDb::clone_of(&mut paged, "run_census_copy").await;
 
     let out = paged

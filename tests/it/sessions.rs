@@ -173,13 +173,7 @@ async fn a_census_whose_session_is_terminated_is_retried() {
     let mut db = TestDb::new("s_census").await;
     db.generate(300);
     assert_success(&db.run(&["run"]));
-    db.batch(
-        "UPDATE profiles SET \"socialLinks\" = \"socialLinks\"
-                || jsonb_build_object('census', 'https://census.example.com/' || id)
-          WHERE id IN (SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
-                        ORDER BY md5(id) LIMIT 20)",
-    )
-    .await;
+    db.add_census_links(20).await;
     let clean = TestDb::clone_of(&mut db, "s_census_clean").await;
     assert_success(&clean.run(&["run"]));
 

@@ -55,19 +55,25 @@ CREATE TABLE {state}.ledger_rows (
     CHECK ((profile_uuid IS NULL) <> (profile_text IS NULL))
 );
 
+-- An id as a uuid when it is one in canonical form (what uuid::text gives
+-- back character for character; src/state/stored.rs is the same rule for
+-- new rows), else NULL: then the text column holds it. For this upgrade
+-- only, in relink's own schema (a role may not be allowed temporary
+-- objects), dropped at its end.
+CREATE FUNCTION {state}.canonical_uuid_v7(id TEXT) RETURNS UUID
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT CASE WHEN id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN id::uuid END $$;
+
 INSERT INTO {state}.ledger_rows
        (run_id, migrated_at, user_uuid, profile_uuid, fingerprint, user_text, profile_text, link_keys, kept_keys)
-SELECT run_id, migrated_at,
-       CASE WHEN user_uuid THEN user_id::uuid END,
-       CASE WHEN profile_uuid THEN profile_id::uuid END,
-       fingerprint,
-       CASE WHEN NOT user_uuid THEN user_id END,
-       CASE WHEN NOT profile_uuid THEN profile_id END,
+SELECT run_id, migrated_at, user_uuid, profile_uuid, fingerprint,
+       CASE WHEN user_uuid IS NULL THEN user_id END,
+       CASE WHEN profile_uuid IS NULL THEN profile_id END,
        array_to_string(link_keys, E'\n'),
        nullif(array_to_string(kept_keys, E'\n'), '')
   FROM (SELECT l.*,
-               user_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS user_uuid,
-               profile_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS profile_uuid
+               {state}.canonical_uuid_v7(user_id) AS user_uuid,
+               {state}.canonical_uuid_v7(profile_id) AS profile_uuid
           FROM {state}.ledger_v6 l) v
  ORDER BY user_id, profile_id, run_id;
 
@@ -102,15 +108,13 @@ CREATE TABLE {state}.reject_rows (
 
 INSERT INTO {state}.reject_rows
        (run_id, user_uuid, profile_uuid, user_text, profile_text, source_key, raw_value, reason)
-SELECT run_id,
-       CASE WHEN user_uuid THEN user_id::uuid END,
-       CASE WHEN profile_uuid THEN profile_id::uuid END,
-       CASE WHEN NOT user_uuid THEN user_id END,
-       CASE WHEN NOT profile_uuid THEN profile_id END,
+SELECT run_id, user_uuid, profile_uuid,
+       CASE WHEN user_uuid IS NULL THEN user_id END,
+       CASE WHEN profile_uuid IS NULL THEN profile_id END,
        source_key, raw_value, reason
   FROM (SELECT r.*,
-               user_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS user_uuid,
-               profile_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' AS profile_uuid
+               {state}.canonical_uuid_v7(user_id) AS user_uuid,
+               {state}.canonical_uuid_v7(profile_id) AS profile_uuid
           FROM {state}.rejects_v6 r) v
  ORDER BY user_id, profile_id;
 
@@ -126,3 +130,5 @@ SELECT run_id,
        raw_value,
        reason
   FROM {state}.reject_rows;
+
+DROP FUNCTION {state}.canonical_uuid_v7(TEXT);

@@ -469,6 +469,19 @@ impl TestDb {
         .await;
     }
 
+    /// The application adds a link (`https://census.example.com/<id>`) to
+    /// the legacy values of `n` profiles whose value is an object, picked
+    /// by a hash of their id: profiles a rerun must find pending.
+    pub async fn add_census_links(&self, n: u32) {
+        self.batch(&format!(
+            "UPDATE profiles SET \"socialLinks\" = \"socialLinks\"
+                    || jsonb_build_object('census', 'https://census.example.com/' || id)
+              WHERE id IN (SELECT id FROM profiles WHERE jsonb_typeof(\"socialLinks\") = 'object'
+                            ORDER BY md5(id) LIMIT {n})"
+        ))
+        .await;
+    }
+
     /// A user `user` and its profile `profile` whose legacy value is
     /// `legacy` (JSON text).
     pub async fn insert_profile(&self, user: &str, profile: &str, legacy: &str) {
