@@ -5,7 +5,8 @@
 //! The contract: a transaction that changes a user's links first locks the
 //! user's profile row (`SELECT 1 FROM profiles WHERE "userId" = $1 FOR NO
 //! KEY UPDATE`; docs/application-contract.md). relink takes the chunk's
-//! profiles the same way, then their users `FOR KEY SHARE` (what its
+//! profiles the same way (a live run: those whose value holds a valid
+//! link; see `sink`), then their users `FOR KEY SHARE` (what its
 //! foreign keys take anyway), each in the chunk's order (the keyset order:
 //! chunks are disjoint, so relink's own writers never wait for each
 //! other), and only then reads the users' rows: an

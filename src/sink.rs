@@ -18,7 +18,7 @@ use tokio_postgres::GenericClient;
 use crate::chunk::{self, Planned};
 use crate::config::Names;
 use crate::lock_phase::{self, Gone, LockWaits, Locked, LockedProfile, ToLock};
-use crate::plan::{legacy, Counters, LinkType, SkipReason};
+use crate::plan::{self, legacy, Counters, LinkType, SkipReason};
 use crate::source::SourceProfile;
 use crate::state::{self, stored, StoredId};
 use crate::test_hook::{self, Point};
@@ -74,11 +74,36 @@ pub async fn commit_chunk(
         profiles = Cow::Owned(not_recorded(&*tx, names, run_id, &profiles).await?);
     }
     test_hook::reached(Point::LockPhase);
-    let to_lock: Vec<ToLock<'_>> = profiles.iter().map(to_lock).collect();
+    // Only profiles whose value holds a valid link are locked, and only
+    // their users' rows read: a value without one gives rejects alone,
+    // whatever the user's rows (`plan::has_valid_link`), so relink changes
+    // none of that user's links and the locking contract has nothing to
+    // guard. Such a profile's ledger row holds the fingerprint of the value
+    // read: one edited meanwhile is migrated by the next run, as any edit
+    // after the chunk. Its lock would cost a row lock and, after each
+    // checkpoint, a full-page image of a scattered page.
+    let linking: Vec<bool> = profiles
+        .iter()
+        .map(|p| plan::has_valid_link(&p.social))
+        .collect();
+    let to_lock: Vec<ToLock<'_>> = profiles
+        .iter()
+        .zip(&linking)
+        .filter(|(_, linking)| **linking)
+        .map(|(p, _)| to_lock(p))
+        .collect();
     let locked = lock_phase::lock(&*tx, names, waits, &to_lock).await?;
-    let (profiles, gone) = as_locked(profiles, &locked);
+    let (current, gone) = as_locked(&profiles, &linking, &locked);
+    if let Some(current) = current {
+        profiles = Cow::Owned(current);
+    }
     test_hook::reached(Point::ContextRead);
-    let existing = chunk::users_rows(&*tx, names, &profiles).await?;
+    let users: Vec<&str> = profiles
+        .iter()
+        .filter(|p| locked.profiles.contains_key(&p.id))
+        .map(|p| p.user_id.as_str())
+        .collect();
+    let existing = chunk::rows_of_users(&*tx, names, &users).await?;
     let planned = chunk::plan_with(&profiles, &existing);
     write_chunk(&tx, names, run_id, now, &planned).await?;
     let mut counters = chunk::counters(&planned);
@@ -122,44 +147,50 @@ fn to_lock(profile: &SourceProfile) -> ToLock<'_> {
     }
 }
 
-/// The chunk's profiles as the lock phase found them, and how many are
-/// gone: a profile deleted since it was read (or whose user is, or whose
-/// legacy value was removed) is left out, and nothing about it is
-/// recorded; one edited since is planned from its new value and
-/// fingerprint. Borrowed when nothing changed (nearly always).
-fn as_locked<'a>(
-    profiles: Cow<'a, [SourceProfile]>,
+/// The chunk's profiles as the lock phase found them (`linking`: which of
+/// them it locked), and how many are gone: a locked profile deleted since it
+/// was read (or whose user is, or whose legacy value was removed) is left
+/// out, and nothing about it is recorded; one edited since is planned from
+/// its new value and fingerprint. A profile not locked is taken as read.
+/// `None` when nothing changed (nearly always).
+fn as_locked(
+    profiles: &[SourceProfile],
+    linking: &[bool],
     locked: &Locked,
-) -> (Cow<'a, [SourceProfile]>, u64) {
-    let found: Vec<Result<&LockedProfile, Gone>> =
-        profiles.iter().map(|p| locked.find(&to_lock(p))).collect();
+) -> (Option<Vec<SourceProfile>>, u64) {
+    let found: Vec<Option<Result<&LockedProfile, Gone>>> = profiles
+        .iter()
+        .zip(linking)
+        .map(|(p, linking)| linking.then(|| locked.find(&to_lock(p))))
+        .collect();
     let unchanged = found
         .iter()
+        .flatten()
         .all(|f| f.as_ref().is_ok_and(|l| l.edited.is_none()));
     if unchanged {
-        return (profiles, 0);
+        return (None, 0);
     }
     let mut gone = 0;
     let mut current = Vec::with_capacity(profiles.len());
     for (profile, found) in profiles.iter().zip(found) {
         match found {
-            Ok(LockedProfile {
+            Some(Ok(LockedProfile {
                 edited: Some(value),
                 fingerprint: Some(fingerprint),
                 ..
-            }) => current.push(SourceProfile {
+            })) => current.push(SourceProfile {
                 social: legacy::parse(value),
                 fingerprint: fingerprint.clone(),
                 ..profile.clone()
             }),
-            Ok(_) => current.push(profile.clone()),
-            Err(why) => {
+            None | Some(Ok(_)) => current.push(profile.clone()),
+            Some(Err(why)) => {
                 tracing::debug!("profile {} skipped: {why:?} since read", profile.id);
                 gone += 1;
             }
         }
     }
-    (Cow::Owned(current), gone)
+    (Some(current), gone)
 }
 
 /// The chunk's profiles that an earlier attempt of this chunk did not

@@ -17,7 +17,7 @@ pub mod tally;
 pub use classify::RejectReason;
 pub use link_type::LinkType;
 pub use profile::{
-    link_id, link_ids, plan_profile, Context, ExistingLink, PlannedLink, ProfilePlan, SkipReason,
-    Skipped, ID_NAMESPACE,
+    has_valid_link, link_id, link_ids, plan_profile, Context, ExistingLink, PlannedLink,
+    ProfilePlan, SkipReason, Skipped, ID_NAMESPACE,
 };
 pub use tally::Counters;

@@ -158,6 +158,20 @@ fn user_prefix(user_id: &str) -> Option<[u8; 4]> {
         .then_some(value.to_be_bytes())
 }
 
+/// Whether any value of the profile's legacy value is a valid link. When
+/// none is, every plan of it, whatever the user's rows and the ledger,
+/// creates no row and keeps none: only rejects (as [`plan_profile`] would
+/// list them). A live run then need not lock the profile (SPEC §6
+/// "Online": it changes none of the user's links). Stops at the first
+/// valid one.
+pub fn has_valid_link<'a>(social: impl Into<Json<'a>>) -> bool {
+    let root = legacy::decode(social.into());
+    legacy::candidates(root.json())
+        .items
+        .iter()
+        .any(|c| classify::classify(c).outcome.is_ok())
+}
+
 /// Plans one profile's legacy value (the reader's [`legacy::Social`], or a
 /// parsed `serde_json::Value`): the rows to insert and every value that
 /// yields none.

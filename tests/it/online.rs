@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::application::{self, Activity, Kind};
 use crate::harness::{
     assert_no_panic, assert_stderr_has, assert_success, connect, json_summary, send_signal, stderr,
-    verify_check, TestDb,
+    stdout, verify_check, TestDb,
 };
 
 /// relink's target chunk time in these tests: small chunks.
@@ -445,6 +445,98 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
     let again = db.run(&["run", "--format", "json"]);
     assert_success(&again);
     assert_eq!(json_summary(&again)["profiles_planned"], 0);
+    assert_success(&db.run(&["verify", "--strict"]));
+}
+
+/// A profile whose value holds no valid link gives rejects alone whatever
+/// its user's rows, so a live run does not lock it (SPEC §6 "Online": the
+/// contract guards changes of a user's links; relink makes none there):
+/// the application may hold it for the whole run. One edited to a valid
+/// link after it was read is migrated by the next run, as any later edit
+/// (the ledger holds the fingerprint of the value read); one whose
+/// account is deleted meanwhile is recorded as read, as if deleted just
+/// after the chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_without_a_valid_link_are_not_locked_and_later_edits_go_to_the_next_run() {
+    let db = TestDb::new("o_no_valid_link").await;
+    db.generate(300);
+    let profiles = db.object_profiles(3, false).await;
+    let [(held, held_user), (edited, edited_user), (_, deleted_user)] = &profiles[..] else {
+        panic!("three object-shaped profiles");
+    };
+    for (id, _) in &profiles {
+        db.client
+            .execute(
+                "UPDATE profiles SET \"socialLinks\" = '{\"website\": \"javascript:alert(1)\", \"phone\": 12}' WHERE id = $1",
+                &[id],
+            )
+            .await
+            .expect("a value without a valid link");
+    }
+
+    let child = db
+        .spawn_stopped_at(
+            "lock-phase",
+            &["run", "--chunk-size", "1000", "--format", "json"],
+            Duration::from_secs(30),
+        )
+        .await;
+    // The application holds one profile for the whole run, edits another
+    // to a valid link and deletes the third's account, keeping the contract.
+    let holder = connect(&db.url).await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder
+        .execute(application::lock_statement().as_str(), &[held_user])
+        .await
+        .expect("hold the profile");
+    let app = connect(&db.url).await;
+    edit_legacy(&app, edited_user, "https://edited-meanwhile.example.net/").await;
+    let user: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [deleted_user];
+    for sql in application::statements("delete-account") {
+        let params = if sql.contains("$1") { &user[..] } else { &[] };
+        app.execute(sql.as_str(), params)
+            .await
+            .expect("delete the account");
+    }
+    send_signal(child.pid, "CONT");
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert!(
+        !stderr(&out).contains("lock timeout"),
+        "relink waited for a profile it writes nothing for: {}",
+        stderr(&out)
+    );
+    let summary = json_summary(&out);
+    assert_eq!(summary["profiles_gone"], 0, "{summary}");
+    // The held profile is recorded with its rejects, under the lock.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM relink.rejects WHERE profile_id = '{held}'"
+        ))
+        .await,
+        2
+    );
+    let edited_link = format!(
+        "SELECT count(*) FROM profile_links
+          WHERE \"profileId\" = '{edited}' AND url = 'https://edited-meanwhile.example.net/'"
+    );
+    assert_eq!(
+        db.count(&edited_link).await,
+        0,
+        "planned from a value read before the edit"
+    );
+    holder.batch_execute("COMMIT").await.expect("release");
+
+    // The next run migrates the edit, and only it.
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(
+        json_summary(&again)["profiles_planned"],
+        1,
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(db.count(&edited_link).await, 1);
     assert_success(&db.run(&["verify", "--strict"]));
 }
 

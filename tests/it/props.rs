@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use relink::plan::legacy;
-use relink::plan::{plan_profile, Context, ExistingLink, RejectReason, SkipReason};
+use relink::plan::{has_valid_link, plan_profile, Context, ExistingLink, RejectReason, SkipReason};
 use serde_json::Value;
 
 /// Strings that look like what legacy data holds, and some that do not.
@@ -195,6 +195,29 @@ proptest! {
         let migrated: Vec<String> = plan.links.iter().map(|l| l.key.clone()).collect();
         let again = plan_profile("p", "u", &value, Context { existing: &existing, migrated: &migrated });
         prop_assert!(again.links.is_empty());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// `has_valid_link` is exactly "some value is a link": when it says
+    /// none, the plan is rejects only and the same whatever the user's rows
+    /// and the ledger hold (a live run leaves such a profile unlocked).
+    #[test]
+    fn a_value_without_a_valid_link_plans_alike_in_every_context(
+        value in social(),
+        existing in existing(),
+        migrated in prop::collection::vec(messy_string(), 0..3),
+    ) {
+        let alone = plan_profile("p", "u", &value, Context::default());
+        let linking = !alone.links.is_empty() || alone.skipped.iter().any(|s| !s.reason.is_reject());
+        prop_assert_eq!(has_valid_link(&value), linking);
+        prop_assert_eq!(has_valid_link(&legacy::parse(&value.to_string())), linking);
+        if !linking {
+            let ctx = Context { existing: &existing, migrated: &migrated };
+            prop_assert_eq!(&plan_profile("p", "u", &value, ctx), &alone);
+        }
     }
 }
 
