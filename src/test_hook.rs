@@ -37,6 +37,8 @@ pub enum Point {
     /// The run's counters and checkpoint.
     Checkpoint,
     Commit,
+    /// Not a chunk's: the command is about to give its lock back.
+    Release,
     /// Not a chunk's: the command gave its lock back and is about to exit.
     Exit,
     /// Not a chunk's: a rerun's census query, on the reader's connection
@@ -53,6 +55,7 @@ text_enum!(Point "stop point" {
     Rejects = "rejects",
     Checkpoint = "checkpoint",
     Commit = "commit",
+    Release = "release",
     Exit = "exit",
     Census = "census",
 });

@@ -162,6 +162,7 @@ impl LockGuard {
     /// held. A key that cannot be given back (its connection is gone) is
     /// the server's to release, as before.
     pub async fn release(&self) {
+        crate::test_hook::reached(crate::test_hook::Point::Release);
         self.keeper.abort();
         for (class, slot) in [(MAIN_CLASS, &self.control), (SPARE_CLASS, &self.spare)] {
             let client = slot.lock().await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::harness::{
     assert_code, assert_no_panic, assert_resumed, assert_stderr_has, assert_success, eventually,
-    scratch, send_signal, TestDb,
+    json_summary, scratch, send_signal, stdout, TestDb,
 };
 
 /// `pg_locks.classid` of relink's main advisory lock ("RLNK").
@@ -138,6 +138,45 @@ async fn every_locking_command_gives_the_lock_back_before_it_exits() {
         );
     }
     std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// The server ends relink's sessions just as the command is about to give
+/// its lock back (a DBA's `pg_terminate_backend`, an idle-session reaper):
+/// the keys went with the sessions, the unlock meets closed connections,
+/// and the command still ends as it would have (exit 0, its summary);
+/// the next command takes the lock at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_lock_sessions_end_as_it_gives_the_lock_back_ends_cleanly() {
+    let db = TestDb::new("l_release_ended").await;
+    db.generate(300);
+    let child = db
+        .spawn_stopped_at(
+            "release",
+            &["run", "--format", "json"],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(relink_keys_held(&db).await, 2, "stopped before the unlock");
+    let ended = db
+        .count(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE 'relink%'",
+        )
+        .await;
+    assert!(ended >= 2, "relink's lock sessions: {ended} ended");
+    send_signal(child.pid, "CONT");
+    let out = child.wait(Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert_no_panic(&out);
+    assert!(
+        json_summary(&out)["links_created"].as_u64() > Some(0),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(relink_keys_held(&db).await, 0);
+    let next = db.run(&["run", "--format", "json"]);
+    assert_success(&next);
+    assert_eq!(json_summary(&next)["links_created"], 0);
 }
 
 fn path(p: &std::path::Path) -> &str {

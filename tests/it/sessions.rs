@@ -37,7 +37,7 @@ fn statement_of(point: Point) -> &'static str {
         Point::Rejects => "COPY into \"relink\".reject_rows",
         Point::Checkpoint => "cannot save the checkpoint",
         Point::Commit => "cannot commit the chunk",
-        Point::Exit | Point::Census => unreachable!("not a statement of a chunk"),
+        Point::Release | Point::Exit | Point::Census => unreachable!("not a statement of a chunk"),
     }
 }
 
@@ -140,7 +140,7 @@ async fn every_statement(live: Live, ending: Ending) {
     let clean = clean.links_checksum().await;
     for point in Point::ALL
         .into_iter()
-        .filter(|p| ![Point::Exit, Point::Census].contains(p))
+        .filter(|p| ![Point::Release, Point::Exit, Point::Census].contains(p))
     {
         end_session_at(&mut template, &clean, live, point, ending).await;
     }
