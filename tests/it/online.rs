@@ -382,25 +382,8 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
         )
         .await;
     let app = connect(&db.url).await;
-    let lock = application::lock_statement();
-    app.batch_execute("BEGIN").await.expect("begin");
-    app.execute(lock.as_str(), &[edited_user])
-        .await
-        .expect("lock");
-    for sql in application::statements("edit-legacy") {
-        let value = serde_json::json!({"late": "https://late-edit.example.net/"});
-        app.execute(sql.as_str(), &[edited_user, &value])
-            .await
-            .expect("edit");
-    }
-    app.batch_execute("COMMIT").await.expect("commit");
-    let user: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [deleted_user];
-    for sql in application::statements("delete-account") {
-        let params = if sql.contains("$1") { &user[..] } else { &[] };
-        app.execute(sql.as_str(), params)
-            .await
-            .expect("delete the account");
-    }
+    edit_legacy(&app, edited_user, "https://late-edit.example.net/").await;
+    delete_account(&app, deleted_user).await;
     send_signal(child.pid, "CONT");
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
@@ -491,13 +474,7 @@ async fn profiles_without_a_valid_link_are_not_locked_and_later_edits_go_to_the_
         .expect("hold the profile");
     let app = connect(&db.url).await;
     edit_legacy(&app, edited_user, "https://edited-meanwhile.example.net/").await;
-    let user: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [deleted_user];
-    for sql in application::statements("delete-account") {
-        let params = if sql.contains("$1") { &user[..] } else { &[] };
-        app.execute(sql.as_str(), params)
-            .await
-            .expect("delete the account");
-    }
+    delete_account(&app, deleted_user).await;
     send_signal(child.pid, "CONT");
     let out = child.wait(Duration::from_secs(60)).await;
     assert_success(&out);
@@ -538,6 +515,18 @@ async fn profiles_without_a_valid_link_are_not_locked_and_later_edits_go_to_the_
     );
     assert_eq!(db.count(&edited_link).await, 1);
     assert_success(&db.run(&["verify", "--strict"]));
+}
+
+/// The application deletes `user`'s account, as the locking contract says
+/// (docs/application-contract.md).
+async fn delete_account(app: &tokio_postgres::Client, user: &String) {
+    let user: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [user];
+    for sql in application::statements("delete-account") {
+        let params = if sql.contains("$1") { &user[..] } else { &[] };
+        app.execute(sql.as_str(), params)
+            .await
+            .expect("delete the account");
+    }
 }
 
 /// The application replaces `user`'s legacy value with one link to `url`,
