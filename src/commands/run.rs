@@ -113,6 +113,12 @@ async fn resume(lock: &LockGuard, names: &Names, cfg: &RunConfig) -> Result<Star
     let with_legacy = source::count_with_legacy(&*control, names, begun.order, after, None).await?;
     let filter = if begun.replan {
         Filter::All { ledger: true }
+    } else if state::ledger_is_empty(&*control, names).await? {
+        // Nothing recorded (a first run, or one after a whole purge): every
+        // profile is pending, and while this run holds the lock only it
+        // records profiles, each once the reader has passed it, so its
+        // pages need not look each profile up in the ledger.
+        Filter::All { ledger: false }
     } else {
         Filter::Pending
     };

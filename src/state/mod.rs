@@ -203,6 +203,22 @@ pub async fn exists(client: &impl GenericClient, names: &Names) -> Result<bool> 
     Ok(row.get(0))
 }
 
+/// Whether the ledger has no row at all (read through its view, which a
+/// role granted the views alone may read).
+///
+/// # Errors
+/// On a database error.
+pub async fn ledger_is_empty(client: &impl GenericClient, names: &Names) -> Result<bool> {
+    let row = client
+        .query_one(
+            &names.sql("SELECT NOT EXISTS (SELECT 1 FROM {state}.ledger)"),
+            &[],
+        )
+        .await
+        .context("cannot read the ledger")?;
+    Ok(row.get(0))
+}
+
 /// Marks profiles pending (`users` and `profiles`: text arrays of their
 /// user ids and ids, pair by pair): their ledger rows lose the fingerprint,
 /// so the next run plans them again. For a chunk whose plan superseded a
