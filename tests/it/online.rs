@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::application::{self, Activity, Kind};
 use crate::harness::{
     assert_no_panic, assert_stderr_has, assert_success, connect, json_summary, send_signal, stderr,
-    stdout, verify_check, TestDb,
+    stdout, verify_check, Spawned, TestDb,
 };
 
 /// relink's target chunk time in these tests: small chunks.
@@ -374,13 +374,7 @@ async fn profiles_edited_or_deleted_after_they_were_read_are_planned_as_they_are
 
     // relink has read its first chunk (every profile) and stops before
     // locking it; the application edits one profile and deletes another.
-    let child = db
-        .spawn_stopped_at(
-            "lock-phase",
-            &["run", "--chunk-size", "1000", "--format", "json"],
-            Duration::from_secs(30),
-        )
-        .await;
+    let child = stopped_before_its_first_lock_phase(&db).await;
     let app = connect(&db.url).await;
     edit_legacy(&app, edited_user, "https://late-edit.example.net/").await;
     delete_account(&app, deleted_user).await;
@@ -457,13 +451,7 @@ async fn profiles_without_a_valid_link_are_not_locked_and_later_edits_go_to_the_
             .expect("a value without a valid link");
     }
 
-    let child = db
-        .spawn_stopped_at(
-            "lock-phase",
-            &["run", "--chunk-size", "1000", "--format", "json"],
-            Duration::from_secs(30),
-        )
-        .await;
+    let child = stopped_before_its_first_lock_phase(&db).await;
     // The application holds one profile for the whole run, edits another
     // to a valid link and deletes the third's account, keeping the contract.
     let holder = connect(&db.url).await;
@@ -515,6 +503,17 @@ async fn profiles_without_a_valid_link_are_not_locked_and_later_edits_go_to_the_
     );
     assert_eq!(db.count(&edited_link).await, 1);
     assert_success(&db.run(&["verify", "--strict"]));
+}
+
+/// `relink run` in one chunk, stopped once it has read every profile and
+/// before its lock phase.
+async fn stopped_before_its_first_lock_phase(db: &TestDb) -> Spawned {
+    db.spawn_stopped_at(
+        "lock-phase",
+        &["run", "--chunk-size", "1000", "--format", "json"],
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 /// The application deletes `user`'s account, as the locking contract says
