@@ -475,8 +475,8 @@ async fn the_development_page_commands_run_as_written() {
 }
 
 /// The benchmark, the statement profile, the WAL by relation, the memory
-/// timeline and the planning core at the page's small sizes, on the binaries
-/// `make test` built (`RELINK_BIN_DIR`; `make bench-plan` on
+/// timeline and the planning core at the page's small sizes, on the binary
+/// `make test` built (`RELINK_BIN`; the examples on
 /// `RELINK_CARGO_PROFILE=dev`): the commands work; their
 /// figures are measured by `make bench`, not here.
 #[tokio::test]
@@ -484,22 +484,15 @@ async fn the_performance_page_commands_run_at_a_small_size() {
     let db = TestDb::new("docs_perf").await;
     db.generate(500);
     let out = scratch("docs_perf_bench");
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_relink"))
-        .parent()
-        .expect("the binary's directory");
-    assert!(
-        bin_dir.join("examples/bare_load").exists(),
-        "make test builds the examples too (--all-targets)"
-    );
     let ran = run_tested_blocks(
         "docs/performance.md",
         Path::new(REPO),
         &db.url,
         &[
             ("DATABASE_URL", &db.url),
-            // the binaries this test run uses: a build here would replace
-            // target/debug/relink while other tests start it
-            ("RELINK_BIN_DIR", bin_dir.to_str().expect("UTF-8")),
+            // the binary this test run uses: a build of it here would
+            // replace target/debug/relink while other tests start it
+            ("RELINK_BIN", env!("CARGO_BIN_EXE_relink")),
             ("RELINK_CARGO_PROFILE", "dev"),
             // never the checkout's target/bench, where a real `make bench` may be running
             ("BENCH_OUT", out.to_str().expect("UTF-8")),
