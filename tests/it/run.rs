@@ -452,3 +452,39 @@ async fn replan_adds_the_links_an_earlier_planning_missed_and_nothing_else() {
     let out = db.run(&["run", "--format", "json"]);
     assert_eq!(json_summary(&out)["profiles_planned"], 0);
 }
+
+/// Chunks in which no value holds a valid link lock nothing (an empty lock
+/// phase, no users' rows read) and still record every profile: its rejects
+/// and its ledger row, so a rerun plans nothing and verify passes.
+#[tokio::test]
+async fn chunks_without_a_valid_link_record_their_rejects_and_lock_nothing() {
+    let db = TestDb::new("r_no_valid_link").await;
+    db.generate(300);
+    db.client
+        .execute(
+            "UPDATE profiles SET \"socialLinks\" = '{\"website\": \"javascript:alert(1)\"}'
+              WHERE \"socialLinks\" IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("values without a valid link");
+    let with_value = db
+        .count("SELECT count(*) FROM profiles WHERE \"socialLinks\" IS NOT NULL")
+        .await;
+    let out = db.run(&["run", "--chunk-size", "50", "--format", "json"]);
+    assert_success(&out);
+    let summary = json_summary(&out);
+    assert_eq!(summary["links_created"], 0, "{summary}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM relink.ledger").await,
+        with_value
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM relink.rejects").await,
+        with_value
+    );
+    let again = db.run(&["run", "--format", "json"]);
+    assert_success(&again);
+    assert_eq!(json_summary(&again)["profiles_planned"], 0);
+    assert_success(&db.run(&["verify", "--strict"]));
+}
