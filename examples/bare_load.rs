@@ -15,6 +15,19 @@
 //! chunks, and the CPU time of the timed part in clock ticks (Linux):
 //! `cpu_busy_ticks`, the whole machine's busy time (the server's and the
 //! loader's), and `cpu_own_ticks`, the loader's own.
+//!
+//! With `--bookkeeping` after the four arguments it loads, instead, what a
+//! run writes beside the links: its ledger and rejects rows (FROM's
+//! `relink.ledger_rows` and `relink.reject_rows`, in the order of their
+//! index, into TO's, which must be empty), in as many transactions as the
+//! links would take, each COPYing its share of both tables, as relink's
+//! chunks do. With `--lock` it makes, instead, a run's lock phase alone
+//! (SPEC §6 "Online"): the profiles of the run's links (FROM's), in
+//! `"userId"` order, in as many transactions as the links would take, each
+//! locking its share `FOR NO KEY UPDATE` and then their users `FOR KEY
+//! SHARE`, with relink's own statements (`src/lock_phase.rs`), then
+//! committing. `scripts/cost-floor` uses both to count what that
+//! bookkeeping and those locks cost the server.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,29 +40,70 @@ use tokio_postgres::NoTls;
 /// The columns loaded, as relink's COPY writes them.
 const COLUMNS: &str =
     "id, \"userId\", \"profileId\", label, url, type, position, \"createdAt\", \"updatedAt\"";
+/// What a run writes beside the links, in relink's default state schema.
+const BOOKKEEPING: [&str; 2] = ["relink.ledger_rows", "relink.reject_rows"];
 /// Binary COPY's header: signature, flags, header extension length.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [from, to, writers, chunk] = args.as_slice() else {
-        bail!("usage: bare_load FROM_URL TO_URL WRITERS ROWS_PER_CHUNK");
+    let (from, to, writers, chunk, bookkeeping) = match args.as_slice() {
+        [from, to, writers, chunk] => (from, to, writers, chunk, false),
+        [from, to, writers, chunk, flag] if flag == "--bookkeeping" => {
+            (from, to, writers, chunk, true)
+        }
+        [from, to, writers, chunk, flag] if flag == "--lock" => {
+            return lock_phase(from, to, writers, chunk).await;
+        }
+        _ => bail!(
+            "usage: bare_load FROM_URL TO_URL WRITERS ROWS_PER_CHUNK [--bookkeeping | --lock]"
+        ),
     };
     let writers: usize = writers.parse().context("WRITERS")?;
     let chunk: usize = chunk.parse().context("ROWS_PER_CHUNK")?;
-    let rows = read_rows(from).await?;
-    let chunks: Vec<Vec<u8>> = rows
-        .chunks(chunk.max(1))
-        .map(|tuples| {
-            let mut data = HEADER.to_vec();
-            for tuple in tuples {
-                data.extend_from_slice(tuple);
-            }
-            data.extend_from_slice(&(-1i16).to_be_bytes());
-            data
-        })
-        .collect();
+    let links = read_rows(
+        from,
+        &format!(
+            "SELECT {COLUMNS} FROM profile_links WHERE \"createdAt\" > '2024-01-01'
+              ORDER BY \"userId\", position"
+        ),
+    )
+    .await?;
+    // Each chunk: the COPYs of one transaction, as (statement, data).
+    let chunks: Vec<Vec<(String, Vec<u8>)>> = if bookkeeping {
+        let count = links.len().div_ceil(chunk.max(1)).max(1);
+        let mut tables = Vec::new();
+        for table in BOOKKEEPING {
+            let rows = read_rows(
+                from,
+                &format!("SELECT * FROM {table} ORDER BY coalesce(user_uuid::text, user_text)"),
+            )
+            .await?;
+            let per = rows.len().div_ceil(count).max(1);
+            let parts: Vec<Vec<u8>> = rows.chunks(per).map(stream).collect();
+            tables.push((format!("COPY {table} FROM STDIN (FORMAT binary)"), parts));
+        }
+        (0..count)
+            .map(|i| {
+                tables
+                    .iter()
+                    .filter_map(|(sql, parts)| parts.get(i).map(|d| (sql.clone(), d.clone())))
+                    .collect()
+            })
+            .collect()
+    } else {
+        let sql = format!("COPY profile_links ({COLUMNS}) FROM STDIN (FORMAT binary)");
+        links
+            .chunks(chunk.max(1))
+            .map(|tuples| vec![(sql.clone(), stream(tuples))])
+            .collect()
+    };
+    let rows: usize = chunks
+        .iter()
+        .flatten()
+        .map(|(_, data)| tuple_count(data))
+        .sum();
     let chunks = Arc::new(chunks);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -60,17 +114,18 @@ async fn main() -> Result<()> {
         tasks.push(tokio::spawn(async move {
             let (mut client, connection) = tokio_postgres::connect(&to, NoTls).await?;
             tokio::spawn(connection);
-            let sql = format!("COPY profile_links ({COLUMNS}) FROM STDIN (FORMAT binary)");
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(data) = chunks.get(i) else {
+                let Some(copies) = chunks.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
                 let tx = client.transaction().await?;
-                let sink = tx.copy_in(&sql).await?;
-                futures_util::pin_mut!(sink);
-                sink.send(bytes::Bytes::copy_from_slice(data)).await?;
-                sink.finish().await?;
+                for (sql, data) in copies {
+                    let sink = tx.copy_in(sql.as_str()).await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(bytes::Bytes::copy_from_slice(data)).await?;
+                    sink.finish().await?;
+                }
                 tx.commit().await?;
             }
         }));
@@ -82,13 +137,91 @@ async fn main() -> Result<()> {
     let cpu_after = cpu_ticks()?;
     println!(
         "{{\"rows\": {}, \"seconds\": {seconds:.3}, \"chunks\": {}, \"cpu_busy_ticks\": {}, \"cpu_own_ticks\": {}}}",
-        rows.len(),
+        rows,
         chunks.len(),
         cpu_after.0 - cpu_before.0,
         cpu_after.1 - cpu_before.1
     );
     Ok(())
 }
+
+/// The lock phase alone (`--lock`): see the module's documentation.
+async fn lock_phase(from: &str, to: &str, writers: &str, chunk: &str) -> Result<()> {
+    let writers: usize = writers.parse().context("WRITERS")?;
+    let chunk: usize = chunk.parse().context("ROWS_PER_CHUNK")?;
+    let (client, connection) = tokio_postgres::connect(from, NoTls).await?;
+    tokio::spawn(connection);
+    let links: i64 = client
+        .query_one(
+            "SELECT count(*) FROM profile_links WHERE \"createdAt\" > '2024-01-01'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let profiles: Vec<(String, String)> = client
+        .query(
+            "SELECT \"profileId\", min(\"userId\") FROM profile_links
+              WHERE \"createdAt\" > '2024-01-01' GROUP BY \"profileId\"
+              ORDER BY min(\"userId\"), \"profileId\"",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let count = usize::try_from(links)?.div_ceil(chunk.max(1)).max(1);
+    let per = profiles.len().div_ceil(count).max(1);
+    let chunks: Arc<Vec<Vec<(String, String)>>> =
+        Arc::new(profiles.chunks(per).map(<[_]>::to_vec).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let cpu_before = cpu_ticks()?;
+    let mut tasks = Vec::new();
+    for _ in 0..writers.max(1) {
+        let (to, chunks, next) = (to.to_owned(), chunks.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut client, connection) = tokio_postgres::connect(&to, NoTls).await?;
+            tokio::spawn(connection);
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(chunk) = chunks.get(i) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let ids: Vec<&str> = chunk.iter().map(|(p, _)| p.as_str()).collect();
+                let users: Vec<&str> = chunk.iter().map(|(_, u)| u.as_str()).collect();
+                let tx = client.transaction().await?;
+                tx.query(LOCK_PROFILES, &[&ids]).await?;
+                tx.query(LOCK_USERS, &[&users]).await?;
+                tx.commit().await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_ticks()?;
+    println!(
+        "{{\"rows\": {}, \"seconds\": {seconds:.3}, \"chunks\": {}, \"cpu_busy_ticks\": {}, \"cpu_own_ticks\": {}}}",
+        profiles.len(),
+        chunks.len(),
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1
+    );
+    Ok(())
+}
+
+/// relink's lock phase statements (`src/lock_phase.rs`), without what
+/// relink reads back beside the lock (the value's fingerprint, and its
+/// text when it changed).
+const LOCK_PROFILES: &str = "SELECT l.id
+   FROM unnest($1::text[]) WITH ORDINALITY AS c(id, ord)
+  CROSS JOIN LATERAL (SELECT p.id FROM profiles p WHERE p.id = c.id FOR NO KEY UPDATE) l
+  ORDER BY c.ord";
+const LOCK_USERS: &str = "SELECT l.id
+   FROM unnest($1::text[]) WITH ORDINALITY AS c(id, ord)
+  CROSS JOIN LATERAL (SELECT u.id FROM users u WHERE u.id = c.id FOR KEY SHARE) l
+  ORDER BY c.ord";
 
 /// CPU time so far, in clock ticks: the whole machine's busy time
 /// (`/proc/stat`: user, nice, system, irq, softirq, steal) and this
@@ -118,16 +251,13 @@ fn cpu_ticks() -> Result<(u64, u64)> {
     Ok((busy, ticks(11)? + ticks(12)?))
 }
 
-/// relink's rows in FROM, in `"userId"` order, each as one binary COPY
-/// tuple (its field count, then each field's length and bytes).
-async fn read_rows(from: &str) -> Result<Vec<Vec<u8>>> {
+/// The rows of `query` in FROM, each as one binary COPY tuple (its field
+/// count, then each field's length and bytes).
+async fn read_rows(from: &str, query: &str) -> Result<Vec<Vec<u8>>> {
     let (client, connection) = tokio_postgres::connect(from, NoTls).await?;
     tokio::spawn(connection);
     let stream = client
-        .copy_out(&format!(
-            "COPY (SELECT {COLUMNS} FROM profile_links WHERE \"createdAt\" > '2024-01-01'
-                    ORDER BY \"userId\", position) TO STDOUT (FORMAT binary)"
-        ))
+        .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
         .await?;
     futures_util::pin_mut!(stream);
     let mut data = Vec::new();
@@ -135,6 +265,21 @@ async fn read_rows(from: &str) -> Result<Vec<Vec<u8>>> {
         data.extend_from_slice(&part?);
     }
     split_tuples(&data)
+}
+
+/// A binary COPY stream of `tuples`.
+fn stream(tuples: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = HEADER.to_vec();
+    for tuple in tuples {
+        data.extend_from_slice(tuple);
+    }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
+    data
+}
+
+/// How many tuples the binary COPY stream `data` (made by [`stream`]) holds.
+fn tuple_count(data: &[u8]) -> usize {
+    split_tuples(data).map_or(0, |t| t.len())
 }
 
 /// The tuples of a binary COPY stream.

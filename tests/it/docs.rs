@@ -474,8 +474,8 @@ async fn the_development_page_commands_run_as_written() {
     );
 }
 
-/// The benchmark, the statement profile, the WAL by relation, the memory
-/// timeline and the planning core at the page's small sizes, on the binary
+/// The benchmark, the statement profile, the WAL by relation, the cost
+/// floor, the memory timeline and the planning core at the page's small sizes, on the binary
 /// `make test` built (`RELINK_BIN`; the examples on
 /// `RELINK_CARGO_PROFILE=dev`): the commands work; their
 /// figures are measured by `make bench`, not here.
@@ -511,6 +511,11 @@ async fn the_performance_page_commands_run_at_a_small_size() {
     assert!(
         wal.contains("WAL per link: run") && wal.contains("profile_links"),
         "{wal}"
+    );
+    let floor = stdout(output_of(&ran, "scripts/cost-floor"));
+    assert!(
+        floor.contains("floor = bare + dry + book") && floor.contains("best relink ÷ bare"),
+        "{floor}"
     );
     let timeline = stdout(output_of(&ran, "scripts/rss-timeline"));
     assert!(timeline.contains("exited"), "{timeline}");
