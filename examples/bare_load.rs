@@ -48,13 +48,10 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (from, to, writers, chunk, bookkeeping) = match args.as_slice() {
-        [from, to, writers, chunk] => (from, to, writers, chunk, false),
-        [from, to, writers, chunk, flag] if flag == "--bookkeeping" => {
-            (from, to, writers, chunk, true)
-        }
-        [from, to, writers, chunk, flag] if flag == "--lock" => {
-            return lock_phase(from, to, writers, chunk).await;
+    let (from, to, writers, chunk, mode) = match args.as_slice() {
+        [from, to, writers, chunk] => (from, to, writers, chunk, ""),
+        [from, to, writers, chunk, flag] if flag == "--bookkeeping" || flag == "--lock" => {
+            (from, to, writers, chunk, flag.as_str())
         }
         _ => bail!(
             "usage: bare_load FROM_URL TO_URL WRITERS ROWS_PER_CHUNK [--bookkeeping | --lock]"
@@ -70,40 +67,42 @@ async fn main() -> Result<()> {
         ),
     )
     .await?;
-    // Each chunk: the COPYs of one transaction, as (statement, data).
-    let chunks: Vec<Vec<(String, Vec<u8>)>> = if bookkeeping {
-        let count = links.len().div_ceil(chunk.max(1)).max(1);
-        let mut tables = Vec::new();
-        for table in BOOKKEEPING {
-            let rows = read_rows(
-                from,
-                &format!("SELECT * FROM {table} ORDER BY coalesce(user_uuid::text, user_text)"),
-            )
-            .await?;
-            let per = rows.len().div_ceil(count).max(1);
-            let parts: Vec<Vec<u8>> = rows.chunks(per).map(stream).collect();
-            tables.push((format!("COPY {table} FROM STDIN (FORMAT binary)"), parts));
+    // Each chunk: the statements of one transaction.
+    let count = links.len().div_ceil(chunk.max(1)).max(1);
+    let chunks: Vec<Vec<Step>> = match mode {
+        "--bookkeeping" => {
+            let mut tables = Vec::new();
+            for table in BOOKKEEPING {
+                let rows = read_rows(
+                    from,
+                    &format!("SELECT * FROM {table} ORDER BY coalesce(user_uuid::text, user_text)"),
+                )
+                .await?;
+                let sql = format!("COPY {table} FROM STDIN (FORMAT binary)");
+                tables.push(in_chunks(&rows, count, |part| Step::copy(&sql, part)));
+            }
+            (0..count)
+                .map(|i| tables.iter().filter_map(|t| t.get(i).cloned()).collect())
+                .collect()
         }
-        (0..count)
-            .map(|i| {
-                tables
-                    .iter()
-                    .filter_map(|(sql, parts)| parts.get(i).map(|d| (sql.clone(), d.clone())))
-                    .collect()
+        "--lock" => {
+            let profiles = linked_profiles(from).await?;
+            in_chunks(&profiles, count, |part| {
+                vec![
+                    Step::Lock(LOCK_PROFILES, part.iter().map(|(p, _)| p.clone()).collect()),
+                    Step::Lock(LOCK_USERS, part.iter().map(|(_, u)| u.clone()).collect()),
+                ]
             })
-            .collect()
-    } else {
-        let sql = format!("COPY profile_links ({COLUMNS}) FROM STDIN (FORMAT binary)");
-        links
-            .chunks(chunk.max(1))
-            .map(|tuples| vec![(sql.clone(), stream(tuples))])
-            .collect()
+        }
+        _ => {
+            let sql = format!("COPY profile_links ({COLUMNS}) FROM STDIN (FORMAT binary)");
+            links
+                .chunks(chunk.max(1))
+                .map(|tuples| vec![Step::copy(&sql, tuples)])
+                .collect()
+        }
     };
-    let rows: usize = chunks
-        .iter()
-        .flatten()
-        .map(|(_, data)| tuple_count(data))
-        .sum();
+    let rows: usize = chunks.iter().flatten().map(Step::rows).sum();
     let chunks = Arc::new(chunks);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -116,15 +115,22 @@ async fn main() -> Result<()> {
             tokio::spawn(connection);
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(copies) = chunks.get(i) else {
+                let Some(steps) = chunks.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
                 let tx = client.transaction().await?;
-                for (sql, data) in copies {
-                    let sink = tx.copy_in(sql.as_str()).await?;
-                    futures_util::pin_mut!(sink);
-                    sink.send(bytes::Bytes::copy_from_slice(data)).await?;
-                    sink.finish().await?;
+                for step in steps {
+                    match step {
+                        Step::Copy { sql, data, .. } => {
+                            let sink = tx.copy_in(sql.as_str()).await?;
+                            futures_util::pin_mut!(sink);
+                            sink.send(bytes::Bytes::copy_from_slice(data)).await?;
+                            sink.finish().await?;
+                        }
+                        Step::Lock(sql, ids) => {
+                            tx.query(*sql, &[ids]).await?;
+                        }
+                    }
                 }
                 tx.commit().await?;
             }
@@ -145,20 +151,52 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The lock phase alone (`--lock`): see the module's documentation.
-async fn lock_phase(from: &str, to: &str, writers: &str, chunk: &str) -> Result<()> {
-    let writers: usize = writers.parse().context("WRITERS")?;
-    let chunk: usize = chunk.parse().context("ROWS_PER_CHUNK")?;
+/// One statement of a chunk's transaction.
+#[derive(Clone)]
+enum Step {
+    /// A binary COPY of `rows` tuples.
+    Copy {
+        sql: String,
+        data: Vec<u8>,
+        rows: usize,
+    },
+    /// A locking statement over these ids.
+    Lock(&'static str, Vec<String>),
+}
+
+impl Step {
+    fn copy(sql: &str, tuples: &[Vec<u8>]) -> Self {
+        Self::Copy {
+            sql: sql.to_owned(),
+            data: stream(tuples),
+            rows: tuples.len(),
+        }
+    }
+
+    /// The rows this step writes or locks.
+    fn rows(&self) -> usize {
+        match self {
+            Self::Copy { rows, .. } => *rows,
+            Self::Lock(_, ids) => ids.len(),
+        }
+    }
+}
+
+/// `items` cut into `count` chunks (fewer when there are fewer items), in
+/// order, each made into a chunk's part by `make`.
+fn in_chunks<T, P>(items: &[T], count: usize, make: impl Fn(&[T]) -> P) -> Vec<P> {
+    items
+        .chunks(items.len().div_ceil(count).max(1))
+        .map(make)
+        .collect()
+}
+
+/// The profiles of the run's links in FROM, with their users, in `"userId"`
+/// order: the profiles relink's lock phase locked (at least).
+async fn linked_profiles(from: &str) -> Result<Vec<(String, String)>> {
     let (client, connection) = tokio_postgres::connect(from, NoTls).await?;
     tokio::spawn(connection);
-    let links: i64 = client
-        .query_one(
-            "SELECT count(*) FROM profile_links WHERE \"createdAt\" > '2024-01-01'",
-            &[],
-        )
-        .await?
-        .get(0);
-    let profiles: Vec<(String, String)> = client
+    Ok(client
         .query(
             "SELECT \"profileId\", min(\"userId\") FROM profile_links
               WHERE \"createdAt\" > '2024-01-01' GROUP BY \"profileId\"
@@ -168,47 +206,7 @@ async fn lock_phase(from: &str, to: &str, writers: &str, chunk: &str) -> Result<
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let count = usize::try_from(links)?.div_ceil(chunk.max(1)).max(1);
-    let per = profiles.len().div_ceil(count).max(1);
-    let chunks: Arc<Vec<Vec<(String, String)>>> =
-        Arc::new(profiles.chunks(per).map(<[_]>::to_vec).collect());
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let cpu_before = cpu_ticks()?;
-    let mut tasks = Vec::new();
-    for _ in 0..writers.max(1) {
-        let (to, chunks, next) = (to.to_owned(), chunks.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut client, connection) = tokio_postgres::connect(&to, NoTls).await?;
-            tokio::spawn(connection);
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(chunk) = chunks.get(i) else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                let ids: Vec<&str> = chunk.iter().map(|(p, _)| p.as_str()).collect();
-                let users: Vec<&str> = chunk.iter().map(|(_, u)| u.as_str()).collect();
-                let tx = client.transaction().await?;
-                tx.query(LOCK_PROFILES, &[&ids]).await?;
-                tx.query(LOCK_USERS, &[&users]).await?;
-                tx.commit().await?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_ticks()?;
-    println!(
-        "{{\"rows\": {}, \"seconds\": {seconds:.3}, \"chunks\": {}, \"cpu_busy_ticks\": {}, \"cpu_own_ticks\": {}}}",
-        profiles.len(),
-        chunks.len(),
-        cpu_after.0 - cpu_before.0,
-        cpu_after.1 - cpu_before.1
-    );
-    Ok(())
+        .collect())
 }
 
 /// relink's lock phase statements (`src/lock_phase.rs`), without what
@@ -275,11 +273,6 @@ fn stream(tuples: &[Vec<u8>]) -> Vec<u8> {
     }
     data.extend_from_slice(&(-1i16).to_be_bytes());
     data
-}
-
-/// How many tuples the binary COPY stream `data` (made by [`stream`]) holds.
-fn tuple_count(data: &[u8]) -> usize {
-    split_tuples(data).map_or(0, |t| t.len())
 }
 
 /// The tuples of a binary COPY stream.
